@@ -1,0 +1,686 @@
+// Package providers loads and validates gateway.yaml: the provider specs, the
+// prefix invariant, policy sections, and the diff between two configs on reload.
+package providers
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/switchboard-mcp/switchboard"
+)
+
+// Config is a parsed, defaulted and validated gateway.yaml.
+type Config struct {
+	Listen      string               `yaml:"listen"`
+	DataDir     string               `yaml:"data_dir"`
+	Log         LogConfig            `yaml:"log"`
+	Vault       VaultConfig          `yaml:"vault"`
+	Auth        AuthConfig           `yaml:"auth"`
+	Audit       AuditConfig          `yaml:"audit"`
+	Skills      SkillsConfig         `yaml:"skills"`
+	Sessions    SessionConfig        `yaml:"sessions"`
+	Defaults    Limits               `yaml:"defaults"`
+	Providers   map[string]*Provider `yaml:"providers"`
+	Roles       map[string]*Role     `yaml:"roles"`
+	DefaultRole string               `yaml:"default_role"`
+	Services    map[string]*Service  `yaml:"services"`
+
+	// Path is the absolute path of the file this config was read from.
+	Path string `yaml:"-"`
+	// Hash is the SHA-256 of the file's bytes, for audit and status.
+	Hash string `yaml:"-"`
+	// Dir is the folder relative paths resolve against.
+	Dir string `yaml:"-"`
+
+	lines map[string]int // "providers.notes.command" → line, for error reporting
+}
+
+// LogConfig configures the operational log.
+type LogConfig struct {
+	Level    string   `yaml:"level"`     // trace, debug, info, warn, error
+	SlowCall Duration `yaml:"slow_call"` // warn when a tools/call takes longer
+}
+
+// VaultConfig says where the master key comes from when SWITCHBOARD_VAULT_KEY is unset.
+type VaultConfig struct {
+	KeyFile string `yaml:"key_file"`
+}
+
+// AuthConfig configures who may call the gateway.
+type AuthConfig struct {
+	// Disabled turns authentication off. Only allowed on a loopback listen address.
+	Disabled       bool         `yaml:"disabled"`
+	OIDC           []OIDCIssuer `yaml:"oidc"`
+	AllowedHosts   []string     `yaml:"allowed_hosts"`
+	AllowedOrigins []string     `yaml:"allowed_origins"`
+	RateLimit      RateLimit    `yaml:"rate_limit"`
+	// ResourceURL is this gateway's public URL, for OAuth protected-resource metadata.
+	ResourceURL string `yaml:"resource_url"`
+	// MaxBodyMB caps request bodies.
+	MaxBodyMB int `yaml:"max_body_mb"`
+}
+
+// OIDCIssuer is one trusted token issuer.
+type OIDCIssuer struct {
+	Issuer     string            `yaml:"issuer"`
+	Audience   string            `yaml:"audience"`
+	JWKSURL    string            `yaml:"jwks_url"`
+	UserClaim  string            `yaml:"user_claim"`
+	RolesClaim string            `yaml:"roles_claim"`
+	RoleMap    map[string]string `yaml:"role_map"`
+}
+
+// RateLimit is a per-principal token bucket for tool calls.
+type RateLimit struct {
+	RPS   float64 `yaml:"rps"`
+	Burst int     `yaml:"burst"`
+}
+
+// AuditConfig configures the audit log.
+type AuditConfig struct {
+	File       string `yaml:"file"`
+	MaxSizeMB  int    `yaml:"max_size_mb"`
+	MaxBackups int    `yaml:"max_backups"`
+	MaxAgeDays int    `yaml:"max_age_days"`
+	FailOpen   bool   `yaml:"fail_open"`
+	Disabled   bool   `yaml:"disabled"`
+}
+
+// SkillsConfig configures usage skills.
+type SkillsConfig struct {
+	Dir      string `yaml:"dir"`
+	Required *bool  `yaml:"required"`
+}
+
+// SessionConfig configures MCP sessions.
+type SessionConfig struct {
+	IdleTimeout Duration `yaml:"idle_timeout"`
+}
+
+// Provider is one stdio MCP server. Its key in gateway.yaml is its tool prefix.
+type Provider struct {
+	Name         string            `yaml:"-"`
+	Command      string            `yaml:"command"`
+	Args         []string          `yaml:"args"`
+	Env          map[string]string `yaml:"env"`
+	Dir          string            `yaml:"dir"`
+	Enabled      *bool             `yaml:"enabled"`
+	Description  string            `yaml:"description"`
+	Scope        string            `yaml:"scope"` // shared (default) or user
+	Connection   Connection        `yaml:"connection"`
+	InternalOnly bool              `yaml:"internal_only"`
+	Public       bool              `yaml:"public"`
+	ReadOnly     bool              `yaml:"read_only"`
+	Tools        ToolPolicy        `yaml:"tools"`
+	Limits       Limits            `yaml:"limits"`
+}
+
+// Connection names what each user supplies for a scope: user provider.
+type Connection struct {
+	Secrets     []string `yaml:"secrets"`
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	MaxUsers    int      `yaml:"max_instances"`
+}
+
+// ToolPolicy is a provider's server-side write policy: glob patterns over the
+// provider's own (unprefixed) tool names.
+type ToolPolicy struct {
+	Allow []string `yaml:"allow"`
+	Deny  []string `yaml:"deny"`
+}
+
+// Limits bound one provider instance. Zero values take the defaults.
+type Limits struct {
+	MaxConcurrent int      `yaml:"max_concurrent"`
+	MaxQueue      int      `yaml:"max_queue"`
+	CallTimeout   Duration `yaml:"call_timeout"`
+	InitTimeout   Duration `yaml:"init_timeout"`
+	MaxMessageMB  int      `yaml:"max_message_mb"`
+	MaxMemoryMB   int      `yaml:"max_memory_mb"`
+	MaxCPU        float64  `yaml:"max_cpu"`
+}
+
+// Role maps a role name to the providers (and optionally tools) it may see.
+type Role struct {
+	Providers []string `yaml:"providers"`
+	// Tools, if set, are glob patterns over exposed names ("notes__read_*").
+	Tools []string `yaml:"tools"`
+}
+
+// Service is a service principal for /mcp/internal.
+type Service struct {
+	AllowedProviderPrefixes []string `yaml:"allowed_provider_prefixes"`
+}
+
+// IsEnabled reports whether the provider should run (default true).
+func (p *Provider) IsEnabled() bool { return p.Enabled == nil || *p.Enabled }
+
+// UserScoped reports whether the provider runs one process per connected user.
+func (p *Provider) UserScoped() bool { return p.Scope == ScopeUser }
+
+// Scopes.
+const (
+	ScopeShared = "shared"
+	ScopeUser   = "user"
+)
+
+// Duration is a time.Duration written as "30s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses "1m30s" or a plain number of seconds.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: expected a duration like \"30s\"", n.Line)
+	}
+	if secs, err := strconv.ParseFloat(n.Value, 64); err == nil {
+		*d = Duration(secs * float64(time.Second))
+		return nil
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: invalid duration %q", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Problem is one thing wrong with a config file.
+type Problem struct {
+	File    string
+	Line    int
+	Message string
+}
+
+func (p Problem) String() string {
+	if p.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Message)
+	}
+	return fmt.Sprintf("%s: %s", p.File, p.Message)
+}
+
+// ValidationError lists every problem found in one config file.
+type ValidationError struct {
+	Problems []Problem
+}
+
+func (e *ValidationError) Error() string {
+	s := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		s[i] = p.String()
+	}
+	return strings.Join(s, "\n")
+}
+
+// Problems returns the problems in err if it is a *ValidationError, or err as one problem.
+func Problems(err error) []Problem {
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		return ve.Problems
+	}
+	return []Problem{{Message: err.Error()}}
+}
+
+// LoadFile reads, parses, defaults and validates a gateway.yaml.
+func LoadFile(path string) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", path, err)
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, &ValidationError{Problems: []Problem{{File: path, Message: "cannot read file: " + unwrapPathError(err)}}}
+	}
+	return Parse(data, abs, path)
+}
+
+func unwrapPathError(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// Parse parses data read from the file at abs; display is the name used in errors.
+func Parse(data []byte, abs, display string) (*Config, error) {
+	if display == "" {
+		display = abs
+	}
+	fail := func(line int, msg string) error {
+		return &ValidationError{Problems: []Problem{{File: display, Line: line, Message: msg}}}
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		line, msg := yamlErrorLine(err)
+		return nil, fail(line, msg)
+	}
+	cfg := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			ve := &ValidationError{}
+			for _, e := range te.Errors {
+				line, msg := yamlErrorLine(errors.New(e))
+				ve.Problems = append(ve.Problems, Problem{File: display, Line: line, Message: msg})
+			}
+			return nil, ve
+		}
+		line, msg := yamlErrorLine(err)
+		return nil, fail(line, msg)
+	}
+	sum := sha256.Sum256(data)
+	cfg.Hash = hex.EncodeToString(sum[:])
+	cfg.Path = abs
+	cfg.Dir = filepath.Dir(abs)
+	cfg.lines = map[string]int{}
+	indexLines(&root, "", cfg.lines)
+	cfg.applyDefaults()
+	if problems := cfg.validate(display); len(problems) > 0 {
+		return nil, &ValidationError{Problems: problems}
+	}
+	return cfg, nil
+}
+
+var yamlLineRe = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+var unknownFieldRe = regexp.MustCompile(`field (\S+) not found in type (\S+)`)
+
+// yamlErrorLine turns "yaml: line 3: did not find expected key" into (3, "...").
+func yamlErrorLine(err error) (int, string) {
+	msg := err.Error()
+	if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		rest := m[2]
+		if u := unknownFieldRe.FindStringSubmatch(rest); u != nil {
+			rest = fmt.Sprintf("unknown key %q", u[1])
+		}
+		rest = strings.TrimPrefix(rest, "cannot unmarshal ")
+		return n, rest
+	}
+	return 0, strings.TrimPrefix(msg, "yaml: ")
+}
+
+// indexLines records the line of every mapping key by dotted path.
+func indexLines(n *yaml.Node, path string, out map[string]int) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			indexLines(c, path, out)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			out[p] = k.Line
+			indexLines(v, p, out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			out[p] = c.Line
+			indexLines(c, p, out)
+		}
+	}
+}
+
+// Line returns the line of a dotted key path, or of its nearest ancestor.
+func (c *Config) Line(path string) int {
+	for path != "" {
+		if l, ok := c.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return 0
+}
+
+// Defaults.
+const (
+	DefaultListen        = "127.0.0.1:8080"
+	DefaultDataDir       = "./data"
+	DefaultMaxBodyMB     = 4
+	DefaultSessionIdle   = 30 * time.Minute
+	DefaultSlowCall      = 5 * time.Second
+	DefaultMaxMessageMB  = 16
+	DefaultUserIdle      = 15 * time.Minute
+	DefaultMaxUserProcs  = 50
+	DefaultRateLimitRPS  = 50
+	DefaultRateLimitBurs = 100
+)
+
+func (c *Config) applyDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	c.DataDir = c.Resolve(c.DataDir)
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.SlowCall == 0 {
+		c.Log.SlowCall = Duration(DefaultSlowCall)
+	}
+	if c.Auth.MaxBodyMB == 0 {
+		c.Auth.MaxBodyMB = DefaultMaxBodyMB
+	}
+	if c.Auth.RateLimit.RPS == 0 {
+		c.Auth.RateLimit.RPS = DefaultRateLimitRPS
+	}
+	if c.Auth.RateLimit.Burst == 0 {
+		c.Auth.RateLimit.Burst = DefaultRateLimitBurs
+	}
+	if c.Vault.KeyFile != "" {
+		c.Vault.KeyFile = c.Resolve(c.Vault.KeyFile)
+	}
+	if c.Audit.File == "" {
+		c.Audit.File = filepath.Join(c.DataDir, "audit.log")
+	} else {
+		c.Audit.File = c.Resolve(c.Audit.File)
+	}
+	if c.Audit.MaxSizeMB == 0 {
+		c.Audit.MaxSizeMB = 100
+	}
+	if c.Audit.MaxBackups == 0 {
+		c.Audit.MaxBackups = 10
+	}
+	if c.Skills.Dir != "" {
+		c.Skills.Dir = c.Resolve(c.Skills.Dir)
+	}
+	if c.Sessions.IdleTimeout == 0 {
+		c.Sessions.IdleTimeout = Duration(DefaultSessionIdle)
+	}
+	if c.Providers == nil {
+		c.Providers = map[string]*Provider{}
+	}
+	for name, p := range c.Providers {
+		if p == nil {
+			p = &Provider{}
+			c.Providers[name] = p
+		}
+		p.Name = name
+		if p.Scope == "" {
+			p.Scope = ScopeShared
+		}
+		if p.Dir == "" {
+			p.Dir = c.Dir
+		} else {
+			p.Dir = c.Resolve(p.Dir)
+		}
+		if p.Connection.IdleTimeout == 0 {
+			p.Connection.IdleTimeout = Duration(DefaultUserIdle)
+		}
+		if p.Connection.MaxUsers == 0 {
+			p.Connection.MaxUsers = DefaultMaxUserProcs
+		}
+		p.Limits = p.Limits.withDefaults(c.Defaults)
+	}
+}
+
+func (l Limits) withDefaults(d Limits) Limits {
+	if l.MaxConcurrent == 0 {
+		l.MaxConcurrent = d.MaxConcurrent
+	}
+	if l.MaxQueue == 0 {
+		l.MaxQueue = d.MaxQueue
+	}
+	if l.CallTimeout == 0 {
+		l.CallTimeout = d.CallTimeout
+	}
+	if l.InitTimeout == 0 {
+		l.InitTimeout = d.InitTimeout
+	}
+	if l.MaxMessageMB == 0 {
+		l.MaxMessageMB = d.MaxMessageMB
+	}
+	if l.MaxMessageMB == 0 {
+		l.MaxMessageMB = DefaultMaxMessageMB
+	}
+	if l.MaxMemoryMB == 0 {
+		l.MaxMemoryMB = d.MaxMemoryMB
+	}
+	if l.MaxCPU == 0 {
+		l.MaxCPU = d.MaxCPU
+	}
+	return l
+}
+
+// Resolve returns p made absolute against the config file's folder.
+func (c *Config) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.Dir, p)
+}
+
+var (
+	envNameRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	secretNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+	roleNameRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+	refRe        = regexp.MustCompile(`^\$\{(secret|env):([^}]*)\}$`)
+)
+
+// SortedProviders returns the providers ordered by prefix.
+func (c *Config) SortedProviders() []*Provider {
+	out := make([]*Provider, 0, len(c.Providers))
+	for _, p := range c.Providers {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (c *Config) validate(file string) []Problem {
+	var ps []Problem
+	add := func(path, format string, args ...any) {
+		ps = append(ps, Problem{File: file, Line: c.Line(path), Message: fmt.Sprintf(format, args...)})
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		add("listen", "listen %q is not host:port", c.Listen)
+	} else if c.Auth.Disabled && !IsLoopback(host) {
+		add("listen", "listen %q is not a loopback address: authentication cannot be disabled there", c.Listen)
+	}
+	switch c.Log.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		add("log.level", "log.level %q must be one of trace, debug, info, warn, error", c.Log.Level)
+	}
+	for i, o := range c.Auth.OIDC {
+		path := fmt.Sprintf("auth.oidc[%d]", i)
+		if o.Issuer == "" {
+			add(path, "oidc issuer: issuer is empty")
+		}
+		if o.Audience == "" {
+			add(path, "oidc issuer %q: audience is empty (tokens must be minted for this gateway)", o.Issuer)
+		}
+	}
+	for _, p := range c.SortedProviders() {
+		path := "providers." + p.Name
+		if !switchboard.ValidPrefix(p.Name) {
+			add(path, "provider %q: the key is the tool prefix and must match [a-z0-9][a-z0-9-]* (at most 32 characters, no \"__\")", p.Name)
+		}
+		if strings.TrimSpace(p.Command) == "" {
+			add(path, "provider %q: command is empty", p.Name)
+		}
+		if p.Scope != ScopeShared && p.Scope != ScopeUser {
+			add(path+".scope", "provider %q: scope %q must be shared or user", p.Name, p.Scope)
+		}
+		if p.Scope == ScopeShared && len(p.Connection.Secrets) > 0 {
+			add(path+".connection", "provider %q: connection secrets need scope: user", p.Name)
+		}
+		if p.Scope == ScopeUser && len(p.Connection.Secrets) == 0 {
+			add(path+".connection", "provider %q: scope: user needs connection.secrets naming what each user supplies", p.Name)
+		}
+		for _, s := range p.Connection.Secrets {
+			if !envNameRe.MatchString(s) {
+				add(path+".connection.secrets", "provider %q: connection secret %q is not a valid environment variable name", p.Name, s)
+			}
+		}
+		keys := make([]string, 0, len(p.Env))
+		for k := range p.Env {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			epath := path + ".env." + k
+			if !envNameRe.MatchString(k) {
+				add(epath, "provider %q: %q is not a valid environment variable name", p.Name, k)
+			}
+			ref, err := ParseEnvValue(p.Env[k])
+			if err != nil {
+				add(epath, "provider %q: env %s: %v", p.Name, k, err)
+				continue
+			}
+			if ref.Kind == RefSecret && !secretNameRe.MatchString(ref.Name) {
+				add(epath, "provider %q: env %s: secret name %q must match [A-Za-z_][A-Za-z0-9_]*", p.Name, k, ref.Name)
+			}
+		}
+		for _, pat := range append(append([]string{}, p.Tools.Allow...), p.Tools.Deny...) {
+			if _, err := filepath.Match(pat, ""); err != nil {
+				add(path+".tools", "provider %q: bad tool pattern %q", p.Name, pat)
+			}
+		}
+		l := p.Limits
+		if l.MaxConcurrent < 0 || l.MaxQueue < 0 || l.MaxMessageMB < 0 || l.MaxMemoryMB < 0 || l.MaxCPU < 0 || l.CallTimeout < 0 || l.InitTimeout < 0 {
+			add(path+".limits", "provider %q: limits must not be negative", p.Name)
+		}
+	}
+	// The prefix invariant: everything else that names a provider must name a declared one.
+	for _, name := range sortedKeys(c.Roles) {
+		r := c.Roles[name]
+		path := "roles." + name
+		if !roleNameRe.MatchString(name) {
+			add(path, "role %q: name must match [a-z0-9][a-z0-9_-]*", name)
+		}
+		if r == nil {
+			continue
+		}
+		for i, pf := range r.Providers {
+			if pf != "*" && c.Providers[pf] == nil {
+				add(fmt.Sprintf("%s.providers[%d]", path, i), "role %q names unknown provider %q", name, pf)
+			}
+		}
+		for i, pat := range r.Tools {
+			if _, err := filepath.Match(pat, ""); err != nil {
+				add(fmt.Sprintf("%s.tools[%d]", path, i), "role %q: bad tool pattern %q", name, pat)
+			}
+		}
+	}
+	if c.DefaultRole != "" && c.Roles[c.DefaultRole] == nil {
+		add("default_role", "default_role %q is not a role defined under roles", c.DefaultRole)
+	}
+	for _, name := range sortedKeys(c.Services) {
+		s := c.Services[name]
+		path := "services." + name
+		if !roleNameRe.MatchString(name) {
+			add(path, "service %q: name must match [a-z0-9][a-z0-9_-]*", name)
+		}
+		if s == nil {
+			continue
+		}
+		for i, pf := range s.AllowedProviderPrefixes {
+			if c.Providers[pf] == nil {
+				add(fmt.Sprintf("%s.allowed_provider_prefixes[%d]", path, i), "service %q names unknown provider prefix %q", name, pf)
+			}
+		}
+	}
+	return ps
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// IsLoopback reports whether host (an IP or "localhost") is a loopback address.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// RefKind says where an env value comes from.
+type RefKind int
+
+// Env value kinds.
+const (
+	RefLiteral RefKind = iota
+	RefSecret          // ${secret:NAME}: from the vault
+	RefEnv             // ${env:NAME}: from the gateway's own environment
+)
+
+// EnvRef is a parsed provider env value.
+type EnvRef struct {
+	Kind  RefKind
+	Name  string // secret or env var name
+	Value string // the literal, for RefLiteral
+}
+
+// ParseEnvValue parses "${secret:NAME}", "${env:NAME}" or a literal.
+func ParseEnvValue(v string) (EnvRef, error) {
+	if m := refRe.FindStringSubmatch(v); m != nil {
+		if m[2] == "" {
+			return EnvRef{}, fmt.Errorf("empty name in %q", v)
+		}
+		if m[1] == "secret" {
+			return EnvRef{Kind: RefSecret, Name: m[2]}, nil
+		}
+		if !envNameRe.MatchString(m[2]) {
+			return EnvRef{}, fmt.Errorf("%q is not a valid environment variable name", m[2])
+		}
+		return EnvRef{Kind: RefEnv, Name: m[2]}, nil
+	}
+	if strings.Contains(v, "${secret:") || strings.Contains(v, "${env:") {
+		return EnvRef{}, fmt.Errorf("a reference must be the whole value, like ${secret:NAME}")
+	}
+	return EnvRef{Kind: RefLiteral, Value: v}, nil
+}
+
+// SecretRefs returns the vault secret names the provider's env references, sorted.
+func (p *Provider) SecretRefs() []string {
+	var out []string
+	for _, v := range p.Env {
+		if r, err := ParseEnvValue(v); err == nil && r.Kind == RefSecret {
+			out = append(out, r.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

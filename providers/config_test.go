@@ -1,0 +1,188 @@
+package providers
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadGood(t *testing.T) {
+	cfg, err := LoadFile("testdata/good.yaml")
+	if err != nil {
+		t.Fatalf("LoadFile: %v", err)
+	}
+	dir, _ := filepath.Abs("testdata")
+	if cfg.DataDir != filepath.Join(dir, "data") {
+		t.Errorf("DataDir = %q, want it resolved against the config folder", cfg.DataDir)
+	}
+	n := cfg.Providers["notes"]
+	if n.Limits.CallTimeout.D() != 30*time.Second {
+		t.Errorf("defaults not applied: call_timeout = %v", n.Limits.CallTimeout.D())
+	}
+	if n.Limits.MaxMessageMB != DefaultMaxMessageMB {
+		t.Errorf("MaxMessageMB = %d", n.Limits.MaxMessageMB)
+	}
+	if got := n.SecretRefs(); len(got) != 1 || got[0] != "NOTES_KEY" {
+		t.Errorf("SecretRefs = %v", got)
+	}
+	if cfg.Providers["off"].IsEnabled() {
+		t.Error("off should be disabled")
+	}
+	if !cfg.Providers["gh"].UserScoped() {
+		t.Error("gh should be user-scoped")
+	}
+	if cfg.Listen != "127.0.0.1:0" || cfg.Hash == "" {
+		t.Errorf("listen %q hash %q", cfg.Listen, cfg.Hash)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Parse([]byte("providers: {}\n"), "/tmp/x/gateway.yaml", "gateway.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != DefaultListen {
+		t.Errorf("Listen = %q, want loopback default", cfg.Listen)
+	}
+	if cfg.DataDir != "/tmp/x/data" {
+		t.Errorf("DataDir = %q", cfg.DataDir)
+	}
+}
+
+func TestBadConfigs(t *testing.T) {
+	tests := []struct {
+		file string
+		want []string // each must appear as a "file:line: message" problem
+	}{
+		{"unknown_key.bad.yaml", []string{`:5: unknown key "comand"`}},
+		{"bad_yaml.bad.yaml", []string{`bad_yaml.bad.yaml:`}},
+		{"bad_prefix.bad.yaml", []string{`:2: provider "Notes_X": the key is the tool prefix`}},
+		{"empty_command.bad.yaml", []string{`:2: provider "notes": command is empty`}},
+		{"unknown_ref.bad.yaml", []string{
+			`:6: role "alpha" names unknown provider "ghost"`,
+			`:9: service "cron" names unknown provider prefix "notez"`,
+			`:10: default_role "nobody" is not a role`,
+		}},
+		{"bad_env.bad.yaml", []string{
+			`:5: provider "notes": env TOKEN: a reference must be the whole value`,
+			`:6: provider "notes": "1BAD" is not a valid environment variable name`,
+		}},
+		{"open_nonloopback.bad.yaml", []string{`:1: listen "0.0.0.0:8080" is not a loopback address`}},
+		{"user_scope.bad.yaml", []string{`provider "gh": scope: user needs connection.secrets`}},
+		{"bad_duration.bad.yaml", []string{`:5: invalid duration "soon"`}},
+		{"duplicate.bad.yaml", []string{`:4: mapping key "notes" already defined at line 2`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			_, err := LoadFile(filepath.Join("testdata", tt.file))
+			if err == nil {
+				t.Fatal("LoadFile succeeded, want an error")
+			}
+			var lines []string
+			for _, p := range Problems(err) {
+				lines = append(lines, p.String())
+			}
+			all := strings.Join(lines, "\n")
+			for _, w := range tt.want {
+				if !strings.Contains(all, w) {
+					t.Errorf("problems:\n%s\nwant one containing %q", all, w)
+				}
+			}
+			for _, l := range lines {
+				if !strings.HasPrefix(l, filepath.Join("testdata", tt.file)+":") {
+					t.Errorf("problem %q does not start with file:", l)
+				}
+			}
+		})
+	}
+}
+
+func TestUnreadableFile(t *testing.T) {
+	_, err := LoadFile(filepath.Join(t.TempDir(), "missing.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "cannot read file") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestParseEnvValue(t *testing.T) {
+	tests := []struct {
+		in   string
+		kind RefKind
+		name string
+		bad  bool
+	}{
+		{"plain", RefLiteral, "", false},
+		{"${secret:TOKEN}", RefSecret, "TOKEN", false},
+		{"${env:HOME}", RefEnv, "HOME", false},
+		{"${env:}", 0, "", true},
+		{"x${secret:A}", 0, "", true},
+		{"$HOME", RefLiteral, "", false},
+	}
+	for _, tt := range tests {
+		r, err := ParseEnvValue(tt.in)
+		if (err != nil) != tt.bad {
+			t.Errorf("ParseEnvValue(%q) err = %v", tt.in, err)
+			continue
+		}
+		if !tt.bad && (r.Kind != tt.kind || r.Name != tt.name) {
+			t.Errorf("ParseEnvValue(%q) = %+v", tt.in, r)
+		}
+	}
+}
+
+func TestDiff(t *testing.T) {
+	base := `
+listen: 127.0.0.1:8080
+providers:
+  a: {command: ./a}
+  b: {command: ./b, args: [x]}
+  c: {command: ./c}
+  d: {command: ./d, description: old}
+`
+	next := `
+listen: 127.0.0.1:9090
+providers:
+  a: {command: ./a}
+  b: {command: ./b, args: [y]}
+  d: {command: ./d, description: new}
+  e: {command: ./e}
+roles:
+  r: {providers: [a]}
+`
+	dir := t.TempDir()
+	old := mustParse(t, dir, base)
+	cur := mustParse(t, dir, next)
+	ch := Diff(old, cur)
+	check := func(name string, got []string, want ...string) {
+		t.Helper()
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	check("Added", ch.Added, "e")
+	check("Removed", ch.Removed, "c")
+	check("Restarted", ch.Restarted, "b")
+	check("PolicyOnly", ch.PolicyOnly, "d")
+	check("NeedsRestart", ch.NeedsRestart, "listen")
+	if !ch.PolicyChanged {
+		t.Error("PolicyChanged = false")
+	}
+	if !Diff(old, mustParse(t, dir, base)).Empty() {
+		t.Error("identical configs should diff empty")
+	}
+}
+
+func mustParse(t *testing.T, dir, s string) *Config {
+	t.Helper()
+	p := filepath.Join(dir, "gateway.yaml")
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
