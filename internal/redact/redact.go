@@ -1,0 +1,95 @@
+// Package redact scrubs secrets from log output: registered secret values (and
+// their base64 forms), bearer tokens and Switchboard API keys.
+package redact
+
+import (
+	"bytes"
+	"encoding/base64"
+	"io"
+	"regexp"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Mask replaces a redacted value.
+const Mask = "<redacted>"
+
+// MinLen is the shortest value that is registered: shorter ones would mask
+// ordinary words.
+const MinLen = 6
+
+var patterns = []*regexp.Regexp{
+	regexp.MustCompile(`(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}`),
+	regexp.MustCompile(`sb_[a-z2-7]{12}_[A-Za-z0-9]{16,}`),
+	regexp.MustCompile(`(?i)("?(?:authorization|x-api-key|api_key|apikey|token|password|secret)"?\s*[:=]\s*"?)[^"\s,}]{8,}`),
+}
+
+// Redactor holds the registered values. The zero value is not usable; use New.
+type Redactor struct {
+	mu     sync.Mutex
+	values atomic.Pointer[[][]byte] // longest first, so overlaps mask fully
+}
+
+// New returns an empty Redactor.
+func New() *Redactor {
+	r := &Redactor{}
+	r.values.Store(&[][]byte{})
+	return r
+}
+
+// Add registers a value (and its base64 forms) that must never be printed.
+func (r *Redactor) Add(value string) {
+	if len(value) < MinLen {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := *r.values.Load()
+	for _, v := range cur {
+		if string(v) == value {
+			return
+		}
+	}
+	next := append([][]byte{}, cur...)
+	next = append(next, []byte(value),
+		[]byte(base64.StdEncoding.EncodeToString([]byte(value))),
+		[]byte(base64.RawURLEncoding.EncodeToString([]byte(value))))
+	sort.Slice(next, func(i, j int) bool { return len(next[i]) > len(next[j]) })
+	r.values.Store(&next)
+}
+
+// Bytes returns p with every secret masked. It returns p itself when clean.
+func (r *Redactor) Bytes(p []byte) []byte {
+	out := p
+	for _, v := range *r.values.Load() {
+		if bytes.Contains(out, v) {
+			out = bytes.ReplaceAll(out, v, []byte(Mask))
+		}
+	}
+	for _, re := range patterns {
+		if re.Match(out) {
+			out = re.ReplaceAll(out, []byte("${1}"+Mask))
+		}
+	}
+	return out
+}
+
+// String is Bytes for strings.
+func (r *Redactor) String(s string) string { return string(r.Bytes([]byte(s))) }
+
+// Writer wraps w so everything written through it is redacted first. Each Write
+// is redacted as a whole, so give it whole lines (zerolog does).
+func (r *Redactor) Writer(w io.Writer) io.Writer { return &writer{r: r, w: w} }
+
+type writer struct {
+	r *Redactor
+	w io.Writer
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	if _, err := w.w.Write(w.r.Bytes(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

@@ -1,0 +1,39 @@
+package redact
+
+import (
+	"bytes"
+	"encoding/base64"
+	"strings"
+	"testing"
+)
+
+func TestRedactor(t *testing.T) {
+	r := New()
+	canary := "canary-7f3a9c2e"
+	r.Add(canary)
+	r.Add("short") // too short to register
+	tests := []struct{ in, mustNot string }{
+		{"value=" + canary + " end", canary},
+		{"b64 " + base64.StdEncoding.EncodeToString([]byte(canary)), base64.StdEncoding.EncodeToString([]byte(canary))},
+		{`{"authorization":"Bearer abcdefghijklmnop"}`, "abcdefghijklmnop"},
+		{"key sb_abcdefghijkl_ABCDEFGHIJKLMNOPQRSTUV", "ABCDEFGHIJKLMNOPQRSTUV"},
+		{`{"password":"hunter2hunter2"}`, "hunter2hunter2"},
+	}
+	for _, tt := range tests {
+		got := r.String(tt.in)
+		if strings.Contains(got, tt.mustNot) {
+			t.Errorf("String(%q) = %q: still contains %q", tt.in, got, tt.mustNot)
+		}
+	}
+	if got := r.String("a short word"); got != "a short word" {
+		t.Errorf("short values must not be masked: %q", got)
+	}
+	var buf bytes.Buffer
+	w := r.Writer(&buf)
+	if _, err := w.Write([]byte("line " + canary + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), canary) || !strings.Contains(buf.String(), Mask) {
+		t.Errorf("writer output %q", buf.String())
+	}
+}

@@ -1,0 +1,168 @@
+package mux
+
+import (
+	"encoding/json"
+	"sort"
+	"strings"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/switchboard-mcp/switchboard"
+)
+
+// toolEntry is one exposed tool: where it routes and what the client sees.
+type toolEntry struct {
+	Exposed  string
+	Provider string
+	Original string
+	ReadOnly bool
+	Tool     mcp.Tool
+}
+
+// promptEntry is one exposed prompt.
+type promptEntry struct {
+	Exposed  string
+	Provider string
+	Original string
+	Prompt   mcp.Prompt
+}
+
+// resourceEntry is one resource or template; URIs are kept as the child sent them.
+type resourceEntry struct {
+	Provider string
+	Resource *mcp.Resource
+	Template *mcp.ResourceTemplate
+}
+
+// table is an immutable snapshot of everything exposed, swapped atomically.
+type table struct {
+	tools     map[string]*toolEntry
+	prompts   map[string]*promptEntry
+	resources map[string]*resourceEntry // by URI
+	templates []*resourceEntry
+	// providers that expose anything, with their instructions.
+	instructions map[string]string
+	// problems found while building: invalid or colliding names, bad schemas.
+	problems []string
+}
+
+func emptyTable() *table {
+	return &table{
+		tools:        map[string]*toolEntry{},
+		prompts:      map[string]*promptEntry{},
+		resources:    map[string]*resourceEntry{},
+		instructions: map[string]string{},
+	}
+}
+
+// rawTool is the part of a child's tool we read; the schemas stay raw.
+type rawTool struct {
+	Name         string          `json:"name"`
+	InputSchema  json.RawMessage `json:"inputSchema"`
+	OutputSchema json.RawMessage `json:"outputSchema"`
+}
+
+// parseTool decodes one raw tool from a child into an mcp.Tool that marshals the
+// schemas byte-exact: the typed schemas are zeroed and the raw ones set.
+func parseTool(raw json.RawMessage) (mcp.Tool, error) {
+	var t mcp.Tool
+	if err := json.Unmarshal(raw, &t); err != nil {
+		return t, err
+	}
+	var r rawTool
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return t, err
+	}
+	t.InputSchema = mcp.ToolInputSchema{}
+	t.OutputSchema = mcp.ToolOutputSchema{}
+	if len(r.InputSchema) > 0 {
+		t.RawInputSchema = r.InputSchema
+	} else {
+		t.RawInputSchema = json.RawMessage(`{"type":"object"}`)
+	}
+	if len(r.OutputSchema) > 0 && string(r.OutputSchema) != "null" {
+		t.RawOutputSchema = r.OutputSchema
+	}
+	return t, nil
+}
+
+// provCatalog is the catalog a provider contributes, from its shared instance or,
+// for user-scoped providers, the most recent instance of any user.
+type provCatalog struct {
+	Provider string
+	Cat      *switchboard.Catalog
+}
+
+// buildTable compiles provider catalogs into one namespaced table. Providers are
+// processed in sorted order so collisions resolve deterministically.
+func buildTable(cats []provCatalog) *table {
+	t := emptyTable()
+	sort.Slice(cats, func(i, j int) bool { return cats[i].Provider < cats[j].Provider })
+	for _, pc := range cats {
+		p, cat := pc.Provider, pc.Cat
+		if cat == nil {
+			continue
+		}
+		t.instructions[p] = cat.Instructions
+		for _, raw := range cat.Tools {
+			tool, err := parseTool(raw)
+			if err != nil || tool.Name == "" {
+				t.problems = append(t.problems, "provider "+p+": skipped a tool that does not decode")
+				continue
+			}
+			if err := mcp.ValidateParamHeaderAnnotations(&tool); err != nil {
+				t.problems = append(t.problems, "provider "+p+": tool "+tool.Name+": "+err.Error())
+				continue
+			}
+			exposed, fixed := switchboard.ExposedName(p, tool.Name)
+			if fixed {
+				t.problems = append(t.problems, "provider "+p+": tool "+quote(tool.Name)+" exposed as "+exposed)
+			}
+			if _, dup := t.tools[exposed]; dup {
+				t.problems = append(t.problems, "provider "+p+": tool "+quote(tool.Name)+" collides with "+exposed+"; skipped")
+				continue
+			}
+			orig := tool.Name
+			tool.Name = exposed
+			ro := tool.Annotations.ReadOnlyHint != nil && *tool.Annotations.ReadOnlyHint
+			t.tools[exposed] = &toolEntry{Exposed: exposed, Provider: p, Original: orig, ReadOnly: ro, Tool: tool}
+		}
+		for _, raw := range cat.Prompts {
+			var pr mcp.Prompt
+			if err := json.Unmarshal(raw, &pr); err != nil || pr.Name == "" {
+				t.problems = append(t.problems, "provider "+p+": skipped a prompt that does not decode")
+				continue
+			}
+			exposed, _ := switchboard.ExposedName(p, pr.Name)
+			if _, dup := t.prompts[exposed]; dup {
+				continue
+			}
+			orig := pr.Name
+			pr.Name = exposed
+			t.prompts[exposed] = &promptEntry{Exposed: exposed, Provider: p, Original: orig, Prompt: pr}
+		}
+		for _, raw := range cat.Resources {
+			var r mcp.Resource
+			if err := json.Unmarshal(raw, &r); err != nil || r.URI == "" {
+				continue
+			}
+			if other, dup := t.resources[r.URI]; dup {
+				t.problems = append(t.problems, "provider "+p+": resource "+r.URI+" already served by "+other.Provider+"; skipped")
+				continue
+			}
+			rc := r
+			t.resources[r.URI] = &resourceEntry{Provider: p, Resource: &rc}
+		}
+		for _, raw := range cat.ResourceTemplates {
+			var rt mcp.ResourceTemplate
+			if err := json.Unmarshal(raw, &rt); err != nil || rt.URITemplate == nil {
+				continue
+			}
+			rtc := rt
+			t.templates = append(t.templates, &resourceEntry{Provider: p, Template: &rtc})
+		}
+	}
+	return t
+}
+
+func quote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }

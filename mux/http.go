@@ -1,0 +1,345 @@
+package mux
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+	"github.com/rs/zerolog"
+
+	"github.com/switchboard-mcp/switchboard"
+)
+
+// SessionProtocolVersions are the protocol versions the front end negotiates.
+// The 2026-07-28 stateless era is not advertised: the gateway binds sessions to
+// principals and targets list_changed per session, which needs the session era.
+var SessionProtocolVersions = []string{"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
+
+// Handler returns the MCP endpoint for ep. Authentication runs before it (the
+// caller wraps it); it adds strict JSON-RPC checks, request IDs, the
+// one-line-per-request log, and mcp-go's streamable-HTTP transport with session
+// IDs bound to the authenticated principal.
+func (s *Server) Handler(ep switchboard.Endpoint) http.Handler {
+	h := server.NewStreamableHTTPServer(s.mcp,
+		server.WithSessionIdManagerResolver(resolver{ss: s.sessions, endpoint: ep}),
+		server.WithSessionIdleTTL(s.opts.SessionIdleTTL),
+		server.WithHeartbeatInterval(25*time.Second),
+		server.WithStreamableHTTPProtocolVersions(SessionProtocolVersions...),
+		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
+			rctx := r.Context()
+			ctx = switchboard.NewContextWithPrincipal(ctx, switchboard.PrincipalFromContext(rctx))
+			ctx = switchboard.NewContextWithRequestID(ctx, switchboard.RequestIDFromContext(rctx))
+			ctx = context.WithValue(ctx, endpointKey{}, ep)
+			if rs := requestStateFrom(rctx); rs != nil {
+				ctx = context.WithValue(ctx, requestStateKey{}, rs)
+			}
+			return ctx
+		}),
+	)
+	s.http[ep] = h
+	return s.strict(ep, h)
+}
+
+// Shutdown closes every session of every endpoint.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, h := range s.http {
+		if err := h.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type endpointKey struct{}
+
+func endpointFromContext(ctx context.Context) switchboard.Endpoint {
+	ep, _ := ctx.Value(endpointKey{}).(switchboard.Endpoint)
+	return ep
+}
+
+// requestState follows one HTTP request through mcp-go for the access log.
+type requestState struct {
+	client string
+	call   *CallInfo
+}
+
+type requestStateKey struct{}
+
+func requestStateFrom(ctx context.Context) *requestState {
+	rs, _ := ctx.Value(requestStateKey{}).(*requestState)
+	return rs
+}
+
+// envelope is the part of a JSON-RPC message the edge reads.
+type envelope struct {
+	Method string          `json:"method"`
+	ID     json.RawMessage `json:"id"`
+	Params struct {
+		Name string `json:"name"`
+	} `json:"params"`
+}
+
+var requestSeq atomic.Uint64
+
+// strict rejects what mcp-go would otherwise accept too loosely: batches,
+// invalid UTF-8, duplicate or case-variant keys (so the tool that is authorized
+// is the tool that runs: CVE-2026-27896), and a missing session ID. Then it logs
+// one line per request.
+func (s *Server) strict(ep switchboard.Endpoint, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		reqID := r.Header.Get("X-Request-Id")
+		if reqID == "" || len(reqID) > 64 {
+			reqID = uuid.NewString()
+		}
+		w.Header().Set("X-Request-Id", reqID)
+		ctx := switchboard.NewContextWithRequestID(r.Context(), reqID)
+		rs := &requestState{}
+		ctx = context.WithValue(ctx, requestStateKey{}, rs)
+		sw := &statusWriter{ResponseWriter: w}
+
+		var env envelope
+		if r.Method == http.MethodPost {
+			body, err := io.ReadAll(r.Body)
+			if err != nil {
+				var mbe *http.MaxBytesError
+				if errors.As(err, &mbe) {
+					writeRPCError(sw, http.StatusRequestEntityTooLarge, nil, mcp.INVALID_REQUEST, "request body too large")
+				} else {
+					writeRPCError(sw, http.StatusBadRequest, nil, mcp.PARSE_ERROR, "cannot read request body")
+				}
+				s.logRequest(ctx, ep, r, sw, env, rs, start)
+				return
+			}
+			if code, msg := checkMessage(body); code != 0 {
+				status := http.StatusBadRequest
+				writeRPCError(sw, status, nil, code, msg)
+				s.logRequest(ctx, ep, r, sw, env, rs, start)
+				return
+			}
+			_ = json.Unmarshal(body, &env)
+			if env.Method != "" && env.Method != "initialize" && len(env.ID) > 0 &&
+				r.Header.Get(server.HeaderKeySessionID) == "" && !isModern(r) {
+				writeRPCError(sw, http.StatusBadRequest, env.ID, mcp.INVALID_REQUEST, "missing Mcp-Session-Id header: send initialize first")
+				s.logRequest(ctx, ep, r, sw, env, rs, start)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+		}
+		next.ServeHTTP(sw, r.WithContext(ctx))
+		s.logRequest(ctx, ep, r, sw, env, rs, start)
+	})
+}
+
+func isModern(r *http.Request) bool {
+	return mcp.IsModernProtocol(r.Header.Get(mcp.HeaderProtocolVersion))
+}
+
+func (s *Server) logRequest(ctx context.Context, ep switchboard.Endpoint, r *http.Request, sw *statusWriter, env envelope, rs *requestState, start time.Time) {
+	lvl := zerolog.InfoLevel
+	if sw.status >= 500 {
+		lvl = zerolog.WarnLevel
+	}
+	if r.Method == http.MethodGet || env.Method == "notifications/initialized" || env.Method == "ping" {
+		lvl = zerolog.DebugLevel
+	}
+	e := s.log.WithLevel(lvl).
+		Str("request_id", switchboard.RequestIDFromContext(ctx)).
+		Str("endpoint", string(ep)).
+		Str("http_method", r.Method).
+		Int("status", sw.statusCode()).
+		Dur("latency", time.Since(start))
+	if env.Method != "" {
+		e = e.Str("method", env.Method)
+	}
+	if sid := r.Header.Get(server.HeaderKeySessionID); sid != "" {
+		e = e.Str("session", shortID(sid))
+		if info := s.sessions.get(sid); info != nil && info.client != "" {
+			e = e.Str("client", info.client)
+		}
+	} else if rs.client != "" {
+		e = e.Str("client", rs.client)
+	}
+	if p := switchboard.PrincipalFromContext(ctx); p != nil {
+		e = e.Str("principal", p.String())
+	}
+	if c := rs.call; c != nil {
+		e = e.Str("provider", c.Provider).Str("tool", c.Tool).Str("outcome", c.Outcome)
+	} else if env.Method == "tools/call" {
+		e = e.Str("tool", env.Params.Name)
+	}
+	e.Msg("mcp request")
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) statusCode() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// Flush lets mcp-go stream SSE through the wrapper.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func writeRPCError(w http.ResponseWriter, status int, id json.RawMessage, code int, msg string) {
+	if len(id) == 0 {
+		id = json.RawMessage("null")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"jsonrpc": "2.0",
+		"id":      id,
+		"error":   map[string]any{"code": code, "message": msg},
+	})
+}
+
+// knownKeys are the protocol keys whose spelling must be exact: a key that
+// differs from one of them only by case (or Unicode folding, as "paramſ") is
+// refused, because encoding/json would match it case-insensitively.
+var knownKeys = []string{"jsonrpc", "id", "method", "params", "result", "error", "name", "arguments", "_meta", "uri", "cursor", "progressToken", "protocolVersion", "capabilities", "clientInfo", "ref", "argument", "level", "requestId", "reason"}
+
+// checkMessage validates one JSON-RPC message body. It returns a JSON-RPC error
+// code and message, or 0.
+func checkMessage(body []byte) (int, string) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return mcp.PARSE_ERROR, "empty request body"
+	}
+	if !utf8.Valid(body) {
+		return mcp.PARSE_ERROR, "request body is not valid UTF-8"
+	}
+	if body[0] == '[' {
+		return mcp.INVALID_REQUEST, "JSON-RPC batches are not supported"
+	}
+	if body[0] != '{' {
+		return mcp.INVALID_REQUEST, "a JSON-RPC message must be an object"
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if _, err := dec.Token(); err != nil { // '{'
+		return mcp.PARSE_ERROR, "invalid JSON"
+	}
+	if err := checkObjectBody(dec, 0, true); err != nil {
+		var ke keyError
+		if errors.As(err, &ke) {
+			return mcp.INVALID_REQUEST, ke.Error()
+		}
+		return mcp.PARSE_ERROR, "invalid JSON"
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return mcp.PARSE_ERROR, "trailing data after the JSON-RPC message"
+	}
+	return 0, ""
+}
+
+type keyError string
+
+func (e keyError) Error() string { return string(e) }
+
+// maxDepth bounds nesting; deeper documents are refused without recursion blowup.
+const maxDepth = 200
+
+func checkValue(dec *json.Decoder, depth int, strictKeys bool) error {
+	if depth > maxDepth {
+		return keyError("JSON nesting is too deep")
+	}
+	if !dec.More() {
+		return errors.New("missing value")
+	}
+	// Peek by decoding a token; objects and arrays recurse.
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return nil
+	}
+	switch d {
+	case '{':
+		return checkObjectBody(dec, depth, strictKeys)
+	case '[':
+		for dec.More() {
+			if err := checkValue(dec, depth+1, false); err != nil {
+				return err
+			}
+		}
+		_, err = dec.Token()
+		return err
+	}
+	return errors.New("unexpected delimiter")
+}
+
+// checkObjectBody reads an object whose '{' was consumed. At the top level and
+// inside "params" and "_meta" (strictKeys), duplicate and case-variant keys are
+// refused; tool arguments are the provider's business and pass as they are.
+func checkObjectBody(dec *json.Decoder, depth int, strictKeys bool) error {
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := tok.(string)
+		if strictKeys {
+			if seen[key] {
+				return keyError("duplicate key " + quote(key))
+			}
+			for k := range seen {
+				if strings.EqualFold(k, key) {
+					return keyError("keys " + quote(k) + " and " + quote(key) + " differ only by case")
+				}
+			}
+			for _, k := range knownKeys {
+				if k != key && strings.EqualFold(k, key) {
+					return keyError("key " + quote(key) + " must be spelled " + quote(k))
+				}
+			}
+			seen[key] = true
+		}
+		if err := checkValue(dec, depth+1, strictKeys && (key == "params" || key == "_meta")); err != nil {
+			return err
+		}
+	}
+	_, err := dec.Token()
+	return err
+}
