@@ -1,0 +1,136 @@
+package vault
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/switchboard-mcp/switchboard"
+)
+
+// nameRe is the rule for secret names: an environment variable name of at most
+// 128 characters.
+var nameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+
+// ValidName reports whether name can name a secret: ^[A-Za-z_][A-Za-z0-9_]{0,127}$.
+func ValidName(name string) bool { return nameRe.MatchString(name) }
+
+// Entry describes a stored secret. It never holds the value.
+type Entry struct {
+	Name      string    `json:"name"`
+	UpdatedAt time.Time `json:"updated_at"`
+	KeyID     string    `json:"key_id"`
+}
+
+func checkName(name string) error {
+	if !ValidName(name) {
+		return switchboard.Errorf(switchboard.EINVALID, "invalid secret name %q: want letters, digits and _, not starting with a digit, at most 128", clip(name))
+	}
+	return nil
+}
+
+// clip shortens s for an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+func notFound(what string) error {
+	return &switchboard.Error{Code: switchboard.ENOTFOUND, Message: what + " not found", Err: ErrNotFound}
+}
+
+// Set stores value as the shared secret name, replacing any previous value.
+func (v *Vault) Set(name string, value []byte) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	ename := secretEntry(name)
+	if err := validValue(ename, value); err != nil {
+		return err
+	}
+	err := v.update(func(tx *bolt.Tx) error {
+		sealed, err := v.seal(tx, ename, value, time.Now())
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketSecret).Put([]byte(name), sealed)
+	})
+	if err != nil {
+		return fmt.Errorf("setting secret %s: %w", name, err)
+	}
+	return nil
+}
+
+// Get returns the shared secret name, decrypted. A missing secret is ErrNotFound
+// (code ENOTFOUND); a value that fails its integrity check is ErrCorrupt.
+func (v *Vault) Get(name string) (switchboard.Secret, error) {
+	if err := checkName(name); err != nil {
+		return "", err
+	}
+	ename := secretEntry(name)
+	var pt []byte
+	err := v.view(func(tx *bolt.Tx) error {
+		stored := tx.Bucket(bucketSecret).Get([]byte(name))
+		if stored == nil {
+			return notFound(fmt.Sprintf("secret %q", name))
+		}
+		var err error
+		pt, _, err = v.open(tx, ename, stored)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("getting secret %s: %w", name, err)
+	}
+	return v.reveal(pt), nil
+}
+
+// Delete removes the shared secret name; a missing secret is ErrNotFound.
+func (v *Vault) Delete(name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	err := v.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSecret)
+		if b.Get([]byte(name)) == nil {
+			return notFound(fmt.Sprintf("secret %q", name))
+		}
+		return b.Delete([]byte(name))
+	})
+	if err != nil {
+		return fmt.Errorf("deleting secret %s: %w", name, err)
+	}
+	return nil
+}
+
+// List returns the shared secrets sorted by name, without their values. It
+// reads only the authenticated header of each value; Get or Check verify it.
+func (v *Vault) List() ([]Entry, error) {
+	var out []Entry
+	err := v.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSecret).ForEach(func(k, val []byte) error {
+			env, err := parseEnvelope(secretEntry(string(k)), val)
+			if err != nil {
+				return err
+			}
+			out = append(out, Entry{Name: string(k), UpdatedAt: env.updatedAt, KeyID: env.keyID})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing secrets: %w", err)
+	}
+	return out, nil
+}
+
+// Secret implements switchboard.SecretStore: it is Get, honouring ctx.
+func (v *Vault) Secret(ctx context.Context, name string) (switchboard.Secret, error) {
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("getting secret %s: %w", name, err)
+	}
+	return v.Get(name)
+}
