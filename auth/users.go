@@ -1,0 +1,378 @@
+package auth
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/switchboard-mcp/switchboard"
+)
+
+// Bucket names this package owns in the shared bbolt file.
+var (
+	bucketUsers   = []byte("users")
+	bucketAPIKeys = []byte("apikeys")
+)
+
+// API key layout: "sb_" + 12-char public id + "_" + 52-char secret, both in
+// lowercase unpadded base32 (a-z, 2-7). The id is 60 random bits and is only a
+// lookup handle; the secret carries 256 bits from crypto/rand.
+const (
+	keyScheme    = "sb_"
+	keyIDLen     = 12
+	keySecretLen = 52 // base32 of 32 bytes, unpadded
+	keyLen       = len(keyScheme) + keyIDLen + 1 + keySecretLen
+	// keyHashDomain separates API-key hashes from any other SHA-256 use.
+	keyHashDomain = "switchboard api key v1\x00"
+)
+
+var (
+	b32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._@-]{0,63}$`)
+	roleRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,63}$`)
+
+	// dummyHash is compared against when a key is malformed or its id unknown,
+	// so that every presented key costs one hash and one constant-time compare.
+	dummyHash = sha256.Sum256([]byte(keyHashDomain + "dummy"))
+)
+
+// User is a human caller of /mcp known to the gateway. It never holds key
+// material: KeyPrefix is the public part of the user's API key ("sb_<id>"),
+// safe to print so an operator can tell keys apart.
+type User struct {
+	Name         string    `json:"name"`
+	Roles        []string  `json:"roles"`
+	CreatedAt    time.Time `json:"created_at"`
+	KeyPrefix    string    `json:"key_prefix"`
+	KeyCreatedAt time.Time `json:"key_created_at"`
+}
+
+// userRecord is what the users bucket stores under the user's name.
+type userRecord struct {
+	Name         string    `json:"name"`
+	Roles        []string  `json:"roles"`
+	CreatedAt    time.Time `json:"created_at"`
+	KeyID        string    `json:"key_id"`
+	KeyHash      []byte    `json:"key_hash"` // SHA-256 of keyHashDomain + full key
+	KeyCreatedAt time.Time `json:"key_created_at"`
+}
+
+func (r *userRecord) user() User {
+	return User{
+		Name:         r.Name,
+		Roles:        slices.Clone(r.Roles),
+		CreatedAt:    r.CreatedAt,
+		KeyPrefix:    keyScheme + r.KeyID,
+		KeyCreatedAt: r.KeyCreatedAt,
+	}
+}
+
+// userSnapshot is the immutable in-memory copy of the users bucket that
+// authentication reads; writes replace it wholesale.
+type userSnapshot struct {
+	byKeyID map[string]*userRecord
+	byName  map[string]*userRecord
+}
+
+// Users is the store of users and their API-key hashes, kept in the buckets
+// "users" and "apikeys" of a bbolt file opened by the caller. It caches every
+// record in memory, so authenticating a key costs one SHA-256, one map lookup
+// and one constant-time compare and never touches the disk. The cache is
+// refreshed after each write made through this Users; use a single Users per
+// bbolt file, or call Reload after writing through another one.
+type Users struct {
+	db    *bbolt.DB
+	now   func() time.Time
+	mu    sync.Mutex // serializes writes and the cache refresh that follows them
+	cache atomic.Pointer[userSnapshot]
+}
+
+// NewUsers creates the users and apikeys buckets in db if needed and loads them.
+func NewUsers(db *bbolt.DB) (*Users, error) {
+	if db == nil {
+		return nil, errors.New("opening users: nil database")
+	}
+	err := db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{bucketUsers, bucketAPIKeys} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("creating bucket %q: %w", b, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening users: %w", err)
+	}
+	u := &Users{db: db, now: time.Now}
+	if err := u.Reload(); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// Reload re-reads every user from the database into the in-memory cache.
+func (u *Users) Reload() error {
+	snap := &userSnapshot{byKeyID: map[string]*userRecord{}, byName: map[string]*userRecord{}}
+	err := u.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+			rec := new(userRecord)
+			if err := json.Unmarshal(v, rec); err != nil {
+				return fmt.Errorf("decoding user %q: %w", k, err)
+			}
+			snap.byName[rec.Name] = rec
+			if rec.KeyID != "" {
+				snap.byKeyID[rec.KeyID] = rec
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("loading users: %w", err)
+	}
+	u.cache.Store(snap)
+	return nil
+}
+
+// Add creates a user with the given roles and returns the user's new API key.
+// The key is shown once: only its hash is stored.
+func (u *Users) Add(name string, roles []string) (string, error) {
+	if err := ValidateUserName(name); err != nil {
+		return "", fmt.Errorf("adding user: %w", err)
+	}
+	roles, err := normalizeRoles(roles)
+	if err != nil {
+		return "", fmt.Errorf("adding user %q: %w", name, err)
+	}
+	key, id, hash, err := newAPIKey()
+	if err != nil {
+		return "", fmt.Errorf("adding user %q: %w", name, err)
+	}
+	now := u.now().UTC()
+	rec := &userRecord{Name: name, Roles: roles, CreatedAt: now, KeyID: id, KeyHash: hash, KeyCreatedAt: now}
+	err = u.write(func(tx *bbolt.Tx) error {
+		if tx.Bucket(bucketUsers).Get([]byte(name)) != nil {
+			return switchboard.Errorf(switchboard.ECONFLICT, "user %q already exists", name)
+		}
+		return putUser(tx, rec, "")
+	})
+	if err != nil {
+		return "", fmt.Errorf("adding user %q: %w", name, err)
+	}
+	return key, nil
+}
+
+// Remove deletes a user and its API key. The key stops working at once.
+func (u *Users) Remove(name string) error {
+	err := u.write(func(tx *bbolt.Tx) error {
+		rec, err := getUser(tx, name)
+		if err != nil {
+			return err
+		}
+		if rec.KeyID != "" {
+			if err := tx.Bucket(bucketAPIKeys).Delete([]byte(rec.KeyID)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketUsers).Delete([]byte(name))
+	})
+	if err != nil {
+		return fmt.Errorf("removing user %q: %w", name, err)
+	}
+	return nil
+}
+
+// RotateKey replaces a user's API key and returns the new one. The old key
+// stops working at once.
+func (u *Users) RotateKey(name string) (string, error) {
+	key, id, hash, err := newAPIKey()
+	if err != nil {
+		return "", fmt.Errorf("rotating key of %q: %w", name, err)
+	}
+	err = u.write(func(tx *bbolt.Tx) error {
+		rec, err := getUser(tx, name)
+		if err != nil {
+			return err
+		}
+		oldID := rec.KeyID
+		rec.KeyID, rec.KeyHash, rec.KeyCreatedAt = id, hash, u.now().UTC()
+		return putUser(tx, rec, oldID)
+	})
+	if err != nil {
+		return "", fmt.Errorf("rotating key of %q: %w", name, err)
+	}
+	return key, nil
+}
+
+// SetRoles replaces a user's roles. It applies to the user's next request.
+func (u *Users) SetRoles(name string, roles []string) error {
+	roles, err := normalizeRoles(roles)
+	if err != nil {
+		return fmt.Errorf("setting roles of %q: %w", name, err)
+	}
+	err = u.write(func(tx *bbolt.Tx) error {
+		rec, err := getUser(tx, name)
+		if err != nil {
+			return err
+		}
+		rec.Roles = roles
+		return putUser(tx, rec, rec.KeyID)
+	})
+	if err != nil {
+		return fmt.Errorf("setting roles of %q: %w", name, err)
+	}
+	return nil
+}
+
+// Get returns one user, or an ENOTFOUND error.
+func (u *Users) Get(name string) (User, error) {
+	rec, ok := u.cache.Load().byName[name]
+	if !ok {
+		return User{}, switchboard.Errorf(switchboard.ENOTFOUND, "user %q not found", name)
+	}
+	return rec.user(), nil
+}
+
+// List returns every user, sorted by name.
+func (u *Users) List() ([]User, error) {
+	snap := u.cache.Load()
+	out := make([]User, 0, len(snap.byName))
+	for _, rec := range snap.byName {
+		out = append(out, rec.user())
+	}
+	slices.SortFunc(out, func(a, b User) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+// authenticate checks a presented API key. Every input, well-formed or not,
+// known id or not, costs one SHA-256 and one constant-time compare.
+func (u *Users) authenticate(key string) (*userRecord, bool) {
+	sum := sha256.Sum256([]byte(keyHashDomain + key))
+	want := dummyHash[:]
+	var rec *userRecord
+	if id, ok := parseAPIKey(key); ok {
+		if r, found := u.cache.Load().byKeyID[id]; found && len(r.KeyHash) == sha256.Size {
+			rec, want = r, r.KeyHash
+		}
+	}
+	eq := subtle.ConstantTimeCompare(sum[:], want) == 1
+	if rec == nil || !eq {
+		return nil, false
+	}
+	return rec, true
+}
+
+// write runs fn in a read-write transaction, then refreshes the cache.
+func (u *Users) write(fn func(tx *bbolt.Tx) error) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.db.Update(fn); err != nil {
+		return err
+	}
+	return u.Reload()
+}
+
+func getUser(tx *bbolt.Tx, name string) (*userRecord, error) {
+	v := tx.Bucket(bucketUsers).Get([]byte(name))
+	if v == nil {
+		return nil, switchboard.Errorf(switchboard.ENOTFOUND, "user %q not found", name)
+	}
+	rec := new(userRecord)
+	if err := json.Unmarshal(v, rec); err != nil {
+		return nil, fmt.Errorf("decoding user %q: %w", name, err)
+	}
+	return rec, nil
+}
+
+// putUser stores rec and its key index, dropping the index entry oldKeyID.
+func putUser(tx *bbolt.Tx, rec *userRecord, oldKeyID string) error {
+	keys := tx.Bucket(bucketAPIKeys)
+	if oldKeyID != "" && oldKeyID != rec.KeyID {
+		if err := keys.Delete([]byte(oldKeyID)); err != nil {
+			return err
+		}
+	}
+	if owner := keys.Get([]byte(rec.KeyID)); owner != nil && string(owner) != rec.Name {
+		// 60 random bits make this practically impossible; refuse rather than overwrite.
+		return switchboard.Errorf(switchboard.ECONFLICT, "api key id collision, try again")
+	}
+	if err := keys.Put([]byte(rec.KeyID), []byte(rec.Name)); err != nil {
+		return err
+	}
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketUsers).Put([]byte(rec.Name), v)
+}
+
+// newAPIKey returns a fresh key, its public id and the hash to store.
+func newAPIKey() (key, id string, hash []byte, err error) {
+	var raw [8 + 32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", "", nil, fmt.Errorf("generating api key: %w", err)
+	}
+	id = b32.EncodeToString(raw[:8])[:keyIDLen]
+	key = keyScheme + id + "_" + b32.EncodeToString(raw[8:])
+	sum := sha256.Sum256([]byte(keyHashDomain + key))
+	return key, id, sum[:], nil
+}
+
+// parseAPIKey returns the public id of a well-formed key.
+func parseAPIKey(key string) (string, bool) {
+	if len(key) != keyLen || key[:len(keyScheme)] != keyScheme || key[len(keyScheme)+keyIDLen] != '_' {
+		return "", false
+	}
+	for i := len(keyScheme); i < len(key); i++ {
+		if i == len(keyScheme)+keyIDLen {
+			continue
+		}
+		if c := key[i]; !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+			return "", false
+		}
+	}
+	return key[len(keyScheme) : len(keyScheme)+keyIDLen], true
+}
+
+// ValidateUserName reports whether name is a valid user name:
+// ^[a-z0-9][a-z0-9._@-]{0,63}$.
+func ValidateUserName(name string) error {
+	if !nameRE.MatchString(name) {
+		return switchboard.Errorf(switchboard.EINVALID,
+			"invalid user name %q: want 1-64 of a-z 0-9 . _ @ -, starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// normalizeRoles validates roles and returns them sorted and deduplicated.
+func normalizeRoles(roles []string) ([]string, error) {
+	out := make([]string, 0, len(roles))
+	for _, r := range roles {
+		if !roleRE.MatchString(r) {
+			return nil, switchboard.Errorf(switchboard.EINVALID,
+				"invalid role %q: want 1-64 of A-Z a-z 0-9 . _ : @ / -, starting with a letter or digit", r)
+		}
+		out = append(out, r)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
