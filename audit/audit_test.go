@@ -1,0 +1,742 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+	"github.com/switchboard-mcp/switchboard"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// MustKey returns a fresh random digest key.
+func MustKey(tb testing.TB) []byte {
+	tb.Helper()
+	k := make([]byte, DigestKeySize)
+	if _, err := rand.Read(k); err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}
+
+// MustOpen opens a log in a temp dir with small test settings; cfg fields that
+// are set override them.
+func MustOpen(tb testing.TB, cfg Config) *Log {
+	tb.Helper()
+	if cfg.File == "" {
+		cfg.File = filepath.Join(tb.TempDir(), "audit.log")
+	}
+	if cfg.DigestKey == nil {
+		cfg.DigestKey = MustKey(tb)
+	}
+	if cfg.RetryInterval == 0 {
+		cfg.RetryInterval = 20 * time.Millisecond
+	}
+	var logger zerolog.Logger
+	if t, ok := tb.(*testing.T); ok {
+		logger = zerolog.New(zerolog.NewTestWriter(t))
+	} else {
+		logger = zerolog.Nop()
+	}
+	l, err := Open(cfg, logger)
+	if err != nil {
+		tb.Fatalf("Open: %v", err)
+	}
+	tb.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
+func toolCall(i int) Record {
+	return Record{
+		Type:          TypeToolCall,
+		RequestID:     fmt.Sprintf("req-%d", i),
+		Session:       "session-abc",
+		PrincipalKind: "user",
+		Principal:     "alice",
+		Endpoint:      "/mcp",
+		Client:        "claude-code/1.0",
+		Provider:      "fs",
+		Tool:          "read_file",
+		Decision:      DecisionAllow,
+		Outcome:       OutcomeOK,
+		LatencyMS:     12,
+		ArgsDigest:    Digest(make([]byte, 32), []byte(`{"path":"/tmp/x"}`)),
+	}
+}
+
+func mustWrite(tb testing.TB, l *Log, recs ...Record) {
+	tb.Helper()
+	for _, r := range recs {
+		if err := l.Write(r); err != nil {
+			tb.Fatalf("Write: %v", err)
+		}
+	}
+}
+
+// readRecords returns the lines of file and their parsed records.
+func readRecords(t *testing.T, file string) ([]string, []Record) {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		t.Fatalf("%s does not end with a newline", file)
+	}
+	var lines []string
+	var recs []Record
+	for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		var r Record
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("line is not JSON: %v: %q", err, line)
+		}
+		lines, recs = append(lines, line), append(recs, r)
+	}
+	return lines, recs
+}
+
+func mustVerify(t *testing.T, file string, key []byte) VerifyResult {
+	t.Helper()
+	res, err := VerifyWithKey(file, key)
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if !res.OK || res.Broken != nil {
+		t.Fatalf("Verify: not OK: %v", res.Broken)
+	}
+	return res
+}
+
+func mode(t *testing.T, name string) os.FileMode {
+	t.Helper()
+	st, err := os.Stat(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Mode().Perm()
+}
+
+func TestWriteOneLinePerRecord(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key})
+	for i := range 5 {
+		mustWrite(t, l, toolCall(i))
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lines, recs := readRecords(t, l.cfg.File)
+	if len(lines) != 5 {
+		t.Fatalf("got %d lines, want 5", len(lines))
+	}
+	prev := zeroHash
+	for i, r := range recs {
+		if r.Seq != uint64(i+1) || r.PrevHash != prev || !isHash(r.Hash) {
+			t.Errorf("record %d: seq %d prev %s hash %s", i, r.Seq, r.PrevHash, r.Hash)
+		}
+		if r.Time.Location() != time.UTC || time.Since(r.Time) > time.Minute {
+			t.Errorf("record %d: time %v", i, r.Time)
+		}
+		if r.Session != Digest(key, []byte("session-abc")) {
+			t.Errorf("record %d: session %q is not the digest of the session ID", i, r.Session)
+		}
+		if strings.Contains(lines[i], "session-abc") {
+			t.Errorf("raw session ID in the log: %s", lines[i])
+		}
+		prev = r.Hash
+	}
+	if m := mode(t, l.cfg.File); m != 0o600 {
+		t.Errorf("log mode %o, want 600", m)
+	}
+	if m := mode(t, headFile(l.cfg.File)); m != 0o600 {
+		t.Errorf("checkpoint mode %o, want 600", m)
+	}
+	res := mustVerify(t, l.cfg.File, key)
+	if res.Records != 5 || res.Checkpoint != "matched, MAC verified" {
+		t.Errorf("verify: %+v", res)
+	}
+}
+
+// The hash is SHA-256 over encoding/json's encoding of the Record without hash,
+// as the package documents.
+func TestHashIsOverCanonicalJSON(t *testing.T) {
+	l := MustOpen(t, Config{})
+	rec := toolCall(1)
+	rec.Detail = map[string]string{"z": "1", "a": "<&>"}
+	rec.Error = "boom\n\"quoted\""
+	mustWrite(t, l, rec)
+	_, recs := readRecords(t, l.cfg.File)
+	got := recs[0]
+	want := got.Hash
+	got.Hash = ""
+	canonical, err := json.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(canonical)
+	if hex.EncodeToString(sum[:]) != want {
+		t.Errorf("hash %s is not sha256 of %s", want, canonical)
+	}
+}
+
+// body must mirror Record without the fields Write assigns, in the same order
+// with the same tags, or the splice in appendLine would not equal the Record's
+// encoding.
+func TestBodyMirrorsRecord(t *testing.T) {
+	rt, bt := reflect.TypeFor[Record](), reflect.TypeFor[body]()
+	var want []reflect.StructField
+	for i := range rt.NumField() {
+		if f := rt.Field(i); f.Name != "Seq" && f.Name != "PrevHash" && f.Name != "Hash" {
+			want = append(want, f)
+		}
+	}
+	if bt.NumField() != len(want) {
+		t.Fatalf("body has %d fields, want %d", bt.NumField(), len(want))
+	}
+	for i, f := range want {
+		g := bt.Field(i)
+		if g.Name != f.Name || g.Type != f.Type || g.Tag != f.Tag {
+			t.Errorf("body field %d = %s %s %q, want %s %s %q", i, g.Name, g.Type, g.Tag, f.Name, f.Type, f.Tag)
+		}
+	}
+	if rt.Field(0).Name != "Seq" || rt.Field(1).Name != "PrevHash" || rt.Field(rt.NumField()-1).Name != "Hash" {
+		t.Error("Record must start with Seq, PrevHash and end with Hash")
+	}
+}
+
+func TestDigest(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key})
+	value := []byte(`{"path":"/etc/passwd"}`)
+	m := hmac.New(sha256.New, key)
+	m.Write(value)
+	want := "hmac-sha256:" + hex.EncodeToString(m.Sum(nil))
+	if got := l.Digest(value); got != want {
+		t.Errorf("Log.Digest = %s, want %s", got, want)
+	}
+	if got := Digest(key, value); got != want {
+		t.Errorf("Digest = %s, want %s", got, want)
+	}
+	if Digest(MustKey(t), value) == want {
+		t.Error("digest does not depend on the key")
+	}
+}
+
+func TestInjectionEscaped(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key})
+	evil := []string{
+		"a\nb",
+		"a\r\nb",
+		"nul\x00byte",
+		"\x1b[31mred\x1b[0m\x1b]0;title\x07",
+		"bad\xff\xfeutf8",
+		`x","seq":1,"hash":"` + zeroHash + `"}` + "\n" + `{"seq":2`,
+		"line\u2028sep\u2029para",
+		"bidi\u202eevil",
+		"c1\u009bcsi",
+	}
+	for _, s := range evil {
+		mustWrite(t, l, Record{
+			Type: TypeToolCall, Principal: s, Provider: s, Tool: s, Error: s, Client: s,
+			Detail: map[string]string{s: s},
+		})
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(l.cfg.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !utf8.Valid(data) {
+		t.Error("log is not valid UTF-8")
+	}
+	for i, c := range data {
+		if c < 0x20 && c != '\n' {
+			t.Fatalf("raw control byte %#x at %d", c, i)
+		}
+	}
+	if bytes.Contains(data, []byte("\u2028")) || bytes.Contains(data, []byte("\u2029")) {
+		t.Error("raw line separator in the log")
+	}
+	lines, recs := readRecords(t, l.cfg.File)
+	if len(lines) != len(evil) {
+		t.Fatalf("%d lines for %d records", len(lines), len(evil))
+	}
+	for i, r := range recs {
+		if r.Seq != uint64(i+1) || r.Tool != string([]rune(evil[i])) {
+			t.Errorf("record %d: seq %d tool %q", i, r.Seq, r.Tool)
+		}
+		text := FormatRecord(&r)
+		for _, c := range text {
+			if unsafeRune(c) && c != utf8.RuneError {
+				t.Errorf("FormatRecord left %U in %q", c, text)
+			}
+		}
+	}
+	mustVerify(t, l.cfg.File, key)
+}
+
+func TestLongFieldsAreCut(t *testing.T) {
+	l := MustOpen(t, Config{})
+	detail := map[string]string{}
+	for i := range 2 * maxDetails {
+		detail[fmt.Sprint(i)] = "v"
+	}
+	mustWrite(t, l, Record{Type: TypeProvider, Error: strings.Repeat("e", 100_000), Detail: detail})
+	lines, recs := readRecords(t, l.cfg.File)
+	if len(lines[0]) > 2*maxField+maxDetails*16 {
+		t.Errorf("line is %d bytes", len(lines[0]))
+	}
+	if len(recs[0].Error) != maxField || len(recs[0].Detail) > maxDetails+1 || recs[0].Detail["_truncated"] != "true" {
+		t.Errorf("error %d bytes, %d details", len(recs[0].Error), len(recs[0].Detail))
+	}
+}
+
+func TestChainAcrossRotationAndReopen(t *testing.T) {
+	key := MustKey(t)
+	dir := t.TempDir()
+	cfg := Config{File: filepath.Join(dir, "audit.log"), DigestKey: key, MaxSizeBytes: 2000}
+	l := MustOpen(t, cfg)
+	for i := range 40 {
+		mustWrite(t, l, toolCall(i))
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = MustOpen(t, cfg)
+	for i := range 40 {
+		mustWrite(t, l, toolCall(i))
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	backups, err := listBackups(cfg.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(backups) < 5 {
+		t.Fatalf("only %d rotated files", len(backups))
+	}
+	var all []Record
+	for _, name := range append(backupPaths(backups), cfg.File) {
+		if m := mode(t, name); m != 0o600 {
+			t.Errorf("%s: mode %o, want 600", name, m)
+		}
+		lines, recs := readRecords(t, name)
+		for _, line := range lines {
+			if len(line)+1 > 2000 {
+				t.Errorf("%s: line of %d bytes", name, len(line))
+			}
+		}
+		if st, _ := os.Stat(name); st.Size() > 2000 {
+			t.Errorf("%s: %d bytes, over the limit", name, st.Size())
+		}
+		all = append(all, recs...)
+	}
+	if len(all) != 80 {
+		t.Fatalf("%d records, want 80", len(all))
+	}
+	for i, r := range all {
+		if r.Seq != uint64(i+1) {
+			t.Fatalf("record %d has seq %d", i, r.Seq)
+		}
+	}
+	res := mustVerify(t, cfg.File, key)
+	if res.Records != 80 || res.FirstSeq != 1 || res.LastSeq != 80 || len(res.Files) != len(backups)+1 {
+		t.Errorf("verify: %+v", res)
+	}
+}
+
+func backupPaths(bs []backup) []string {
+	var out []string
+	for _, b := range bs {
+		out = append(out, b.path)
+	}
+	return out
+}
+
+func TestReopenResumesFromNewestBackup(t *testing.T) {
+	key := MustKey(t)
+	cfg := Config{File: filepath.Join(t.TempDir(), "audit"), DigestKey: key}
+	l := MustOpen(t, cfg)
+	mustWrite(t, l, toolCall(1), toolCall(2), toolCall(3))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// As after a rotation whose new file got no record: the current file is
+	// empty and the chain continues from the rotated one.
+	if err := os.Rename(cfg.File, backupName(cfg.File, time.Now(), 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.File, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l = MustOpen(t, cfg)
+	mustWrite(t, l, toolCall(4))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, recs := readRecords(t, cfg.File)
+	if len(recs) != 1 || recs[0].Seq != 4 {
+		t.Fatalf("current file: %+v", recs)
+	}
+	if m := mode(t, cfg.File); m != 0o600 {
+		t.Errorf("mode %o: Open did not tighten it to 600", m)
+	}
+	if res := mustVerify(t, cfg.File, key); res.Records != 4 {
+		t.Errorf("verify: %+v", res)
+	}
+}
+
+func TestConcurrentWrites(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key, MaxSizeBytes: 64 << 10, CheckpointEvery: 100})
+	const writers, per = 16, 63
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range per {
+				if err := l.Write(toolCall(w*1000 + i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res := mustVerify(t, l.cfg.File, key)
+	if res.Records != writers*per || res.LastSeq != writers*per {
+		t.Errorf("verify: %d records, last seq %d, want %d", res.Records, res.LastSeq, writers*per)
+	}
+	// Every request ID made it exactly once.
+	seen := map[string]int{}
+	for _, name := range res.Files {
+		_, recs := readRecords(t, name)
+		for _, r := range recs {
+			seen[r.RequestID]++
+		}
+	}
+	if len(seen) != writers*per {
+		t.Errorf("%d distinct request IDs, want %d", len(seen), writers*per)
+	}
+}
+
+func TestRetention(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key, MaxSizeBytes: 1500, MaxBackups: 2})
+	for i := range 50 {
+		mustWrite(t, l, toolCall(i))
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	backups, err := listBackups(l.cfg.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(backups) != 2 {
+		t.Fatalf("%d rotated files kept, want 2", len(backups))
+	}
+	res := mustVerify(t, l.cfg.File, key)
+	if res.FirstSeq == 1 || res.LastSeq != 50 || len(res.Notes) == 0 || !strings.Contains(res.Notes[0], "rotated away") {
+		t.Errorf("verify: %+v", res)
+	}
+
+	// Age: a rotated file named as if rotated long ago goes at the next Open.
+	old := backupName(l.cfg.File, time.Now().AddDate(0, 0, -40), 1)
+	if err := os.WriteFile(old, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l2 := MustOpen(t, Config{File: l.cfg.File, DigestKey: key, MaxAgeDays: 30})
+	_ = l2.Close()
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("old rotated file still there: %v", err)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	notDir := filepath.Join(dir, "plain")
+	if err := os.WriteFile(notDir, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	garbage := filepath.Join(dir, "garbage.log")
+	if err := os.WriteFile(garbage, []byte("not json\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := MustKey(t)
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no file", Config{DigestKey: key}, "file is empty"},
+		{"short key", Config{File: filepath.Join(dir, "a.log"), DigestKey: key[:16]}, "digest key is 16 bytes"},
+		{"parent is a file", Config{File: filepath.Join(notDir, "audit.log"), DigestKey: key}, "not a directory"},
+		{"path is a directory", Config{File: dir, DigestKey: key}, "directory"},
+		{"unreadable last record", Config{File: garbage, DigestKey: key}, "unreadable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, err := Open(tt.cfg, zerolog.New(zerolog.NewTestWriter(t)))
+			if err == nil {
+				_ = l.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestWriteAfterClose(t *testing.T) {
+	l := MustOpen(t, Config{FailOpen: true})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	err := l.Write(toolCall(1))
+	if err == nil || switchboard.ErrorCode(err) != switchboard.EUNAVAILABLE {
+		t.Errorf("Write after Close: %v", err)
+	}
+}
+
+// breakSink makes every write to the open file fail with ENOSPC, and keeps the
+// log from reopening its file until the returned function is called.
+func breakSink(t *testing.T, l *Log) (repair func()) {
+	t.Helper()
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	aside := l.cfg.File + ".aside"
+	l.fmu.Lock()
+	if err := os.Rename(l.cfg.File, aside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(l.cfg.File, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_ = l.file.Close()
+	l.file = full
+	l.fmu.Unlock()
+	return func() {
+		l.fmu.Lock() // keep a retry from creating a new file in between
+		defer l.fmu.Unlock()
+		if err := os.Remove(l.cfg.File); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(aside, l.cfg.File); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestSinkFailureFailsClosedThenRecovers(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key})
+	mustWrite(t, l, toolCall(1), toolCall(2))
+	repair := breakSink(t, l)
+
+	err := l.Write(toolCall(3))
+	if err == nil || switchboard.ErrorCode(err) != switchboard.EUNAVAILABLE {
+		t.Fatalf("Write to a full disk: %v", err)
+	}
+	if !strings.Contains(err.Error(), "no space left") {
+		t.Errorf("error does not say why: %v", err)
+	}
+	if l.Err() == nil {
+		t.Error("Err is nil while the sink is failing")
+	}
+	// Retries keep failing while the path is unusable, and Write fails fast.
+	time.Sleep(100 * time.Millisecond)
+	for range 3 {
+		if err := l.Write(toolCall(4)); err == nil {
+			t.Fatal("Write succeeded while the sink is failing")
+		}
+	}
+	if l.Err() == nil {
+		t.Fatal("recovered while the path is still a directory")
+	}
+
+	repair()
+	waitFor(t, "recovery", func() bool { return l.Err() == nil })
+	mustWrite(t, l, toolCall(5))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, recs := readRecords(t, l.cfg.File)
+	if len(recs) != 4 {
+		t.Fatalf("%d records, want 2 + recovery + 1", len(recs))
+	}
+	rec := recs[2]
+	if rec.Type != TypeAudit || rec.Detail["event"] != "sink_recovered" || rec.Detail["lost_records"] != "4" || !strings.Contains(rec.Error, "no space left") {
+		t.Errorf("recovery record: %+v", rec)
+	}
+	if recs[3].RequestID != "req-5" || recs[3].Seq != 4 {
+		t.Errorf("last record: %+v", recs[3])
+	}
+	res := mustVerify(t, l.cfg.File, key)
+	if len(res.Notes) == 0 || !strings.Contains(res.Notes[0], "sink_recovered") {
+		t.Errorf("verify notes: %q", res.Notes)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestSinkFailureFailOpen(t *testing.T) {
+	var logs syncBuffer
+	cfg := Config{File: filepath.Join(t.TempDir(), "audit.log"), DigestKey: MustKey(t), FailOpen: true, RetryInterval: 20 * time.Millisecond}
+	l, err := Open(cfg, zerolog.New(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	mustWrite(t, l, toolCall(1))
+	repair := breakSink(t, l)
+	for i := range 3 {
+		if err := l.Write(toolCall(10 + i)); err != nil {
+			t.Fatalf("Write with fail_open: %v", err)
+		}
+	}
+	if l.Err() == nil {
+		t.Error("Err is nil while the sink is failing")
+	}
+	out := logs.String()
+	if !strings.Contains(out, `"level":"error"`) || !strings.Contains(out, "audit record dropped") || !strings.Contains(out, `"request_id":"req-12"`) {
+		t.Errorf("dropped records not logged at error level:\n%s", out)
+	}
+	repair()
+	waitFor(t, "recovery", func() bool { return l.Err() == nil })
+	mustWrite(t, l, toolCall(2))
+	_, recs := readRecords(t, cfg.File)
+	if len(recs) != 3 || recs[1].Detail["lost_records"] != "3" || recs[1].Detail["fail_open"] != "true" {
+		t.Errorf("records after fail-open outage: %+v", recs)
+	}
+}
+
+// A write that fails halfway is cut back off the file, so no half line stays
+// and the chain is whole after recovery. RLIMIT_FSIZE makes the kernel accept
+// only part of the write, then fail it with EFBIG.
+func TestPartialWriteIsUndone(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key})
+	mustWrite(t, l, toolCall(1))
+	l.fmu.Lock()
+	size := l.size
+	l.fmu.Unlock()
+
+	signal.Ignore(syscall.SIGXFSZ)
+	defer signal.Reset(syscall.SIGXFSZ)
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Skip(err)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: uint64(size) + 100, Max: old.Max}); err != nil {
+		t.Skip(err)
+	}
+	err := l.Write(toolCall(2))
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "file too large") {
+		t.Fatalf("Write past RLIMIT_FSIZE: %v", err)
+	}
+	if st, err := os.Stat(l.cfg.File); err != nil || st.Size() != size {
+		t.Fatalf("file is %d bytes after the failed write, want %d (%v)", st.Size(), size, err)
+	}
+	waitFor(t, "recovery", func() bool { return l.Err() == nil })
+	mustWrite(t, l, toolCall(3))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if res := mustVerify(t, l.cfg.File, key); res.Records != 3 {
+		t.Errorf("verify: %+v", res)
+	}
+}
+
+// BenchmarkWrite measures Write with one caller (latency) and with 4 callers
+// per CPU (group commit), with and without fsync.
+func BenchmarkWrite(b *testing.B) {
+	for _, fsync := range []bool{false, true} {
+		rec := toolCall(1)
+		b.Run(fmt.Sprintf("serial/fsync=%v", fsync), func(b *testing.B) {
+			l := MustOpen(b, Config{Fsync: fsync})
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := l.Write(rec); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("parallel/fsync=%v", fsync), func(b *testing.B) {
+			l := MustOpen(b, Config{Fsync: fsync})
+			b.ReportAllocs()
+			b.SetParallelism(4)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := l.Write(rec); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
