@@ -110,6 +110,14 @@ func (s *Server) strict(ep switchboard.Endpoint, next http.Handler) http.Handler
 		sw := &statusWriter{ResponseWriter: w}
 
 		var env envelope
+		if sid := r.Header.Get(server.HeaderKeySessionID); sid != "" && r.Method != http.MethodPost && !s.ownsSession(r, ep, sid) {
+			// mcp-go does not validate the session of a GET (it would attach
+			// the caller to any session whose ID it presents) or check the
+			// owner on DELETE; the edge does.
+			writeRPCError(sw, http.StatusNotFound, nil, mcp.INVALID_REQUEST, "unknown session")
+			s.logRequest(ctx, ep, r, sw, env, rs, start)
+			return
+		}
 		if r.Method == http.MethodPost {
 			body, err := io.ReadAll(r.Body)
 			if err != nil {
@@ -141,6 +149,13 @@ func (s *Server) strict(ep switchboard.Endpoint, next http.Handler) http.Handler
 		next.ServeHTTP(sw, r.WithContext(ctx))
 		s.logRequest(ctx, ep, r, sw, env, rs, start)
 	})
+}
+
+// ownsSession reports whether the caller of r created session sid on ep.
+func (s *Server) ownsSession(r *http.Request, ep switchboard.Endpoint, sid string) bool {
+	info := s.sessions.get(sid)
+	p := switchboard.PrincipalFromContext(r.Context())
+	return info != nil && !info.terminated && info.owner == p.String() && info.endpoint == ep
 }
 
 func isModern(r *http.Request) bool {

@@ -94,7 +94,7 @@ func (b *boundManager) Terminate(id string) (bool, error) {
 	b.ss.mu.Lock()
 	defer b.ss.mu.Unlock()
 	s := b.ss.m[id]
-	if s == nil || s.owner != b.owner {
+	if s == nil || (b.p != nil && s.owner != b.owner) { // p is nil only on shutdown
 		return false, errUnknownSession
 	}
 	s.terminated = true
@@ -107,7 +107,10 @@ type resolver struct {
 }
 
 func (r resolver) ResolveSessionIdManager(req *http.Request) server.SessionIdManager {
-	p := switchboard.PrincipalFromContext(req.Context())
+	var p *switchboard.Principal
+	if req != nil { // mcp-go passes nil when closing sessions on shutdown
+		p = switchboard.PrincipalFromContext(req.Context())
+	}
 	return &boundManager{ss: r.ss, owner: p.String(), p: p, endpoint: r.endpoint}
 }
 

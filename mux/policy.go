@@ -1,0 +1,181 @@
+package mux
+
+import (
+	"context"
+	"path"
+	"slices"
+
+	"github.com/switchboard-mcp/switchboard"
+)
+
+// RoleAdmin is the built-in role that sees every provider on /mcp.
+const RoleAdmin = "admin"
+
+// Policy is the visibility policy from gateway.yaml, evaluated on every list and
+// every call. The zero Policy shows nothing to anyone.
+type Policy struct {
+	Providers   map[string]ProviderPolicy
+	Roles       map[string]RolePolicy
+	DefaultRole string
+	// Services maps a service principal to the provider prefixes it may use.
+	Services map[string][]string
+	// Users answers per-user state; nil means no user is connected to anything
+	// and nothing is hidden.
+	Users UserState
+}
+
+// ProviderPolicy is one provider's part of the policy.
+type ProviderPolicy struct {
+	InternalOnly bool     // only on /mcp/internal
+	Public       bool     // visible to every user, whatever their roles
+	UserScoped   bool     // visible to a user only once they connected it
+	ReadOnly     bool     // only tools annotated readOnlyHint, plus Allow
+	Allow, Deny  []string // glob patterns over the provider's own tool names
+}
+
+// RolePolicy is what one role grants.
+type RolePolicy struct {
+	Providers []string // prefixes, or "*"
+	Tools     []string // optional glob patterns over exposed names
+}
+
+// UserState is per-user state that visibility depends on.
+type UserState interface {
+	// Connected reports whether user has connected provider (scope: user).
+	Connected(user, provider string) bool
+	// Hidden reports whether user hid provider from their own sessions.
+	Hidden(user, provider string) bool
+}
+
+// Axis names a reason a provider is hidden, for `switchboard tools`.
+type Axis string
+
+// The axes, in the order they are checked.
+const (
+	AxisNone         Axis = ""
+	AxisUnknown      Axis = "unknown principal or provider"
+	AxisEndpoint     Axis = "endpoint"
+	AxisServiceAllow Axis = "service allowlist"
+	AxisInternalOnly Axis = "internal_only"
+	AxisRole         Axis = "role"
+	AxisConnection   Axis = "not connected"
+	AxisPreference   Axis = "hidden by preference"
+)
+
+var _ Filter = (*Policy)(nil)
+
+// ProviderVisible implements Filter.
+func (pol *Policy) ProviderVisible(ctx context.Context, p *switchboard.Principal, provider string) bool {
+	return pol.Why(p, provider) == AxisNone
+}
+
+// Why returns the first axis that hides provider from p, or AxisNone.
+func (pol *Policy) Why(p *switchboard.Principal, provider string) Axis {
+	pp, ok := pol.Providers[provider]
+	if p == nil || !ok {
+		return AxisUnknown
+	}
+	switch p.Kind {
+	case switchboard.PrincipalService:
+		if p.Endpoint != switchboard.EndpointInternal {
+			return AxisEndpoint
+		}
+		if !slices.Contains(pol.Services[p.ID], provider) {
+			return AxisServiceAllow
+		}
+		return AxisNone
+	case switchboard.PrincipalUser:
+		if p.Endpoint != switchboard.EndpointPublic {
+			return AxisEndpoint
+		}
+		if pp.InternalOnly {
+			return AxisInternalOnly
+		}
+		if !pp.Public && !pol.roleGrants(p, provider) {
+			return AxisRole
+		}
+		if pp.UserScoped && (pol.Users == nil || !pol.Users.Connected(p.ID, provider)) {
+			return AxisConnection
+		}
+		if pol.Users != nil && pol.Users.Hidden(p.ID, provider) {
+			return AxisPreference
+		}
+		return AxisNone
+	}
+	return AxisUnknown
+}
+
+// roles returns p's roles, or the default role when it has none.
+func (pol *Policy) roles(p *switchboard.Principal) []string {
+	if len(p.Roles) > 0 {
+		return p.Roles
+	}
+	if pol.DefaultRole != "" {
+		return []string{pol.DefaultRole}
+	}
+	return nil
+}
+
+func (pol *Policy) roleGrants(p *switchboard.Principal, provider string) bool {
+	for _, r := range pol.roles(p) {
+		if r == RoleAdmin {
+			return true
+		}
+		if rp, ok := pol.Roles[r]; ok && grantsProvider(rp, provider) {
+			return true
+		}
+	}
+	return false
+}
+
+func grantsProvider(rp RolePolicy, provider string) bool {
+	return slices.Contains(rp.Providers, provider) || slices.Contains(rp.Providers, "*")
+}
+
+// ToolVisible implements Filter: the provider's write policy, then role tool
+// patterns. It does not repeat the provider checks (the mux asks both).
+func (pol *Policy) ToolVisible(ctx context.Context, p *switchboard.Principal, provider, tool string, readOnly bool) bool {
+	pp, ok := pol.Providers[provider]
+	if p == nil || !ok {
+		return false
+	}
+	if matchAny(pp.Deny, tool) {
+		return false
+	}
+	switch {
+	case pp.ReadOnly:
+		if !readOnly && !matchAny(pp.Allow, tool) {
+			return false
+		}
+	case len(pp.Allow) > 0:
+		if !matchAny(pp.Allow, tool) {
+			return false
+		}
+	}
+	if p.Kind != switchboard.PrincipalUser || pp.Public {
+		return true
+	}
+	exposed, _ := switchboard.ExposedName(provider, tool)
+	for _, r := range pol.roles(p) {
+		if r == RoleAdmin {
+			return true
+		}
+		rp, ok := pol.Roles[r]
+		if !ok || !grantsProvider(rp, provider) {
+			continue
+		}
+		if len(rp.Tools) == 0 || matchAny(rp.Tools, exposed) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchAny(patterns []string, name string) bool {
+	for _, pat := range patterns {
+		if ok, _ := path.Match(pat, name); ok {
+			return true
+		}
+	}
+	return false
+}
