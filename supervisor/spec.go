@@ -1,0 +1,155 @@
+package supervisor
+
+import (
+	"maps"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/switchboard-mcp/switchboard"
+)
+
+// Defaults applied to a zero Spec field.
+const (
+	DefaultInitTimeout   = 30 * time.Second
+	DefaultCallTimeout   = 60 * time.Second
+	DefaultMaxConcurrent = 32
+	DefaultMaxQueue      = 256
+	DefaultStopGrace     = 2 * time.Second
+	DefaultKillGrace     = 2 * time.Second
+	DefaultBackoffBase   = 500 * time.Millisecond
+	DefaultBackoffMax    = 30 * time.Second
+	DefaultResetAfter    = 60 * time.Second
+	DefaultMaxFailures   = 5
+	DefaultGarbageLimit  = 100
+)
+
+// Spec describes one provider instance: what to run and its limits. Zero fields
+// take the documented defaults.
+type Spec struct {
+	// Key names the instance.
+	Key switchboard.InstanceKey
+	// Command is the program, run with Args as argv (never through a shell). A
+	// relative Command containing '/' is resolved against Dir; a bare name is
+	// looked up in the child's PATH.
+	Command string
+	Args    []string
+	// Env is added to the allowlisted base environment. Values may be secrets:
+	// they are never logged.
+	Env map[string]string
+	// Dir is the child's working directory (usually the config file's folder),
+	// and the base for a relative Command. Empty means the gateway's.
+	Dir string
+
+	// InitTimeout bounds initialize plus the first catalog fetch (default 30s).
+	InitTimeout time.Duration
+	// CallTimeout bounds each call made through the Upstream (default 60s).
+	CallTimeout time.Duration
+	// MaxConcurrent bounds calls in flight to the child (default 32).
+	MaxConcurrent int
+	// MaxQueue bounds calls waiting for a slot; more fail at once with
+	// EOVERLOADED (default 256; negative means no waiting at all).
+	MaxQueue int
+	// MaxMessageBytes bounds one line from the child (default 16 MiB).
+	MaxMessageBytes int
+	// StopGrace is how long Stop waits after closing stdin before SIGTERM
+	// (default 2s); KillGrace is how long it then waits before SIGKILL
+	// (default 2s).
+	StopGrace, KillGrace time.Duration
+	// Backoff is the restart policy.
+	Backoff BackoffPolicy
+	// GarbageLimit is how many invalid stdout lines per minute are tolerated
+	// before the child is killed and restarted (default 100; negative disables).
+	GarbageLimit int
+}
+
+// BackoffPolicy is the restart policy of a Spec.
+type BackoffPolicy struct {
+	// Base is the first restart delay (default 500ms); it doubles with each
+	// consecutive quick failure, with ±25% jitter, never below Base.
+	Base time.Duration
+	// Max caps the delay (default 30s).
+	Max time.Duration
+	// ResetAfter is how long a run must last to not count as a quick failure;
+	// such a run resets the failure count and the delay (default 60s).
+	ResetAfter time.Duration
+	// MaxFailures consecutive quick failures put the instance in StateFailed
+	// (default 5).
+	MaxFailures int
+}
+
+// withDefaults returns s with zero fields set to their defaults.
+func (s Spec) withDefaults() Spec {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&s.InitTimeout, DefaultInitTimeout)
+	def(&s.CallTimeout, DefaultCallTimeout)
+	def(&s.StopGrace, DefaultStopGrace)
+	def(&s.KillGrace, DefaultKillGrace)
+	def(&s.Backoff.Base, DefaultBackoffBase)
+	def(&s.Backoff.Max, DefaultBackoffMax)
+	def(&s.Backoff.ResetAfter, DefaultResetAfter)
+	if s.Backoff.Max < s.Backoff.Base {
+		s.Backoff.Max = s.Backoff.Base
+	}
+	if s.MaxConcurrent <= 0 {
+		s.MaxConcurrent = DefaultMaxConcurrent
+	}
+	switch {
+	case s.MaxQueue == 0:
+		s.MaxQueue = DefaultMaxQueue
+	case s.MaxQueue < 0:
+		s.MaxQueue = 0
+	}
+	if s.MaxMessageBytes <= 0 {
+		s.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if s.Backoff.MaxFailures <= 0 {
+		s.Backoff.MaxFailures = DefaultMaxFailures
+	}
+	if s.GarbageLimit == 0 {
+		s.GarbageLimit = DefaultGarbageLimit
+	}
+	return s
+}
+
+// Equal reports whether s and o describe the same instance with the same
+// settings, i.e. whether a reload from o to s needs no restart. Defaults are
+// applied before comparing, and a nil Env equals an empty one.
+func (s Spec) Equal(o Spec) bool {
+	a, b := s.withDefaults(), o.withDefaults()
+	return a.Key == b.Key &&
+		a.Command == b.Command &&
+		slices.Equal(a.Args, b.Args) &&
+		maps.Equal(a.Env, b.Env) &&
+		a.Dir == b.Dir &&
+		a.InitTimeout == b.InitTimeout &&
+		a.CallTimeout == b.CallTimeout &&
+		a.MaxConcurrent == b.MaxConcurrent &&
+		a.MaxQueue == b.MaxQueue &&
+		a.MaxMessageBytes == b.MaxMessageBytes &&
+		a.StopGrace == b.StopGrace &&
+		a.KillGrace == b.KillGrace &&
+		a.Backoff == b.Backoff &&
+		a.GarbageLimit == b.GarbageLimit
+}
+
+// backoffDelay returns the delay before restart attempt n (1-based): Base·2ⁿ⁻¹
+// with ±25% jitter (u in [0,1)), never below Base and never above Max.
+func backoffDelay(p BackoffPolicy, n int, u float64) time.Duration {
+	if n < 1 {
+		n = 1
+	}
+	d := float64(p.Base) * math.Pow(2, float64(n-1))
+	d *= 0.75 + 0.5*u
+	if d > float64(p.Max) {
+		return p.Max
+	}
+	if d < float64(p.Base) {
+		return p.Base
+	}
+	return time.Duration(d)
+}

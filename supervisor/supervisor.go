@@ -1,0 +1,940 @@
+//go:build unix
+
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+
+	"github.com/switchboard-mcp/switchboard"
+)
+
+// ProtocolVersion is the MCP protocol version the supervisor asks children for.
+const ProtocolVersion = "2025-11-25"
+
+// supportedProtocols are the versions a child may answer initialize with.
+var supportedProtocols = map[string]bool{
+	"2024-11-05": true,
+	"2025-03-26": true,
+	"2025-06-18": true,
+	"2025-11-25": true,
+}
+
+// DefaultBaseEnv names the variables copied from the gateway's environment into
+// every child's when Options.BaseEnv is nil.
+var DefaultBaseEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER"}
+
+// Timings that are not per-Spec.
+const (
+	listChangedDebounce = 100 * time.Millisecond
+	killWait            = 5 * time.Second // how long to wait for a SIGKILLed group
+	maxCatalogPages     = 1000
+	garbageSampleBytes  = 256
+)
+
+// Event kinds, for the audit log.
+const (
+	EventSpawn   = "spawn"   // a child process was started
+	EventReady   = "ready"   // it answered initialize and its catalog is published
+	EventExit    = "exit"    // it exited (ExitCode, Signal)
+	EventRestart = "restart" // a restart is scheduled after Delay
+	EventFailed  = "failed"  // too many quick failures; no more restarts
+	EventStop    = "stop"    // supervision of the instance ended (Stop)
+)
+
+// Event is a lifecycle event of one instance. It never contains secret values.
+type Event struct {
+	Time     time.Time               `json:"time"`
+	Key      switchboard.InstanceKey `json:"key"`
+	Kind     string                  `json:"kind"`
+	PID      int                     `json:"pid,omitempty"`
+	ExitCode int                     `json:"exit_code,omitempty"` // -1 when killed by a signal
+	Signal   string                  `json:"signal,omitempty"`
+	Delay    time.Duration           `json:"delay,omitempty"` // for EventRestart
+	Err      string                  `json:"error,omitempty"`
+}
+
+// Clock is the time source for restart backoff; tests inject their own.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Options configures a Supervisor. All fields are optional.
+type Options struct {
+	// OnCatalog is called, from the instance's own goroutine and in order, when
+	// an instance becomes running (up != nil), changes its catalog, or goes down
+	// (up == nil, cat == nil). It must not block for long.
+	OnCatalog switchboard.CatalogFunc
+	// OnEvent receives lifecycle events, synchronously; it must not block.
+	OnEvent func(Event)
+	// OnNotification receives the child notifications the supervisor does not
+	// handle itself (for example notifications/resources/updated or
+	// notifications/message). It must not block for long.
+	OnNotification func(key switchboard.InstanceKey, method string, params json.RawMessage)
+	// Redact scrubs secret values from child output (stderr tail, errors)
+	// before it is logged or shown. Default: identity.
+	Redact func(string) string
+	// BaseEnv names the variables copied from the gateway's environment into
+	// every child's. Nil means DefaultBaseEnv; an empty non-nil slice copies none.
+	BaseEnv []string
+	// Clock drives restart delays. Default: the real clock.
+	Clock Clock
+	// Jitter returns a number in [0,1) used to jitter restart delays. Default:
+	// math/rand/v2.Float64.
+	Jitter func() float64
+}
+
+// Supervisor runs provider instances as child processes. Its methods are safe
+// for concurrent use.
+type Supervisor struct {
+	log  zerolog.Logger
+	opts Options
+
+	reaper *reaper
+
+	mu    sync.Mutex
+	insts map[switchboard.InstanceKey]*instance
+}
+
+// New returns a Supervisor with nothing running.
+func New(logger zerolog.Logger, opts Options) *Supervisor {
+	if opts.Redact == nil {
+		opts.Redact = func(s string) string { return s }
+	}
+	if opts.BaseEnv == nil {
+		opts.BaseEnv = DefaultBaseEnv
+	}
+	if opts.Clock == nil {
+		opts.Clock = realClock{}
+	}
+	if opts.Jitter == nil {
+		opts.Jitter = rand.Float64
+	}
+	return &Supervisor{log: logger, opts: opts, reaper: newReaper(logger), insts: make(map[switchboard.InstanceKey]*instance)}
+}
+
+// Start begins supervising spec.Key: it spawns the child in the background and
+// returns at once. Calling Start for a key that is already supervised with an
+// equal spec does nothing; with a different spec it is an ECONFLICT error (Stop
+// first, or use Restart). A failed instance is replaced and started afresh.
+func (s *Supervisor) Start(spec Spec) error {
+	if spec.Key.Provider == "" {
+		return switchboard.Errorf(switchboard.EINVALID, "starting provider: empty provider name")
+	}
+	if spec.Command == "" {
+		return switchboard.Errorf(switchboard.EINVALID, "starting provider %s: empty command", spec.Key)
+	}
+	spec = spec.withDefaults()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.insts[spec.Key]; old != nil {
+		old.mu.Lock()
+		st := old.state
+		old.mu.Unlock()
+		switch {
+		case st == switchboard.StateFailed && !old.stopRequested():
+			old.requestStop() // its goroutine has already ended
+		case st == switchboard.StateStopping || st == switchboard.StateStopped || old.stopRequested():
+			return switchboard.Errorf(switchboard.ECONFLICT, "starting provider %s: it is stopping", spec.Key)
+		case old.spec.Equal(spec):
+			return nil
+		default:
+			return switchboard.Errorf(switchboard.ECONFLICT, "starting provider %s: already running with a different spec", spec.Key)
+		}
+	}
+	in := &instance{
+		s:         s,
+		spec:      spec,
+		log:       s.log.With().Str("provider", spec.Key.String()).Logger(),
+		stopCh:    make(chan struct{}),
+		done:      make(chan struct{}),
+		finalized: make(chan struct{}),
+		changed:   make(chan struct{}),
+		state:     switchboard.StateStarting,
+	}
+	s.insts[spec.Key] = in
+	go in.run()
+	return nil
+}
+
+// Stop stops supervising key: it closes the child's stdin, waits StopGrace,
+// sends SIGTERM to the group, waits KillGrace, sends SIGKILL, and returns once
+// the child is reaped and the rest of its group killed. During backoff it
+// returns at once. It is idempotent: stopping an unknown key returns nil. If ctx
+// ends first Stop returns ctx's error and the stop carries on in the background.
+func (s *Supervisor) Stop(ctx context.Context, key switchboard.InstanceKey) error {
+	s.mu.Lock()
+	in := s.insts[key]
+	s.mu.Unlock()
+	if in == nil {
+		return nil
+	}
+	in.requestStop()
+	select {
+	case <-in.finalized:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stopping provider %s: %w", key, ctx.Err())
+	}
+}
+
+// Restart stops key (as Stop) and starts it again with the same spec, resetting
+// its failure count. It is an ENOTFOUND error if key is not supervised.
+func (s *Supervisor) Restart(ctx context.Context, key switchboard.InstanceKey) error {
+	s.mu.Lock()
+	in := s.insts[key]
+	s.mu.Unlock()
+	if in == nil {
+		return switchboard.Errorf(switchboard.ENOTFOUND, "restarting provider %s: not supervised", key)
+	}
+	if err := s.Stop(ctx, key); err != nil {
+		return fmt.Errorf("restarting provider %s: %w", key, err)
+	}
+	return s.Start(in.spec)
+}
+
+// StopAll stops every instance in parallel and returns when all are gone or ctx
+// ends. When nothing is left supervised it also ends the reaper helper (a later
+// Start starts a new one).
+func (s *Supervisor) StopAll(ctx context.Context) error {
+	s.mu.Lock()
+	keys := make([]switchboard.InstanceKey, 0, len(s.insts))
+	for k := range s.insts {
+		keys = append(keys, k)
+	}
+	s.mu.Unlock()
+	errs := make([]error, len(keys))
+	var wg sync.WaitGroup
+	for i, k := range keys {
+		wg.Go(func() { errs[i] = s.Stop(ctx, k) })
+	}
+	wg.Wait()
+	s.mu.Lock()
+	empty := len(s.insts) == 0
+	s.mu.Unlock()
+	if empty {
+		s.reaper.close()
+	}
+	return errors.Join(errs...)
+}
+
+// Has reports whether key is supervised (in any state, including failed).
+func (s *Supervisor) Has(key switchboard.InstanceKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.insts[key] != nil
+}
+
+// Specs returns the specs of all supervised instances, with defaults applied,
+// sorted by key.
+func (s *Supervisor) Specs() []Spec {
+	s.mu.Lock()
+	specs := make([]Spec, 0, len(s.insts))
+	for _, in := range s.insts {
+		specs = append(specs, in.spec)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(specs, func(a, b Spec) int { return strings.Compare(a.Key.String(), b.Key.String()) })
+	return specs
+}
+
+// Upstream returns the limited connection of key while it is running.
+func (s *Supervisor) Upstream(key switchboard.InstanceKey) (switchboard.Upstream, bool) {
+	s.mu.Lock()
+	in := s.insts[key]
+	s.mu.Unlock()
+	if in == nil {
+		return nil, false
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.state != switchboard.StateRunning || in.up == nil {
+		return nil, false
+	}
+	return in.up, true
+}
+
+// WaitReady blocks until key is running (nil), has failed or is stopped (an
+// EUNAVAILABLE error), is not supervised (ENOTFOUND), or ctx ends.
+func (s *Supervisor) WaitReady(ctx context.Context, key switchboard.InstanceKey) error {
+	s.mu.Lock()
+	in := s.insts[key]
+	s.mu.Unlock()
+	if in == nil {
+		return switchboard.Errorf(switchboard.ENOTFOUND, "waiting for provider %s: not supervised", key)
+	}
+	for {
+		in.mu.Lock()
+		st, lastErr, changed := in.state, in.lastErr, in.changed
+		in.mu.Unlock()
+		switch st {
+		case switchboard.StateRunning:
+			return nil
+		case switchboard.StateFailed:
+			return switchboard.Errorf(switchboard.EUNAVAILABLE, "waiting for provider %s: failed: %s", key, s.opts.Redact(lastErr))
+		case switchboard.StateStopping, switchboard.StateStopped:
+			return switchboard.Errorf(switchboard.EUNAVAILABLE, "waiting for provider %s: stopped", key)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return switchboard.WrapError(switchboard.ETIMEOUT, ctx.Err(), "waiting for provider %s: not ready in time", key)
+			}
+			return fmt.Errorf("waiting for provider %s: %w", key, ctx.Err())
+		}
+	}
+}
+
+// Status returns a snapshot of every supervised instance, sorted by key.
+func (s *Supervisor) Status() []switchboard.ProviderStatus {
+	s.mu.Lock()
+	insts := make([]*instance, 0, len(s.insts))
+	for _, in := range s.insts {
+		insts = append(insts, in)
+	}
+	s.mu.Unlock()
+	out := make([]switchboard.ProviderStatus, 0, len(insts))
+	for _, in := range insts {
+		out = append(out, in.status())
+	}
+	slices.SortFunc(out, func(a, b switchboard.ProviderStatus) int {
+		return strings.Compare(a.Provider+"@"+a.User, b.Provider+"@"+b.User)
+	})
+	return out
+}
+
+// instance is one supervised key: a goroutine running the child, restarting it
+// with backoff, until Stop.
+type instance struct {
+	s    *Supervisor
+	spec Spec
+	log  zerolog.Logger
+
+	stopOnce  sync.Once
+	stopCh    chan struct{} // closed by requestStop
+	done      chan struct{} // closed when run returns
+	finalized chan struct{} // closed by finalize, after done
+
+	inFlight atomic.Int64
+	garbage  atomic.Int64
+	stderr   tail
+
+	mu        sync.Mutex
+	state     switchboard.ProviderState
+	changed   chan struct{} // closed and replaced on every state change
+	pid       int
+	restarts  int
+	startedAt time.Time
+	lastErr   string
+	lastExit  string
+	tools     int
+	up        *limited
+	caps      capabilities
+	published bool // OnCatalog last got a non-nil upstream (run goroutine only)
+}
+
+// requestStop makes the instance's goroutine stop the child and return, and
+// starts finalize. Idempotent.
+func (in *instance) requestStop() {
+	in.stopOnce.Do(func() {
+		close(in.stopCh)
+		go in.finalize()
+	})
+}
+
+// finalize waits for the instance's goroutine to end, then removes the
+// instance from the supervisor unless it was replaced meanwhile (Start on a
+// failed instance), even if the Stop that asked for it gave up waiting.
+func (in *instance) finalize() {
+	defer close(in.finalized)
+	<-in.done
+	s := in.s
+	s.mu.Lock()
+	current := s.insts[in.spec.Key] == in
+	if current {
+		delete(s.insts, in.spec.Key)
+	}
+	s.mu.Unlock()
+	in.setState(switchboard.StateStopped)
+	if current {
+		in.emit(Event{Kind: EventStop})
+		in.log.Info().Msg("provider stopped")
+	}
+}
+
+func (in *instance) stopRequested() bool {
+	select {
+	case <-in.stopCh:
+		return true
+	default:
+		return false
+	}
+}
+
+func (in *instance) emit(e Event) {
+	if in.s.opts.OnEvent == nil {
+		return
+	}
+	e.Time = time.Now()
+	e.Key = in.spec.Key
+	e.Err = in.s.opts.Redact(e.Err)
+	in.s.opts.OnEvent(e)
+}
+
+func (in *instance) setState(st switchboard.ProviderState) {
+	in.mu.Lock()
+	in.setStateLocked(st)
+	in.mu.Unlock()
+}
+
+func (in *instance) setStateLocked(st switchboard.ProviderState) {
+	in.state = st
+	close(in.changed)
+	in.changed = make(chan struct{})
+}
+
+func (in *instance) setErr(err error) {
+	in.mu.Lock()
+	in.lastErr = err.Error()
+	in.mu.Unlock()
+}
+
+func (in *instance) status() switchboard.ProviderStatus {
+	redact := in.s.opts.Redact
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	st := switchboard.ProviderStatus{
+		Provider:   in.spec.Key.Provider,
+		User:       in.spec.Key.User,
+		State:      in.state,
+		Restarts:   in.restarts,
+		LastError:  redact(in.lastErr),
+		LastExit:   in.lastExit,
+		Tools:      in.tools,
+		Limits:     fmt.Sprintf("concurrent=%d queue=%d timeout=%s", in.spec.MaxConcurrent, in.spec.MaxQueue, in.spec.CallTimeout),
+		StderrTail: in.stderr.snapshot(redact),
+		Garbage:    in.garbage.Load(),
+		InFlight:   in.inFlight.Load(),
+	}
+	switch in.state {
+	case switchboard.StateStarting, switchboard.StateRunning, switchboard.StateStopping:
+		st.PID = in.pid
+		st.StartedAt = in.startedAt
+	}
+	return st
+}
+
+// publish hands the instance's upstream and catalog to OnCatalog.
+func (in *instance) publish(up *limited, cat *switchboard.Catalog) {
+	in.published = true
+	if f := in.s.opts.OnCatalog; f != nil {
+		f(in.spec.Key, up, cat)
+	}
+}
+
+// unpublish tells OnCatalog the instance is down, once per publication.
+func (in *instance) unpublish() {
+	in.mu.Lock()
+	in.up = nil
+	in.tools = 0
+	in.mu.Unlock()
+	if !in.published {
+		return
+	}
+	in.published = false
+	if f := in.s.opts.OnCatalog; f != nil {
+		f(in.spec.Key, nil, nil)
+	}
+}
+
+// runResult is how one run of the child ended.
+type runResult struct {
+	ready  bool          // it initialized and was published
+	forced bool          // the supervisor killed it as unhealthy: always a failure
+	ran    time.Duration // from spawn to reaping
+	err    error         // why it ended, if known
+}
+
+// run is the instance's goroutine: start, watch, back off, repeat.
+func (in *instance) run() {
+	defer close(in.done)
+	clock := in.s.opts.Clock
+	policy := in.spec.Backoff
+	failures := 0 // consecutive quick failures
+	attempt := 0  // restarts since the last stable run
+	for {
+		res := in.runOnce()
+		if in.stopRequested() {
+			return
+		}
+		if !res.ready || res.forced || res.ran < policy.ResetAfter {
+			failures++
+		} else {
+			failures, attempt = 0, 0
+		}
+		attempt++
+		errText := ""
+		if res.err != nil {
+			errText = res.err.Error()
+		}
+		if failures >= policy.MaxFailures {
+			in.log.Error().Int("failures", failures).Str("error", in.s.opts.Redact(errText)).Msg("provider failed; not restarting")
+			in.emit(Event{Kind: EventFailed, Err: errText})
+			in.mu.Lock()
+			in.lastErr = fmt.Sprintf("gave up after %d quick failures: %s", failures, errText)
+			in.setStateLocked(switchboard.StateFailed)
+			in.mu.Unlock()
+			return
+		}
+		delay := backoffDelay(policy, attempt, in.s.opts.Jitter())
+		in.setState(switchboard.StateBackoff)
+		in.log.Info().Dur("delay", delay).Int("failures", failures).Msg("restarting provider after delay")
+		in.emit(Event{Kind: EventRestart, Delay: delay, Err: errText})
+		select {
+		case <-in.stopCh:
+			return
+		case <-clock.After(delay):
+		}
+		in.mu.Lock()
+		in.restarts++
+		in.mu.Unlock()
+	}
+}
+
+// runOnce spawns the child, initializes it, publishes it, and serves it until
+// it dies or a stop is requested. It returns only once the child is reaped (or
+// could not be killed) and its pipes are closed.
+func (in *instance) runOnce() (res runResult) {
+	spec := in.spec
+	redact := in.s.opts.Redact
+	clock := in.s.opts.Clock
+	in.setState(switchboard.StateStarting)
+
+	env := childEnv(in.s.opts.BaseEnv, spec.Env)
+	path, err := resolveCommand(spec.Command, spec.Dir, env)
+	if err != nil {
+		in.setErr(err)
+		in.log.Error().Str("error", redact(err.Error())).Msg("provider command not runnable")
+		return runResult{err: err}
+	}
+	argv := append([]string{spec.Command}, spec.Args...)
+	start := clock.Now()
+	p, err := startProcess(path, argv, env, spec.Dir)
+	if err != nil {
+		in.setErr(err)
+		in.log.Error().Str("error", redact(err.Error())).Msg("provider spawn failed")
+		return runResult{err: err}
+	}
+	in.s.reaper.add(p.pid)
+	in.mu.Lock()
+	in.pid = p.pid
+	in.startedAt = time.Now()
+	in.mu.Unlock()
+	in.log.Info().Int("pid", p.pid).Str("command", path).Int("args", len(spec.Args)).Strs("env", envNames(env)).Msg("provider spawned")
+	in.emit(Event{Kind: EventSpawn, PID: p.pid})
+
+	stderrDone := make(chan struct{})
+	go func() {
+		defer close(stderrDone)
+		drainStderr(p.stderr, in.log, &in.stderr, redact)
+	}()
+
+	listChanged := make(chan struct{}, 1)
+	garbageTrip := make(chan struct{}, 1)
+	var window rateWindow
+	warn := rate.NewLimiter(rate.Every(time.Second), 3)
+	conn := NewConn(p.stdout, p.stdin, ConnOptions{
+		MaxMessageBytes: spec.MaxMessageBytes,
+		OnNotification: func(method string, params json.RawMessage) {
+			in.onNotification(method, params, listChanged)
+		},
+		OnGarbage: func(line []byte, total int64) {
+			in.garbage.Add(1)
+			if warn.Allow() {
+				ev := in.log.Warn().Int("bytes", len(line)).Int64("total", total)
+				if len(line) <= garbageSampleBytes {
+					ev = ev.Str("line", redact(string(line)))
+				}
+				ev.Msg("dropped invalid line from provider stdout")
+			}
+			if spec.GarbageLimit > 0 && window.add(clock.Now()) > spec.GarbageLimit {
+				select {
+				case garbageTrip <- struct{}{}:
+				default:
+				}
+			}
+		},
+	})
+
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-in.stopCh:
+			cancelRun()
+		case <-runCtx.Done():
+		}
+	}()
+	defer func() {
+		cancelRun()
+		select {
+		case <-p.exited:
+			// Let the Conn and the stderr drain read what the child wrote before
+			// dying; both end at EOF or at the read deadlines set on exit.
+			if waitFor(conn.Done(), time.Second) && errors.Is(conn.Err(), os.ErrDeadlineExceeded) {
+				in.log.Warn().Int("pid", p.pid).Msg("a process outside the provider's group still holds its stdout")
+			}
+			_ = conn.Close()
+			<-stderrDone
+			p.closePipes()
+			in.s.reaper.remove(p.pid) // reaped, and its group killed
+		default: // could not kill it: do not wait on its pipes
+			_ = conn.Close()
+			p.closePipes()
+			<-stderrDone
+		}
+		res.ran = clock.Now().Sub(start)
+	}()
+
+	initCtx, cancelInit := context.WithTimeout(runCtx, spec.InitTimeout)
+	cat, err := in.initialize(initCtx, conn)
+	cancelInit()
+	if err != nil {
+		if in.stopRequested() {
+			in.shutdown(p, conn)
+			return res
+		}
+		grace := time.Duration(0)
+		if errors.Is(err, io.EOF) { // closed its stdout: most likely exiting
+			grace = spec.KillGrace
+		}
+		if !waitFor(p.exited, grace) {
+			in.killNow(p, "provider failed to initialize; killing its group")
+		}
+		select {
+		case <-p.exited:
+			err = fmt.Errorf("%w (%s)", err, p.state)
+		default:
+		}
+		in.setErr(err)
+		in.log.Error().Str("error", redact(err.Error())).Msg("provider start failed")
+		in.recordExit(p)
+		res.err = err
+		return res
+	}
+
+	up := newLimited(conn, spec, &in.inFlight)
+	in.mu.Lock()
+	in.up = up
+	in.tools = len(cat.Tools)
+	in.lastErr = ""
+	in.setStateLocked(switchboard.StateRunning)
+	in.mu.Unlock()
+	res.ready = true
+	in.publish(up, cat)
+	in.log.Info().Int("tools", len(cat.Tools)).Int("prompts", len(cat.Prompts)).Int("resources", len(cat.Resources)).Msg("provider ready")
+	in.emit(Event{Kind: EventReady, PID: p.pid})
+
+	var debounce <-chan time.Time
+	for {
+		select {
+		case <-p.exited:
+			in.unpublish()
+			res.err = in.recordExit(p)
+			return res
+
+		case <-runCtx.Done():
+			in.shutdown(p, conn)
+			return res
+
+		case <-conn.Done():
+			in.unpublish()
+			cerr := conn.Err()
+			if errors.Is(cerr, io.EOF) { // closed its stdout: most likely exiting
+				select {
+				case <-p.exited:
+				case <-time.After(spec.KillGrace):
+					in.killNow(p, "provider closed its stdout but did not exit; killing its group")
+				}
+			} else {
+				res.forced = true
+				in.setErr(cerr)
+				in.killNow(p, "provider connection failed; killing its group")
+			}
+			if errors.Is(cerr, ErrMessageTooLong) {
+				in.log.Error().Int("max_bytes", spec.MaxMessageBytes).Msg("provider sent a line over the message size limit")
+			}
+			exitErr := in.recordExit(p)
+			if res.forced {
+				res.err = cerr
+			} else {
+				res.err = exitErr
+			}
+			return res
+
+		case <-garbageTrip:
+			in.unpublish()
+			res.forced = true
+			res.err = switchboard.Errorf(switchboard.EUNAVAILABLE, "provider wrote more than %d invalid lines in a minute", spec.GarbageLimit)
+			in.setErr(res.err)
+			in.killNow(p, "provider exceeded the invalid-output limit; killing its group")
+			in.recordExit(p)
+			return res
+
+		case <-listChanged:
+			debounce = time.After(listChangedDebounce)
+
+		case <-debounce:
+			debounce = nil
+			ctx, cancel := context.WithTimeout(runCtx, spec.CallTimeout)
+			cat, err := in.fetchCatalog(ctx, conn, cat.Instructions)
+			cancel()
+			if err != nil {
+				in.log.Warn().Str("error", redact(err.Error())).Msg("refreshing provider catalog failed; keeping the old one")
+				continue
+			}
+			in.mu.Lock()
+			in.tools = len(cat.Tools)
+			in.mu.Unlock()
+			in.publish(up, cat)
+			in.log.Info().Int("tools", len(cat.Tools)).Msg("provider catalog refreshed")
+		}
+	}
+}
+
+// recordExit logs and records the exit of a reaped (or unkillable) child.
+func (in *instance) recordExit(p *proc) error {
+	select {
+	case <-p.exited:
+	default:
+		return errors.New("provider did not exit")
+	}
+	code, sig := exitDetails(p.state)
+	in.mu.Lock()
+	in.lastExit = p.state.String()
+	in.mu.Unlock()
+	in.log.Info().Int("pid", p.pid).Int("exit_code", code).Str("signal", sig).Msg("provider exited")
+	in.emit(Event{Kind: EventExit, PID: p.pid, ExitCode: code, Signal: sig})
+	return fmt.Errorf("provider exited: %s", p.state)
+}
+
+// killNow SIGKILLs the child's group and waits (bounded) for it to be reaped.
+func (in *instance) killNow(p *proc, msg string) {
+	in.log.Warn().Int("pid", p.pid).Msg(msg)
+	if err := killGroup(p.pid, syscall.SIGKILL); err != nil {
+		in.log.Error().Err(err).Msg("killing provider group failed")
+	}
+	if !waitFor(p.exited, killWait) {
+		in.log.Error().Int("pid", p.pid).Msg("provider did not exit after SIGKILL")
+	}
+}
+
+// shutdown stops the child gracefully: close stdin, wait StopGrace, SIGTERM the
+// group, wait KillGrace, SIGKILL the group, wait a bounded time.
+func (in *instance) shutdown(p *proc, conn *Conn) {
+	spec := in.spec
+	in.setState(switchboard.StateStopping)
+	in.unpublish()
+	_ = conn.CloseWrite()
+	in.log.Info().Int("pid", p.pid).Msg("stopping provider: closed its stdin")
+	if waitFor(p.exited, spec.StopGrace) {
+		in.recordExit(p)
+		return
+	}
+	in.log.Warn().Int("pid", p.pid).Dur("waited", spec.StopGrace).Msg("provider still running after stdin close; sending SIGTERM to its group")
+	if err := killGroup(p.pid, syscall.SIGTERM); err != nil {
+		in.log.Error().Err(err).Msg("sending SIGTERM failed")
+	}
+	if waitFor(p.exited, spec.KillGrace) {
+		in.recordExit(p)
+		return
+	}
+	in.log.Warn().Int("pid", p.pid).Dur("waited", spec.KillGrace).Msg("provider still running after SIGTERM; sending SIGKILL to its group")
+	in.killNow(p, "killing provider group")
+	in.recordExit(p)
+}
+
+// waitFor waits up to d for ch to close and reports whether it did.
+func waitFor(ch <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+func (in *instance) onNotification(method string, params json.RawMessage, listChanged chan<- struct{}) {
+	switch method {
+	case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
+		select {
+		case listChanged <- struct{}{}:
+		default:
+		}
+		return
+	case "notifications/message":
+		in.log.Debug().Str("params", in.s.opts.Redact(string(params))).Msg("provider log message")
+	}
+	if f := in.s.opts.OnNotification; f != nil {
+		f(in.spec.Key, method, params)
+	}
+}
+
+// initializeResult is the part of the child's initialize result we use.
+type initializeResult struct {
+	ProtocolVersion string       `json:"protocolVersion"`
+	Capabilities    capabilities `json:"capabilities"`
+	Instructions    string       `json:"instructions"`
+}
+
+type capabilities struct {
+	Tools     json.RawMessage `json:"tools"`
+	Prompts   json.RawMessage `json:"prompts"`
+	Resources json.RawMessage `json:"resources"`
+}
+
+// initialize runs the MCP handshake and fetches the first catalog.
+func (in *instance) initialize(ctx context.Context, conn *Conn) (*switchboard.Catalog, error) {
+	params, err := json.Marshal(map[string]any{
+		"protocolVersion": ProtocolVersion,
+		"capabilities":    map[string]any{},
+		"clientInfo":      map[string]string{"name": "switchboard", "version": switchboard.Version},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("initializing: %w", err)
+	}
+	raw, err := conn.Call(ctx, "initialize", json.RawMessage(params))
+	if err != nil {
+		return nil, fmt.Errorf("initializing: %w", err)
+	}
+	var ir initializeResult
+	if err := json.Unmarshal(raw, &ir); err != nil {
+		return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "initializing: decoding result")
+	}
+	if !supportedProtocols[ir.ProtocolVersion] {
+		return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "initializing: unsupported protocol version %q", ir.ProtocolVersion)
+	}
+	if err := conn.Notify(ctx, "notifications/initialized", nil); err != nil {
+		return nil, fmt.Errorf("initializing: %w", err)
+	}
+	in.mu.Lock()
+	in.caps = ir.Capabilities
+	in.mu.Unlock()
+	return in.fetchCatalog(ctx, conn, ir.Instructions)
+}
+
+// fetchCatalog lists everything the child's capabilities advertise. A failing
+// tools/list fails the fetch; the other lists are optional and logged.
+func (in *instance) fetchCatalog(ctx context.Context, conn *Conn, instructions string) (*switchboard.Catalog, error) {
+	in.mu.Lock()
+	caps := in.caps
+	in.mu.Unlock()
+	cat := &switchboard.Catalog{Instructions: instructions}
+	var err error
+	if has(caps.Tools) {
+		if cat.Tools, err = listAll(ctx, conn, "tools/list", "tools"); err != nil {
+			return nil, err
+		}
+	}
+	optional := func(dst *[]json.RawMessage, method, field string) error {
+		items, err := listAll(ctx, conn, method, field)
+		var rpcErr *switchboard.RPCError
+		if errors.As(err, &rpcErr) {
+			in.log.Warn().Str("method", method).Str("error", in.s.opts.Redact(rpcErr.Message)).Msg("provider list failed; treating as empty")
+			return nil
+		}
+		*dst = items
+		return err
+	}
+	if has(caps.Prompts) {
+		if err := optional(&cat.Prompts, "prompts/list", "prompts"); err != nil {
+			return nil, err
+		}
+	}
+	if has(caps.Resources) {
+		if err := optional(&cat.Resources, "resources/list", "resources"); err != nil {
+			return nil, err
+		}
+		if err := optional(&cat.ResourceTemplates, "resources/templates/list", "resourceTemplates"); err != nil {
+			return nil, err
+		}
+	}
+	return cat, nil
+}
+
+// listAll calls a paginated list method and returns the raw items.
+func listAll(ctx context.Context, conn *Conn, method, field string) ([]json.RawMessage, error) {
+	var items []json.RawMessage
+	cursor := ""
+	seen := map[string]bool{}
+	for range maxCatalogPages {
+		params := json.RawMessage(`{}`)
+		if cursor != "" {
+			b, err := json.Marshal(map[string]string{"cursor": cursor})
+			if err != nil {
+				return nil, fmt.Errorf("listing %s: %w", method, err)
+			}
+			params = b
+		}
+		raw, err := conn.Call(ctx, method, params)
+		if err != nil {
+			return nil, fmt.Errorf("listing %s: %w", method, err)
+		}
+		var page map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &page); err != nil {
+			return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding result", method)
+		}
+		if f := page[field]; has(f) {
+			var got []json.RawMessage
+			if err := json.Unmarshal(f, &got); err != nil {
+				return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding %s", method, field)
+			}
+			items = append(items, got...)
+		}
+		cursor = ""
+		if nc := page["nextCursor"]; has(nc) {
+			if err := json.Unmarshal(nc, &cursor); err != nil {
+				return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding nextCursor", method)
+			}
+		}
+		if cursor == "" {
+			return items, nil
+		}
+		if seen[cursor] {
+			return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "listing %s: pagination loops", method)
+		}
+		seen[cursor] = true
+	}
+	return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "listing %s: more than %d pages", method, maxCatalogPages)
+}
+
+// envNames returns the variable names of env, for logging without values.
+func envNames(env []string) []string {
+	names := make([]string, len(env))
+	for i, kv := range env {
+		names[i], _, _ = strings.Cut(kv, "=")
+	}
+	return names
+}
