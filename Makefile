@@ -1,0 +1,77 @@
+# Switchboard. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+BIN := bin
+CONFIG ?= gateway.yaml
+TEST_TIMEOUT ?= 20m
+
+.PHONY: help
+help: ## List targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build switchboard and the example providers into ./bin
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/switchboard ./cmd/switchboard
+	$(GO) build -trimpath -o $(BIN)/notes ./examples/providers/notes
+	$(GO) build -trimpath -o $(BIN)/echo ./examples/providers/echo
+
+.PHONY: run
+run: build ## Build, then serve the default gateway.yaml
+	$(BIN)/switchboard serve --dev --config $(CONFIG)
+
+.PHONY: npm
+npm: e2e/node_modules/.installed ## Install the pinned third-party MCP servers used by e2e tests
+
+e2e/node_modules/.installed: e2e/package.json e2e/package-lock.json
+	cd e2e && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+.PHONY: test
+test: npm ## Run the whole test suite (race detector on)
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(MAKE) deps
+	$(GO) test -race -timeout=$(TEST_TIMEOUT) ./...
+
+.PHONY: test-short
+test-short: ## Fast tests only
+	$(GO) test -race -short ./...
+
+.PHONY: deps
+deps: ## Fail if a sibling package imports another sibling
+	@./.ci/check-deps.sh
+
+.PHONY: lint
+lint: ## golangci-lint, if installed
+	@command -v golangci-lint >/dev/null || { echo "golangci-lint not installed"; exit 0; }; golangci-lint run ./...
+
+.PHONY: bench
+bench: build ## Benchmark the gateway against direct stdio; writes bench/results/latest.md
+	$(GO) run ./bench/cmd/sbbench -out bench/results/latest.md
+
+.PHONY: docker
+docker: ## Build the container images (needs docker, or podman/buildah as docker)
+	@command -v docker >/dev/null || { echo "no docker client; with buildah: buildah bud --target runtime -t switchboard ."; exit 1; }
+	docker build --target runtime -t switchboard:$(VERSION) .
+	docker build --target runtime-node -t switchboard:$(VERSION)-node .
+
+.PHONY: k8s-check
+k8s-check: ## Parse the Kubernetes manifests and check their cross-references
+	$(GO) test -count=1 ./deploy/
+
+.PHONY: soak
+soak: ## Long load-and-leak run against the real binary (SOAK=1)
+	SOAK=1 $(GO) test -race -count=1 -timeout 60m -run Soak ./e2e/
+
+.PHONY: fuzz
+fuzz: ## Fuzz the config parser and the request decoder for 60 s each
+	$(GO) test -run '^$$' -fuzz FuzzLoadConfig -fuzztime 60s ./providers/
+	$(GO) test -run '^$$' -fuzz FuzzCheckMessage -fuzztime 60s ./mux/
+
+.PHONY: clean
+clean: ## Remove build output
+	rm -rf $(BIN)

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/audit"
+	"github.com/switchboard-mcp/switchboard/metrics"
+	"github.com/switchboard-mcp/switchboard/mux"
+	"github.com/switchboard-mcp/switchboard/statuspage"
+	"github.com/switchboard-mcp/switchboard/supervisor"
+	"github.com/switchboard-mcp/switchboard/vault"
+)
+
+// auditKeySecret is the vault entry holding the audit log's HMAC key, which
+// keys argument digests and the checkpoint MAC.
+const auditKeySecret = "SWITCHBOARD_AUDIT_DIGEST_KEY"
+
+// ops is what operators watch: the audit log, metrics and recent events.
+type ops struct {
+	audit   *audit.Log // nil when audit.disabled
+	metrics *metrics.Metrics
+	events  *statuspage.Ring
+}
+
+func auditKey(v *vault.Vault) ([]byte, error) {
+	sec, err := v.Get(auditKeySecret)
+	if err == nil {
+		return base64.StdEncoding.DecodeString(sec.Reveal())
+	}
+	if !errors.Is(err, vault.ErrNotFound) {
+		return nil, err
+	}
+	key := vault.GenerateKey()
+	raw := key.Encode()
+	if err := v.Set(auditKeySecret, []byte(raw)); err != nil {
+		return nil, fmt.Errorf("storing the audit digest key: %w", err)
+	}
+	return base64.StdEncoding.DecodeString(raw)
+}
+
+func (m *Main) openOps() error {
+	cfg := m.config()
+	o := &ops{metrics: metrics.New(), events: statuspage.NewRing(100)}
+	if !cfg.Audit.Disabled {
+		key, err := auditKey(m.vault)
+		if err != nil {
+			return err
+		}
+		l, err := audit.Open(audit.Config{
+			File: cfg.Audit.File, MaxSizeMB: cfg.Audit.MaxSizeMB, MaxBackups: cfg.Audit.MaxBackups,
+			MaxAgeDays: cfg.Audit.MaxAgeDays, FailOpen: cfg.Audit.FailOpen, DigestKey: key,
+		}, m.Log)
+		if err != nil {
+			return fmt.Errorf("opening the audit log: %w", err)
+		}
+		o.audit = l
+	}
+	m.ops = o
+	o.metrics.Reload(true)
+	m.auditEvent(audit.Record{Type: audit.TypeStartup, Detail: map[string]string{"version": version, "config_hash": cfg.Hash}})
+	return nil
+}
+
+// auditEvent writes a non-call record; failures are logged (the call path is
+// where fail-closed matters).
+func (m *Main) auditEvent(rec audit.Record) {
+	if m.ops == nil || m.ops.audit == nil {
+		return
+	}
+	if err := m.ops.audit.Write(rec); err != nil {
+		m.Log.Error().Str("type", rec.Type).Err(err).Msg("audit record not written")
+	}
+}
+
+// callObserver feeds every tools/call into the audit log and metrics.
+type callObserver struct{ m *Main }
+
+var (
+	_ mux.CallObserver    = callObserver{}
+	_ mux.SessionObserver = callObserver{}
+)
+
+// Admit refuses calls while the audit log cannot be written, unless fail_open.
+func (o callObserver) Admit(ctx context.Context, c *mux.CallInfo) error {
+	a := o.m.ops.audit
+	if a == nil || o.m.config().Audit.FailOpen {
+		return nil
+	}
+	if err := a.Err(); err != nil {
+		return switchboard.Errorf(switchboard.EUNAVAILABLE, "the audit log cannot be written, so tool calls are refused until it can")
+	}
+	return nil
+}
+
+// Done records the call's outcome, exactly once per tools/call.
+func (o callObserver) Done(ctx context.Context, c *mux.CallInfo) {
+	o.m.ops.metrics.ToolCall(c.Provider, c.Tool, c.Outcome, c.Latency)
+	if o.m.ops.audit == nil {
+		return
+	}
+	rec := audit.Record{
+		Type: audit.TypeToolCall, RequestID: c.RequestID, Session: c.SessionID,
+		Endpoint: string(c.Endpoint), Client: c.Client, Provider: c.Provider, Tool: c.Tool,
+		Decision: c.Decision, Outcome: c.Outcome, LatencyMS: c.Latency.Milliseconds(),
+	}
+	if c.Tool == "" {
+		rec.Tool = c.Exposed
+	}
+	if c.Principal != nil {
+		rec.PrincipalKind, rec.Principal = string(c.Principal.Kind), c.Principal.ID
+	}
+	if len(c.Args) > 0 {
+		rec.ArgsDigest = o.m.ops.audit.Digest(c.Args)
+	}
+	if c.Err != nil {
+		rec.Error = o.m.Redactor.String(switchboard.ErrorMessage(c.Err))
+	}
+	if err := o.m.ops.audit.Write(rec); err != nil {
+		o.m.Log.Error().Str("request_id", c.RequestID).Err(err).Msg("audit record for a tool call not written")
+	}
+}
+
+func (o callObserver) SessionOpened(ep switchboard.Endpoint) {
+	o.m.ops.metrics.SessionOpened(string(ep))
+}
+func (o callObserver) SessionClosed(ep switchboard.Endpoint) {
+	o.m.ops.metrics.SessionClosed(string(ep))
+}
+
+// providerEvent turns supervisor lifecycle events into audit records, metrics
+// and status-page events.
+func (m *Main) providerEvent(ev supervisor.Event) {
+	if m.ops == nil {
+		return
+	}
+	name := ev.Key.String()
+	detail := map[string]string{"event": ev.Kind}
+	if ev.PID != 0 {
+		detail["pid"] = strconv.Itoa(ev.PID)
+	}
+	switch ev.Kind {
+	case supervisor.EventExit:
+		detail["exit_code"] = strconv.Itoa(ev.ExitCode)
+		if ev.Signal != "" {
+			detail["signal"] = ev.Signal
+		}
+	case supervisor.EventRestart:
+		detail["delay"] = ev.Delay.String()
+		m.ops.metrics.ProviderRestart(name)
+	}
+	rec := audit.Record{Type: audit.TypeProvider, Provider: name, Detail: detail}
+	if ev.Err != "" {
+		rec.Error = m.Redactor.String(ev.Err)
+	}
+	m.auditEvent(rec)
+	switch ev.Kind {
+	case supervisor.EventReady:
+		m.ops.metrics.ProviderState(name, switchboard.StateRunning)
+	case supervisor.EventExit:
+		m.ops.metrics.ProviderState(name, switchboard.StateBackoff)
+		m.ops.events.Add("provider", fmt.Sprintf("%s exited (code %d %s)", name, ev.ExitCode, ev.Signal))
+	case supervisor.EventFailed:
+		m.ops.metrics.ProviderState(name, switchboard.StateFailed)
+		m.ops.events.Add("provider", name+" failed: "+m.Redactor.String(ev.Err))
+	case supervisor.EventStop:
+		m.ops.metrics.RemoveProvider(name)
+	}
+}
+
+// status builds the status page's view.
+func (m *Main) status(ctx context.Context) statuspage.Status {
+	h := m.health()
+	st := statuspage.Status{Version: version, StartedAt: m.started, Listen: m.Addr(), Providers: h.Providers}
+	for _, s := range m.mux.Sessions() {
+		st.Sessions = append(st.Sessions, statuspage.Session{ID: s.ID, Principal: s.Principal, Endpoint: string(s.Endpoint), Client: s.Client, CreatedAt: s.CreatedAt})
+	}
+	r := h.Reload
+	st.LastReload = statuspage.ReloadStatus{At: r.At, OK: r.OK, Error: r.Error, ConfigHash: r.NewHash, NeedsRestart: r.NeedsRestart}
+	if m.ops != nil {
+		st.Events = m.ops.events.List()
+	}
+	return st
+}
+
+func (m *Main) statusHandler() http.Handler {
+	return m.requireAdmin(statuspage.Handler(m.status))
+}
+
+func (m *Main) metricsHandler() http.Handler {
+	return m.requireAdmin(m.ops.metrics.Handler())
+}
+
+func (m *Main) closeOps() error {
+	if m.ops != nil && m.ops.audit != nil {
+		return m.ops.audit.Close()
+	}
+	return nil
+}
+
+func newAuditCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "Read and verify the audit log"}
+	var follow, jsonOut bool
+	var user, provider string
+	tail := &cobra.Command{
+		Use:   "tail",
+		Short: "Print audit events, one line each (raw JSON lines with --json)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			file, err := auditFile(cmd)
+			if err != nil {
+				return err
+			}
+			return audit.Tail(cmd.Context(), file, follow, audit.Filter{User: user, Provider: provider}, cmd.OutOrStdout(), jsonOut)
+		},
+	}
+	tail.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events")
+	tail.Flags().BoolVar(&jsonOut, "json", false, "print the raw JSON lines")
+	tail.Flags().StringVar(&user, "user", "", "only events of this principal")
+	tail.Flags().StringVar(&provider, "provider", "", "only events of this provider")
+	cmd.AddCommand(tail)
+	cmd.AddCommand(&cobra.Command{
+		Use:   "verify",
+		Short: "Check the hash chain across rotated files; report the first broken record",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			file, err := auditFile(cmd)
+			if err != nil {
+				return err
+			}
+			res, err := verifyAudit(cmd, file)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			for _, n := range res.Notes {
+				fmt.Fprintln(out, "note:", n)
+			}
+			if res.Broken != nil {
+				fmt.Fprintf(out, "BROKEN at %s:%d (seq %d): %s\n", res.Broken.File, res.Broken.Line, res.Broken.Seq, res.Broken.Reason)
+				return &exitError{code: 1}
+			}
+			fmt.Fprintf(out, "ok: %d records in %d files, seq %d..%d\n", res.Records, len(res.Files), res.FirstSeq, res.LastSeq)
+			return nil
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "digest",
+		Short: "Print the args_digest of the JSON arguments read from stdin, to search the log",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var in json.RawMessage
+			if err := json.NewDecoder(cmd.InOrStdin()).Decode(&in); err != nil {
+				return fmt.Errorf("reading JSON arguments from stdin: %w", err)
+			}
+			var res map[string]string
+			if err := adminCall(cmd, "audit.digest", in, &res); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res["digest"])
+			return nil
+		},
+	})
+	return cmd
+}
+
+func init() {
+	registerOp("audit.digest", func(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
+		key, err := auditKey(env.vault)
+		if err != nil {
+			return nil, err
+		}
+		// The gateway digests the arguments exactly as the client sent them.
+		var args json.RawMessage
+		if err := json.Unmarshal(raw, &args); err != nil {
+			return nil, err
+		}
+		return map[string]string{"digest": audit.Digest(key, args)}, nil
+	})
+	registerOp("audit.verify", func(ctx context.Context, env *adminEnv, _ json.RawMessage) (any, error) {
+		key, err := auditKey(env.vault)
+		if err != nil {
+			return nil, err
+		}
+		return audit.VerifyWithKey(env.cfg.Audit.File, key)
+	})
+}
+
+func auditFile(cmd *cobra.Command) (string, error) {
+	c, err := newAdminClient(cmd)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	cfg, err := c.config()
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(cfg.Audit.File); err != nil {
+		return "", fmt.Errorf("audit log %s: %w", cfg.Audit.File, err)
+	}
+	return cfg.Audit.File, nil
+}
+
+// verifyAudit verifies with the digest key (through the gateway or the vault),
+// which also checks the checkpoint's MAC.
+func verifyAudit(cmd *cobra.Command, file string) (audit.VerifyResult, error) {
+	var res audit.VerifyResult
+	err := adminCall(cmd, "audit.verify", nil, &res)
+	if err != nil && !errors.Is(err, vault.ErrNoKey) {
+		return res, err
+	}
+	if err != nil {
+		return audit.Verify(file)
+	}
+	return res, nil
+}

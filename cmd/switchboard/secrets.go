@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/switchboard-mcp/switchboard/vault"
+)
+
+func init() {
+	registerOp("secret.set", opSecretSet)
+	registerOp("secret.list", opSecretList)
+	registerOp("secret.rm", opSecretRm)
+	registerOp("vault.rotate", opVaultRotate)
+}
+
+type secretArgs struct {
+	Name  string `json:"name"`
+	Value []byte `json:"value,omitempty"`
+}
+
+// secretResult says what a secret change did.
+type secretResult struct {
+	Restarted []string `json:"restarted,omitempty"`
+}
+
+func opSecretSet(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
+	var a secretArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, err
+	}
+	if err := env.vault.Set(a.Name, a.Value); err != nil {
+		return nil, err
+	}
+	return secretResult{Restarted: env.secretsChanged(ctx, a.Name)}, nil
+}
+
+func opSecretRm(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
+	var a secretArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, err
+	}
+	if err := env.vault.Delete(a.Name); err != nil {
+		return nil, err
+	}
+	return secretResult{Restarted: env.secretsChanged(ctx, a.Name)}, nil
+}
+
+func opSecretList(ctx context.Context, env *adminEnv, _ json.RawMessage) (any, error) {
+	return env.vault.List()
+}
+
+func opVaultRotate(ctx context.Context, env *adminEnv, _ json.RawMessage) (any, error) {
+	n, err := env.vault.Rotate()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]int{"reencrypted": n}, nil
+}
+
+// secretsChanged restarts the providers whose env uses one of names, and only
+// those, when a gateway is running. It returns their names.
+func (env *adminEnv) secretsChanged(ctx context.Context, names ...string) []string {
+	var affected []string
+	for _, p := range env.cfg.SortedProviders() {
+		for _, ref := range p.SecretRefs() {
+			for _, n := range names {
+				if ref == n {
+					affected = append(affected, p.Name)
+				}
+			}
+		}
+	}
+	if env.main != nil && len(affected) > 0 {
+		env.main.reconcile(ctx)
+	}
+	return affected
+}
+
+func newSecretCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "secret", Short: "Manage secrets in the vault (values never on the command line)"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "set NAME",
+		Short: "Store a secret; the value is read from stdin",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			value, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), vault.MaxValueSize+1))
+			if err != nil {
+				return fmt.Errorf("reading the value from stdin: %w", err)
+			}
+			value = []byte(strings.TrimRight(string(value), "\r\n"))
+			if len(value) == 0 {
+				return fmt.Errorf("no value on stdin: pipe it in, e.g. `printf %%s \"$TOKEN\" | switchboard secret set %s`", args[0])
+			}
+			c, err := newAdminClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var res secretResult
+			if err := c.call(cmd.Context(), "secret.set", secretArgs{Name: args[0], Value: value}, &res); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "secret %s set\n", args[0])
+			printRestarted(cmd, res.Restarted)
+			return nil
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List secret names and update times (never values)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newAdminClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var entries []vault.Entry
+			if err := c.call(cmd.Context(), "secret.list", nil, &entries); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tUPDATED\tKEY")
+			for _, e := range entries {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Name, e.UpdatedAt.Local().Format(time.DateTime), e.KeyID)
+			}
+			return tw.Flush()
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "rm NAME",
+		Short: "Delete a secret",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newAdminClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var res secretResult
+			if err := c.call(cmd.Context(), "secret.rm", secretArgs{Name: args[0]}, &res); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "secret %s removed\n", args[0])
+			printRestarted(cmd, res.Restarted)
+			return nil
+		},
+	})
+	return cmd
+}
+
+func printRestarted(cmd *cobra.Command, names []string) {
+	if len(names) > 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "providers using it: %s (restarted if running)\n", strings.Join(names, ", "))
+	}
+}
+
+func newVaultCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "vault", Short: "Create the vault key, rotate data keys, rekey"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "init",
+		Short: "Generate a vault key into the data dir (if none is configured) and create the vault",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newAdminClient(cmd)
+			if err != nil {
+				return err
+			}
+			if c.Online() {
+				return fmt.Errorf("a gateway is running: the vault already exists")
+			}
+			cfg, err := c.config()
+			if err != nil {
+				return err
+			}
+			v, err := openVaultOffline(cfg, true)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			fmt.Fprintf(cmd.OutOrStdout(), "vault ready at %s\n", v.Path())
+			return nil
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "rotate",
+		Short: "Add a new data key and re-encrypt every entry in one transaction",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newAdminClient(cmd)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var res map[string]int
+			if err := c.call(cmd.Context(), "vault.rotate", nil, &res); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "rotated: %d entries re-encrypted under a new data key\n", res["reencrypted"])
+			return nil
+		},
+	})
+	var newKeyFile string
+	rekey := &cobra.Command{
+		Use:   "rekey --new-key-file FILE",
+		Short: "Re-wrap the vault under a new master key (offline: stop the gateway first)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newAdminClient(cmd)
+			if err != nil {
+				return err
+			}
+			if c.Online() {
+				return fmt.Errorf("stop the gateway first: rekey changes the key it was started with")
+			}
+			cfg, err := c.config()
+			if err != nil {
+				return err
+			}
+			newKey, err := vault.ReadKeyFile(newKeyFile)
+			if err != nil {
+				return err
+			}
+			defer newKey.Zero()
+			v, err := openVaultOffline(cfg, false)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			if err := v.Rekey(newKey); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "rekeyed: start the gateway with the key in %s from now on\n", newKeyFile)
+			return nil
+		},
+	}
+	rekey.Flags().StringVar(&newKeyFile, "new-key-file", "", "file holding the new base64 master key")
+	_ = rekey.MarkFlagRequired("new-key-file")
+	cmd.AddCommand(rekey)
+	return cmd
+}

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/auth"
+)
+
+func init() {
+	registerOp("user.add", opUserAdd)
+	registerOp("user.list", opUserList)
+	registerOp("user.rm", opUserRm)
+	registerOp("user.rotate", opUserRotate)
+	registerOp("service.token", opServiceToken)
+}
+
+type userArgs struct {
+	Name  string   `json:"name"`
+	Roles []string `json:"roles,omitempty"`
+}
+
+type keyResult struct {
+	Name string `json:"name"`
+	Key  string `json:"key"`
+}
+
+// users returns the user store: the running gateway's, or one on the offline vault.
+func (env *adminEnv) users() (*auth.Users, error) {
+	if env.main != nil {
+		return env.main.id.users, nil
+	}
+	return auth.NewUsers(env.vault.DB())
+}
+
+func (env *adminEnv) checkRoles(roles []string) error {
+	for _, r := range roles {
+		if r == "admin" {
+			continue
+		}
+		if _, ok := env.cfg.Roles[r]; !ok {
+			return switchboard.Errorf(switchboard.EINVALID, "role %q is not defined under roles in %s (built-in: admin)", r, env.cfg.Path)
+		}
+	}
+	return nil
+}
+
+func opUserAdd(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
+	var a userArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, err
+	}
+	if err := env.checkRoles(a.Roles); err != nil {
+		return nil, err
+	}
+	u, err := env.users()
+	if err != nil {
+		return nil, err
+	}
+	key, err := u.Add(a.Name, a.Roles)
+	if err != nil {
+		return nil, err
+	}
+	return keyResult{Name: a.Name, Key: key}, nil
+}
+
+func opUserList(ctx context.Context, env *adminEnv, _ json.RawMessage) (any, error) {
+	u, err := env.users()
+	if err != nil {
+		return nil, err
+	}
+	return u.List()
+}
+
+func opUserRm(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
+	var a userArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, err
+	}
+	u, err := env.users()
+	if err != nil {
+		return nil, err
+	}
+	if err := u.Remove(a.Name); err != nil {
+		return nil, err
+	}
+	if env.main != nil {
+		env.main.userRemoved(ctx, a.Name)
+	}
+	return struct{}{}, nil
+}
+
+func opUserRotate(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
+	var a userArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, err
+	}
+	u, err := env.users()
+	if err != nil {
+		return nil, err
+	}
+	key, err := u.RotateKey(a.Name)
+	if err != nil {
+		return nil, err
+	}
+	return keyResult{Name: a.Name, Key: key}, nil
+}
+
+type tokenArgs struct {
+	Service string        `json:"service"`
+	TTL     time.Duration `json:"ttl"`
+}
+
+type tokenResult struct {
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+}
+
+func opServiceToken(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
+	var a tokenArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, err
+	}
+	if _, ok := env.cfg.Services[a.Service]; !ok {
+		return nil, switchboard.Errorf(switchboard.ENOTFOUND, "service %q is not defined under services in %s", a.Service, env.cfg.Path)
+	}
+	var tokens *auth.ServiceTokens
+	if env.main != nil {
+		tokens = env.main.id.tokens
+	} else {
+		key, err := serviceKey(env.vault)
+		if err != nil {
+			return nil, err
+		}
+		if tokens, err = auth.NewServiceTokens(key); err != nil {
+			return nil, err
+		}
+	}
+	tok, exp, err := tokens.Issue(a.Service, a.TTL)
+	if err != nil {
+		return nil, err
+	}
+	return tokenResult{Token: tok, Expires: exp}, nil
+}
+
+func newUserCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "user", Short: "Manage users of /mcp and their API keys"}
+	var roles []string
+	add := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Create a user and print its API key (shown once)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res keyResult
+			if err := adminCall(cmd, "user.add", userArgs{Name: args[0], Roles: roles}, &res); err != nil {
+				return err
+			}
+			printKey(cmd, res)
+			return nil
+		},
+	}
+	add.Flags().StringSliceVar(&roles, "role", nil, "role to grant (repeatable); built-in: admin")
+	cmd.AddCommand(add)
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List users, roles and key prefixes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var list []auth.User
+			if err := adminCall(cmd, "user.list", nil, &list); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tROLES\tKEY\tCREATED")
+			for _, u := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s…\t%s\n", u.Name, strings.Join(u.Roles, ","), u.KeyPrefix, u.CreatedAt.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "rm NAME",
+		Short: "Remove a user; their key stops working at once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := adminCall(cmd, "user.rm", userArgs{Name: args[0]}, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "user %s removed\n", args[0])
+			return nil
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "rotate-key NAME",
+		Short: "Replace a user's API key and print the new one (the old stops working)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res keyResult
+			if err := adminCall(cmd, "user.rotate", userArgs{Name: args[0]}, &res); err != nil {
+				return err
+			}
+			printKey(cmd, res)
+			return nil
+		},
+	})
+	return cmd
+}
+
+func printKey(cmd *cobra.Command, res keyResult) {
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "API key for %s (shown only this once):\n\n  %s\n\n", res.Name, res.Key)
+	fmt.Fprintf(out, "Connect Claude Code:\n  claude mcp add --transport http switchboard http://HOST:PORT/mcp --header \"Authorization: Bearer %s\"\n", res.Key)
+}
+
+func newServiceCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "service", Short: "Service principals for /mcp/internal"}
+	var ttl time.Duration
+	tok := &cobra.Command{
+		Use:   "token NAME",
+		Short: "Issue a signed, expiring token for a service defined in gateway.yaml",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res tokenResult
+			if err := adminCall(cmd, "service.token", tokenArgs{Service: args[0], TTL: ttl}, &res); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res.Token)
+			fmt.Fprintf(cmd.ErrOrStderr(), "expires %s; use it as: Authorization: Bearer <token> on /mcp/internal\n", res.Expires.Local().Format(time.RFC3339))
+			return nil
+		},
+	}
+	tok.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "token lifetime")
+	cmd.AddCommand(tok)
+	return cmd
+}
+
+// adminCall runs op through the running gateway or offline.
+func adminCall(cmd *cobra.Command, op string, args, out any) error {
+	c, err := newAdminClient(cmd)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.call(cmd.Context(), op, args, out)
+}
