@@ -188,27 +188,49 @@ func (s *Server) promptHandler(e *promptEntry) server.PromptHandlerFunc {
 		if err != nil {
 			return nil, callError(err)
 		}
-		res := &mcp.GetPromptResult{}
-		if err := json.Unmarshal(raw, res); err != nil {
+		res, err := mcp.ParseGetPromptResult(&raw)
+		if err != nil {
 			return nil, errors.New(e.Provider + ": invalid prompts/get result")
 		}
 		return res, nil
 	}
 }
 
-func (s *Server) resourceHandler(provider string) server.ResourceHandlerFunc {
+// resourceHandler reads from provider; original, when set, is the URI the
+// child knows the resource by (it differs from the exposed URI on collisions).
+func (s *Server) resourceHandler(provider, original string) server.ResourceHandlerFunc {
 	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
 		up, err := s.upstream(ctx, provider, principal(ctx))
 		if err != nil {
 			return nil, errors.New(switchboard.ErrorMessage(err))
 		}
-		raw, err := up.Call(ctx, "resources/read", map[string]any{"uri": req.Params.URI})
+		uri := req.Params.URI
+		if original != "" {
+			uri = original
+		}
+		raw, err := up.Call(ctx, "resources/read", map[string]any{"uri": uri})
 		if err != nil {
 			return nil, callError(err)
 		}
-		var res mcp.ReadResourceResult
-		if err := json.Unmarshal(raw, &res); err != nil {
+		res, err := mcp.ParseReadResourceResult(&raw)
+		if err != nil {
 			return nil, errors.New(provider + ": invalid resources/read result")
+		}
+		if uri != req.Params.URI { // report the URI the client asked for
+			for i, c := range res.Contents {
+				switch v := c.(type) {
+				case mcp.TextResourceContents:
+					if v.URI == uri {
+						v.URI = req.Params.URI
+					}
+					res.Contents[i] = v
+				case mcp.BlobResourceContents:
+					if v.URI == uri {
+						v.URI = req.Params.URI
+					}
+					res.Contents[i] = v
+				}
+			}
 		}
 		return res.Contents, nil
 	}

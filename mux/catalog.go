@@ -2,6 +2,7 @@ package mux
 
 import (
 	"encoding/json"
+	"net/url"
 	"sort"
 	"strings"
 
@@ -27,11 +28,21 @@ type promptEntry struct {
 	Prompt   mcp.Prompt
 }
 
-// resourceEntry is one resource or template; URIs are kept as the child sent them.
+// resourceEntry is one resource or template. URIs are kept as the child sent
+// them unless two providers serve the same URI: then every provider after the
+// first (in sorted order) exposes it as QualifiedURI(provider, uri), and
+// Original is what the child is asked for.
 type resourceEntry struct {
 	Provider string
+	Original string
 	Resource *mcp.Resource
 	Template *mcp.ResourceTemplate
+}
+
+// QualifiedURI is how a resource URI that another provider already serves is
+// exposed: switchboard://<provider>/<the original URI, path-escaped>.
+func QualifiedURI(provider, uri string) string {
+	return "switchboard://" + provider + "/" + url.PathEscape(uri)
 }
 
 // table is an immutable snapshot of everything exposed, swapped atomically.
@@ -146,12 +157,16 @@ func buildTable(cats []provCatalog) *table {
 			if err := json.Unmarshal(raw, &r); err != nil || r.URI == "" {
 				continue
 			}
+			orig := r.URI
 			if other, dup := t.resources[r.URI]; dup {
-				t.problems = append(t.problems, "provider "+p+": resource "+r.URI+" already served by "+other.Provider+"; skipped")
-				continue
+				r.URI = QualifiedURI(p, orig)
+				t.problems = append(t.problems, "provider "+p+": resource "+orig+" is also served by "+other.Provider+"; exposed as "+r.URI)
+				if _, again := t.resources[r.URI]; again {
+					continue
+				}
 			}
 			rc := r
-			t.resources[r.URI] = &resourceEntry{Provider: p, Resource: &rc}
+			t.resources[r.URI] = &resourceEntry{Provider: p, Original: orig, Resource: &rc}
 		}
 		for _, raw := range cat.ResourceTemplates {
 			var rt mcp.ResourceTemplate

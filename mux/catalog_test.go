@@ -53,6 +53,9 @@ func TestBuildTable(t *testing.T) {
 	if r := tb.resources["test://x"]; r == nil || r.Provider != "a" {
 		t.Errorf("resource collision should keep the first provider in sorted order: %+v", r)
 	}
+	if r := tb.resources[QualifiedURI("c", "test://x")]; r == nil || r.Provider != "c" || r.Original != "test://x" {
+		t.Errorf("the second provider's copy should be exposed qualified: %+v", r)
+	}
 	if len(tb.problems) < 2 {
 		t.Errorf("problems = %v, want the bad tool and the collision", tb.problems)
 	}

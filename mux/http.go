@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -327,8 +328,13 @@ func checkValue(dec *json.Decoder, depth int, strictKeys bool) error {
 // checkObjectBody reads an object whose '{' was consumed. At the top level and
 // inside "params" and "_meta" (strictKeys), duplicate and case-variant keys are
 // refused; tool arguments are the provider's business and pass as they are.
+// The check is linear in the number of keys: each key is reduced to its
+// case-fold canonical form and looked up in a map.
 func checkObjectBody(dec *json.Decoder, depth int, strictKeys bool) error {
-	seen := map[string]bool{}
+	var seen map[string]string // canonical fold → key as sent
+	if strictKeys {
+		seen = map[string]string{}
+	}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -336,20 +342,17 @@ func checkObjectBody(dec *json.Decoder, depth int, strictKeys bool) error {
 		}
 		key, _ := tok.(string)
 		if strictKeys {
-			if seen[key] {
-				return keyError("duplicate key " + quote(key))
-			}
-			for k := range seen {
-				if strings.EqualFold(k, key) {
-					return keyError("keys " + quote(k) + " and " + quote(key) + " differ only by case")
+			fk := foldKey(key)
+			if prev, ok := seen[fk]; ok {
+				if prev == key {
+					return keyError("duplicate key " + quote(key))
 				}
+				return keyError("keys " + quote(prev) + " and " + quote(key) + " differ only by case")
 			}
-			for _, k := range knownKeys {
-				if k != key && strings.EqualFold(k, key) {
-					return keyError("key " + quote(key) + " must be spelled " + quote(k))
-				}
+			if k, ok := knownFolded[fk]; ok && k != key {
+				return keyError("key " + quote(key) + " must be spelled " + quote(k))
 			}
-			seen[key] = true
+			seen[fk] = key
 		}
 		if err := checkValue(dec, depth+1, strictKeys && (key == "params" || key == "_meta")); err != nil {
 			return err
@@ -357,4 +360,40 @@ func checkObjectBody(dec *json.Decoder, depth int, strictKeys bool) error {
 	}
 	_, err := dec.Token()
 	return err
+}
+
+// knownFolded maps the fold of each protocol key to its one correct spelling.
+var knownFolded = func() map[string]string {
+	m := make(map[string]string, len(knownKeys))
+	for _, k := range knownKeys {
+		m[foldKey(k)] = k
+	}
+	return m
+}()
+
+// foldKey maps every rune to the lower case of the smallest rune of its
+// Unicode simple-fold orbit, so two strings are EqualFold exactly when their folds are equal
+// ("paramſ", "PARAMS" and "params" all fold alike).
+func foldKey(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return strings.ToLower(s)
+	}
+	var b strings.Builder
+	for _, r := range s {
+		min := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if f < min {
+				min = f
+			}
+		}
+		b.WriteRune(unicode.ToLower(min)) // agrees with the ASCII path
+	}
+	return b.String()
 }

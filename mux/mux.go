@@ -39,6 +39,10 @@ type Instances interface {
 	Upstream(ctx context.Context, key switchboard.InstanceKey) (switchboard.Upstream, error)
 	// UserScoped reports whether provider runs one instance per user.
 	UserScoped(provider string) bool
+	// Warm is called on every list by principal p; it may start p's own
+	// instances in the background (their tools then arrive with list_changed).
+	// It must not block.
+	Warm(ctx context.Context, p *switchboard.Principal)
 }
 
 // CallInfo describes one tools/call for observers (audit, metrics, logs).
@@ -95,9 +99,13 @@ type Server struct {
 	mcp    *server.MCPServer
 	filter atomic.Pointer[filterBox]
 
-	mu      sync.Mutex // guards cats and serializes rebuilds
-	cats    map[switchboard.InstanceKey]*switchboard.Catalog
-	latest  map[string]switchboard.InstanceKey // provider → instance whose catalog is shown
+	mu     sync.Mutex // guards cats and serializes rebuilds
+	cats   map[switchboard.InstanceKey]*switchboard.Catalog
+	latest map[string]switchboard.InstanceKey // provider → instance whose catalog is shown
+	// kept holds the last catalog of a user-scoped provider whose instances are
+	// all down (idle-reaped): its tools stay listed and a call starts the
+	// caller's own instance.
+	kept    map[string]*switchboard.Catalog
 	tbl     atomic.Pointer[table]
 	extras  atomic.Pointer[Extras]
 	pending atomic.Bool
@@ -142,6 +150,7 @@ func New(opts Options) *Server {
 		log:    opts.Logger.With().Str("component", "mux").Logger(),
 		cats:   map[switchboard.InstanceKey]*switchboard.Catalog{},
 		latest: map[string]switchboard.InstanceKey{},
+		kept:   map[string]*switchboard.Catalog{},
 		http:   map[switchboard.Endpoint]*server.StreamableHTTPServer{},
 	}
 	s.filter.Store(&filterBox{opts.Filter})
@@ -156,6 +165,11 @@ func New(opts Options) *Server {
 	hooks.AddAfterListResources(s.afterListResources)
 	hooks.AddAfterListResourceTemplates(s.afterListResourceTemplates)
 	hooks.AddOnError(s.onError)
+	hooks.AddBeforeListTools(func(ctx context.Context, _ any, _ *mcp.ListToolsRequest) {
+		if s.opts.Instances != nil {
+			s.opts.Instances.Warm(ctx, principal(ctx))
+		}
+	})
 
 	// listChanged is false inside mcp-go so SetTools and friends never broadcast;
 	// afterInitialize advertises it, and notify sends it only to sessions whose
@@ -198,6 +212,9 @@ func (s *Server) MCPServer() *server.MCPServer { return s.mcp }
 func (s *Server) UpdateCatalog(key switchboard.InstanceKey, up switchboard.Upstream, cat *switchboard.Catalog) {
 	s.mu.Lock()
 	if up == nil || cat == nil {
+		if key.User != "" && s.cats[key] != nil {
+			s.kept[key.Provider] = s.cats[key]
+		}
 		delete(s.cats, key)
 		if s.latest[key.Provider] == key {
 			delete(s.latest, key.Provider)
@@ -211,6 +228,7 @@ func (s *Server) UpdateCatalog(key switchboard.InstanceKey, up switchboard.Upstr
 	} else {
 		s.cats[key] = cat
 		s.latest[key.Provider] = key
+		delete(s.kept, key.Provider)
 	}
 	s.mu.Unlock()
 	s.rebuild()
@@ -226,6 +244,7 @@ func (s *Server) RemoveProvider(provider string) {
 		}
 	}
 	delete(s.latest, provider)
+	delete(s.kept, provider)
 	s.mu.Unlock()
 	s.rebuild()
 }
@@ -237,6 +256,42 @@ func (s *Server) CatalogProviders() []string {
 	out := make([]string, 0, len(s.latest))
 	for p := range s.latest {
 		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// VisibleTools returns the exposed tool names p can see right now, sorted.
+func (s *Server) VisibleTools(ctx context.Context, p *switchboard.Principal) []string {
+	var out []string
+	for name, e := range s.tbl.Load().tools {
+		if s.toolVisible(ctx, p, e) {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ProviderTools returns the exposed tool names of provider, sorted.
+func (s *Server) ProviderTools(provider string) []string {
+	var out []string
+	for name, e := range s.tbl.Load().tools {
+		if e.Provider == provider {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ProviderPrompts returns the exposed prompt names of provider, sorted.
+func (s *Server) ProviderPrompts(provider string) []string {
+	var out []string
+	for name, e := range s.tbl.Load().prompts {
+		if e.Provider == provider {
+			out = append(out, name)
+		}
 	}
 	sort.Strings(out)
 	return out
@@ -261,6 +316,11 @@ func (s *Server) rebuild() {
 	for p, k := range s.latest {
 		cats = append(cats, provCatalog{Provider: p, Cat: s.cats[k]})
 	}
+	for p, cat := range s.kept {
+		if _, live := s.latest[p]; !live {
+			cats = append(cats, provCatalog{Provider: p, Cat: cat})
+		}
+	}
 	t := buildTable(cats)
 	for _, p := range t.problems {
 		s.log.Warn().Str("problem", p).Msg("catalog problem")
@@ -283,7 +343,7 @@ func (s *Server) rebuild() {
 	}
 	resources := make([]server.ServerResource, 0, len(t.resources)+len(ex.Resources))
 	for _, e := range t.resources {
-		resources = append(resources, server.ServerResource{Resource: *e.Resource, Handler: s.resourceHandler(e.Provider)})
+		resources = append(resources, server.ServerResource{Resource: *e.Resource, Handler: s.resourceHandler(e.Provider, e.Original)})
 	}
 	for _, xr := range ex.Resources {
 		if _, dup := t.resources[xr.Resource.URI]; dup {
@@ -295,7 +355,7 @@ func (s *Server) rebuild() {
 	}
 	templates := make([]server.ServerResourceTemplate, 0, len(t.templates))
 	for _, e := range t.templates {
-		templates = append(templates, server.ServerResourceTemplate{Template: *e.Template, Handler: server.ResourceTemplateHandlerFunc(s.resourceHandler(e.Provider))})
+		templates = append(templates, server.ServerResourceTemplate{Template: *e.Template, Handler: server.ResourceTemplateHandlerFunc(s.resourceHandler(e.Provider, ""))})
 	}
 	s.tbl.Store(t)
 	s.setTools(tools)
