@@ -684,3 +684,28 @@ func (p *Provider) SecretRefs() []string {
 	sort.Strings(out)
 	return out
 }
+
+// DataDirOf returns the data dir a config file names, reading it leniently:
+// it works on a file that does not validate, so tools can find a running
+// gateway's admin socket while the file is being edited.
+func DataDirOf(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return "", err
+	}
+	var partial struct {
+		DataDir string `yaml:"data_dir"`
+	}
+	_ = yaml.Unmarshal(data, &partial) // best effort: fall back to the default
+	if partial.DataDir == "" {
+		partial.DataDir = DefaultDataDir
+	}
+	if !filepath.IsAbs(partial.DataDir) {
+		partial.DataDir = filepath.Join(filepath.Dir(abs), partial.DataDir)
+	}
+	return partial.DataDir, nil
+}
