@@ -103,90 +103,6 @@ type inbound struct {
 	params json.RawMessage
 }
 
-// envelope is any JSON-RPC message; each line is decoded into it exactly once.
-type envelope struct {
-	JSONRPC version         `json:"jsonrpc"`
-	ID      msgID           `json:"id"`
-	Method  string          `json:"method"`
-	Params  json.RawMessage `json:"params"`
-	Result  json.RawMessage `json:"result"`
-	Error   json.RawMessage `json:"error"` // decoded only when present
-}
-
-// version decodes the jsonrpc member without allocating: true for "2.0".
-type version bool
-
-func (v *version) UnmarshalJSON(b []byte) error {
-	*v = string(b) == `"2.0"`
-	return nil
-}
-
-// msgID is a JSON-RPC id, decoded without allocating when it is a plain
-// integer (as all ids of our requests are). Other ids are kept raw.
-type msgID struct {
-	present bool            // present and not null
-	num     int64           // valid if isNum
-	isNum   bool            // an unquoted integer
-	raw     json.RawMessage // a copy, for other ids
-}
-
-func (id *msgID) UnmarshalJSON(b []byte) error {
-	*id = msgID{}
-	if string(b) == "null" {
-		return nil
-	}
-	id.present = true
-	if n, ok := parseInt(b); ok {
-		id.num, id.isNum = n, true
-		return nil
-	}
-	id.raw = append(json.RawMessage(nil), b...)
-	return nil
-}
-
-// int returns the id as our integer ids; a quoted integer is accepted too.
-func (id msgID) int() (int64, bool) {
-	if id.isNum {
-		return id.num, true
-	}
-	if r := id.raw; len(r) >= 2 && r[0] == '"' && r[len(r)-1] == '"' {
-		return parseInt(r[1 : len(r)-1])
-	}
-	return 0, false
-}
-
-// json returns the id as it was sent, for answering the child.
-func (id msgID) json() json.RawMessage {
-	if id.isNum {
-		return strconv.AppendInt(nil, id.num, 10)
-	}
-	return id.raw
-}
-
-func (id msgID) String() string { return string(id.json()) }
-
-// parseInt parses a decimal integer of at most 18 digits without allocating.
-func parseInt(b []byte) (int64, bool) {
-	neg := len(b) > 0 && b[0] == '-'
-	if neg {
-		b = b[1:]
-	}
-	if len(b) == 0 || len(b) > 18 {
-		return 0, false
-	}
-	var n int64
-	for _, ch := range b {
-		if ch < '0' || ch > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(ch-'0')
-	}
-	if neg {
-		n = -n
-	}
-	return n, true
-}
-
 // NewConn starts a Conn that reads the child's messages from r and writes
 // requests to w. If r is an io.Closer, Close and connection failure close it.
 // The Conn owns w and closes it when it dies.
@@ -287,7 +203,8 @@ func (c *Conn) unavailable(method string) error {
 // raw result, a *switchboard.RPCError from the child, an EUNAVAILABLE error as
 // soon as the Conn dies, an ETIMEOUT error when ctx's deadline passes, or ctx's
 // error when it is cancelled. When ctx ends the child is sent
-// notifications/cancelled.
+// notifications/cancelled. The result is delimited but not validated as JSON:
+// callers decode it anyway, and a child's malformed result fails there.
 func (c *Conn) Call(ctx context.Context, method string, params any) (json.RawMessage, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, c.ctxError(method, err)
@@ -524,25 +441,28 @@ func (c *Conn) accumulate(long, part []byte) ([]byte, error) {
 	return append(long, part...), nil
 }
 
-// handle routes one line. env is reused between lines; every field is reset so
-// that RawMessages handed out are never overwritten.
+// handle routes one line. env is reused between lines.
 func (c *Conn) handle(line []byte, env *envelope) {
 	line = bytes.TrimSpace(line)
 	if len(line) == 0 {
 		return
 	}
-	*env = envelope{}
-	if line[0] != '{' || json.Unmarshal(line, env) != nil || !env.JSONRPC {
+	if !env.decode(line) || string(env.jsonrpc) != `"2.0"` {
 		c.countGarbage(line)
 		return
 	}
-	hasID := env.ID.present
+	method, ok := jsonString(env.method)
+	if !ok || env.params != nil && !json.Valid(env.params) {
+		c.countGarbage(line)
+		return
+	}
+	hasID := has(env.id)
 	switch {
-	case env.Method != "" && !hasID:
-		c.notification(env.Method, env.Params)
-	case env.Method != "":
-		c.enqueue(inbound{method: env.Method, id: env.ID.json(), params: env.Params})
-	case hasID && (env.Result != nil || env.Error != nil):
+	case method != "" && !hasID:
+		c.notification(method, clone(env.params))
+	case method != "":
+		c.enqueue(inbound{method: method, id: clone(env.id), params: clone(env.params)})
+	case hasID && (env.result != nil || env.error != nil):
 		c.response(line, env)
 	default:
 		c.countGarbage(line)
@@ -550,7 +470,7 @@ func (c *Conn) handle(line []byte, env *envelope) {
 }
 
 func (c *Conn) response(line []byte, env *envelope) {
-	id, ok := env.ID.int()
+	id, ok := parseID(env.id)
 	if !ok {
 		c.countGarbage(line)
 		return
@@ -570,10 +490,10 @@ func (c *Conn) response(line []byte, env *envelope) {
 		c.countGarbage(line)
 		return
 	}
-	resp := response{result: env.Result}
-	if has(env.Error) {
+	resp := response{result: clone(env.result)}
+	if has(env.error) {
 		resp.err = new(switchboard.RPCError)
-		if json.Unmarshal(env.Error, resp.err) != nil {
+		if json.Unmarshal(env.error, resp.err) != nil {
 			resp.err = &switchboard.RPCError{Code: -32603, Message: "provider sent a malformed error"}
 		}
 	}
@@ -581,7 +501,7 @@ func (c *Conn) response(line []byte, env *envelope) {
 }
 
 // has reports whether a JSON member was present and not null.
-func has(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
+func has(raw []byte) bool { return len(raw) > 0 && string(raw) != "null" }
 
 func (c *Conn) notification(method string, params json.RawMessage) {
 	if method == "notifications/progress" {

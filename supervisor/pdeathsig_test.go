@@ -98,8 +98,8 @@ func TestChildrenDieWithTheGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	waitUntil(t, 3*time.Second, func() bool { return !alive(child) }, "child to die with the gateway")
-	waitUntil(t, 3*time.Second, func() bool { return !alive(grandchild) && groupGone(child) }, "grandchild to die with the gateway")
+	waitUntil(t, 5*time.Second, func() bool { return !alive(child) }, "child to die with the gateway")
+	waitUntil(t, 5*time.Second, func() bool { return !alive(grandchild) && groupGone(child) }, "grandchild to die with the gateway")
 }
 
 func TestReaperKillsRegisteredGroupsWhenClosed(t *testing.T) {

@@ -601,7 +601,7 @@ func (in *instance) runOnce() (res runResult) {
 		case <-p.exited:
 			// Let the Conn and the stderr drain read what the child wrote before
 			// dying; both end at EOF or at the read deadlines set on exit.
-			if waitFor(conn.Done(), time.Second) && errors.Is(conn.Err(), os.ErrDeadlineExceeded) {
+			if waitFor(conn.Done(), killWait) && errors.Is(conn.Err(), os.ErrDeadlineExceeded) {
 				in.log.Warn().Int("pid", p.pid).Msg("a process outside the provider's group still holds its stdout")
 			}
 			_ = conn.Close()
