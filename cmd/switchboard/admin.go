@@ -13,9 +13,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/audit"
 	"github.com/switchboard-mcp/switchboard/providers"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
@@ -237,3 +239,32 @@ func openVaultOffline(cfg *providers.Config, allowGenerate bool) (*vault.Vault, 
 
 // errOnlineOnly is returned by ops that need a running gateway.
 var errOnlineOnly = errors.New("no gateway is running for this config (start `switchboard serve`)")
+
+// audit writes rec to the audit log: the running gateway's, or, when the CLI
+// runs an op offline, the same file opened for this one record (nothing else
+// writes it while no gateway runs).
+func (env *adminEnv) audit(rec audit.Record) {
+	if env.main != nil {
+		env.main.auditEvent(rec)
+		return
+	}
+	if env.cfg.Audit.Disabled {
+		return
+	}
+	key, err := auditKey(env.vault)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "switchboard: audit record not written:", err)
+		return
+	}
+	l, err := audit.Open(audit.Config{File: env.cfg.Audit.File, MaxSizeMB: env.cfg.Audit.MaxSizeMB,
+		MaxBackups: env.cfg.Audit.MaxBackups, MaxAgeDays: env.cfg.Audit.MaxAgeDays, DigestKey: key}, zerolog.Nop())
+	if err == nil {
+		err = l.Write(rec)
+		if cerr := l.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "switchboard: audit record not written:", err)
+	}
+}

@@ -342,6 +342,7 @@ func (env *adminEnv) setHidden(user, provider string, hide bool) error {
 
 // changed refreshes caches, notifies sessions whose view changed, and audits.
 func (env *adminEnv) changed(ctx context.Context, typ, user, provider, action string) {
+	env.audit(audit.Record{Type: typ, PrincipalKind: string(switchboard.PrincipalUser), Principal: user, Provider: provider, Detail: map[string]string{"action": action}})
 	m := env.main
 	if m == nil {
 		return
@@ -352,7 +353,6 @@ func (env *adminEnv) changed(ctx context.Context, typ, user, provider, action st
 		}
 	}
 	m.mux.PolicyChanged()
-	m.auditEvent(audit.Record{Type: typ, PrincipalKind: string(switchboard.PrincipalUser), Principal: user, Provider: provider, Detail: map[string]string{"action": action}})
 }
 
 type toolsArgs struct {

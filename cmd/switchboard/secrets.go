@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/switchboard-mcp/switchboard/audit"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -39,6 +41,7 @@ func opSecretSet(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, 
 	if err := env.vault.Set(a.Name, a.Value); err != nil {
 		return nil, err
 	}
+	env.audit(audit.Record{Type: audit.TypeSecret, Detail: map[string]string{"action": "set", "name": a.Name}})
 	return secretResult{Restarted: env.secretsChanged(ctx, a.Name)}, nil
 }
 
@@ -50,6 +53,7 @@ func opSecretRm(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, e
 	if err := env.vault.Delete(a.Name); err != nil {
 		return nil, err
 	}
+	env.audit(audit.Record{Type: audit.TypeSecret, Detail: map[string]string{"action": "rm", "name": a.Name}})
 	return secretResult{Restarted: env.secretsChanged(ctx, a.Name)}, nil
 }
 
@@ -62,6 +66,7 @@ func opVaultRotate(ctx context.Context, env *adminEnv, _ json.RawMessage) (any, 
 	if err != nil {
 		return nil, err
 	}
+	env.audit(audit.Record{Type: audit.TypeSecret, Detail: map[string]string{"action": "rotate", "entries": strconv.Itoa(n)}})
 	return map[string]int{"reencrypted": n}, nil
 }
 
