@@ -168,7 +168,11 @@ func (m *Main) providerEvent(ev supervisor.Event) {
 		m.ops.metrics.ProviderState(name, switchboard.StateRunning)
 	case supervisor.EventExit:
 		m.ops.metrics.ProviderState(name, switchboard.StateBackoff)
-		m.ops.events.Add("provider", fmt.Sprintf("%s exited (code %d %s)", name, ev.ExitCode, ev.Signal))
+		how := fmt.Sprintf("code %d", ev.ExitCode)
+		if ev.Signal != "" {
+			how = "signal " + ev.Signal
+		}
+		m.ops.events.Add("provider", name+" exited ("+how+")")
 	case supervisor.EventFailed:
 		m.ops.metrics.ProviderState(name, switchboard.StateFailed)
 		m.ops.events.Add("provider", name+" failed: "+m.Redactor.String(ev.Err))
