@@ -205,6 +205,10 @@ type gatewayConfig struct {
 	Auth struct {
 		Disabled bool `yaml:"disabled"`
 	} `yaml:"auth"`
+	Shutdown struct {
+		Delay string `yaml:"delay"`
+		Drain string `yaml:"drain"`
+	} `yaml:"shutdown"`
 	Providers map[string]struct {
 		Command string            `yaml:"command"`
 		Env     map[string]string `yaml:"env"`
@@ -735,6 +739,24 @@ func TestConfigMapGatewayConfig(t *testing.T) {
 			}
 		}
 		checkProviderCommands(t, "ConfigMap gateway.yaml", cfg)
+		// SIGTERM budget: shutdown.delay + shutdown.drain + provider stop
+		// (stdin close 2s + SIGTERM 2s + reap) must fit the grace period.
+		dur := func(s string, def time.Duration) time.Duration {
+			if s == "" {
+				return def
+			}
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				t.Fatalf("shutdown duration %q: %v", s, err)
+			}
+			return d
+		}
+		need := dur(cfg.Shutdown.Delay, 0) + dur(cfg.Shutdown.Drain, 10*time.Second) + 5*time.Second
+		for _, w := range b.workloads(t) {
+			if g := w.spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || time.Duration(*g)*time.Second < need {
+				t.Errorf("terminationGracePeriodSeconds must cover shutdown.delay+drain+provider stop = %v", need)
+			}
+		}
 	}
 }
 

@@ -33,6 +33,7 @@ type Config struct {
 	Audit       AuditConfig          `yaml:"audit"`
 	Skills      SkillsConfig         `yaml:"skills"`
 	Sessions    SessionConfig        `yaml:"sessions"`
+	Shutdown    ShutdownConfig       `yaml:"shutdown"`
 	Defaults    Limits               `yaml:"defaults"`
 	Providers   map[string]*Provider `yaml:"providers"`
 	Roles       map[string]*Role     `yaml:"roles"`
@@ -109,6 +110,14 @@ type SkillsConfig struct {
 // SessionConfig configures MCP sessions.
 type SessionConfig struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
+}
+
+// ShutdownConfig bounds a graceful stop (SIGTERM): readiness turns false at
+// once; after Delay the listener closes and in-flight requests get up to Drain
+// to finish; then providers stop and the audit log is flushed.
+type ShutdownConfig struct {
+	Delay Duration `yaml:"delay"`
+	Drain Duration `yaml:"drain"`
 }
 
 // Provider is one stdio MCP server. Its key in gateway.yaml is its tool prefix.
@@ -416,6 +425,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Skills.Dir != "" {
 		c.Skills.Dir = c.Resolve(c.Skills.Dir)
+	}
+	if c.Shutdown.Drain == 0 {
+		c.Shutdown.Drain = Duration(10 * time.Second)
 	}
 	if c.Sessions.IdleTimeout == 0 {
 		c.Sessions.IdleTimeout = Duration(DefaultSessionIdle)

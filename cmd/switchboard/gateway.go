@@ -201,12 +201,20 @@ func (m *Main) Close() error {
 		m.mu.Unlock()
 		return m.closeErr
 	}
-	m.closed = true
+	m.closed = true // readiness answers false from now on
 	m.ready = false
 	m.mu.Unlock()
 	var errs []error
 	if m.httpSrv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), m.ShutdownGrace)
+		if d := m.cfg.Shutdown.Delay.D(); d > 0 {
+			m.Log.Info().Dur("delay", d).Msg("not ready; waiting before closing the listener")
+			time.Sleep(d)
+		}
+		grace := m.ShutdownGrace
+		if m.cfg.Shutdown.Drain > 0 {
+			grace = m.cfg.Shutdown.Drain.D()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
 		if err := m.httpSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("draining http: %w", err))
 			_ = m.httpSrv.Close()
