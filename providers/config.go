@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -523,6 +524,21 @@ func (c *Config) validate(file string) []Problem {
 	} else if c.Auth.Disabled && !IsLoopback(host) {
 		add("listen", "listen %q is not a loopback address: authentication cannot be disabled there", c.Listen)
 	}
+	if c.Auth.MaxBodyMB < 0 {
+		add("auth.max_body_mb", "auth.max_body_mb must be positive")
+	}
+	for _, d := range []struct {
+		path string
+		v    Duration
+	}{{"log.slow_call", c.Log.SlowCall}, {"sessions.idle_timeout", c.Sessions.IdleTimeout},
+		{"shutdown.delay", c.Shutdown.Delay}, {"shutdown.drain", c.Shutdown.Drain}} {
+		if d.v < 0 {
+			add(d.path, "%s must not be negative", d.path)
+		}
+	}
+	if r := c.Auth.RateLimit; r.RPS < 0 || r.Burst < 0 || math.IsNaN(r.RPS) || math.IsInf(r.RPS, 0) {
+		add("auth.rate_limit", "auth.rate_limit: rps and burst must be positive numbers")
+	}
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":
 	default:
@@ -584,8 +600,12 @@ func (c *Config) validate(file string) []Problem {
 			}
 		}
 		l := p.Limits
-		if l.MaxConcurrent < 0 || l.MaxQueue < 0 || l.MaxMessageMB < 0 || l.MaxMemoryMB < 0 || l.MaxCPU < 0 || l.CallTimeout < 0 || l.InitTimeout < 0 {
-			add(path+".limits", "provider %q: limits must not be negative", p.Name)
+		if l.MaxConcurrent < 0 || l.MaxQueue < 0 || l.MaxMessageMB < 0 || l.MaxMemoryMB < 0 || !(l.MaxCPU >= 0) ||
+			math.IsInf(l.MaxCPU, 0) || l.CallTimeout < 0 || l.InitTimeout < 0 {
+			add(path+".limits", "provider %q: limits must be non-negative numbers", p.Name)
+		}
+		if p.Connection.IdleTimeout < 0 || p.Connection.MaxUsers < 0 {
+			add(path+".connection", "provider %q: connection idle_timeout and max_instances must not be negative", p.Name)
 		}
 	}
 	// The prefix invariant: everything else that names a provider must name a declared one.
