@@ -165,7 +165,9 @@ func isModern(r *http.Request) bool {
 
 func (s *Server) logRequest(ctx context.Context, ep switchboard.Endpoint, r *http.Request, sw *statusWriter, env envelope, rs *requestState, start time.Time) {
 	lvl := zerolog.InfoLevel
-	if sw.status >= 500 {
+	latency := time.Since(start)
+	slow := s.opts.SlowCall > 0 && latency > s.opts.SlowCall && r.Method == http.MethodPost
+	if sw.status >= 500 || slow {
 		lvl = zerolog.WarnLevel
 	}
 	if r.Method == http.MethodGet || env.Method == "notifications/initialized" || env.Method == "ping" {
@@ -176,7 +178,10 @@ func (s *Server) logRequest(ctx context.Context, ep switchboard.Endpoint, r *htt
 		Str("endpoint", string(ep)).
 		Str("http_method", r.Method).
 		Int("status", sw.statusCode()).
-		Dur("latency", time.Since(start))
+		Dur("latency", latency)
+	if slow {
+		e = e.Bool("slow", true).Dur("slow_threshold", s.opts.SlowCall)
+	}
 	if env.Method != "" {
 		e = e.Str("method", env.Method)
 	}

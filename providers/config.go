@@ -26,13 +26,15 @@ import (
 
 // Config is a parsed, defaulted and validated gateway.yaml.
 type Config struct {
-	Listen      string               `yaml:"listen"`
-	DataDir     string               `yaml:"data_dir"`
-	Log         LogConfig            `yaml:"log"`
-	Vault       VaultConfig          `yaml:"vault"`
-	Auth        AuthConfig           `yaml:"auth"`
-	Audit       AuditConfig          `yaml:"audit"`
-	Skills      SkillsConfig         `yaml:"skills"`
+	Listen  string       `yaml:"listen"`
+	DataDir string       `yaml:"data_dir"`
+	Log     LogConfig    `yaml:"log"`
+	Vault   VaultConfig  `yaml:"vault"`
+	Auth    AuthConfig   `yaml:"auth"`
+	Audit   AuditConfig  `yaml:"audit"`
+	Skills  SkillsConfig `yaml:"skills"`
+	// SkillsDir is shorthand for skills.dir.
+	SkillsDir   string               `yaml:"skills_dir"`
 	Sessions    SessionConfig        `yaml:"sessions"`
 	Shutdown    ShutdownConfig       `yaml:"shutdown"`
 	Defaults    Limits               `yaml:"defaults"`
@@ -424,6 +426,9 @@ func (c *Config) applyDefaults() {
 	if c.Audit.MaxBackups == 0 {
 		c.Audit.MaxBackups = 10
 	}
+	if c.Skills.Dir == "" {
+		c.Skills.Dir = c.SkillsDir
+	}
 	if c.Skills.Dir != "" {
 		c.Skills.Dir = c.Resolve(c.Skills.Dir)
 	}
@@ -523,6 +528,9 @@ func (c *Config) validate(file string) []Problem {
 		add("listen", "listen %q is not host:port", c.Listen)
 	} else if c.Auth.Disabled && !IsLoopback(host) {
 		add("listen", "listen %q is not a loopback address: authentication cannot be disabled there", c.Listen)
+	}
+	if c.SkillsDir != "" && c.Skills.Dir != c.Resolve(c.SkillsDir) {
+		add("skills_dir", "skills_dir and skills.dir disagree: set one")
 	}
 	if c.Auth.MaxBodyMB < 0 {
 		add("auth.max_body_mb", "auth.max_body_mb must be positive")
