@@ -104,13 +104,8 @@ func newSecretCmd() *cobra.Command {
 			if len(value) == 0 {
 				return fmt.Errorf("no value on stdin: pipe it in, e.g. `printf %%s \"$TOKEN\" | switchboard secret set %s`", args[0])
 			}
-			c, err := newAdminClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			var res secretResult
-			if err := c.call(cmd.Context(), "secret.set", secretArgs{Name: args[0], Value: value}, &res); err != nil {
+			if err := adminCall(cmd, "secret.set", secretArgs{Name: args[0], Value: value}, &res); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "secret %s set\n", args[0])
@@ -123,13 +118,8 @@ func newSecretCmd() *cobra.Command {
 		Short: "List secret names and update times (never values)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newAdminClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			var entries []vault.Entry
-			if err := c.call(cmd.Context(), "secret.list", nil, &entries); err != nil {
+			if err := adminCall(cmd, "secret.list", nil, &entries); err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
@@ -145,13 +135,8 @@ func newSecretCmd() *cobra.Command {
 		Short: "Delete a secret",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newAdminClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			var res secretResult
-			if err := c.call(cmd.Context(), "secret.rm", secretArgs{Name: args[0]}, &res); err != nil {
+			if err := adminCall(cmd, "secret.rm", secretArgs{Name: args[0]}, &res); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "secret %s removed\n", args[0])
@@ -200,13 +185,8 @@ func newVaultCmd() *cobra.Command {
 		Short: "Add a new data key and re-encrypt every entry in one transaction",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newAdminClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			var res map[string]int
-			if err := c.call(cmd.Context(), "vault.rotate", nil, &res); err != nil {
+			if err := adminCall(cmd, "vault.rotate", nil, &res); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "rotated: %d entries re-encrypted under a new data key\n", res["reencrypted"])

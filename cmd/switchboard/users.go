@@ -53,15 +53,11 @@ func (env *adminEnv) checkRoles(roles []string) error {
 }
 
 func opUserAdd(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
-	var a userArgs
-	if err := json.Unmarshal(raw, &a); err != nil {
+	a, u, err := userOp(env, raw)
+	if err != nil {
 		return nil, err
 	}
 	if err := env.checkRoles(a.Roles); err != nil {
-		return nil, err
-	}
-	u, err := env.users()
-	if err != nil {
 		return nil, err
 	}
 	key, err := u.Add(a.Name, a.Roles)
@@ -79,12 +75,18 @@ func opUserList(ctx context.Context, env *adminEnv, _ json.RawMessage) (any, err
 	return u.List()
 }
 
-func opUserRm(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
+// userOp decodes a user op's arguments and finds the user store.
+func userOp(env *adminEnv, raw json.RawMessage) (userArgs, *auth.Users, error) {
 	var a userArgs
 	if err := json.Unmarshal(raw, &a); err != nil {
-		return nil, err
+		return a, nil, err
 	}
 	u, err := env.users()
+	return a, u, err
+}
+
+func opUserRm(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
+	a, u, err := userOp(env, raw)
 	if err != nil {
 		return nil, err
 	}
@@ -98,11 +100,7 @@ func opUserRm(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, err
 }
 
 func opUserRotate(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
-	var a userArgs
-	if err := json.Unmarshal(raw, &a); err != nil {
-		return nil, err
-	}
-	u, err := env.users()
+	a, u, err := userOp(env, raw)
 	if err != nil {
 		return nil, err
 	}
