@@ -64,13 +64,14 @@ k8s-check: ## Parse the Kubernetes manifests and check their cross-references
 	$(GO) test -count=1 ./deploy/
 
 .PHONY: soak
-soak: ## Long load-and-leak run against the real binary (SOAK=1)
-	SOAK=1 $(GO) test -race -count=1 -timeout 60m -run Soak ./e2e/
+soak: npm ## Long load and leak test (10,000 session cycles, 1,000 vanished clients)
+	SOAK=1 $(GO) test -race -count=1 -run 'TestSessionChurnAndLeaks' -timeout 60m -v ./e2e/
 
+FUZZTIME ?= 5m
 .PHONY: fuzz
-fuzz: ## Fuzz the config parser and the request decoder for 60 s each
-	$(GO) test -run '^$$' -fuzz FuzzLoadConfig -fuzztime 60s ./providers/
-	$(GO) test -run '^$$' -fuzz FuzzCheckMessage -fuzztime 60s ./mux/
+fuzz: ## Fuzz the request edge and the config parser (FUZZTIME each)
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckMessage$$' -fuzztime $(FUZZTIME) ./mux/
+	$(GO) test -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime $(FUZZTIME) ./providers/
 
 .PHONY: clean
 clean: ## Remove build output

@@ -112,8 +112,13 @@ func (s *Server) toolHandler(e *toolEntry) server.ToolHandlerFunc {
 	}
 }
 
-// rawArguments returns the call's arguments exactly as the client sent them.
+// rawArguments returns the call's arguments exactly as the client sent them:
+// mcp-go keeps the original bytes, so key order, number spelling and
+// precision (12345678901234567890) survive the trip to the child.
 func rawArguments(req mcp.CallToolRequest) json.RawMessage {
+	if len(req.Params.RawArguments) > 0 {
+		return req.Params.RawArguments
+	}
 	switch a := req.Params.Arguments.(type) {
 	case nil:
 		return nil

@@ -119,6 +119,13 @@ func (s *Server) strict(ep switchboard.Endpoint, next http.Handler) http.Handler
 			s.logRequest(ctx, ep, r, sw, env, rs, start)
 			return
 		}
+		if r.Method == http.MethodPost && !acceptsMCP(r.Header.Values("Accept")) {
+			// Refused before the body is read: nothing runs.
+			writeRPCError(sw, http.StatusNotAcceptable, nil, mcp.INVALID_REQUEST,
+				"Accept must list application/json and text/event-stream")
+			s.logRequest(ctx, ep, r, sw, env, rs, start)
+			return
+		}
 		if r.Method == http.MethodPost {
 			body, err := io.ReadAll(r.Body)
 			if err != nil {
@@ -157,6 +164,26 @@ func (s *Server) ownsSession(r *http.Request, ep switchboard.Endpoint, sid strin
 	info := s.sessions.get(sid)
 	p := switchboard.PrincipalFromContext(r.Context())
 	return info != nil && !info.terminated && info.owner == p.String() && info.endpoint == ep
+}
+
+// acceptsMCP reports whether a POST's Accept header allows an MCP response.
+// The spec asks clients to list application/json and text/event-stream; a
+// missing header or a wildcard (curl's default */*) is tolerated, a header
+// that rules both out is not.
+func acceptsMCP(values []string) bool {
+	if len(values) == 0 {
+		return true
+	}
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+			switch strings.ToLower(strings.TrimSpace(mt)) {
+			case "application/json", "text/event-stream", "*/*", "application/*", "text/*":
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func isModern(r *http.Request) bool {
