@@ -38,6 +38,53 @@
 // lines (GarbageLimit per minute) or sends a line over MaxMessageBytes is
 // killed and restarted, which counts as a failure.
 //
+// # Resource limits
+//
+// A Spec may cap memory (MaxMemoryBytes) and CPU (MaxCPU). How is chosen
+// once per Supervisor, at the first Start of a Spec with limits, and logged:
+//
+//  1. cgroup v2, when /sys/fs/cgroup is a cgroup2 mount and the memory
+//     controller (cpu too, if available) can be enabled below the gateway's
+//     own cgroup: each spawn gets <own>/switchboard-providers/<name> with
+//     memory.max, memory.swap.max=0, memory.oom.group=1 and cpu.max, and the
+//     child is created inside it (clone3 CLONE_INTO_CGROUP; if that fails,
+//     it is moved in by pid right after start). If the own cgroup holds
+//     processes, the "no internal processes" rule forbids enabling
+//     controllers for its children, so the gateway first moves every process
+//     of it into the leaf <own>/gateway, provided they are all the gateway
+//     and its descendants (else it falls back). Needs a delegated subtree
+//     (systemd Delegate=yes, or root).
+//  2. cgroup v1, when the gateway can create groups in its own group of the
+//     memory hierarchy (and of the cpu one, for CPU): switchboard-providers/
+//     <name> with memory.limit_in_bytes (and memory.memsw.limit_in_bytes when
+//     swap is accounted), cpu.cfs_period_us and cpu.cfs_quota_us. The
+//     spawning thread joins the groups just before forking, so the child is
+//     born in them.
+//  3. otherwise RLIMIT_DATA, set with prlimit(2) right after the child
+//     starts (a short window runs unlimited), and no CPU limit. RLIMIT_DATA,
+//     not RLIMIT_AS, because runtimes such as Go and V8 reserve far more
+//     address space than they use: an RLIMIT_AS of 64 MiB stops both from
+//     starting at all. It is per process, inherited by each descendant
+//     separately, and counts private writable memory, not shared or file
+//     mappings.
+//
+// With a cgroup, the memory limit covers the child and all its descendants
+// together (page cache included), and the kernel OOM-kills the group when
+// reclaim cannot keep it under; the supervisor then records LastError
+// "killed: over memory limit (64 MiB)", an EventExit with Signal "killed"
+// and that Err, and restarts it with the usual backoff. Under RLIMIT_DATA an
+// allocation fails and the child usually crashes; its exit is recorded as
+// any other. Other providers are untouched either way.
+//
+// Cgroups also make stopping complete: once the child is reaped and its
+// process group killed, every process still in its cgroup (a descendant that
+// called setsid) is SIGKILLed, then the group is removed. Groups left behind
+// by a gateway that was killed are swept at the next detection.
+//
+// ProviderStatus.Limits shows the mechanism and what it enforces, for
+// example "cgroup v1: memory 64 MiB, cpu 0.50" or "rlimit: data 64 MiB (no
+// cpu limit)", and is empty without limits. See docs/limits.md.
+//
 // # Contract
 //
 //   - Start returns at once; it is a no-op for a key already supervised with an

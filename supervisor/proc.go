@@ -33,14 +33,35 @@ type proc struct {
 	exited  chan struct{}    // closed once the child is reaped
 	state   *os.ProcessState // valid after exited
 	waitErr error            // valid after exited
+
+	lim *enforcement // its resource limits; nil if none
 }
 
-// startProcess starts path with argv in its own process group. Start and Wait
-// run on one goroutine locked to its OS thread, which is never unlocked, so the
-// child's Pdeathsig fires only when the gateway dies, not when the Go runtime
-// retires the forking thread (golang/go#27505). The child's stdio are *os.File
-// pipe ends, so Wait never waits for copy goroutines.
-func startProcess(path string, argv, env []string, dir string) (*proc, error) {
+// placement puts a new child under its resource limits (see limits_unix.go).
+type placement struct {
+	// cgroupFD, when >= 0, is an open cgroup v2 directory to start the child
+	// in (Linux CLONE_INTO_CGROUP), so that it never runs outside it. If that
+	// fails the child is started without it and cloneErr is set.
+	cgroupFD int
+	cloneErr error
+	// before runs on the spawning thread just before the child is started.
+	// It reports whether the child will be born in its cgroups (cgroup v1:
+	// the thread joined them, and the child inherits them), and returns what
+	// to undo right after the start.
+	before func() (inherited bool, undo func())
+	// after runs right after the child started, on the spawning thread, with
+	// whether the child is already in its cgroups. An error kills the child
+	// and fails the start.
+	after func(pid int, placed bool) error
+}
+
+// startProcess starts path with argv in its own process group, placed by pl
+// (nil: no limits). Start and Wait run on one goroutine locked to its OS
+// thread, which is never unlocked, so the child's Pdeathsig fires only when
+// the gateway dies, not when the Go runtime retires the forking thread
+// (golang/go#27505). The child's stdio are *os.File pipe ends, so Wait never
+// waits for copy goroutines.
+func startProcess(path string, argv, env []string, dir string, pl *placement) (*proc, error) {
 	var files [6]*os.File // childIn, ourIn, ourOut, childOut, ourErr, childErr
 	closeAll := func() {
 		for _, f := range files {
@@ -61,21 +82,40 @@ func startProcess(path string, argv, env []string, dir string) (*proc, error) {
 		closeAll()
 		return nil, fmt.Errorf("creating stderr pipe: %w", err)
 	}
-	cmd := &exec.Cmd{
-		Path:        path,
-		Args:        argv,
-		Env:         env,
-		Dir:         dir,
-		Stdin:       files[0],
-		Stdout:      files[3],
-		Stderr:      files[5],
-		SysProcAttr: sysProcAttr(),
+	newCmd := func(cgroupFD int) *exec.Cmd {
+		return &exec.Cmd{
+			Path:        path,
+			Args:        argv,
+			Env:         env,
+			Dir:         dir,
+			Stdin:       files[0],
+			Stdout:      files[3],
+			Stderr:      files[5],
+			SysProcAttr: sysProcAttr(cgroupFD),
+		}
+	}
+	cgroupFD := -1
+	if pl != nil {
+		cgroupFD = pl.cgroupFD
 	}
 	p := &proc{stdin: files[1], stdout: files[2], stderr: files[4], exited: make(chan struct{})}
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: see the function comment
+		inherited, undo := false, func() {}
+		if pl != nil && pl.before != nil {
+			inherited, undo = pl.before()
+		}
+		cmd := newCmd(cgroupFD)
 		err := cmd.Start()
+		placed := err == nil && (cgroupFD >= 0 || inherited)
+		if err != nil && cgroupFD >= 0 { // e.g. a kernel before 5.7: place it by pid
+			pl.cloneErr = err
+			cmd = newCmd(-1)
+			err = cmd.Start()
+			placed = err == nil && inherited
+		}
+		undo()
 		// The child has its own copies now (or never will).
 		_ = files[0].Close()
 		_ = files[3].Close()
@@ -83,6 +123,14 @@ func startProcess(path string, argv, env []string, dir string) (*proc, error) {
 		if err != nil {
 			started <- err
 			return
+		}
+		if pl != nil && pl.after != nil {
+			if err := pl.after(cmd.Process.Pid, placed); err != nil {
+				_ = killGroup(cmd.Process.Pid, syscall.SIGKILL)
+				_ = cmd.Wait()
+				started <- fmt.Errorf("applying resource limits: %w", err)
+				return
+			}
 		}
 		p.pid = cmd.Process.Pid
 		started <- nil

@@ -4,7 +4,8 @@ package supervisor
 
 import "syscall"
 
-// sysProcAttr puts the child in its own process group. Pdeathsig is Linux-only.
-func sysProcAttr() *syscall.SysProcAttr {
+// sysProcAttr puts the child in its own process group. Pdeathsig and cgroups
+// are Linux-only.
+func sysProcAttr(int) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }

@@ -61,6 +61,16 @@ type Spec struct {
 	// GarbageLimit is how many invalid stdout lines per minute are tolerated
 	// before the child is killed and restarted (default 100; negative disables).
 	GarbageLimit int
+
+	// MaxMemoryBytes caps the child's memory (0 = unlimited). With cgroups it
+	// bounds the memory of the child and all its descendants together, and a
+	// child over it is OOM-killed; in the rlimit fallback it is each process's
+	// RLIMIT_DATA, so allocations beyond it fail. See the package comment.
+	MaxMemoryBytes int64
+	// MaxCPU caps the child's CPU time, in CPUs (0.5 = half of one CPU;
+	// 0 = unlimited; at most 4096). Only cgroups can enforce it; see the
+	// package comment.
+	MaxCPU float64
 }
 
 // BackoffPolicy is the restart policy of a Spec.
@@ -134,7 +144,14 @@ func (s Spec) Equal(o Spec) bool {
 		a.StopGrace == b.StopGrace &&
 		a.KillGrace == b.KillGrace &&
 		a.Backoff == b.Backoff &&
-		a.GarbageLimit == b.GarbageLimit
+		a.GarbageLimit == b.GarbageLimit &&
+		a.MaxMemoryBytes == b.MaxMemoryBytes &&
+		a.MaxCPU == b.MaxCPU
+}
+
+// resources returns the resource limits s asks for.
+func (s Spec) resources() resourceLimits {
+	return resourceLimits{memory: s.MaxMemoryBytes, cpu: s.MaxCPU}
 }
 
 // backoffDelay returns the delay before restart attempt n (1-based): Base·2ⁿ⁻¹

@@ -111,6 +111,7 @@ type Supervisor struct {
 	opts Options
 
 	reaper *reaper
+	limits *limiter
 
 	mu    sync.Mutex
 	insts map[switchboard.InstanceKey]*instance
@@ -130,13 +131,21 @@ func New(logger zerolog.Logger, opts Options) *Supervisor {
 	if opts.Jitter == nil {
 		opts.Jitter = rand.Float64
 	}
-	return &Supervisor{log: logger, opts: opts, reaper: newReaper(logger), insts: make(map[switchboard.InstanceKey]*instance)}
+	return &Supervisor{
+		log:    logger,
+		opts:   opts,
+		reaper: newReaper(logger),
+		limits: newLimiter(logger),
+		insts:  make(map[switchboard.InstanceKey]*instance),
+	}
 }
 
 // Start begins supervising spec.Key: it spawns the child in the background and
 // returns at once. Calling Start for a key that is already supervised with an
 // equal spec does nothing; with a different spec it is an ECONFLICT error (Stop
 // first, or use Restart). A failed instance is replaced and started afresh.
+// The first Start of a Spec with resource limits chooses (and logs) how this
+// Supervisor enforces them; see the package comment.
 func (s *Supervisor) Start(spec Spec) error {
 	if spec.Key.Provider == "" {
 		return switchboard.Errorf(switchboard.EINVALID, "starting provider: empty provider name")
@@ -144,7 +153,11 @@ func (s *Supervisor) Start(spec Spec) error {
 	if spec.Command == "" {
 		return switchboard.Errorf(switchboard.EINVALID, "starting provider %s: empty command", spec.Key)
 	}
+	if err := validateLimits(spec); err != nil {
+		return err
+	}
 	spec = spec.withDefaults()
+	limits := s.limits.describe(spec.resources())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.insts[spec.Key]; old != nil {
@@ -171,6 +184,7 @@ func (s *Supervisor) Start(spec Spec) error {
 		finalized: make(chan struct{}),
 		changed:   make(chan struct{}),
 		state:     switchboard.StateStarting,
+		limits:    limits,
 	}
 	s.insts[spec.Key] = in
 	go in.run()
@@ -327,9 +341,10 @@ func (s *Supervisor) Status() []switchboard.ProviderStatus {
 // instance is one supervised key: a goroutine running the child, restarting it
 // with backoff, until Stop.
 type instance struct {
-	s    *Supervisor
-	spec Spec
-	log  zerolog.Logger
+	s      *Supervisor
+	spec   Spec
+	log    zerolog.Logger
+	limits string // ProviderStatus.Limits
 
 	stopOnce  sync.Once
 	stopCh    chan struct{} // closed by requestStop
@@ -432,7 +447,7 @@ func (in *instance) status() switchboard.ProviderStatus {
 		LastError:  redact(in.lastErr),
 		LastExit:   in.lastExit,
 		Tools:      in.tools,
-		Limits:     fmt.Sprintf("concurrent=%d queue=%d timeout=%s", in.spec.MaxConcurrent, in.spec.MaxQueue, in.spec.CallTimeout),
+		Limits:     in.limits,
 		StderrTail: in.stderr.snapshot(redact),
 		Garbage:    in.garbage.Load(),
 		InFlight:   in.inFlight.Load(),
@@ -539,13 +554,23 @@ func (in *instance) runOnce() (res runResult) {
 		return runResult{err: err}
 	}
 	argv := append([]string{spec.Command}, spec.Args...)
-	start := clock.Now()
-	p, err := startProcess(path, argv, env, spec.Dir)
+	lim, err := in.s.limits.prepare(spec.Key, spec.resources())
 	if err != nil {
+		in.setErr(err)
+		in.log.Error().Err(err).Msg("provider resource limits could not be set up")
+		return runResult{err: err}
+	}
+	start := clock.Now()
+	pl := lim.placement()
+	p, err := startProcess(path, argv, env, spec.Dir, pl)
+	in.s.limits.started(lim, pl)
+	if err != nil {
+		lim.release(in.log)
 		in.setErr(err)
 		in.log.Error().Str("error", redact(err.Error())).Msg("provider spawn failed")
 		return runResult{err: err}
 	}
+	p.lim = lim
 	in.s.reaper.add(p.pid)
 	in.mu.Lock()
 	in.pid = p.pid
@@ -599,6 +624,10 @@ func (in *instance) runOnce() (res runResult) {
 		cancelRun()
 		select {
 		case <-p.exited:
+			// Descendants that left the group but not the cgroup die now.
+			if n := lim.killRest(); n > 0 {
+				in.log.Warn().Int("pid", p.pid).Int("killed", n).Msg("killed processes left in the provider's cgroup")
+			}
 			// Let the Conn and the stderr drain read what the child wrote before
 			// dying; both end at EOF or at the read deadlines set on exit.
 			if waitFor(conn.Done(), killWait) && errors.Is(conn.Err(), os.ErrDeadlineExceeded) {
@@ -613,6 +642,7 @@ func (in *instance) runOnce() (res runResult) {
 			p.closePipes()
 			<-stderrDone
 		}
+		lim.release(in.log)
 		res.ran = clock.Now().Sub(start)
 	}()
 
@@ -638,8 +668,10 @@ func (in *instance) runOnce() (res runResult) {
 		}
 		in.setErr(err)
 		in.log.Error().Str("error", redact(err.Error())).Msg("provider start failed")
-		in.recordExit(p)
 		res.err = err
+		if xerr := in.recordExit(p); errors.Is(xerr, errOverMemory) {
+			res.err = xerr
+		}
 		return res
 	}
 
@@ -722,7 +754,9 @@ func (in *instance) runOnce() (res runResult) {
 	}
 }
 
-// recordExit logs and records the exit of a reaped (or unkillable) child.
+// recordExit logs and records the exit of a reaped (or unkillable) child. A
+// child the kernel killed for exceeding its memory limit gets an error
+// wrapping errOverMemory, also recorded as the instance's last error.
 func (in *instance) recordExit(p *proc) error {
 	select {
 	case <-p.exited:
@@ -730,11 +764,27 @@ func (in *instance) recordExit(p *proc) error {
 		return errors.New("provider did not exit")
 	}
 	code, sig := exitDetails(p.state)
+	var oom error
+	if ws, ok := p.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() && p.lim.overMemory(ws.Signal()) {
+		oom = p.lim.overMemoryError()
+	}
 	in.mu.Lock()
 	in.lastExit = p.state.String()
+	if oom != nil {
+		in.lastErr = oom.Error()
+	}
 	in.mu.Unlock()
-	in.log.Info().Int("pid", p.pid).Int("exit_code", code).Str("signal", sig).Msg("provider exited")
-	in.emit(Event{Kind: EventExit, PID: p.pid, ExitCode: code, Signal: sig})
+	ev := Event{Kind: EventExit, PID: p.pid, ExitCode: code, Signal: sig}
+	if oom != nil {
+		ev.Err = oom.Error()
+		in.log.Warn().Int("pid", p.pid).Int("exit_code", code).Str("signal", sig).Str("error", oom.Error()).Msg("provider exited: killed over its memory limit")
+	} else {
+		in.log.Info().Int("pid", p.pid).Int("exit_code", code).Str("signal", sig).Msg("provider exited")
+	}
+	in.emit(ev)
+	if oom != nil {
+		return fmt.Errorf("provider %w", oom)
+	}
 	return fmt.Errorf("provider exited: %s", p.state)
 }
 

@@ -394,7 +394,7 @@ func TestHappyPath(t *testing.T) {
 
 	st := statusOf(t, s, spec.Key)
 	pid := readPID(t, spec.Env["TP_PIDFILE"])
-	if st.State != switchboard.StateRunning || st.PID != pid || st.Restarts != 0 || st.StartedAt.IsZero() || st.Limits == "" {
+	if st.State != switchboard.StateRunning || st.PID != pid || st.Restarts != 0 || st.StartedAt.IsZero() || st.Limits != "" {
 		t.Errorf("status = %+v", st)
 	}
 	if !s.Has(spec.Key) || len(s.Specs()) != 1 {
@@ -1041,6 +1041,8 @@ func TestSpecEqual(t *testing.T) {
 		{"user", func(s *Spec) { s.Key.User = "u" }, false},
 		{"limit", func(s *Spec) { s.MaxConcurrent = 3 }, false},
 		{"backoff", func(s *Spec) { s.Backoff.Base = time.Hour }, false},
+		{"memory limit", func(s *Spec) { s.MaxMemoryBytes = 64 << 20 }, false},
+		{"cpu limit", func(s *Spec) { s.MaxCPU = 0.5 }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -310,6 +310,8 @@ func (m *Main) specFor(ctx context.Context, p *providers.Provider, user string) 
 		MaxConcurrent:   l.MaxConcurrent,
 		MaxQueue:        l.MaxQueue,
 		MaxMessageBytes: l.MaxMessageMB << 20,
+		MaxMemoryBytes:  int64(l.MaxMemoryMB) << 20,
+		MaxCPU:          l.MaxCPU,
 	}, nil
 }
 

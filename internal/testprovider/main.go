@@ -44,7 +44,8 @@
 //	                  every response
 //	big=N             echo returns N bytes of text (one N-byte line)
 //	stderr-flood      write to stderr as fast as possible, forever
-//	leak              allocate memory without bound
+//	leak              allocate memory without bound (1 MiB every 10 ms)
+//	spin[=N]          keep N goroutines (default 1) busy on the CPU, forever
 //	foreign-progress  send progress notifications with tokens it was not given
 //	slow=DURATION     wait this long before answering each request
 //	ask-client        after notifications/initialized, send the client ping,
@@ -60,10 +61,12 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -119,6 +122,15 @@ func main() {
 	}
 	if s.has("leak") {
 		go leak()
+	}
+	if s.has("spin") {
+		n, err := strconv.Atoi(s.mode["spin"])
+		if err != nil || n < 1 {
+			n = 1
+		}
+		for range n {
+			go spin()
+		}
 	}
 	fmt.Fprintln(os.Stderr, "testprovider started")
 
@@ -192,6 +204,17 @@ func leak() {
 		}
 		keep = append(keep, b)
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var spun atomic.Uint64
+
+func spin() {
+	for {
+		for range 1 << 20 {
+			spun.Add(1)
+		}
+		runtime.Gosched()
 	}
 }
 
