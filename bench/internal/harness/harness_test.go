@@ -1,0 +1,138 @@
+package harness
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchboard-mcp/switchboard/bench/internal/mcpclient"
+	"github.com/switchboard-mcp/switchboard/providers"
+)
+
+const root = "../../.."
+
+func TestConfigValidates(t *testing.T) {
+	cfg := Config{
+		Providers: []Provider{
+			{Name: "echo", Command: "/bin/echo-provider"},
+			{Name: "mt00", Command: "/bin/manytools", Args: []string{"-tools", "20"}, ReadOnly: true, Allow: []string{"tool_*1"}},
+		},
+		Roles: map[string]Role{
+			"r0": {Providers: []string{"echo", "mt00"}},
+			"r1": {Providers: []string{"mt00"}, Tools: []string{"*__tool_0*"}},
+		},
+		MaxConcurrent: 64,
+		MaxQueue:      4096,
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "gateway.yaml")
+	if err := os.WriteFile(path, []byte(cfg.yaml()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := providers.LoadFile(path)
+	if err != nil {
+		t.Fatalf("generated config does not validate: %v\n%s", err, cfg.yaml())
+	}
+	if got.Listen != "127.0.0.1:0" || got.Auth.Disabled || got.Auth.RateLimit.RPS < 1e9 {
+		t.Errorf("listen %q, auth disabled %v, rate %v", got.Listen, got.Auth.Disabled, got.Auth.RateLimit.RPS)
+	}
+	mt := got.Providers["mt00"]
+	if mt == nil || !mt.ReadOnly || len(mt.Args) != 2 || mt.Limits.MaxQueue != 4096 || mt.Limits.MaxConcurrent != 64 {
+		t.Errorf("mt00 = %+v", mt)
+	}
+	if r := got.Roles["r1"]; r == nil || len(r.Tools) != 1 {
+		t.Errorf("r1 = %+v", r)
+	}
+}
+
+func TestProcHelpers(t *testing.T) {
+	rss, err := RSS(os.Getpid())
+	if err != nil || rss <= 0 {
+		t.Fatalf("RSS = %d, %v", rss, err)
+	}
+	if _, err := CPU(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RSS(-1); err == nil {
+		t.Fatal("RSS of a missing process succeeded")
+	}
+}
+
+// TestGatewayAndDirect runs the real binaries end to end: a user, the gateway,
+// a session, a call; the same call direct; then everything stops.
+func TestGatewayAndDirect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the gateway binary")
+	}
+	bins, err := FindBins(root)
+	if err != nil {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	env, err := NewEnv(bins, t.TempDir(), Config{Providers: []Provider{{Name: "echo", Command: bins.Echo}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := env.AddUser(ctx, "bench", "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := env.Start(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	c := &mcpclient.Client{URL: g.URL, Key: key, HTTP: mcpclient.NewHTTPClient(2)}
+	s, err := OpenSession(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WaitTools(ctx, s, 1, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Call(ctx, "tools/call", []byte(`{"name":"echo__echo","arguments":{"text":"hello"}}`))
+	if err != nil || !strings.Contains(string(res), "hello") {
+		t.Fatalf("gateway call = %s, %v", res, err)
+	}
+	_, children := SplitChildren(g.Pid())
+	if len(children) != 1 {
+		t.Fatalf("gateway provider children %v, want one echo", children)
+	}
+	if m, err := MemOf(g.Pid()); err != nil || m.RSS <= 0 || m.PSS <= 0 || m.Anonymous <= 0 || m.File() <= 0 {
+		t.Fatalf("MemOf = %+v, %v", m, err)
+	}
+
+	d, err := StartDirect(ctx, bins.Echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = d.Call(ctx, "tools/call", []byte(`{"name":"echo","arguments":{"text":"hello"}}`))
+	if err != nil || !strings.Contains(string(res), "hello") {
+		t.Fatalf("direct call = %s, %v", res, err)
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := Live(); n != 0 {
+		t.Fatalf("%d processes still registered", n)
+	}
+	// The gateway's child is gone with it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(children[0]))); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("echo child %d outlived the gateway", children[0])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
