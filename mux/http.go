@@ -33,7 +33,6 @@ var SessionProtocolVersions = []string{"2025-11-25", "2025-06-18", "2025-03-26",
 func (s *Server) Handler(ep switchboard.Endpoint) http.Handler {
 	h := server.NewStreamableHTTPServer(s.mcp,
 		server.WithSessionIdManagerResolver(resolver{ss: s.sessions, endpoint: ep}),
-		server.WithSessionIdleTTL(s.opts.SessionIdleTTL),
 		server.WithHeartbeatInterval(25*time.Second),
 		server.WithStreamableHTTPProtocolVersions(SessionProtocolVersions...),
 		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
@@ -48,11 +47,19 @@ func (s *Server) Handler(ep switchboard.Endpoint) http.Handler {
 		}),
 	)
 	s.http[ep] = h
+	s.sweepOnce.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopSweep = cancel
+		go s.sweep(ctx)
+	})
 	return s.strict(ep, h)
 }
 
 // Shutdown closes every session of every endpoint.
 func (s *Server) Shutdown(ctx context.Context) error {
+	if s.stopSweep != nil {
+		s.stopSweep()
+	}
 	var errs []error
 	for _, h := range s.http {
 		if err := h.Shutdown(ctx); err != nil {
@@ -144,15 +151,28 @@ func (s *Server) strict(ep switchboard.Endpoint, next http.Handler) http.Handler
 				s.logRequest(ctx, ep, r, sw, env, rs, start)
 				return
 			}
-			_ = json.Unmarshal(body, &env)
+			var fe fastEnvelope
+			_ = json.Unmarshal(body, &fe)
+			env.Method, env.ID, env.Params.Name = fe.Method, fe.ID, fe.Params.Name
 			if env.Method != "" && env.Method != "initialize" && len(env.ID) > 0 &&
 				r.Header.Get(server.HeaderKeySessionID) == "" && !isModern(r) {
 				writeRPCError(sw, http.StatusBadRequest, env.ID, mcp.INVALID_REQUEST, "missing Mcp-Session-Id header: send initialize first")
 				s.logRequest(ctx, ep, r, sw, env, rs, start)
 				return
 			}
+			if sid := r.Header.Get(server.HeaderKeySessionID); sid != "" {
+				s.sessions.touch(sid, 0)
+				if env.Method == "tools/call" && !isModern(r) && s.tryFastCall(ctx, ep, sw, r, &fe, sid) {
+					s.logRequest(ctx, ep, r, sw, env, rs, start)
+					return
+				}
+			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			r.ContentLength = int64(len(body))
+		}
+		if sid := r.Header.Get(server.HeaderKeySessionID); r.Method == http.MethodGet && sid != "" {
+			s.sessions.touch(sid, +1)
+			defer s.sessions.touch(sid, -1)
 		}
 		next.ServeHTTP(sw, r.WithContext(ctx))
 		s.logRequest(ctx, ep, r, sw, env, rs, start)

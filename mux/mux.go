@@ -110,8 +110,10 @@ type Server struct {
 	extras  atomic.Pointer[Extras]
 	pending atomic.Bool
 
-	sessions *sessions
-	http     map[switchboard.Endpoint]*server.StreamableHTTPServer
+	sessions  *sessions
+	http      map[switchboard.Endpoint]*server.StreamableHTTPServer
+	sweepOnce sync.Once
+	stopSweep context.CancelFunc
 }
 
 type filterBox struct{ f Filter }

@@ -25,6 +25,8 @@ type sessionInfo struct {
 	endpoint   switchboard.Endpoint
 	client     string
 	created    time.Time
+	lastSeen   time.Time
+	streams    int // open GET streams
 	terminated bool
 	registered bool
 	viewHash   [32]byte
@@ -69,7 +71,8 @@ func (b *boundManager) Generate() string {
 	}
 	id := "sb-" + base64.RawURLEncoding.EncodeToString(buf[:])
 	b.ss.mu.Lock()
-	b.ss.m[id] = &sessionInfo{id: id, owner: b.owner, principal: b.p, endpoint: b.endpoint, created: time.Now()}
+	now := time.Now()
+	b.ss.m[id] = &sessionInfo{id: id, owner: b.owner, principal: b.p, endpoint: b.endpoint, created: now, lastSeen: now}
 	b.ss.mu.Unlock()
 	return id
 }

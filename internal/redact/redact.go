@@ -67,12 +67,45 @@ func (r *Redactor) Bytes(p []byte) []byte {
 			out = bytes.ReplaceAll(out, v, []byte(Mask))
 		}
 	}
+	if !mayMatchPattern(out) {
+		return out
+	}
 	for _, re := range patterns {
 		if re.Match(out) {
 			out = re.ReplaceAll(out, []byte("${1}"+Mask))
 		}
 	}
 	return out
+}
+
+// needles are literal parts every pattern match contains, lower case. A line
+// without any of them cannot match, and most log lines have none: checking
+// them is much cheaper than running the regexps (a quarter of the gateway's
+// CPU on small calls went there).
+var needles = [][]byte{[]byte("bearer"), []byte("sb_"), []byte("authorization"), []byte("api_key"),
+	[]byte("apikey"), []byte("token"), []byte("password"), []byte("secret")}
+
+var lowerPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func mayMatchPattern(p []byte) bool {
+	bp := lowerPool.Get().(*[]byte)
+	low := (*bp)[:0]
+	for _, c := range p {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		low = append(low, c)
+	}
+	hit := false
+	for _, n := range needles {
+		if bytes.Contains(low, n) {
+			hit = true
+			break
+		}
+	}
+	*bp = low
+	lowerPool.Put(bp)
+	return hit
 }
 
 // String is Bytes for strings.

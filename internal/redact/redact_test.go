@@ -18,6 +18,8 @@ func TestRedactor(t *testing.T) {
 		{`{"authorization":"Bearer abcdefghijklmnop"}`, "abcdefghijklmnop"},
 		{"key sb_abcdefghijkl_ABCDEFGHIJKLMNOPQRSTUV", "ABCDEFGHIJKLMNOPQRSTUV"},
 		{`{"password":"hunter2hunter2"}`, "hunter2hunter2"},
+		{`{"PASSWORD":"hunter3hunter3"}`, "hunter3hunter3"},
+		{"AUTHORIZATION: BEARER abcdefghijklmnop2", "abcdefghijklmnop2"},
 	}
 	for _, tt := range tests {
 		got := r.String(tt.in)
@@ -35,5 +37,15 @@ func TestRedactor(t *testing.T) {
 	}
 	if strings.Contains(buf.String(), canary) || !strings.Contains(buf.String(), Mask) {
 		t.Errorf("writer output %q", buf.String())
+	}
+}
+
+func BenchmarkRedactCleanLine(b *testing.B) {
+	r := New()
+	r.Add("canary-7f3a9c2e")
+	line := []byte(`{"level":"info","component":"mux","request_id":"76191243-d893-4d42-9548-911f01ebe017","endpoint":"/mcp","http_method":"POST","status":200,"latency":0.78,"method":"tools/call","session":"sb-4jZOBP4n…","client":"e2e/1.0","principal":"user:abby","provider":"echo","tool":"echo","outcome":"ok","time":"2026-11-21T20:28:18Z","message":"mcp request"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Bytes(line)
 	}
 }

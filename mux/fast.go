@@ -1,0 +1,227 @@
+package mux
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/switchboard-mcp/switchboard"
+)
+
+// The tools/call fast path. mcp-go decodes a request body about six times and
+// decodes then re-encodes the result; for a 64 KiB payload that is most of the
+// gateway's cost. A plain tools/call on a live, owned session, with no progress
+// token, is handled here instead: the same filter, admission and audit, the
+// caller's raw arguments to the child, and the child's result bytes back as
+// they are. Everything else (unknown or hidden tools, progress, other methods,
+// anything unusual) goes through mcp-go unchanged, so errors stay identical.
+
+// fastEnvelope is the part of a tools/call the fast path needs.
+type fastEnvelope struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  string          `json:"method"`
+	Params  struct {
+		Name      string          `json:"name"`
+		Arguments json.RawMessage `json:"arguments"`
+		Meta      json.RawMessage `json:"_meta"`
+	} `json:"params"`
+}
+
+// tryFastCall handles r if it can and reports whether it did. env is the
+// request body, already decoded once by the edge.
+func (s *Server) tryFastCall(ctx context.Context, ep switchboard.Endpoint, w http.ResponseWriter, r *http.Request, env *fastEnvelope, sid string) bool {
+	if env.JSONRPC != "2.0" || env.Method != "tools/call" || len(env.ID) == 0 || hasProgressToken(env.Params.Meta) {
+		return false
+	}
+	if v := r.Header.Get(mcp.HeaderProtocolVersion); v != "" && !slices.Contains(SessionProtocolVersions, v) {
+		return false // mcp-go answers the version error
+	}
+	p := switchboard.PrincipalFromContext(ctx)
+	info := s.sessions.get(sid)
+	if info == nil || !info.registered || info.terminated || info.owner != p.String() || info.endpoint != ep {
+		return false // mcp-go answers 404
+	}
+	e := s.tbl.Load().tools[env.Params.Name]
+	if e == nil || !s.toolVisible(ctx, p, e) {
+		return false // mcp-go answers "not found" and the hook audits it
+	}
+	ci := &CallInfo{
+		RequestID: switchboard.RequestIDFromContext(ctx), SessionID: sid, Principal: p, Endpoint: ep,
+		Client: info.client, Provider: e.Provider, Tool: e.Original, Exposed: e.Exposed,
+		Args: env.Params.Arguments, Start: time.Now(), Decision: "allow",
+	}
+	if rs := requestStateFrom(ctx); rs != nil {
+		rs.call = ci
+	}
+	defer s.finish(ctx, ci)
+	reply := func(result []byte) {
+		var buf bytes.Buffer
+		buf.Grow(len(result) + len(env.ID) + 40)
+		buf.WriteString(`{"jsonrpc":"2.0","id":`)
+		buf.Write(env.ID)
+		buf.WriteString(`,"result":`)
+		buf.Write(result)
+		buf.WriteString("}\n")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(buf.Bytes())
+	}
+	toolError := func(msg string) {
+		b, _ := json.Marshal(mcp.NewToolResultError(msg))
+		reply(b)
+	}
+	if s.opts.Observer != nil {
+		if err := s.opts.Observer.Admit(ctx, ci); err != nil {
+			ci.Outcome, ci.Err = "refused", err
+			toolError(switchboard.ErrorMessage(err))
+			return true
+		}
+	}
+	up, err := s.upstream(ctx, e.Provider, p)
+	if err != nil {
+		ci.Outcome, ci.Err = outcomeOf(err), err
+		toolError(switchboard.ErrorMessage(err))
+		return true
+	}
+	raw, err := up.Call(ctx, "tools/call", rawCallParams(e.Original, env.Params.Arguments))
+	if err != nil {
+		var rpcErr *switchboard.RPCError
+		if errors.As(err, &rpcErr) {
+			ci.Outcome, ci.Err = "error", err
+			writeRPCError(w, http.StatusOK, env.ID, rpcErr.Code, rpcErr.Message)
+			return true
+		}
+		ci.Outcome, ci.Err = outcomeOf(err), err
+		toolError(e.Provider + ": " + switchboard.ErrorMessage(err))
+		return true
+	}
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' || !json.Valid(raw) {
+		ci.Outcome, ci.Err = "error", errors.New("invalid tool result")
+		toolError(e.Provider + ": the provider returned a result that is not a valid CallToolResult")
+		return true
+	}
+	ci.Outcome = "ok"
+	if isErrorResult(raw) {
+		ci.Outcome = "tool_error"
+	}
+	reply(raw)
+	return true
+}
+
+// rawCallParams builds {"name":…,"arguments":…} around the caller's argument
+// bytes without re-validating or re-encoding them (json.Marshal would compact
+// a RawMessage: one more pass over a large payload).
+func rawCallParams(name string, args json.RawMessage) json.RawMessage {
+	q, _ := json.Marshal(name)
+	args = bytes.TrimSpace(args)
+	buf := make([]byte, 0, len(q)+len(args)+24)
+	buf = append(buf, `{"name":`...)
+	buf = append(buf, q...)
+	if len(args) > 0 {
+		buf = append(buf, `,"arguments":`...)
+		buf = append(buf, args...)
+	}
+	return append(buf, '}')
+}
+
+func hasProgressToken(meta json.RawMessage) bool {
+	if len(meta) == 0 || string(meta) == "null" {
+		return false
+	}
+	var m struct {
+		ProgressToken json.RawMessage `json:"progressToken"`
+	}
+	if json.Unmarshal(meta, &m) != nil {
+		return true // let mcp-go decide
+	}
+	return len(m.ProgressToken) > 0 && string(m.ProgressToken) != "null"
+}
+
+// isErrorResult reports whether a CallToolResult has "isError": true, without
+// decoding its content.
+func isErrorResult(raw []byte) bool {
+	if !bytes.Contains(raw, []byte(`"isError"`)) {
+		return false
+	}
+	var r struct {
+		IsError bool `json:"isError"`
+	}
+	_ = json.Unmarshal(raw, &r)
+	return r.IsError
+}
+
+// --- session idleness: the mux tracks activity itself, because fast-path
+// calls never reach mcp-go's own idle timer. ---
+
+// touch records activity on a session; streaming marks an open GET stream.
+func (ss *sessions) touch(id string, streamDelta int) {
+	ss.mu.Lock()
+	if info := ss.m[id]; info != nil {
+		info.lastSeen = time.Now()
+		info.streams += streamDelta
+	}
+	ss.mu.Unlock()
+}
+
+// reapIdle terminates sessions idle for longer than ttl (no request, no open
+// GET stream) through mcp-go's own DELETE path, as the owner, so its state and
+// ours are cleaned up together.
+func (s *Server) reapIdle(ttl time.Duration) {
+	type victim struct {
+		id string
+		p  *switchboard.Principal
+		ep switchboard.Endpoint
+	}
+	var victims []victim
+	now := time.Now()
+	s.sessions.mu.Lock()
+	for id, info := range s.sessions.m {
+		switch {
+		case info.streams > 0:
+		case !info.registered && now.Sub(info.created) > time.Minute: // initialize never completed
+			delete(s.sessions.m, id)
+		case info.registered && now.Sub(info.lastSeen) > ttl:
+			victims = append(victims, victim{id, info.principal, info.endpoint})
+		}
+	}
+	s.sessions.mu.Unlock()
+	for _, v := range victims {
+		h := s.http[v.ep]
+		if h == nil {
+			continue
+		}
+		req := httptest.NewRequest(http.MethodDelete, string(v.ep), nil)
+		req.Header.Set(server.HeaderKeySessionID, v.id)
+		req.Header.Set(mcp.HeaderProtocolVersion, SessionProtocolVersions[0])
+		req = req.WithContext(switchboard.NewContextWithPrincipal(context.Background(), v.p))
+		h.ServeHTTP(httptest.NewRecorder(), req)
+		s.log.Debug().Str("session", shortID(v.id)).Msg("idle session reaped")
+	}
+}
+
+// sweep runs reapIdle until ctx ends.
+func (s *Server) sweep(ctx context.Context) {
+	ttl := s.opts.SessionIdleTTL
+	every := min(ttl/2, 30*time.Second)
+	every = max(every, 100*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.reapIdle(ttl)
+		}
+	}
+}
