@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/switchboard-mcp/switchboard/audit"
+	"github.com/switchboard-mcp/switchboard/providers"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -153,6 +155,19 @@ func printRestarted(cmd *cobra.Command, names []string) {
 	}
 }
 
+// offlineConfig returns the valid config for a command that must run with no
+// gateway serving this data dir; ifOnline is the error when one is.
+func offlineConfig(cmd *cobra.Command, ifOnline string) (*providers.Config, error) {
+	c, err := newAdminClient(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if c.Online() {
+		return nil, errors.New(ifOnline)
+	}
+	return c.config()
+}
+
 func newVaultCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "vault", Short: "Create the vault key, rotate data keys, rekey"}
 	cmd.AddCommand(&cobra.Command{
@@ -160,14 +175,7 @@ func newVaultCmd() *cobra.Command {
 		Short: "Generate a vault key into the data dir (if none is configured) and create the vault",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newAdminClient(cmd)
-			if err != nil {
-				return err
-			}
-			if c.Online() {
-				return fmt.Errorf("a gateway is running: the vault already exists")
-			}
-			cfg, err := c.config()
+			cfg, err := offlineConfig(cmd, "a gateway is running: the vault already exists")
 			if err != nil {
 				return err
 			}
@@ -199,14 +207,7 @@ func newVaultCmd() *cobra.Command {
 		Short: "Re-wrap the vault under a new master key (offline: stop the gateway first)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newAdminClient(cmd)
-			if err != nil {
-				return err
-			}
-			if c.Online() {
-				return fmt.Errorf("stop the gateway first: rekey changes the key it was started with")
-			}
-			cfg, err := c.config()
+			cfg, err := offlineConfig(cmd, "stop the gateway first: rekey changes the key it was started with")
 			if err != nil {
 				return err
 			}
