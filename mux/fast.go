@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"time"
 
@@ -200,11 +199,14 @@ func (s *Server) reapIdle(ttl time.Duration) {
 		if h == nil {
 			continue
 		}
-		req := httptest.NewRequest(http.MethodDelete, string(v.ep), nil)
+		ctx := switchboard.NewContextWithPrincipal(context.Background(), v.p)
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "http://switchboard"+string(v.ep), nil)
+		if err != nil {
+			continue
+		}
 		req.Header.Set(server.HeaderKeySessionID, v.id)
 		req.Header.Set(mcp.HeaderProtocolVersion, SessionProtocolVersions[0])
-		req = req.WithContext(switchboard.NewContextWithPrincipal(context.Background(), v.p))
-		h.ServeHTTP(httptest.NewRecorder(), req)
+		h.ServeHTTP(discardWriter{header: http.Header{}}, req)
 		s.log.Debug().Str("session", shortID(v.id)).Msg("idle session reaped")
 	}
 }
@@ -225,3 +227,10 @@ func (s *Server) sweep(ctx context.Context) {
 		}
 	}
 }
+
+// discardWriter is the response writer of the gateway's own internal requests.
+type discardWriter struct{ header http.Header }
+
+func (w discardWriter) Header() http.Header         { return w.header }
+func (w discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w discardWriter) WriteHeader(int)             {}

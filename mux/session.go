@@ -261,26 +261,46 @@ func (s *Server) scheduleNotify() {
 }
 
 // notifyChanged sends list_changed to exactly the sessions whose view changed.
+// View hashes are computed outside the sessions lock (every request takes it)
+// and once per principal, however many sessions it has open.
 func (s *Server) notifyChanged() {
 	ctx := context.Background()
-	type target struct{ id string }
-	var targets []target
+	type snap struct {
+		id, owner string
+		p         *switchboard.Principal
+		old       [32]byte
+	}
+	var open []snap
 	s.sessions.mu.Lock()
 	for id, info := range s.sessions.m {
-		if !info.registered || info.terminated {
-			continue
-		}
-		h := s.viewHash(ctx, info.principal)
-		if h != info.viewHash {
-			info.viewHash = h
-			targets = append(targets, target{id})
+		if info.registered && !info.terminated {
+			open = append(open, snap{id, info.owner, info.principal, info.viewHash})
 		}
 	}
 	s.sessions.mu.Unlock()
-	for _, t := range targets {
+
+	views := map[string][32]byte{} // owner → view
+	var targets []string
+	for _, sn := range open {
+		h, ok := views[sn.owner]
+		if !ok {
+			h = s.viewHash(ctx, sn.p)
+			views[sn.owner] = h
+		}
+		if h == sn.old {
+			continue
+		}
+		s.sessions.mu.Lock()
+		if info := s.sessions.m[sn.id]; info != nil && info.viewHash == sn.old {
+			info.viewHash = h
+			targets = append(targets, sn.id)
+		}
+		s.sessions.mu.Unlock()
+	}
+	for _, id := range targets {
 		for _, m := range []string{mcp.MethodNotificationToolsListChanged, mcp.MethodNotificationPromptsListChanged, mcp.MethodNotificationResourcesListChanged} {
-			if err := s.mcp.SendNotificationToSpecificClient(t.id, m, nil); err != nil {
-				s.log.Debug().Err(err).Str("session", shortID(t.id)).Msg("list_changed not delivered")
+			if err := s.mcp.SendNotificationToSpecificClient(id, m, nil); err != nil {
+				s.log.Debug().Err(err).Str("session", shortID(id)).Msg("list_changed not delivered")
 				break
 			}
 		}

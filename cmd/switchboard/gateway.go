@@ -206,13 +206,14 @@ func (m *Main) Close() error {
 	m.mu.Unlock()
 	var errs []error
 	if m.httpSrv != nil {
-		if d := m.cfg.Shutdown.Delay.D(); d > 0 {
+		shutdown := m.config().Shutdown
+		if d := shutdown.Delay.D(); d > 0 {
 			m.Log.Info().Dur("delay", d).Msg("not ready; waiting before closing the listener")
 			time.Sleep(d)
 		}
 		grace := m.ShutdownGrace
-		if m.cfg.Shutdown.Drain > 0 {
-			grace = m.cfg.Shutdown.Drain.D()
+		if shutdown.Drain > 0 {
+			grace = shutdown.Drain.D()
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
 		if err := m.httpSrv.Shutdown(ctx); err != nil {

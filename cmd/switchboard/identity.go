@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -62,21 +63,29 @@ func openIdentity(v *vault.Vault, cfg *providers.Config, m *Main) (*identity, er
 	return id, nil
 }
 
-// serviceKey returns the service-token signing key, generating it on first use.
+// serviceKey returns the service-token signing key (an Ed25519 seed),
+// generating it on first use.
 func serviceKey(v *vault.Vault) ([]byte, error) {
-	sec, err := v.Get(serviceKeySecret)
+	return internalKey(v, serviceKeySecret, "service signing key")
+}
+
+// internalKey returns a 32-byte key the gateway keeps for itself in the vault
+// under name, generating and storing it on first use. It never leaves the
+// vault except into the gateway's memory.
+func internalKey(v *vault.Vault, name, what string) ([]byte, error) {
+	sec, err := v.Get(name)
 	if err == nil {
 		return base64.StdEncoding.DecodeString(sec.Reveal())
 	}
 	if !errors.Is(err, vault.ErrNotFound) {
 		return nil, err
 	}
-	key, err := auth.GenerateServiceKey()
-	if err != nil {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
-	if err := v.Set(serviceKeySecret, []byte(base64.StdEncoding.EncodeToString(key))); err != nil {
-		return nil, fmt.Errorf("storing the service signing key: %w", err)
+	if err := v.Set(name, []byte(base64.StdEncoding.EncodeToString(key))); err != nil {
+		return nil, fmt.Errorf("storing the %s: %w", what, err)
 	}
 	return key, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,19 +32,7 @@ type ops struct {
 }
 
 func auditKey(v *vault.Vault) ([]byte, error) {
-	sec, err := v.Get(auditKeySecret)
-	if err == nil {
-		return base64.StdEncoding.DecodeString(sec.Reveal())
-	}
-	if !errors.Is(err, vault.ErrNotFound) {
-		return nil, err
-	}
-	key := vault.GenerateKey()
-	raw := key.Encode()
-	if err := v.Set(auditKeySecret, []byte(raw)); err != nil {
-		return nil, fmt.Errorf("storing the audit digest key: %w", err)
-	}
-	return base64.StdEncoding.DecodeString(raw)
+	return internalKey(v, auditKeySecret, "audit digest key")
 }
 
 func (m *Main) openOps() error {
