@@ -18,6 +18,9 @@ type toolEntry struct {
 	Original string
 	ReadOnly bool
 	Tool     mcp.Tool
+	// JSON is Tool as mcp-go encodes it in a tools/list answer, computed once
+	// per table so a list only copies bytes.
+	JSON []byte
 }
 
 // promptEntry is one exposed prompt.
@@ -47,7 +50,9 @@ func QualifiedURI(provider, uri string) string {
 
 // table is an immutable snapshot of everything exposed, swapped atomically.
 type table struct {
-	tools     map[string]*toolEntry
+	tools map[string]*toolEntry
+	// sorted holds the tools in name order, the order of a tools/list.
+	sorted    []*toolEntry
 	prompts   map[string]*promptEntry
 	resources map[string]*resourceEntry // by URI
 	templates []*resourceEntry
@@ -55,6 +60,9 @@ type table struct {
 	instructions map[string]string
 	// problems found while building: invalid or colliding names, bad schemas.
 	problems []string
+	// parsed is every provider's raw tools as decoded for this table, so the
+	// next table reuses what did not change.
+	parsed map[string]map[string]parsedTool
 }
 
 func emptyTable() *table {
@@ -97,6 +105,50 @@ func parseTool(raw json.RawMessage) (mcp.Tool, error) {
 	return t, nil
 }
 
+// parsedTool is one raw tool of a provider, decoded, checked and encoded.
+type parsedTool struct {
+	src     string     // the raw tool as the provider sent it
+	e       *toolEntry // nil when the tool is unusable
+	problem string     // why it is unusable, or that it was renamed
+}
+
+// parseEntry turns one raw tool of provider p into its entry.
+func parseEntry(p string, raw json.RawMessage) parsedTool {
+	pt := parsedTool{src: string(raw)}
+	tool, err := parseTool(raw)
+	if err != nil || tool.Name == "" {
+		pt.problem = "provider " + p + ": skipped a tool that does not decode"
+		return pt
+	}
+	if err := mcp.ValidateParamHeaderAnnotations(&tool); err != nil {
+		pt.problem = "provider " + p + ": tool " + tool.Name + ": " + err.Error()
+		return pt
+	}
+	exposed, fixed := switchboard.ExposedName(p, tool.Name)
+	orig := tool.Name
+	tool.Name = exposed
+	enc, err := json.Marshal(tool)
+	if err != nil {
+		pt.problem = "provider " + p + ": tool " + quote(orig) + " does not encode: " + err.Error()
+		return pt
+	}
+	if fixed {
+		pt.problem = "provider " + p + ": tool " + quote(orig) + " exposed as " + exposed
+	}
+	ro := tool.Annotations.ReadOnlyHint != nil && *tool.Annotations.ReadOnlyHint
+	pt.e = &toolEntry{Exposed: exposed, Provider: p, Original: orig, ReadOnly: ro, Tool: tool, JSON: enc}
+	return pt
+}
+
+// parsedTool returns what t made of provider p's raw tool, if it saw it.
+func (t *table) parsedTool(p string, raw json.RawMessage) (parsedTool, bool) {
+	if t == nil {
+		return parsedTool{}, false
+	}
+	pt, ok := t.parsed[p][string(raw)]
+	return pt, ok
+}
+
 // provCatalog is the catalog a provider contributes, from its shared instance or,
 // for user-scoped providers, the most recent instance of any user.
 type provCatalog struct {
@@ -106,8 +158,14 @@ type provCatalog struct {
 
 // buildTable compiles provider catalogs into one namespaced table. Providers are
 // processed in sorted order so collisions resolve deterministically.
-func buildTable(cats []provCatalog) *table {
+func buildTable(cats []provCatalog) *table { return rebuildTable(nil, cats) }
+
+// rebuildTable is buildTable reusing the tools prev already decoded and
+// encoded: a catalog change usually touches one provider, and decoding plus
+// encoding a thousand tools again would cost tens of milliseconds.
+func rebuildTable(prev *table, cats []provCatalog) *table {
 	t := emptyTable()
+	t.parsed = make(map[string]map[string]parsedTool, len(cats))
 	sort.Slice(cats, func(i, j int) bool { return cats[i].Provider < cats[j].Provider })
 	for _, pc := range cats {
 		p, cat := pc.Provider, pc.Cat
@@ -115,29 +173,28 @@ func buildTable(cats []provCatalog) *table {
 			continue
 		}
 		t.instructions[p] = cat.Instructions
+		parsed := make(map[string]parsedTool, len(cat.Tools))
 		for _, raw := range cat.Tools {
-			tool, err := parseTool(raw)
-			if err != nil || tool.Name == "" {
-				t.problems = append(t.problems, "provider "+p+": skipped a tool that does not decode")
+			pt, ok := prev.parsedTool(p, raw)
+			if !ok {
+				pt = parseEntry(p, raw)
+			}
+			parsed[pt.src] = pt
+			if pt.problem != "" {
+				t.problems = append(t.problems, pt.problem)
+			}
+			e := pt.e
+			if e == nil {
 				continue
 			}
-			if err := mcp.ValidateParamHeaderAnnotations(&tool); err != nil {
-				t.problems = append(t.problems, "provider "+p+": tool "+tool.Name+": "+err.Error())
+			if _, dup := t.tools[e.Exposed]; dup {
+				t.problems = append(t.problems, "provider "+p+": tool "+quote(e.Original)+" collides with "+e.Exposed+"; skipped")
 				continue
 			}
-			exposed, fixed := switchboard.ExposedName(p, tool.Name)
-			if fixed {
-				t.problems = append(t.problems, "provider "+p+": tool "+quote(tool.Name)+" exposed as "+exposed)
-			}
-			if _, dup := t.tools[exposed]; dup {
-				t.problems = append(t.problems, "provider "+p+": tool "+quote(tool.Name)+" collides with "+exposed+"; skipped")
-				continue
-			}
-			orig := tool.Name
-			tool.Name = exposed
-			ro := tool.Annotations.ReadOnlyHint != nil && *tool.Annotations.ReadOnlyHint
-			t.tools[exposed] = &toolEntry{Exposed: exposed, Provider: p, Original: orig, ReadOnly: ro, Tool: tool}
+			t.tools[e.Exposed] = e
+			t.sorted = append(t.sorted, e)
 		}
+		t.parsed[p] = parsed
 		for _, raw := range cat.Prompts {
 			var pr mcp.Prompt
 			if err := json.Unmarshal(raw, &pr); err != nil || pr.Name == "" {
@@ -177,6 +234,7 @@ func buildTable(cats []provCatalog) *table {
 			t.templates = append(t.templates, &resourceEntry{Provider: p, Template: &rtc})
 		}
 	}
+	sort.Slice(t.sorted, func(i, j int) bool { return t.sorted[i].Exposed < t.sorted[j].Exposed })
 	return t
 }
 

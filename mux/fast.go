@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -23,7 +24,9 @@ import (
 // they are. Everything else (unknown or hidden tools, progress, other methods,
 // anything unusual) goes through mcp-go unchanged, so errors stay identical.
 
-// fastEnvelope is the part of a tools/call the fast path needs.
+// fastEnvelope is the part of a tools/call the fast path needs. scanMessage
+// fills it while it checks the body; the JSON fields hold what json.Unmarshal
+// would give, the raw ones as subslices of the body.
 type fastEnvelope struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id"`
@@ -33,21 +36,24 @@ type fastEnvelope struct {
 		Arguments json.RawMessage `json:"arguments"`
 		Meta      json.RawMessage `json:"_meta"`
 	} `json:"params"`
+	// progress is params._meta being present, not null, and either not an
+	// object or holding a progressToken that is not null.
+	progress bool
 }
 
 // tryFastCall handles r if it can and reports whether it did. env is the
 // request body, already decoded once by the edge.
 func (s *Server) tryFastCall(ctx context.Context, ep switchboard.Endpoint, w http.ResponseWriter, r *http.Request, env *fastEnvelope, sid string) bool {
-	if env.JSONRPC != "2.0" || env.Method != "tools/call" || len(env.ID) == 0 || hasProgressToken(env.Params.Meta) {
+	if env.JSONRPC != "2.0" || env.Method != "tools/call" || len(env.ID) == 0 || hasProgressToken(env) {
 		return false
 	}
 	if v := r.Header.Get(mcp.HeaderProtocolVersion); v != "" && !slices.Contains(SessionProtocolVersions, v) {
 		return false // mcp-go answers the version error
 	}
 	p := switchboard.PrincipalFromContext(ctx)
-	info := s.sessions.get(sid)
-	if info == nil || !info.registered || info.terminated || info.owner != p.String() || info.endpoint != ep {
-		return false // mcp-go answers 404
+	info := s.fastSession(sid, p, ep)
+	if info == nil {
+		return false // mcp-go answers 404, or delivers queued notifications
 	}
 	e := s.tbl.Load().tools[env.Params.Name]
 	if e == nil || !s.toolVisible(ctx, p, e) {
@@ -61,18 +67,35 @@ func (s *Server) tryFastCall(ctx context.Context, ep switchboard.Endpoint, w htt
 	if rs := requestStateFrom(ctx); rs != nil {
 		rs.call = ci
 	}
-	defer s.finish(ctx, ci)
+	// The caller normally gets its answer before the call is recorded (the
+	// audit append, metrics and access log follow the flush); an observer
+	// that needs the record first (audit.wait_for_write) says so.
+	recordFirst := false
+	if rf, ok := s.opts.Observer.(RecordFirst); ok {
+		recordFirst = rf.RecordBeforeAnswer()
+	}
+	finished := false
+	finish := func() {
+		if !finished {
+			finished = true
+			s.finish(ctx, ci)
+		}
+	}
+	defer finish()
+	answer := func(body []byte) {
+		if recordFirst {
+			finish()
+		}
+		writeAndFlush(w, body)
+	}
 	reply := func(result []byte) {
-		var buf bytes.Buffer
-		buf.Grow(len(result) + len(env.ID) + 40)
-		buf.WriteString(`{"jsonrpc":"2.0","id":`)
-		buf.Write(env.ID)
-		buf.WriteString(`,"result":`)
-		buf.Write(result)
-		buf.WriteString("}\n")
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(buf.Bytes())
+		buf := make([]byte, 0, len(result)+len(env.ID)+40)
+		buf = append(buf, `{"jsonrpc":"2.0","id":`...)
+		buf = append(buf, env.ID...)
+		buf = append(buf, `,"result":`...)
+		buf = append(buf, result...)
+		buf = append(buf, "}\n"...)
+		answer(buf)
 	}
 	toolError := func(msg string) {
 		b, _ := json.Marshal(mcp.NewToolResultError(msg))
@@ -96,7 +119,7 @@ func (s *Server) tryFastCall(ctx context.Context, ep switchboard.Endpoint, w htt
 		var rpcErr *switchboard.RPCError
 		if errors.As(err, &rpcErr) {
 			ci.Outcome, ci.Err = "error", err
-			writeRPCError(w, http.StatusOK, env.ID, rpcErr.Code, rpcErr.Message)
+			answer(rpcErrorBody(env.ID, rpcErr.Code, rpcErr.Message))
 			return true
 		}
 		ci.Outcome, ci.Err = outcomeOf(err), err
@@ -104,7 +127,7 @@ func (s *Server) tryFastCall(ctx context.Context, ep switchboard.Endpoint, w htt
 		return true
 	}
 	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || raw[0] != '{' || !json.Valid(raw) {
+	if len(raw) == 0 || raw[0] != '{' || !validJSON(raw) {
 		ci.Outcome, ci.Err = "error", errors.New("invalid tool result")
 		toolError(e.Provider + ": the provider returned a result that is not a valid CallToolResult")
 		return true
@@ -115,6 +138,19 @@ func (s *Server) tryFastCall(ctx context.Context, ep switchboard.Endpoint, w htt
 	}
 	reply(raw)
 	return true
+}
+
+// writeAndFlush sends a complete 200 JSON answer and flushes it at once, so the
+// caller has its answer before the bookkeeping that follows (audit record,
+// metrics, access log) runs. Content-Length is set so that net/http sends no
+// chunked framing and has nothing left to write when the handler returns.
+func writeAndFlush(w http.ResponseWriter, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+	_ = http.NewResponseController(w).Flush()
 }
 
 // rawCallParams builds {"name":…,"arguments":…} around the caller's argument
@@ -133,30 +169,22 @@ func rawCallParams(name string, args json.RawMessage) json.RawMessage {
 	return append(buf, '}')
 }
 
-func hasProgressToken(meta json.RawMessage) bool {
-	if len(meta) == 0 || string(meta) == "null" {
-		return false
-	}
-	var m struct {
-		ProgressToken json.RawMessage `json:"progressToken"`
-	}
-	if json.Unmarshal(meta, &m) != nil {
-		return true // let mcp-go decide
-	}
-	return len(m.ProgressToken) > 0 && string(m.ProgressToken) != "null"
+// hasProgressToken reports whether the caller asked for progress
+// notifications, which only mcp-go sends. A _meta that is not an object
+// counts as asking, so that mcp-go decides. scanMessage worked it out while
+// it checked the body.
+func hasProgressToken(env *fastEnvelope) bool {
+	return env.progress
 }
 
-// isErrorResult reports whether a CallToolResult has "isError": true, without
-// decoding its content.
+// isErrorResult reports whether a CallToolResult has "isError": true, reading
+// only its top-level members (as json.Unmarshal into struct{ IsError bool }
+// would: a case-insensitive name, the last one wins), not its content.
 func isErrorResult(raw []byte) bool {
 	if !bytes.Contains(raw, []byte(`"isError"`)) {
 		return false
 	}
-	var r struct {
-		IsError bool `json:"isError"`
-	}
-	_ = json.Unmarshal(raw, &r)
-	return r.IsError
+	return resultIsError(raw)
 }
 
 // --- session idleness: the mux tracks activity itself, because fast-path

@@ -37,13 +37,3 @@ func TestCheckMessage(t *testing.T) {
 		})
 	}
 }
-
-func BenchmarkCheckMessage(b *testing.B) {
-	body := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo__echo","arguments":{"text":"` + strings.Repeat("x", 100) + `"},"_meta":{"progressToken":1}}}`)
-	b.ReportAllocs()
-	for b.Loop() {
-		if code, _ := checkMessage(body); code != 0 {
-			b.Fatal(code)
-		}
-	}
-}

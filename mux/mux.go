@@ -20,8 +20,10 @@ import (
 )
 
 // Filter decides, per request, what a principal may see. It is consulted on every
-// list and every call; nothing is cached from session creation. Implementations
-// must be fast and fail closed.
+// call; a list's answer is cached per principal view (kind, endpoint, ID,
+// method, roles) until SetFilter, PolicyChanged or a catalog change, so an
+// implementation whose answers change for any other reason must call
+// PolicyChanged. Implementations must be fast and fail closed.
 type Filter interface {
 	// ProviderVisible reports whether p may see anything of provider.
 	ProviderVisible(ctx context.Context, p *switchboard.Principal, provider string) bool
@@ -72,6 +74,13 @@ type CallObserver interface {
 	Done(ctx context.Context, c *CallInfo)
 }
 
+// RecordFirst is implemented by a CallObserver that must finish Done before
+// the caller gets its answer (an audit log configured to be written before
+// the answer). By default the answer is sent first.
+type RecordFirst interface {
+	RecordBeforeAnswer() bool
+}
+
 // Options configure a Server.
 type Options struct {
 	Logger zerolog.Logger
@@ -109,6 +118,12 @@ type Server struct {
 	tbl     atomic.Pointer[table]
 	extras  atomic.Pointer[Extras]
 	pending atomic.Bool
+	// gen counts changes to anything a caller's view depends on: the filter,
+	// the state behind it (PolicyChanged) and the table. Cached views of an
+	// older generation are recomputed. It is bumped after the change is
+	// stored, so a view computed from old state never carries the new number.
+	gen   atomic.Uint64
+	views viewCache
 
 	sessions  *sessions
 	http      map[switchboard.Endpoint]*server.StreamableHTTPServer
@@ -193,6 +208,7 @@ func New(opts Options) *Server {
 // SetFilter swaps the visibility filter; the next request uses it.
 func (s *Server) SetFilter(f Filter) {
 	s.filter.Store(&filterBox{f})
+	s.gen.Add(1)
 	s.scheduleNotify()
 }
 
@@ -204,7 +220,10 @@ func (s *Server) SetExtras(e Extras) {
 
 // PolicyChanged tells the mux that something visibility depends on changed
 // (connections, preferences, roles) so sessions whose view changed are notified.
-func (s *Server) PolicyChanged() { s.scheduleNotify() }
+func (s *Server) PolicyChanged() {
+	s.gen.Add(1)
+	s.scheduleNotify()
+}
 
 // MCPServer returns the underlying mcp-go server.
 func (s *Server) MCPServer() *server.MCPServer { return s.mcp }
@@ -323,7 +342,7 @@ func (s *Server) rebuild() {
 			cats = append(cats, provCatalog{Provider: p, Cat: cat})
 		}
 	}
-	t := buildTable(cats)
+	t := rebuildTable(s.tbl.Load(), cats)
 	for _, p := range t.problems {
 		s.log.Warn().Str("problem", p).Msg("catalog problem")
 	}
@@ -360,6 +379,7 @@ func (s *Server) rebuild() {
 		templates = append(templates, server.ServerResourceTemplate{Template: *e.Template, Handler: server.ResourceTemplateHandlerFunc(s.resourceHandler(e.Provider, ""))})
 	}
 	s.tbl.Store(t)
+	s.gen.Add(1)
 	s.setTools(tools)
 	s.mcp.SetPrompts(prompts...)
 	s.mcp.SetResources(resources...)
@@ -415,10 +435,13 @@ func (s *Server) toolVisible(ctx context.Context, p *switchboard.Principal, e *t
 
 // filterTools is mcp-go's WithToolFilter: it runs on tools/list and on every
 // tools/call (with just the called tool), so a hidden tool and an absent tool
-// give the same "not found" error.
+// give the same "not found" error. A list uses the cached view.
 func (s *Server) filterTools(ctx context.Context, tools []mcp.Tool) []mcp.Tool {
-	t := s.tbl.Load()
 	p := principal(ctx)
+	if len(tools) > 1 {
+		return filterVisible(tools, s.visibleTools(ctx, p))
+	}
+	t := s.tbl.Load()
 	out := tools[:0:0]
 	for _, tool := range tools {
 		e := t.tools[tool.Name]

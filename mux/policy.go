@@ -4,6 +4,7 @@ import (
 	"context"
 	"path"
 	"slices"
+	"strings"
 
 	"github.com/switchboard-mcp/switchboard"
 )
@@ -155,7 +156,7 @@ func (pol *Policy) ToolVisible(ctx context.Context, p *switchboard.Principal, pr
 	if p.Kind != switchboard.PrincipalUser || pp.Public {
 		return true
 	}
-	exposed, _ := switchboard.ExposedName(provider, tool)
+	exposed := "" // only roles with tool patterns need it
 	for _, r := range pol.roles(p) {
 		if r == RoleAdmin {
 			return true
@@ -164,7 +165,13 @@ func (pol *Policy) ToolVisible(ctx context.Context, p *switchboard.Principal, pr
 		if !ok || !grantsProvider(rp, provider) {
 			continue
 		}
-		if len(rp.Tools) == 0 || matchAny(rp.Tools, exposed) {
+		if len(rp.Tools) == 0 {
+			return true
+		}
+		if exposed == "" {
+			exposed, _ = switchboard.ExposedName(provider, tool)
+		}
+		if matchAny(rp.Tools, exposed) {
 			return true
 		}
 	}
@@ -173,6 +180,13 @@ func (pol *Policy) ToolVisible(ctx context.Context, p *switchboard.Principal, pr
 
 func matchAny(patterns []string, name string) bool {
 	for _, pat := range patterns {
+		if !strings.ContainsAny(pat, `*?[\`) {
+			// No metacharacters: path.Match is plain equality.
+			if pat == name {
+				return true
+			}
+			continue
+		}
 		if ok, _ := path.Match(pat, name); ok {
 			return true
 		}

@@ -30,6 +30,9 @@ type sessionInfo struct {
 	terminated bool
 	registered bool
 	viewHash   [32]byte
+	// notify is mcp-go's outgoing notification queue for the session. Queued
+	// notifications go out inside the next response mcp-go writes.
+	notify chan<- mcp.JSONRPCNotification
 }
 
 // SessionInfo is a public, read-only view of a session for status pages.
@@ -122,6 +125,7 @@ func (s *Server) onRegisterSession(ctx context.Context, cs server.ClientSession)
 	info := s.sessions.m[cs.SessionID()]
 	if info != nil {
 		info.registered = true
+		info.notify = cs.NotificationChannel()
 	}
 	s.sessions.mu.Unlock()
 	if info != nil {
@@ -132,6 +136,24 @@ func (s *Server) onRegisterSession(ctx context.Context, cs server.ClientSession)
 			}
 		}
 	}
+}
+
+// fastSession returns sid's info when a fast path may answer on it: the session
+// is registered, live, and was created by p on ep, and no notification waits in
+// its queue. Without a GET stream, mcp-go delivers queued notifications (such
+// as list_changed) inside the next response it writes, so such a request is
+// left to mcp-go rather than answered past them.
+func (s *Server) fastSession(sid string, p *switchboard.Principal, ep switchboard.Endpoint) *sessionInfo {
+	s.sessions.mu.Lock()
+	defer s.sessions.mu.Unlock()
+	info := s.sessions.m[sid]
+	if info == nil || !info.registered || info.terminated || info.owner != p.String() || info.endpoint != ep {
+		return nil
+	}
+	if len(info.notify) > 0 {
+		return nil
+	}
+	return info
 }
 
 func (s *Server) onUnregisterSession(ctx context.Context, cs server.ClientSession) {
