@@ -1,15 +1,36 @@
 // Package audit writes the gateway's append-only, hash-chained JSON-lines audit log.
 //
-// Each line is one JSON object (a Record). Write assigns it a sequence number that
-// grows by one across rotations and restarts, the hash of the previous record
-// (prev_hash), and its own hash: the lowercase hex SHA-256 of the line's bytes with
-// the trailing `,"hash":"…"` member removed (so the hashed text ends in `}`). That
-// text is exactly encoding/json's encoding of the Record with an empty Hash. The
-// first record of a log has a prev_hash of 64 zeros.
+// Each line is one JSON object (a Record). Append and Write assign it a sequence
+// number that grows by one across rotations and restarts, the hash of the
+// previous record (prev_hash), and its own hash: the lowercase hex SHA-256 of the
+// line's bytes with the trailing `,"hash":"…"` member removed (so the hashed text
+// ends in `}`). That text is exactly encoding/json's encoding of the Record with
+// an empty Hash. The first record of a log has a prev_hash of 64 zeros.
 //
 // Arguments are never logged; callers log Digest(arguments), an HMAC-SHA256 under
 // a key kept in the data directory, and an operator can compute the same digest
 // for a known value to search the log.
+//
+// Queue and durability. A record is sequenced and chained in memory when it is
+// appended, so the file's order is the order in which callers appended. One
+// writer goroutine commits whatever has queued up with one write (a group
+// commit). Append returns without waiting for it; Write waits. No record is
+// dropped silently:
+//   - The queue is bounded (Config.QueueBytes). When it is full, Append blocks
+//     for up to Config.WriteTimeout; only then is the record dropped, counted,
+//     and reported in the next "records_dropped" record of the log.
+//   - When a commit fails, its records stay queued, Err reports the failure (the
+//     gateway refuses new calls, so the queue stays bounded), and the writer
+//     retries. On recovery it writes the queued records, re-chained onto what is
+//     on disk if that changed, then a "sink_recovered" record.
+//   - Close writes everything queued before it returns (one retry if the sink is
+//     failing; records still unwritten then are counted in Close's error).
+//
+// What this leaves: a record that Append has accepted but the writer has not yet
+// written is lost if the process is killed hard (SIGKILL, OOM kill) or the
+// machine loses power. The window is one group commit, normally well under a
+// millisecond. Callers that must not answer before their record is in the file
+// use Write (with Config.Fsync, on stable storage).
 //
 // Tamper evidence and its limits. Verify detects an edited, deleted, inserted or
 // reordered record and a tail cut mid-line. Cutting whole records off the end is
@@ -23,16 +44,18 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -53,8 +76,8 @@ const (
 	TypeStartup        = "startup"
 	TypeToolDefChanged = "tool_definition_changed"
 	// TypeAudit records are written by the log itself: an anomaly found at Open,
-	// or the end of a period in which the sink failed (with how many records were
-	// refused or dropped).
+	// the end of a period in which the sink failed, or records it had to drop
+	// (with how many).
 	TypeAudit = "audit"
 )
 
@@ -95,6 +118,15 @@ const (
 	DefaultCheckpointEvery = 1000
 	DefaultWriteTimeout    = 10 * time.Second
 	DefaultRetryInterval   = time.Second
+	DefaultQueueBytes      = 32 << 20
+)
+
+const (
+	// maxSpare is the largest committed buffer kept for the next batch.
+	maxSpare = 4 << 20
+	// sessionCacheSize bounds the session digests kept; the cache starts over
+	// when it is full.
+	sessionCacheSize = 4096
 )
 
 // Config configures a Log.
@@ -109,40 +141,48 @@ type Config struct {
 	MaxBackups int
 	// MaxAgeDays deletes rotated files older than this; zero keeps all.
 	MaxAgeDays int
-	// FailOpen makes Write log a record it cannot write at error level and
-	// return nil. By default Write returns an error and callers fail the call.
+	// FailOpen makes Append and Write return nil when a record cannot be
+	// written (yet). A record that has to be dropped is then logged at error
+	// level with its identity; while the sink is failing, a full queue drops at
+	// once instead of making the caller wait. By default they return an
+	// EUNAVAILABLE error.
 	FailOpen bool
 	// DigestKey is the 32-byte HMAC key for Digest and checkpoint MACs. The caller
 	// generates it once and keeps it in the data directory.
 	DigestKey []byte
-	// Fsync syncs the file after each group of records before Write returns, so
-	// acknowledged records survive power loss. Without it they survive a crash of
+	// Fsync syncs the file after each group of records, so that records Write
+	// has returned for survive power loss. Without it they survive a crash of
 	// the gateway (they are in the kernel) but not of the machine.
 	Fsync bool
 	// CheckpointEvery writes the "<file>.head" checkpoint every this many records.
 	// Zero means DefaultCheckpointEvery; it is also written on Close.
 	CheckpointEvery int
 	// WriteTimeout bounds how long Write waits for the disk (a hung mount, a
-	// blocked pipe). Zero means DefaultWriteTimeout. A timed-out record may still
-	// reach the file later.
+	// blocked pipe) and how long Append waits for room in a full queue. Zero
+	// means DefaultWriteTimeout. A commit that takes longer also makes Err
+	// report the sink as failing.
 	WriteTimeout time.Duration
 	// RetryInterval is how often a failed sink is retried. Zero means
 	// DefaultRetryInterval.
 	RetryInterval time.Duration
+	// QueueBytes bounds the records appended but not yet written. Zero means
+	// DefaultQueueBytes.
+	QueueBytes int
 	// MaxSizeBytes, when positive, overrides MaxSizeMB. It exists for tests.
 	MaxSizeBytes int64
 }
 
-// Record is one audit event. Seq, PrevHash and Hash are set by Write, and Time
-// if it is zero; the caller fills in the rest. Every string must already be redacted; never put
-// tool arguments or results here, only their Digest.
+// Record is one audit event. Seq, PrevHash and Hash are set by Append and
+// Write, and Time if it is zero; the caller fills in the rest. Every string must
+// already be redacted; never put tool arguments or results here, only their
+// Digest.
 type Record struct {
 	Seq       uint64    `json:"seq"`
 	PrevHash  string    `json:"prev_hash"`
 	Time      time.Time `json:"time"`
 	Type      string    `json:"type"`
 	RequestID string    `json:"request_id,omitempty"`
-	// Session is the MCP session ID. Write stores only its Digest.
+	// Session is the MCP session ID. The log stores only its Digest.
 	Session       string `json:"session,omitempty"`
 	PrincipalKind string `json:"principal_kind,omitempty"`
 	Principal     string `json:"principal,omitempty"`
@@ -163,30 +203,11 @@ type Record struct {
 	Hash   string            `json:"hash,omitempty"`
 }
 
-// body is Record without the fields Write assigns under the lock. Its fields and
-// tags must match Record's, in the same order.
-type body struct {
-	Time          time.Time         `json:"time"`
-	Type          string            `json:"type"`
-	RequestID     string            `json:"request_id,omitempty"`
-	Session       string            `json:"session,omitempty"`
-	PrincipalKind string            `json:"principal_kind,omitempty"`
-	Principal     string            `json:"principal,omitempty"`
-	Endpoint      string            `json:"endpoint,omitempty"`
-	Client        string            `json:"client,omitempty"`
-	Provider      string            `json:"provider,omitempty"`
-	Tool          string            `json:"tool,omitempty"`
-	ToolHash      string            `json:"tool_hash,omitempty"`
-	Decision      string            `json:"decision,omitempty"`
-	Outcome       string            `json:"outcome,omitempty"`
-	LatencyMS     int64             `json:"latency_ms,omitempty"`
-	ArgsDigest    string            `json:"args_digest,omitempty"`
-	Error         string            `json:"error,omitempty"`
-	Detail        map[string]string `json:"detail,omitempty"`
-}
-
-// ErrClosed is returned by Write after Close.
+// ErrClosed is returned by Append and Write after Close.
 var ErrClosed = errors.New("audit log closed")
+
+// monoStart anchors commit start times on the monotonic clock.
+var monoStart = time.Now()
 
 // Log is an open audit log. It is safe for concurrent use.
 type Log struct {
@@ -195,15 +216,31 @@ type Log struct {
 	key      []byte
 	ckKey    []byte
 	maxBytes int64
+	macs     sync.Pool // of *mac, keyed with key
 
-	mu       sync.Mutex
-	seq      uint64 // last assigned
-	prev     string // hash of the last assigned record
-	batch    *batch // records waiting for the writer
-	closed   bool
-	failErr  error // non-nil while the sink is failing
-	failedAt time.Time
-	lost     uint64 // records refused or dropped since failedAt
+	smu      sync.Mutex
+	sessions map[string]string // session ID → digest
+
+	failing     atomic.Bool  // failErr != nil, read by Err without the lock
+	commitStart atomic.Int64 // monotonic ns when the commit in flight began; 0 if none
+
+	mu         sync.Mutex
+	seq        uint64          // last assigned
+	prev       [64]byte        // hash of the last assigned record
+	pend       []byte          // lines the writer has not taken; they end at seq
+	pendN      uint64          // lines in pend
+	dones      []chan struct{} // closed once everything in pend is written
+	curDone    chan struct{}   // the newest of dones, shared by Writes until the next take
+	spare      []byte          // a written batch's buffer, reused by pend
+	inflight   int             // bytes the writer is committing
+	changed    chan struct{}   // closed when a commit ends or the writer stops; made on demand
+	closed     bool            // Close has begun: no new records
+	writerDone bool            // the writer has stopped: records can no longer be queued
+	closeLost  uint64          // records still queued when the writer stopped
+	failErr    error           // non-nil while the sink is failing
+	failedAt   time.Time
+	lost       uint64 // records dropped and not yet reported in the log
+	dropped    uint64 // records dropped since Open
 
 	kick    chan struct{}
 	quit    chan struct{}
@@ -218,18 +255,22 @@ type Log struct {
 	ckSeq       uint64 // last checkpointed seq
 }
 
-// batch is a group of encoded records committed with one write.
+// batch is a group of lines committed with one write.
 type batch struct {
-	buf       []byte
-	n         uint64
-	first     uint64
-	last      uint64
-	lastHash  string
-	startSeq  uint64 // chain state before the batch, restored if it fails
-	startPrev string
-	done      chan struct{}
-	err       error // set before done is closed
+	buf   []byte
+	n     uint64
+	dones []chan struct{}
 }
+
+// mac is a pooled HMAC with room for its output.
+type mac struct {
+	h   hash.Hash
+	sum [sha256.Size]byte
+	out [len(DigestPrefix) + 2*sha256.Size]byte
+}
+
+// encBuf holds a record's body while it is encoded outside the lock.
+var encBuf = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // Open opens or creates the log at cfg.File and resumes its chain from the last
 // record written, in the current file or the newest rotated one.
@@ -240,8 +281,8 @@ func Open(cfg Config, logger zerolog.Logger) (*Log, error) {
 	if len(cfg.DigestKey) != DigestKeySize {
 		return nil, fmt.Errorf("opening audit log: digest key is %d bytes, want %d", len(cfg.DigestKey), DigestKeySize)
 	}
-	if cfg.MaxSizeMB < 0 || cfg.MaxBackups < 0 || cfg.MaxAgeDays < 0 || cfg.CheckpointEvery < 0 {
-		return nil, errors.New("opening audit log: negative size, backup, age or checkpoint setting")
+	if cfg.MaxSizeMB < 0 || cfg.MaxBackups < 0 || cfg.MaxAgeDays < 0 || cfg.CheckpointEvery < 0 || cfg.QueueBytes < 0 {
+		return nil, errors.New("opening audit log: negative size, backup, age, checkpoint or queue setting")
 	}
 	if cfg.MaxSizeMB == 0 {
 		cfg.MaxSizeMB = DefaultMaxSizeMB
@@ -255,11 +296,15 @@ func Open(cfg Config, logger zerolog.Logger) (*Log, error) {
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = DefaultRetryInterval
 	}
+	if cfg.QueueBytes == 0 {
+		cfg.QueueBytes = DefaultQueueBytes
+	}
 	l := &Log{
 		cfg:      cfg,
 		log:      logger.With().Str("component", "audit").Logger(),
 		key:      append([]byte(nil), cfg.DigestKey...),
 		maxBytes: int64(cfg.MaxSizeMB) << 20,
+		sessions: make(map[string]string),
 		kick:     make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 		stopped:  make(chan struct{}),
@@ -268,6 +313,7 @@ func Open(cfg Config, logger zerolog.Logger) (*Log, error) {
 		l.maxBytes = cfg.MaxSizeBytes
 	}
 	l.ckKey = checkpointKey(l.key)
+	l.macs.New = func() any { return &mac{h: hmac.New(sha256.New, l.key)} }
 
 	l.fmu.Lock()
 	seq, hash, anomalies, err := l.openCurrent()
@@ -280,7 +326,8 @@ func Open(cfg Config, logger zerolog.Logger) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening audit log: %w", err)
 	}
-	l.seq, l.prev = seq, hash
+	l.seq = seq
+	copy(l.prev[:], hash)
 	go l.run()
 
 	for _, a := range anomalies {
@@ -294,7 +341,17 @@ func Open(cfg Config, logger zerolog.Logger) (*Log, error) {
 }
 
 // Digest returns "hmac-sha256:<hex>" of value under the log's digest key.
-func (l *Log) Digest(value []byte) string { return Digest(l.key, value) }
+func (l *Log) Digest(value []byte) string {
+	m := l.macs.Get().(*mac)
+	m.h.Reset()
+	m.h.Write(value)
+	m.h.Sum(m.sum[:0])
+	copy(m.out[:], DigestPrefix)
+	hex.Encode(m.out[len(DigestPrefix):], m.sum[:])
+	s := string(m.out[:])
+	l.macs.Put(m)
+	return s
+}
 
 // Digest returns "hmac-sha256:<hex>" of value under key: what Log.Digest returns
 // for a log opened with that key. Operators use it to search for a known value.
@@ -302,6 +359,25 @@ func Digest(key, value []byte) string {
 	m := hmac.New(sha256.New, key)
 	m.Write(value)
 	return DigestPrefix + hex.EncodeToString(m.Sum(nil))
+}
+
+// sessionDigest returns the digest of a session ID, computed once per session
+// while it stays in the bounded cache.
+func (l *Log) sessionDigest(id string) string {
+	l.smu.Lock()
+	d, ok := l.sessions[id]
+	l.smu.Unlock()
+	if ok {
+		return d
+	}
+	d = l.Digest([]byte(id))
+	l.smu.Lock()
+	if len(l.sessions) >= sessionCacheSize {
+		clear(l.sessions)
+	}
+	l.sessions[id] = d
+	l.smu.Unlock()
+	return d
 }
 
 // checkpointKey derives the checkpoint MAC key, distinct from the digest key so
@@ -312,84 +388,243 @@ func checkpointKey(key []byte) []byte {
 	return m.Sum(nil)
 }
 
-// Err returns nil while the sink is healthy, and the write error while it is
-// failing (until a retry, every Config.RetryInterval, succeeds). Callers can
-// check it before running a tool call, so that the call is refused rather than
-// run and then left unaudited. It reports failures with FailOpen too (for
-// health checks); callers that chose FailOpen should not refuse on it.
+// Err returns nil while the sink is healthy, and an EUNAVAILABLE error while it
+// is failing: a commit failed (until a retry, every Config.RetryInterval,
+// succeeds) or has taken longer than Config.WriteTimeout. Callers check it
+// before running a tool call, so that the call is refused rather than run while
+// its record may not be written; that refusal is also what keeps the queue
+// bounded during an outage. It reports failures with FailOpen too (for health
+// checks); callers that chose FailOpen should not refuse on it.
 func (l *Log) Err() error {
+	if l.failing.Load() {
+		l.mu.Lock()
+		err := l.failErr
+		l.mu.Unlock()
+		if err != nil {
+			return unavailable(err)
+		}
+	}
+	if start := l.commitStart.Load(); start != 0 {
+		if d := time.Duration(int64(time.Since(monoStart)) - start); d > l.cfg.WriteTimeout {
+			return unavailable(fmt.Errorf("writing audit log %s: no answer from disk for %s", l.cfg.File, d.Round(time.Millisecond)))
+		}
+	}
+	return nil
+}
+
+// Dropped returns how many records were dropped since Open: refused by a full
+// queue after Config.WriteTimeout, appended after Close, not encodable (a time
+// outside years 0–9999), or still unwritten when Close gave up on a failing
+// sink.
+func (l *Log) Dropped() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.failErr == nil {
-		return nil
-	}
-	return unavailable(l.failErr)
+	return l.dropped
 }
 
 func unavailable(err error) error {
 	return switchboard.WrapError(switchboard.EUNAVAILABLE, err, "audit log unavailable")
 }
 
-// Write appends rec to the log and returns once it has been written (and synced,
-// with Config.Fsync). It sets Seq, PrevHash and Hash, Time if zero, and replaces
-// Session with its digest. If the record cannot be written, it returns an
-// EUNAVAILABLE *switchboard.Error, or with Config.FailOpen logs the record's
-// identity at error level and returns nil. While the sink is failing, Write
-// fails at once without touching the disk. Safe for concurrent use.
+// Append queues rec and returns without waiting for the disk. It sets Seq,
+// PrevHash and Hash, Time if zero, and replaces Session with its digest; the
+// record's place in the log is fixed when Append returns. It blocks only while
+// the queue is full, for up to Config.WriteTimeout; then it drops the record and
+// returns an EUNAVAILABLE *switchboard.Error (with Config.FailOpen, it logs the
+// record's identity at error level and returns nil, except after Close). A
+// failing sink does not drop records: they stay queued until it recovers. Safe
+// for concurrent use.
+func (l *Log) Append(rec Record) error {
+	_, err := l.enqueue(&rec, false)
+	return err
+}
+
+// Write is Append, then waits until the record is in the file (and synced, with
+// Config.Fsync) or Config.WriteTimeout passes. If the sink is failing, it
+// returns at once. Either way the record stays queued and is written when the
+// sink recovers; the EUNAVAILABLE error (nil with Config.FailOpen) says it is
+// not in the file yet. Use it where the caller must not go on before its record
+// is written.
 func (l *Log) Write(rec Record) error {
+	done, err := l.enqueue(&rec, true)
+	if err != nil || done == nil {
+		return err
+	}
+	return l.wait(&rec, done)
+}
+
+// enqueue encodes and chains rec. With wait, it returns a channel closed once
+// the record is written, or a non-nil error if the sink is failing.
+func (l *Log) enqueue(rec *Record, wait bool) (chan struct{}, error) {
 	if rec.Time.IsZero() {
 		rec.Time = time.Now()
 	}
 	if rec.Session != "" && !strings.HasPrefix(rec.Session, DigestPrefix) {
-		rec.Session = l.Digest([]byte(rec.Session))
+		rec.Session = l.sessionDigest(rec.Session)
 	}
-	enc, err := json.Marshal(newBody(&rec))
-	if err != nil { // not reachable with string fields, but never write a broken line
-		return l.refuse(&rec, fmt.Errorf("encoding audit record: %w", err))
+	bp := encBuf.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 64<<10 {
+			encBuf.Put(bp)
+		}
+	}()
+	enc, err := appendBody((*bp)[:0], rec)
+	*bp = enc[:0]
+	if err != nil { // a time outside years 0–9999; never write a broken line
+		return nil, l.drop(rec, fmt.Errorf("encoding audit record: %w", err))
 	}
 
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return unavailable(ErrClosed)
+		return nil, l.drop(rec, ErrClosed)
 	}
-	if l.failErr != nil {
-		l.lost++
-		err := l.failErr
+	if err := l.waitRoom(len(enc) + lineOverhead); err != nil {
 		l.mu.Unlock()
-		return l.refuse(&rec, err)
+		return nil, l.drop(rec, err)
 	}
-	b := l.batch
-	if b == nil {
-		b = &batch{startSeq: l.seq, startPrev: l.prev, first: l.seq + 1, done: make(chan struct{})}
-		l.batch = b
+	first := len(l.pend) == 0
+	l.chain(enc)
+	var done chan struct{}
+	failErr := l.failErr
+	if wait && failErr == nil {
+		if l.curDone == nil {
+			l.curDone = make(chan struct{})
+			l.dones = append(l.dones, l.curDone)
+		}
+		done = l.curDone
 	}
-	l.seq++
-	b.buf, l.prev = appendLine(b.buf, l.seq, l.prev, enc)
-	b.n++
-	b.last, b.lastHash = l.seq, l.prev
 	l.mu.Unlock()
 
+	if first {
+		// The writer takes everything queued each time; one kick per batch.
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+	}
+	if wait && failErr != nil {
+		return nil, l.notYet(failErr)
+	}
+	return done, nil
+}
+
+// chain appends the line of the record with body enc to the queue. l.mu is held.
+func (l *Log) chain(enc []byte) {
+	if need := len(enc) + lineOverhead; cap(l.pend)-len(l.pend) < need {
+		// Double, rather than append's 1.25 for large slices: a queue that
+		// grows while the writer is busy is copied about once, not five times.
+		grown := make([]byte, len(l.pend), max(2*cap(l.pend), len(l.pend)+need, 64<<10))
+		copy(grown, l.pend)
+		l.pend = grown
+	}
+	l.seq++
+	l.pend = appendLine(l.pend, l.seq, &l.prev, enc[1:len(enc)-1])
+	l.pendN++
+}
+
+// queued is the size of the queue. l.mu is held.
+func (l *Log) queued() int { return len(l.pend) + l.inflight }
+
+// waitRoom waits, with l.mu held (released while it waits), until need more
+// bytes fit in the queue, for up to Config.WriteTimeout.
+func (l *Log) waitRoom(need int) error {
+	fits := func() bool { return l.queued() == 0 || l.queued()+need <= l.cfg.QueueBytes }
+	if fits() {
+		return nil
+	}
+	if l.failErr != nil && l.cfg.FailOpen {
+		// Waiting would only delay calls that fail_open chose to serve; the
+		// queue drains no sooner than the sink recovers.
+		return fmt.Errorf("audit queue full (%d bytes) while the sink is failing: %w", l.cfg.QueueBytes, l.failErr)
+	}
+	t := time.NewTimer(l.cfg.WriteTimeout)
+	defer t.Stop()
+	for {
+		if l.writerDone {
+			return ErrClosed
+		}
+		if fits() {
+			return nil
+		}
+		ch := l.changedChan()
+		l.mu.Unlock()
+		select {
+		case <-ch:
+			l.mu.Lock()
+		case <-t.C:
+			l.mu.Lock()
+			if fits() && !l.writerDone {
+				return nil
+			}
+			return fmt.Errorf("audit queue full (%d bytes) for %s: the disk is not keeping up", l.cfg.QueueBytes, l.cfg.WriteTimeout)
+		}
+	}
+}
+
+// wait waits for done, which Write got from enqueue.
+func (l *Log) wait(rec *Record, done chan struct{}) error {
+	t := time.NewTimer(l.cfg.WriteTimeout)
+	defer t.Stop()
+	for {
+		l.mu.Lock()
+		failErr, ch := l.failErr, l.changedChan()
+		l.mu.Unlock()
+		select {
+		case <-done:
+			return nil
+		default:
+		}
+		if failErr != nil {
+			return l.notYet(failErr)
+		}
+		select {
+		case <-done:
+			return nil
+		case <-ch:
+		case <-t.C:
+			return l.notYet(fmt.Errorf("writing audit record: no answer from disk within %s; the record stays queued", l.cfg.WriteTimeout))
+		}
+	}
+}
+
+// changedChan returns the channel closed at the next change. l.mu is held.
+func (l *Log) changedChan() chan struct{} {
+	if l.changed == nil {
+		l.changed = make(chan struct{})
+	}
+	return l.changed
+}
+
+// notify wakes everyone waiting on changedChan. l.mu is held.
+func (l *Log) notify() {
+	if l.changed != nil {
+		close(l.changed)
+		l.changed = nil
+	}
+}
+
+// notYet is Write's result for a record that is queued but not written.
+func (l *Log) notYet(err error) error {
+	if l.cfg.FailOpen {
+		return nil
+	}
+	return unavailable(err)
+}
+
+// drop counts a record that will never be written and turns err into the
+// caller's result.
+func (l *Log) drop(rec *Record, err error) error {
+	l.mu.Lock()
+	l.lost++
+	l.dropped++
+	l.mu.Unlock()
+	// Let the writer note the drop in the log even if nothing else is queued.
 	select {
 	case l.kick <- struct{}{}:
 	default:
 	}
-	t := time.NewTimer(l.cfg.WriteTimeout)
-	defer t.Stop()
-	select {
-	case <-b.done:
-		if b.err != nil {
-			return l.refuse(&rec, b.err)
-		}
-		return nil
-	case <-t.C:
-		return l.refuse(&rec, fmt.Errorf("writing audit record: no answer from disk within %s", l.cfg.WriteTimeout))
-	}
-}
-
-// refuse turns a write failure into Write's result.
-func (l *Log) refuse(rec *Record, err error) error {
-	if !l.cfg.FailOpen {
+	if !l.cfg.FailOpen || errors.Is(err, ErrClosed) {
 		return unavailable(err)
 	}
 	l.log.Error().Err(err).
@@ -400,63 +635,15 @@ func (l *Log) refuse(rec *Record, err error) error {
 	return nil
 }
 
-// newBody copies rec's caller fields, normalizing time and capping sizes.
-func newBody(rec *Record) *body {
-	b := &body{
-		Time:          rec.Time.UTC(),
-		Type:          limit(rec.Type),
-		RequestID:     limit(rec.RequestID),
-		Session:       limit(rec.Session),
-		PrincipalKind: limit(rec.PrincipalKind),
-		Principal:     limit(rec.Principal),
-		Endpoint:      limit(rec.Endpoint),
-		Client:        limit(rec.Client),
-		Provider:      limit(rec.Provider),
-		Tool:          limit(rec.Tool),
-		ToolHash:      limit(rec.ToolHash),
-		Decision:      limit(rec.Decision),
-		Outcome:       limit(rec.Outcome),
-		LatencyMS:     rec.LatencyMS,
-		ArgsDigest:    limit(rec.ArgsDigest),
-		Error:         limit(rec.Error),
+// internal chains a record the log writes about itself. l.mu is held.
+func (l *Log) internal(rec Record) {
+	rec.Time = time.Now()
+	enc, err := appendBody(nil, &rec)
+	if err != nil { // not reachable: the time is now
+		l.log.Error().Err(err).Msg("encoding an audit record about the log")
+		return
 	}
-	if len(rec.Detail) > 0 {
-		b.Detail = make(map[string]string, min(len(rec.Detail), maxDetails))
-		for k, v := range rec.Detail {
-			if len(b.Detail) == maxDetails {
-				b.Detail["_truncated"] = "true"
-				break
-			}
-			b.Detail[limit(k)] = limit(v)
-		}
-	}
-	return b
-}
-
-func limit(s string) string {
-	if len(s) <= maxField {
-		return s
-	}
-	return s[:maxField-len("…")] + "…"
-}
-
-// appendLine appends the full line for a record with body enc and returns the
-// line's hash.
-func appendLine(dst []byte, seq uint64, prev string, enc []byte) ([]byte, string) {
-	start := len(dst)
-	dst = append(dst, `{"seq":`...)
-	dst = strconv.AppendUint(dst, seq, 10)
-	dst = append(dst, `,"prev_hash":"`...)
-	dst = append(dst, prev...)
-	dst = append(dst, `",`...)
-	dst = append(dst, enc[1:]...) // enc is `{"time":…}`
-	sum := sha256.Sum256(dst[start:])
-	h := hex.EncodeToString(sum[:])
-	dst = dst[:len(dst)-1]
-	dst = append(dst, `,"hash":"`...)
-	dst = append(dst, h...)
-	dst = append(dst, "\"}\n"...)
-	return dst, h
+	l.chain(enc)
 }
 
 // run is the writer goroutine: it commits batches and retries a failed sink.
@@ -471,54 +658,89 @@ func (l *Log) run() {
 		case <-retry.C:
 			l.retry()
 		case <-l.quit:
-			l.flush()
+			l.drain()
 			return
 		}
 	}
 }
 
-// flush commits the pending batch, if any.
+// flush commits the queue, batch after batch, until it is empty or the sink
+// fails. Only the writer goroutine calls it, so batches reach the file in
+// chain order.
 func (l *Log) flush() {
-	l.mu.Lock()
-	b := l.batch
-	l.batch = nil
-	l.mu.Unlock()
-	if b == nil {
-		return
-	}
-	err := l.commit(b.buf, b.first, b.last, b.lastHash)
-	if err != nil {
+	for {
 		l.mu.Lock()
-		// The records were not written: take them out of the chain, and fail the
-		// records queued since, which chain onto them.
-		l.seq, l.prev = b.startSeq, b.startPrev
-		lost := b.n
-		if nb := l.batch; nb != nil {
-			l.batch = nil
-			lost += nb.n
-			nb.err = err
-			close(nb.done)
+		if l.failErr != nil || (len(l.pend) == 0 && l.lost == 0) {
+			l.mu.Unlock()
+			return
 		}
-		if l.failErr == nil {
-			l.failErr, l.failedAt, l.lost = err, time.Now(), 0
+		if l.lost > 0 {
+			l.internal(Record{Type: TypeAudit, Outcome: OutcomeError,
+				Error:  "audit records were dropped before they could be queued (the gateway log names them)",
+				Detail: map[string]string{"event": "records_dropped", "lost_records": strconv.FormatUint(l.lost, 10)}})
+			l.lost = 0
 		}
-		l.lost += lost
+		b := l.take()
 		l.mu.Unlock()
-		l.log.Error().Err(err).Str("file", l.cfg.File).Bool("fail_open", l.cfg.FailOpen).
-			Msg("audit sink failed; retrying")
+
+		err := l.commit(b.buf)
+		if err != nil { // logged before Writes learn of it
+			l.log.Error().Err(err).Str("file", l.cfg.File).Bool("fail_open", l.cfg.FailOpen).
+				Uint64("kept_records", b.n).Msg("audit sink failed; keeping the records and retrying")
+		}
+		l.mu.Lock()
+		l.finish(&b, err)
+		l.mu.Unlock()
+		if err != nil {
+			return
+		}
 	}
-	b.err = err
-	close(b.done)
 }
 
-// retry tries to bring a failed sink back: reopen the file, resume the chain
-// from what is on disk, and write a record of the outage.
-func (l *Log) retry() {
+// take hands the queue to the writer as a batch. l.mu is held.
+func (l *Log) take() batch {
+	b := batch{buf: l.pend, n: l.pendN, dones: l.dones}
+	l.pend, l.spare = l.spare, nil
+	l.pendN, l.dones, l.curDone = 0, nil, nil
+	l.inflight = len(b.buf)
+	l.commitStart.Store(int64(time.Since(monoStart)) | 1)
+	return b
+}
+
+// finish settles a committed batch: on success its Writes return, on failure
+// its records go back to the head of the queue and the sink counts as failing.
+// l.mu is held.
+func (l *Log) finish(b *batch, err error) {
+	l.inflight = 0
+	l.commitStart.Store(0)
+	if err == nil {
+		for _, d := range b.dones {
+			close(d)
+		}
+		if cap(b.buf) <= maxSpare {
+			l.spare = b.buf[:0]
+		}
+	} else {
+		l.pend = append(b.buf, l.pend...)
+		l.pendN += b.n
+		l.dones = append(b.dones, l.dones...)
+		if l.failErr == nil {
+			l.failErr, l.failedAt = err, time.Now()
+			l.failing.Store(true)
+		}
+	}
+	l.notify()
+}
+
+// retry tries to bring a failed sink back: reopen the file, reconcile the
+// queue with what is on disk, and write the queue followed by a record of the
+// outage. It reports whether the sink is healthy.
+func (l *Log) retry() bool {
 	l.mu.Lock()
-	failErr, failedAt, closed := l.failErr, l.failedAt, l.closed
+	failErr, failedAt := l.failErr, l.failedAt
 	l.mu.Unlock()
-	if failErr == nil || closed {
-		return
+	if failErr == nil {
+		return true
 	}
 	l.fmu.Lock()
 	if l.file != nil {
@@ -529,38 +751,151 @@ func (l *Log) retry() {
 	l.fmu.Unlock()
 	if err != nil {
 		l.log.Debug().Err(err).Msg("audit sink still failing")
-		return
+		return false
 	}
 
 	l.mu.Lock()
-	lost := l.lost
-	rec := Record{
-		Time: time.Now(), Type: TypeAudit, Outcome: OutcomeOK,
-		Error: limit(failErr.Error()),
+	l.reconcile(seq, hash)
+	kept, lost := l.pendN, l.lost
+	beforeSeq, beforePrev, before := l.seq, l.prev, len(l.pend)
+	l.internal(Record{Type: TypeAudit, Outcome: OutcomeOK, Error: limit(failErr.Error()),
 		Detail: map[string]string{
-			"event":        "sink_recovered",
-			"failed_since": failedAt.UTC().Format(time.RFC3339Nano),
-			"lost_records": strconv.FormatUint(lost, 10),
-			"fail_open":    strconv.FormatBool(l.cfg.FailOpen),
-		},
-	}
-	enc, _ := json.Marshal(newBody(&rec))
-	buf, h := appendLine(nil, seq+1, hash, enc)
+			"event":          "sink_recovered",
+			"failed_since":   failedAt.UTC().Format(time.RFC3339Nano),
+			"lost_records":   strconv.FormatUint(lost, 10),
+			"queued_records": strconv.FormatUint(kept, 10),
+			"fail_open":      strconv.FormatBool(l.cfg.FailOpen),
+		}})
+	recLen := len(l.pend) - before
+	b := l.take()
 	l.mu.Unlock()
 
-	if err := l.commit(buf, seq+1, seq+1, h); err != nil {
-		l.log.Debug().Err(err).Msg("audit sink still failing")
-		return
-	}
+	err = l.commit(b.buf)
 	l.mu.Lock()
-	l.seq, l.prev = seq+1, h
-	l.failErr, l.lost = nil, 0
+	if err != nil {
+		l.unrecover(&b, recLen, beforeSeq, beforePrev)
+		l.mu.Unlock()
+		l.log.Debug().Err(err).Msg("audit sink still failing")
+		return false
+	}
+	l.finish(&b, nil)
+	l.lost -= lost
+	l.failErr = nil
+	l.failing.Store(false)
 	l.mu.Unlock()
-	l.log.Warn().Str("file", l.cfg.File).Uint64("lost_records", lost).Msg("audit sink recovered")
+	l.log.Warn().Str("file", l.cfg.File).Uint64("queued_records", kept).Uint64("lost_records", lost).
+		Msg("audit sink recovered")
+	l.flush() // what was appended meanwhile
+	return true
 }
 
-// Close flushes pending records, writes the checkpoint, syncs and closes the
-// file. Later Writes fail with ErrClosed. Close is idempotent.
+// unrecover puts a failed recovery batch back: its records return to the head
+// of the queue without the sink_recovered record at its end (which would claim a
+// recovery that did not happen), and records appended meanwhile, which chain
+// onto that record, are re-chained onto the one before it. l.mu is held.
+func (l *Log) unrecover(b *batch, recLen int, seq uint64, prev [64]byte) {
+	l.inflight = 0
+	l.commitStart.Store(0)
+	tail, tailN := l.pend, l.pendN
+	l.seq, l.prev = seq, prev
+	l.pend, l.pendN = b.buf[:len(b.buf)-recLen], b.n-1
+	if len(tail) > 0 {
+		var n, bad uint64
+		l.pend, l.seq, n, bad = rechain(l.pend, tail, l.seq, &l.prev)
+		l.pendN += n
+		l.countBad(bad, tailN)
+	}
+	l.dones = append(b.dones, l.dones...)
+	l.notify()
+}
+
+// reconcile makes the queue continue the chain found on disk (seq, hash) when
+// the sink comes back. Normally the disk ends where the queue starts. If a
+// failed commit reached the disk after all, the records already there leave the
+// queue. If the file was replaced or moved, the queue is renumbered and
+// re-chained onto what is there now. l.mu is held.
+func (l *Log) reconcile(seq uint64, hash string) {
+	var h [64]byte
+	copy(h[:], hash)
+	if len(l.pend) == 0 {
+		l.seq, l.prev = seq, h
+		return
+	}
+	rest := l.pend
+	for i := uint64(1); len(rest) > 0; i++ {
+		nl := bytes.IndexByte(rest, '\n')
+		s, prev, lh, _, ok := parseLine(rest[:nl])
+		rest = rest[nl+1:]
+		if !ok {
+			break
+		}
+		if i == 1 && s == seq+1 && string(prev) == hash {
+			return
+		}
+		if s == seq && string(lh) == hash {
+			l.pend, l.pendN = l.pend[len(l.pend)-len(rest):], l.pendN-i
+			if l.pendN == 0 {
+				for _, d := range l.dones {
+					close(d)
+				}
+				l.dones, l.curDone = nil, nil
+			}
+			return
+		}
+	}
+	queued := l.pendN
+	var n, bad uint64
+	l.prev = h
+	l.pend, l.seq, n, bad = rechain(nil, l.pend, seq, &l.prev)
+	l.pendN = n
+	l.countBad(bad, queued)
+	l.log.Warn().Str("file", l.cfg.File).Uint64("resumed_at_seq", seq).Uint64("queued_records", n).
+		Msg("the audit log on disk is not where the queue left it; continuing its chain")
+}
+
+// countBad accounts for queued lines rechain could not read (none are
+// expected). l.mu is held.
+func (l *Log) countBad(bad, of uint64) {
+	if bad == 0 {
+		return
+	}
+	l.lost += bad
+	l.dropped += bad
+	l.log.Error().Uint64("records", bad).Uint64("of", of).Msg("unreadable queued audit records dropped")
+}
+
+// drain is the writer's last act: write everything queued, retrying a failed
+// sink once, and stop taking records.
+func (l *Log) drain() {
+	retried := false
+	for {
+		l.flush()
+		l.mu.Lock()
+		if len(l.pend) == 0 || (l.failErr != nil && retried) {
+			lost := l.pendN
+			l.closeLost, l.dropped = lost, l.dropped+lost
+			l.pend, l.pendN = nil, 0
+			l.writerDone = true
+			failErr := l.failErr
+			l.notify()
+			l.mu.Unlock()
+			if lost > 0 {
+				l.log.Error().Err(failErr).Str("file", l.cfg.File).Uint64("lost_records", lost).
+					Msg("audit records not written at close: the sink is failing")
+			}
+			return
+		}
+		failing := l.failErr != nil
+		l.mu.Unlock()
+		if failing {
+			retried = true
+			l.retry()
+		}
+	}
+}
+
+// Close writes everything queued, then the checkpoint, syncs and closes the
+// file. Later Appends and Writes fail with ErrClosed. Close is idempotent.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -575,7 +910,10 @@ func (l *Log) Close() error {
 	l.fmu.Lock()
 	defer l.fmu.Unlock()
 	var errs []error
-	if l.durableSeq > l.ckSeq {
+	if l.closeLost > 0 {
+		errs = append(errs, fmt.Errorf("%d records not written: %w", l.closeLost, l.failErr))
+	}
+	if l.durableSeq != l.ckSeq {
 		errs = append(errs, l.writeHead())
 	}
 	if l.file != nil {

@@ -8,10 +8,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -199,9 +201,44 @@ func TestHashIsOverCanonicalJSON(t *testing.T) {
 	}
 }
 
-// body must mirror Record without the fields Write assigns, in the same order
+// body is Record without the fields the log assigns under its lock: the
+// reference that appendBody's output must equal when encoding/json encodes it.
+// Its fields and tags match Record's, in the same order.
+type body struct {
+	Time          time.Time         `json:"time"`
+	Type          string            `json:"type"`
+	RequestID     string            `json:"request_id,omitempty"`
+	Session       string            `json:"session,omitempty"`
+	PrincipalKind string            `json:"principal_kind,omitempty"`
+	Principal     string            `json:"principal,omitempty"`
+	Endpoint      string            `json:"endpoint,omitempty"`
+	Client        string            `json:"client,omitempty"`
+	Provider      string            `json:"provider,omitempty"`
+	Tool          string            `json:"tool,omitempty"`
+	ToolHash      string            `json:"tool_hash,omitempty"`
+	Decision      string            `json:"decision,omitempty"`
+	Outcome       string            `json:"outcome,omitempty"`
+	LatencyMS     int64             `json:"latency_ms,omitempty"`
+	ArgsDigest    string            `json:"args_digest,omitempty"`
+	Error         string            `json:"error,omitempty"`
+	Detail        map[string]string `json:"detail,omitempty"`
+}
+
+// newBody copies rec's caller fields the way appendBody reads them.
+func newBody(rec *Record) *body {
+	return &body{
+		Time: rec.Time.UTC(), Type: limit(rec.Type), RequestID: limit(rec.RequestID),
+		Session: limit(rec.Session), PrincipalKind: limit(rec.PrincipalKind), Principal: limit(rec.Principal),
+		Endpoint: limit(rec.Endpoint), Client: limit(rec.Client), Provider: limit(rec.Provider),
+		Tool: limit(rec.Tool), ToolHash: limit(rec.ToolHash), Decision: limit(rec.Decision),
+		Outcome: limit(rec.Outcome), LatencyMS: rec.LatencyMS, ArgsDigest: limit(rec.ArgsDigest),
+		Error: limit(rec.Error), Detail: limitDetail(rec.Detail),
+	}
+}
+
+// body must mirror Record without the fields the log assigns, in the same order
 // with the same tags, or the splice in appendLine would not equal the Record's
-// encoding.
+// encoding (and TestAppendBodyMatchesJSON would compare against the wrong thing).
 func TestBodyMirrorsRecord(t *testing.T) {
 	rt, bt := reflect.TypeFor[Record](), reflect.TypeFor[body]()
 	var want []reflect.StructField
@@ -588,10 +625,11 @@ func TestSinkFailureFailsClosedThenRecovers(t *testing.T) {
 	if l.Err() == nil {
 		t.Error("Err is nil while the sink is failing")
 	}
-	// Retries keep failing while the path is unusable, and Write fails fast.
+	// Retries keep failing while the path is unusable, and Write fails fast;
+	// the records stay queued.
 	time.Sleep(100 * time.Millisecond)
-	for range 3 {
-		if err := l.Write(toolCall(4)); err == nil {
+	for i := range 3 {
+		if err := l.Write(toolCall(4 + i)); err == nil {
 			t.Fatal("Write succeeded while the sink is failing")
 		}
 	}
@@ -601,24 +639,34 @@ func TestSinkFailureFailsClosedThenRecovers(t *testing.T) {
 
 	repair()
 	waitFor(t, "recovery", func() bool { return l.Err() == nil })
-	mustWrite(t, l, toolCall(5))
+	mustWrite(t, l, toolCall(7))
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
 	_, recs := readRecords(t, l.cfg.File)
-	if len(recs) != 4 {
-		t.Fatalf("%d records, want 2 + recovery + 1", len(recs))
+	var ids []string
+	for _, r := range recs {
+		ids = append(ids, r.RequestID)
 	}
-	rec := recs[2]
-	if rec.Type != TypeAudit || rec.Detail["event"] != "sink_recovered" || rec.Detail["lost_records"] != "4" || !strings.Contains(rec.Error, "no space left") {
+	if got := strings.Join(ids, ","); got != "req-1,req-2,req-3,req-4,req-5,req-6,,req-7" {
+		t.Fatalf("request IDs in the log: %s; want the records kept through the outage, then recovery", got)
+	}
+	rec := recs[6]
+	if rec.Type != TypeAudit || rec.Detail["event"] != "sink_recovered" || rec.Detail["lost_records"] != "0" ||
+		rec.Detail["queued_records"] != "4" || !strings.Contains(rec.Error, "no space left") {
 		t.Errorf("recovery record: %+v", rec)
 	}
-	if recs[3].RequestID != "req-5" || recs[3].Seq != 4 {
-		t.Errorf("last record: %+v", recs[3])
+	for i, r := range recs {
+		if r.Seq != uint64(i+1) {
+			t.Errorf("record %d has seq %d", i, r.Seq)
+		}
 	}
 	res := mustVerify(t, l.cfg.File, key)
 	if len(res.Notes) == 0 || !strings.Contains(res.Notes[0], "sink_recovered") {
 		t.Errorf("verify notes: %q", res.Notes)
+	}
+	if l.Dropped() != 0 {
+		t.Errorf("Dropped = %d", l.Dropped())
 	}
 }
 
@@ -659,16 +707,62 @@ func TestSinkFailureFailOpen(t *testing.T) {
 		t.Error("Err is nil while the sink is failing")
 	}
 	out := logs.String()
-	if !strings.Contains(out, `"level":"error"`) || !strings.Contains(out, "audit record dropped") || !strings.Contains(out, `"request_id":"req-12"`) {
-		t.Errorf("dropped records not logged at error level:\n%s", out)
+	if !strings.Contains(out, `"level":"error"`) || !strings.Contains(out, "audit sink failed") {
+		t.Errorf("sink failure not logged at error level:\n%s", out)
 	}
 	repair()
 	waitFor(t, "recovery", func() bool { return l.Err() == nil })
 	mustWrite(t, l, toolCall(2))
 	_, recs := readRecords(t, cfg.File)
-	if len(recs) != 3 || recs[1].Detail["lost_records"] != "3" || recs[1].Detail["fail_open"] != "true" {
+	if len(recs) != 6 || recs[3].RequestID != "req-12" || recs[4].Detail["lost_records"] != "0" || recs[4].Detail["fail_open"] != "true" {
 		t.Errorf("records after fail-open outage: %+v", recs)
 	}
+}
+
+// With fail_open, a queue that fills during an outage drops at once (the
+// calls go on) and the recovery record counts what was dropped.
+func TestFailOpenDropsWhenQueueFullDuringOutage(t *testing.T) {
+	var logs syncBuffer
+	key := MustKey(t)
+	cfg := Config{File: filepath.Join(t.TempDir(), "audit.log"), DigestKey: key, FailOpen: true,
+		QueueBytes: 4096, WriteTimeout: time.Hour, RetryInterval: 20 * time.Millisecond}
+	l, err := Open(cfg, zerolog.New(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	mustWrite(t, l, toolCall(1))
+	repair := breakSink(t, l)
+	if err := l.Append(toolCall(2)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the sink to fail", func() bool { return l.Err() != nil })
+	for i := range 20 { // far more than 4096 bytes
+		if err := l.Append(toolCall(100 + i)); err != nil {
+			t.Fatalf("Append with fail_open: %v", err)
+		}
+	}
+	dropped := l.Dropped()
+	if dropped == 0 || dropped == 20 {
+		t.Fatalf("Dropped = %d, want some of the 20", dropped)
+	}
+	if out := logs.String(); !strings.Contains(out, "audit record dropped (fail_open)") || !strings.Contains(out, `"request_id":"req-119"`) {
+		t.Errorf("drops not logged:\n%s", out)
+	}
+	repair()
+	waitFor(t, "recovery", func() bool { return l.Err() == nil })
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, recs := readRecords(t, cfg.File)
+	last := recs[len(recs)-1]
+	if last.Detail["event"] != "sink_recovered" || last.Detail["lost_records"] != strconv.FormatUint(dropped, 10) {
+		t.Errorf("recovery record: %+v (dropped %d)", last, dropped)
+	}
+	if uint64(len(recs)) != 2+20-dropped+1 {
+		t.Errorf("%d records, want %d", len(recs), 2+20-dropped+1)
+	}
+	mustVerify(t, cfg.File, key)
 }
 
 // A write that fails halfway is cut back off the file, so no half line stays
@@ -706,9 +800,510 @@ func TestPartialWriteIsUndone(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if res := mustVerify(t, l.cfg.File, key); res.Records != 3 {
+	// The failed record was kept and written after recovery.
+	if res := mustVerify(t, l.cfg.File, key); res.Records != 4 {
 		t.Errorf("verify: %+v", res)
 	}
+	if _, recs := readRecords(t, l.cfg.File); recs[1].RequestID != "req-2" || recs[2].Detail["event"] != "sink_recovered" {
+		t.Errorf("records: %+v", recs)
+	}
+}
+
+// readLines returns the complete lines of file (a line still being written
+// is left out).
+func readLines(t *testing.T, file string) []string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
+		return strings.Split(string(data[:i]), "\n")
+	}
+	return nil
+}
+
+// holdDisk blocks every commit until the returned function is called.
+func holdDisk(t *testing.T, l *Log) (release func()) {
+	t.Helper()
+	l.fmu.Lock()
+	var once sync.Once
+	release = func() { once.Do(l.fmu.Unlock) }
+	t.Cleanup(release)
+	return release
+}
+
+// waiting reports whether a caller waits for the queue or the disk.
+func waiting(l *Log) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.changed != nil
+}
+
+// Concurrent Appends end up in the file in order, each once, with a valid
+// chain, once Close returns: Close drains the queue.
+func TestAppendConcurrentThenClose(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key, MaxSizeBytes: 64 << 10, CheckpointEvery: 100})
+	const writers, per = 16, 100
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range per {
+				if err := l.Append(toolCall(w*1000 + i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res := mustVerify(t, l.cfg.File, key)
+	if res.Records != writers*per || res.LastSeq != writers*per || res.Checkpoint != "matched, MAC verified" {
+		t.Fatalf("verify: %+v", res)
+	}
+	// Each writer's records appear once and in the order it appended them.
+	next := map[int]int{}
+	for _, name := range res.Files {
+		_, recs := readRecords(t, name)
+		for _, r := range recs {
+			var n int
+			fmt.Sscanf(r.RequestID, "req-%d", &n)
+			w, i := n/1000, n%1000
+			if next[w] != i {
+				t.Fatalf("writer %d: record %d where %d was due", w, i, next[w])
+			}
+			next[w]++
+		}
+	}
+	for w := range writers {
+		if next[w] != per {
+			t.Errorf("writer %d: %d records, want %d", w, next[w], per)
+		}
+	}
+}
+
+// Append returns while the disk is busy; Write returns only once its record
+// is in the file.
+func TestWriteWaitsForDiskAppendDoesNot(t *testing.T) {
+	l := MustOpen(t, Config{})
+	release := holdDisk(t, l)
+	if err := l.Append(toolCall(1)); err != nil {
+		t.Fatal(err)
+	}
+	if lines := readLines(t, l.cfg.File); len(lines) != 0 {
+		t.Fatalf("lines on disk while the disk is held: %q", lines)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Write(toolCall(2)) }()
+	waitFor(t, "Write to wait", func() bool { return waiting(l) })
+	select {
+	case err := <-done:
+		t.Fatalf("Write returned (%v) before its record could be written", err)
+	default:
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	_, recs := readRecords(t, l.cfg.File)
+	if len(recs) != 2 || recs[0].RequestID != "req-1" || recs[1].RequestID != "req-2" {
+		t.Fatalf("after Write returned: %+v", recs)
+	}
+}
+
+// A full queue makes Append wait (backpressure) instead of dropping.
+func TestAppendBackpressure(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key, QueueBytes: 4096, WriteTimeout: time.Minute})
+	release := holdDisk(t, l)
+	const n = 20 // about 700 bytes each: most must wait
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() { errs <- l.Append(toolCall(i)) })
+	}
+	waitFor(t, "an Append to wait for room", func() bool { return waiting(l) })
+	l.mu.Lock()
+	queued := l.queued()
+	l.mu.Unlock()
+	if queued > 4096 {
+		t.Errorf("%d bytes queued, over the 4096 limit", queued)
+	}
+	release()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("Append: %v", err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if res := mustVerify(t, l.cfg.File, key); res.Records != n {
+		t.Errorf("verify: %+v", res)
+	}
+	if l.Dropped() != 0 {
+		t.Errorf("Dropped = %d", l.Dropped())
+	}
+}
+
+// When the queue stays full past WriteTimeout, Append drops the record loudly:
+// an error, the Dropped count, Err while the disk hangs, and a records_dropped
+// record in the log once it moves again.
+func TestAppendDropsWhenQueueStaysFull(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key, QueueBytes: 2048, WriteTimeout: 50 * time.Millisecond})
+	release := holdDisk(t, l)
+	if err := l.Append(toolCall(0)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the writer to start a commit", func() bool { return l.commitStart.Load() != 0 })
+	var err error
+	appended := 1
+	for i := 1; i < 20 && err == nil; i++ {
+		if err = l.Append(toolCall(i)); err == nil {
+			appended++
+		}
+	}
+	if err == nil || switchboard.ErrorCode(err) != switchboard.EUNAVAILABLE || !strings.Contains(err.Error(), "queue full") {
+		t.Fatalf("Append to a full queue: %v", err)
+	}
+	if l.Dropped() != 1 {
+		t.Errorf("Dropped = %d, want 1", l.Dropped())
+	}
+	if err := l.Err(); err == nil || !strings.Contains(err.Error(), "no answer from disk") {
+		t.Errorf("Err while a commit hangs past WriteTimeout: %v", err)
+	}
+	release()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, recs := readRecords(t, l.cfg.File)
+	if len(recs) != appended+1 {
+		t.Fatalf("%d records, want %d appended + records_dropped", len(recs), appended)
+	}
+	last := recs[len(recs)-1]
+	if last.Type != TypeAudit || last.Detail["event"] != "records_dropped" || last.Detail["lost_records"] != "1" {
+		t.Errorf("last record: %+v", last)
+	}
+	mustVerify(t, l.cfg.File, key)
+}
+
+// Appends while the sink fails are kept, and written after recovery with no
+// gap in seq and a valid chain.
+func TestAppendKeepsRecordsWhileSinkFails(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key})
+	mustWrite(t, l, toolCall(1), toolCall(2))
+	repair := breakSink(t, l)
+	for i := 3; i <= 5; i++ {
+		if err := l.Append(toolCall(i)); err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+	}
+	waitFor(t, "the sink to fail", func() bool { return l.Err() != nil })
+	for i := 6; i <= 8; i++ {
+		if err := l.Append(toolCall(i)); err != nil {
+			t.Fatalf("Append while failing: %v", err)
+		}
+	}
+	repair()
+	waitFor(t, "recovery", func() bool { return l.Err() == nil })
+	if err := l.Append(toolCall(9)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, recs := readRecords(t, l.cfg.File)
+	var ids []string
+	for i, r := range recs {
+		ids = append(ids, r.RequestID)
+		if r.Seq != uint64(i+1) {
+			t.Errorf("record %d has seq %d", i, r.Seq)
+		}
+	}
+	if got := strings.Join(ids, ","); got != "req-1,req-2,req-3,req-4,req-5,req-6,req-7,req-8,,req-9" {
+		t.Fatalf("request IDs: %s", got)
+	}
+	if r := recs[8]; r.Detail["event"] != "sink_recovered" || r.Detail["lost_records"] != "0" || r.Detail["queued_records"] != "6" {
+		t.Errorf("recovery record: %+v", r)
+	}
+	if res := mustVerify(t, l.cfg.File, key); res.Records != 10 {
+		t.Errorf("verify: %+v", res)
+	}
+	if l.Dropped() != 0 {
+		t.Errorf("Dropped = %d", l.Dropped())
+	}
+}
+
+// If the file was moved away during the outage, the kept records continue the
+// chain of the new file, renumbered from its end.
+func TestAppendRechainsOntoReplacedFile(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key})
+	mustWrite(t, l, toolCall(1), toolCall(2))
+	breakSink(t, l)
+	for i := 3; i <= 5; i++ {
+		if err := l.Append(toolCall(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the sink to fail", func() bool { return l.Err() != nil })
+	// The operator removes the directory in the way and keeps the old file
+	// aside: the log starts a new chain.
+	l.fmu.Lock()
+	if err := os.Remove(l.cfg.File); err != nil {
+		t.Fatal(err)
+	}
+	l.fmu.Unlock()
+	waitFor(t, "recovery", func() bool { return l.Err() == nil })
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, recs := readRecords(t, l.cfg.File)
+	if len(recs) != 4 || recs[0].RequestID != "req-3" || recs[0].Seq != 1 || recs[0].PrevHash != zeroHash || recs[3].Detail["event"] != "sink_recovered" {
+		t.Fatalf("new file: %+v", recs)
+	}
+	mustVerify(t, l.cfg.File, key)
+}
+
+// Close with a sink that stays broken reports the records it could not write.
+func TestCloseReportsUnwrittenRecords(t *testing.T) {
+	l := MustOpen(t, Config{})
+	mustWrite(t, l, toolCall(1))
+	breakSink(t, l)
+	for i := range 3 {
+		if err := l.Append(toolCall(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := l.Close()
+	if err == nil || !strings.Contains(err.Error(), "3 records not written") {
+		t.Fatalf("Close: %v", err)
+	}
+	if l.Dropped() != 3 {
+		t.Errorf("Dropped = %d", l.Dropped())
+	}
+	if err := l.Append(toolCall(9)); switchboard.ErrorCode(err) != switchboard.EUNAVAILABLE {
+		t.Errorf("Append after Close: %v", err)
+	}
+}
+
+// A batch larger than the size limit is split across rotated files at line
+// boundaries.
+func TestBatchSplitsAcrossRotation(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key, MaxSizeBytes: 2000})
+	release := holdDisk(t, l)
+	for i := range 30 {
+		if err := l.Append(toolCall(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res := mustVerify(t, l.cfg.File, key)
+	if res.Records != 30 || len(res.Files) < 5 {
+		t.Fatalf("verify: %+v", res)
+	}
+	for _, name := range res.Files {
+		if st, err := os.Stat(name); err != nil || st.Size() > 2000 {
+			t.Errorf("%s: %v bytes (%v), over the limit", name, st.Size(), err)
+		}
+	}
+}
+
+// queueOf builds n queued lines chained onto (seq, prev).
+func queueOf(seq uint64, prev string, n int) []byte {
+	var h [64]byte
+	copy(h[:], prev)
+	var buf []byte
+	for i := range n {
+		rec := toolCall(i)
+		rec.Time = time.Now()
+		enc, _ := appendBody(nil, &rec)
+		seq++
+		buf = appendLine(buf, seq, &h, enc[1:len(enc)-1])
+	}
+	return buf
+}
+
+// checkQueue checks that buf is a valid chain of n lines onto (seq, prev).
+func checkQueue(t *testing.T, buf []byte, seq uint64, prev string, n int) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(string(buf), "\n"), "\n")
+	if len(buf) == 0 {
+		lines = nil
+	}
+	if len(lines) != n {
+		t.Fatalf("%d lines, want %d", len(lines), n)
+	}
+	for _, line := range lines {
+		s, p, h, _, ok := parseLine([]byte(line))
+		sum := sha256.Sum256([]byte(line[:len(line)-lineSuffix] + "}"))
+		if !ok || s != seq+1 || string(p) != prev || string(h) != hex.EncodeToString(sum[:]) {
+			t.Fatalf("line %q: seq %d prev %s, want seq %d prev %s", line, s, p, seq+1, prev)
+		}
+		seq, prev = s, string(h)
+	}
+}
+
+func TestReconcile(t *testing.T) {
+	start := strings.Repeat("a", 64)
+	full := queueOf(10, start, 4)
+	lines := strings.SplitAfter(string(full), "\n")
+	_, _, h2, _, _ := parseLine([]byte(strings.TrimSuffix(lines[1], "\n")))
+	_, _, h4, _, _ := parseLine([]byte(strings.TrimSuffix(lines[3], "\n")))
+	tests := []struct {
+		name     string
+		seq      uint64
+		hash     string
+		wantSeq  uint64 // where the queue must start from
+		wantPrev string
+		wantN    int
+		closed   bool
+	}{
+		{"disk ends where the queue starts", 10, start, 10, start, 4, false},
+		{"two records reached the disk", 12, string(h2), 12, string(h2), 2, false},
+		{"all records reached the disk", 14, string(h4), 14, string(h4), 0, true},
+		{"a new file", 0, zeroHash, 0, zeroHash, 4, false},
+		{"another chain", 99, strings.Repeat("b", 64), 99, strings.Repeat("b", 64), 4, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			done := make(chan struct{})
+			l := &Log{log: zerolog.New(zerolog.NewTestWriter(t)), pend: bytes.Clone(full), pendN: 4, seq: 14, dones: []chan struct{}{done}}
+			copy(l.prev[:], h4)
+			l.reconcile(tt.seq, tt.hash)
+			checkQueue(t, l.pend, tt.wantSeq, tt.wantPrev, tt.wantN)
+			if l.pendN != uint64(tt.wantN) || l.seq != tt.wantSeq+uint64(tt.wantN) {
+				t.Errorf("pendN %d seq %d", l.pendN, l.seq)
+			}
+			if n := tt.wantN; n > 0 {
+				_, _, last, _, _ := parseLine(bytes.TrimSuffix(l.pend[bytes.LastIndexByte(l.pend[:len(l.pend)-1], '\n')+1:], []byte("\n")))
+				if string(last) != string(l.prev[:]) {
+					t.Errorf("prev %s is not the last line's hash %s", l.prev[:], last)
+				}
+			}
+			select {
+			case <-done:
+				if !tt.closed {
+					t.Error("Writes released before their records were written")
+				}
+			default:
+				if tt.closed {
+					t.Error("Writes not released although every record is on disk")
+				}
+			}
+		})
+	}
+}
+
+// randString returns a string mixing ASCII, HTML, control bytes, invalid
+// UTF-8, line separators and other runes, sometimes past maxField.
+func randString(r *mrand.Rand) string {
+	pieces := []string{"a", "Z", "0", " ", "<", ">", "&", `"`, `\`, "/", "\n", "\r", "\t", "\b", "\f", "\x00", "\x1b", "\x7f",
+		"\xff", "\xc3", "é", "€", "𝄞", "\u2028", "\u2029", "\u202e", "\ufffd", "…"}
+	n := r.IntN(20)
+	if r.IntN(50) == 0 {
+		n = maxField + r.IntN(10)
+	}
+	var b strings.Builder
+	for range n {
+		b.WriteString(pieces[r.IntN(len(pieces))])
+	}
+	return b.String()
+}
+
+// appendBody must produce exactly what encoding/json makes of the same body:
+// the chain's hashes are defined over that encoding.
+func TestAppendBodyMatchesJSON(t *testing.T) {
+	r := mrand.New(mrand.NewPCG(1, uint64(time.Now().UnixNano())))
+	zones := []*time.Location{time.UTC, time.FixedZone("x", 5*3600+1800), time.Local}
+	for i := range 3000 {
+		rec := Record{
+			Time:      time.Unix(r.Int64N(253402300799)-62135596800+r.Int64N(62135596800), r.Int64N(1e9)).In(zones[r.IntN(len(zones))]),
+			LatencyMS: r.Int64N(1<<40) - 1<<20,
+		}
+		if r.IntN(4) == 0 {
+			rec.LatencyMS = 0
+		}
+		for _, f := range []*string{&rec.Type, &rec.RequestID, &rec.Session, &rec.PrincipalKind, &rec.Principal, &rec.Endpoint,
+			&rec.Client, &rec.Provider, &rec.Tool, &rec.ToolHash, &rec.Decision, &rec.Outcome, &rec.ArgsDigest, &rec.Error} {
+			if r.IntN(3) > 0 {
+				*f = randString(r)
+			}
+		}
+		if n := r.IntN(6); n > 0 {
+			rec.Detail = map[string]string{}
+			for range n {
+				rec.Detail[randString(r)] = randString(r)
+			}
+		}
+		got, err := appendBody(nil, &rec)
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		want, err := json.Marshal(newBody(&rec))
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("record %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+	// Times encoding/json refuses are refused too.
+	for _, y := range []int{-1, 10000} {
+		rec := Record{Time: time.Date(y, 1, 1, 0, 0, 0, 0, time.UTC)}
+		if _, err := json.Marshal(newBody(&rec)); err == nil {
+			t.Fatalf("encoding/json accepts year %d", y)
+		}
+		if _, err := appendBody(nil, &rec); err == nil {
+			t.Errorf("appendBody accepts year %d", y)
+		}
+	}
+}
+
+func TestSessionDigestCache(t *testing.T) {
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key})
+	for i := range 2*sessionCacheSize + 10 {
+		id := fmt.Sprintf("session-%d", i%(sessionCacheSize+5))
+		if got, want := l.sessionDigest(id), Digest(key, []byte(id)); got != want {
+			t.Fatalf("sessionDigest(%q) = %s, want %s", id, got, want)
+		}
+	}
+	l.smu.Lock()
+	n := len(l.sessions)
+	l.smu.Unlock()
+	if n > sessionCacheSize {
+		t.Errorf("cache holds %d sessions, over %d", n, sessionCacheSize)
+	}
+}
+
+// BenchmarkAppend measures Append from 4 callers per CPU: what a tools/call
+// pays for its audit record without audit.wait_for_write.
+func BenchmarkAppend(b *testing.B) {
+	l := MustOpen(b, Config{})
+	rec := toolCall(1)
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := l.Append(rec); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 // BenchmarkWrite measures Write with one caller (latency) and with 4 callers

@@ -231,20 +231,45 @@ func firstLine(f *os.File) ([]byte, error) {
 	return nil, errors.New("first line too long")
 }
 
-// commit writes encoded records first..last to the file, rotating first if they
-// would take it past the size limit. A failed write is cut back off the file.
-func (l *Log) commit(buf []byte, first, last uint64, lastHash string) error {
+// commit writes whole lines to the file. Before a write would take the file
+// past the size limit it writes the lines that fit and rotates, so a large
+// batch may span files (a single line longer than the limit gets a file of its
+// own). A failed write is cut back off the file; lines written before it, in
+// this file or a rotated one, stay, and the retry finds them on disk.
+func (l *Log) commit(buf []byte) error {
 	l.fmu.Lock()
 	defer l.fmu.Unlock()
-	if l.file == nil {
-		return fmt.Errorf("writing audit log %s: file is not open", l.cfg.File)
-	}
-	if l.size > 0 && l.size+int64(len(buf)) > l.maxBytes {
-		if err := l.rotate(); err != nil {
-			return fmt.Errorf("rotating audit log %s: %w", l.cfg.File, err)
+	for len(buf) > 0 {
+		if l.file == nil {
+			return fmt.Errorf("writing audit log %s: file is not open", l.cfg.File)
 		}
+		n := len(buf)
+		if l.size+int64(n) > l.maxBytes {
+			n = 0
+			if room := l.maxBytes - l.size; room > 0 {
+				n = bytes.LastIndexByte(buf[:min(int64(len(buf)), room)], '\n') + 1
+			}
+			if n == 0 && l.size > 0 {
+				if err := l.rotate(); err != nil {
+					return fmt.Errorf("rotating audit log %s: %w", l.cfg.File, err)
+				}
+				continue
+			}
+			if n == 0 {
+				n = bytes.IndexByte(buf, '\n') + 1
+			}
+		}
+		if err := l.writeLines(buf[:n]); err != nil {
+			return err
+		}
+		buf = buf[n:]
 	}
-	n, err := l.file.Write(buf)
+	return nil
+}
+
+// writeLines writes chunk, which ends a line, to the current file.
+func (l *Log) writeLines(chunk []byte) error {
+	n, err := l.file.Write(chunk)
 	if err == nil && l.cfg.Fsync {
 		err = l.file.Sync()
 	}
@@ -258,12 +283,15 @@ func (l *Log) commit(buf []byte, first, last uint64, lastHash string) error {
 		}
 		return fmt.Errorf("writing audit log %s: %w", l.cfg.File, err)
 	}
+	first, _, _, _, _ := parseLine(chunk[:bytes.IndexByte(chunk, '\n')])
+	last, _, hash, _, _ := parseLine(chunk[bytes.LastIndexByte(chunk[:len(chunk)-1], '\n')+1 : len(chunk)-1])
 	if l.fileFirst == 0 {
 		l.fileFirst = first
 	}
 	l.size += int64(n)
-	l.durableSeq, l.durableHash = last, lastHash
-	if l.durableSeq-l.ckSeq >= uint64(l.cfg.CheckpointEvery) {
+	l.durableSeq, l.durableHash = last, string(hash)
+	// A chain resumed from a replaced file can end below the checkpoint.
+	if l.durableSeq < l.ckSeq || l.durableSeq-l.ckSeq >= uint64(l.cfg.CheckpointEvery) {
 		if err := l.writeHead(); err != nil {
 			l.log.Warn().Err(err).Msg("audit checkpoint not written")
 		}

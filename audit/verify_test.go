@@ -68,9 +68,10 @@ func rehash(t *testing.T, lines []string, from int, mutate func(*Record)) []stri
 			if err != nil {
 				t.Fatal(err)
 			}
-			var b []byte
-			b, rec.Hash = appendLine(nil, rec.Seq, prev, enc)
-			out[i] = string(b)
+			var h [64]byte
+			copy(h[:], prev)
+			out[i] = string(appendLine(nil, rec.Seq, &h, enc[1:len(enc)-1]))
+			rec.Hash = string(h[:])
 		}
 		prev = rec.Hash
 	}

@@ -101,7 +101,11 @@ type AuditConfig struct {
 	MaxBackups int    `yaml:"max_backups"`
 	MaxAgeDays int    `yaml:"max_age_days"`
 	FailOpen   bool   `yaml:"fail_open"`
-	Disabled   bool   `yaml:"disabled"`
+	// WaitForWrite makes every tools/call answer only after its audit record is
+	// in the file. By default the record is queued and written an instant
+	// later, so a hard kill of the gateway can lose the last records.
+	WaitForWrite bool `yaml:"wait_for_write"`
+	Disabled     bool `yaml:"disabled"`
 }
 
 // SkillsConfig configures usage skills.
@@ -531,6 +535,12 @@ func (c *Config) validate(file string) []Problem {
 	}
 	if c.SkillsDir != "" && c.Skills.Dir != c.Resolve(c.SkillsDir) {
 		add("skills_dir", "skills_dir and skills.dir disagree: set one")
+	}
+	if a := c.Audit; a.MaxSizeMB < 0 || a.MaxBackups < 0 || a.MaxAgeDays < 0 {
+		add("audit", "audit: max_size_mb, max_backups and max_age_days must not be negative")
+	}
+	if c.Audit.Disabled && c.Audit.WaitForWrite {
+		add("audit.wait_for_write", "audit.wait_for_write needs the audit log, which audit.disabled turns off: set one")
 	}
 	if c.Auth.MaxBodyMB < 0 {
 		add("auth.max_body_mb", "auth.max_body_mb must be positive")

@@ -73,6 +73,11 @@ func TestBadConfigs(t *testing.T) {
 		{"user_scope.bad.yaml", []string{`provider "gh": scope: user needs connection.secrets`}},
 		{"bad_duration.bad.yaml", []string{`:5: invalid duration "soon"`}},
 		{"duplicate.bad.yaml", []string{`:4: mapping key "notes" already defined at line 2`}},
+		{"bad_audit.bad.yaml", []string{
+			`:1: audit: max_size_mb, max_backups and max_age_days must not be negative`,
+			`:4: audit.wait_for_write needs the audit log, which audit.disabled turns off`,
+		}},
+		{"bad_audit_type.bad.yaml", []string{`bad_audit_type.bad.yaml:2:`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

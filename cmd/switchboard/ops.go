@@ -26,9 +26,12 @@ const auditKeySecret = "SWITCHBOARD_AUDIT_DIGEST_KEY"
 
 // ops is what operators watch: the audit log, metrics and recent events.
 type ops struct {
-	audit   *audit.Log // nil when audit.disabled
-	metrics *metrics.Metrics
-	events  *statuspage.Ring
+	audit *audit.Log // nil when audit.disabled
+	// waitForWrite makes tools/call answer only once its record is written
+	// (audit.wait_for_write); by default the record is queued.
+	waitForWrite bool
+	metrics      *metrics.Metrics
+	events       *statuspage.Ring
 }
 
 func auditKey(v *vault.Vault) ([]byte, error) {
@@ -50,7 +53,7 @@ func (m *Main) openOps() error {
 		if err != nil {
 			return fmt.Errorf("opening the audit log: %w", err)
 		}
-		o.audit = l
+		o.audit, o.waitForWrite = l, cfg.Audit.WaitForWrite
 	}
 	m.ops = o
 	o.metrics.Reload(true)
@@ -58,8 +61,9 @@ func (m *Main) openOps() error {
 	return nil
 }
 
-// auditEvent writes a non-call record; failures are logged (the call path is
-// where fail-closed matters).
+// auditEvent writes a non-call record and waits for it (callers such as tests
+// and the admin socket read the log right after); failures are logged (the
+// call path is where fail-closed matters).
 func (m *Main) auditEvent(rec audit.Record) {
 	if m.ops == nil || m.ops.audit == nil {
 		return
@@ -89,7 +93,10 @@ func (o callObserver) Admit(ctx context.Context, c *mux.CallInfo) error {
 	return nil
 }
 
-// Done records the call's outcome, exactly once per tools/call.
+// Done records the call's outcome, exactly once per tools/call. It runs before
+// the answer is sent, so by default it only queues the record (Append): the
+// call has run either way, and Admit refuses further calls while the log cannot
+// be written. With audit.wait_for_write it waits for the write.
 func (o callObserver) Done(ctx context.Context, c *mux.CallInfo) {
 	o.m.ops.metrics.ToolCall(c.Provider, c.Tool, c.Outcome, c.Latency)
 	if o.m.ops.audit == nil {
@@ -112,9 +119,21 @@ func (o callObserver) Done(ctx context.Context, c *mux.CallInfo) {
 	if c.Err != nil {
 		rec.Error = o.m.Redactor.String(switchboard.ErrorMessage(c.Err))
 	}
-	if err := o.m.ops.audit.Write(rec); err != nil {
+	var err error
+	if o.m.ops.waitForWrite {
+		err = o.m.ops.audit.Write(rec)
+	} else {
+		err = o.m.ops.audit.Append(rec)
+	}
+	if err != nil {
 		o.m.Log.Error().Str("request_id", c.RequestID).Err(err).Msg("audit record for a tool call not written")
 	}
+}
+
+// RecordBeforeAnswer implements mux.RecordFirst: with audit.wait_for_write
+// the caller's answer waits for its audit record.
+func (o callObserver) RecordBeforeAnswer() bool {
+	return o.m.ops != nil && o.m.ops.audit != nil && o.m.ops.waitForWrite
 }
 
 func (o callObserver) SessionOpened(ep switchboard.Endpoint) {

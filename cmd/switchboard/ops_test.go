@@ -1,14 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,25 +29,50 @@ providers:
     enabled: true
 `
 
-// records reads every audit record of the gateway.
+// records reads every audit record of the gateway, leaving out a last line the
+// log is still writing.
 func (g *gateway) records(t *testing.T) []audit.Record {
 	t.Helper()
-	f, err := os.Open(g.config().Audit.File)
+	raw, err := os.ReadFile(g.config().Audit.File)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	raw = raw[:bytes.LastIndexByte(raw, '\n')+1]
 	var out []audit.Record
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
+	for _, line := range bytes.Split(bytes.TrimSuffix(raw, []byte("\n")), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
 		var r audit.Record
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("audit line is not one JSON object: %q: %v", sc.Text(), err)
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatalf("audit line is not one JSON object: %q: %v", line, err)
 		}
 		out = append(out, r)
 	}
 	return out
+}
+
+// waitRecords polls the audit log until cond holds for its records: a tool
+// call's record is queued when the call answers and written an instant later.
+func (g *gateway) waitRecords(t *testing.T, what string, cond func([]audit.Record) bool) []audit.Record {
+	t.Helper()
+	var recs []audit.Record
+	waitFor(t, 15*time.Second, func() bool {
+		recs = g.records(t)
+		return cond(recs)
+	}, what)
+	return recs
+}
+
+// toolCalls counts tool_call records by outcome.
+func toolCalls(recs []audit.Record) map[string]int {
+	got := map[string]int{}
+	for _, r := range recs {
+		if r.Type == audit.TypeToolCall {
+			got[r.Outcome]++
+		}
+	}
+	return got
 }
 
 func TestAuditOneRecordPerCallOutcome(t *testing.T) {
@@ -66,10 +92,16 @@ func TestAuditOneRecordPerCallOutcome(t *testing.T) {
 	_, _ = tryCall(c, evil, nil)
 
 	want := map[string]int{"ok": 1, "tool_error": 1, "timeout": 1, "denied": 2}
-	got := map[string]int{}
-	for _, r := range g.records(t) {
+	recs := g.waitRecords(t, "a record of each call", func(recs []audit.Record) bool {
+		n := 0
+		for _, c := range toolCalls(recs) {
+			n += c
+		}
+		return n >= 5
+	})
+	got := toolCalls(recs)
+	for _, r := range recs {
 		if r.Type == audit.TypeToolCall {
-			got[r.Outcome]++
 			if r.Principal != "admin" || r.PrincipalKind != "user" || r.Endpoint != "/mcp" {
 				t.Errorf("record lacks the caller: %+v", r)
 			}
@@ -116,17 +148,17 @@ func TestAuditRecordsSecurityAndLifecycleEvents(t *testing.T) {
 	}
 }
 
-func TestUnwritableAuditLogBlocksCalls(t *testing.T) {
-	g := MustOpenGateway(t, opsConfig)
-	g.waitReady(t)
-	c := MustConnect(t, g.URL()+"/mcp", g.admin())
-	callText(t, c, "echo__echo", map[string]any{"text": "before"})
+// fillAuditDisk makes writes past the audit file's current end fail (EFBIG,
+// through RLIMIT_FSIZE) until the returned function is called, as a full disk
+// would.
+func (g *gateway) fillAuditDisk(t *testing.T) (restore func()) {
+	t.Helper()
 	st, err := os.Stat(g.config().Audit.File)
 	if err != nil {
 		t.Fatal(err)
 	}
 	signal.Ignore(syscall.SIGXFSZ)
-	defer signal.Reset(syscall.SIGXFSZ)
+	t.Cleanup(func() { signal.Reset(syscall.SIGXFSZ) })
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
 		t.Skip(err)
@@ -134,15 +166,25 @@ func TestUnwritableAuditLogBlocksCalls(t *testing.T) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: uint64(st.Size()) + 10, Max: old.Max}); err != nil {
 		t.Skip(err)
 	}
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			_ = syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
-		}
-	}
-	defer restore()
+	var once sync.Once
+	restore = func() { once.Do(func() { _ = syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old) }) }
+	t.Cleanup(restore)
+	return restore
+}
+
+func TestUnwritableAuditLogBlocksCalls(t *testing.T) {
+	g := MustOpenGateway(t, opsConfig)
+	g.waitReady(t)
+	c := MustConnect(t, g.URL()+"/mcp", g.admin())
+	callText(t, c, "echo__echo", map[string]any{"text": "before"})
+	// The answer may come before the record is written: wait for it, so that
+	// the full disk is the next record's problem, not this one's.
+	g.waitRecords(t, "the first call's record", func(recs []audit.Record) bool { return toolCalls(recs)["ok"] == 1 })
+	restore := g.fillAuditDisk(t)
 	callText(t, c, "echo__echo", map[string]any{"text": "its record cannot be written"})
+	// The call answered before its record was written; the failed write then
+	// closes admission.
+	waitFor(t, 15*time.Second, func() bool { return g.ops.audit.Err() != nil }, "the audit log to report the failed write")
 	txt, isErr := callText(t, c, "echo__echo", map[string]any{"text": "must not run"})
 	restore()
 	if !isErr || !strings.Contains(txt, "audit log") {
@@ -152,6 +194,62 @@ func TestUnwritableAuditLogBlocksCalls(t *testing.T) {
 		txt, isErr := callText(t, c, "echo__echo", map[string]any{"text": "after"})
 		return !isErr && txt == "after"
 	}, "calls to work again once the audit log recovers")
+	// The record that could not be written was kept, not lost.
+	recs := g.waitRecords(t, "the kept record and the recovery", func(recs []audit.Record) bool {
+		return toolCalls(recs)["ok"] >= 3
+	})
+	for _, r := range recs {
+		if r.Detail["event"] == "sink_recovered" && r.Detail["lost_records"] != "0" {
+			t.Errorf("recovery record reports lost records: %+v", r)
+		}
+	}
+	if res, err := audit.Verify(g.config().Audit.File); err != nil || res.Broken != nil {
+		t.Errorf("audit verify: %+v %v", res.Broken, err)
+	}
+}
+
+// With audit.wait_for_write, a tools/call answers only once its record is in
+// the file: no polling needed.
+func TestAuditWaitForWrite(t *testing.T) {
+	g := MustOpenGateway(t, opsConfig+"audit: {wait_for_write: true}\n")
+	g.waitReady(t)
+	c := MustConnect(t, g.URL()+"/mcp", g.admin())
+	for i := range 3 {
+		callText(t, c, "echo__echo", map[string]any{"text": "x"})
+		if got := toolCalls(g.records(t))["ok"]; got != i+1 {
+			t.Fatalf("after call %d answered, the log holds %d tool_call records: the answer did not wait for the record", i+1, got)
+		}
+	}
+}
+
+// The call path uses the waiting write only with audit.wait_for_write: only
+// the waiting write learns that a record could not be written yet (the queued
+// one returns at once and keeps it).
+func TestAuditWaitForWriteReportsUnwrittenRecord(t *testing.T) {
+	for _, wait := range []bool{false, true} {
+		t.Run(fmt.Sprintf("wait_for_write=%v", wait), func(t *testing.T) {
+			g := MustOpenGateway(t, opsConfig+fmt.Sprintf("audit: {wait_for_write: %v}\n", wait))
+			g.waitReady(t)
+			c := MustConnect(t, g.URL()+"/mcp", g.admin())
+			callText(t, c, "echo__echo", map[string]any{"text": "before"})
+			g.waitRecords(t, "the first call's record", func(recs []audit.Record) bool { return toolCalls(recs)["ok"] == 1 })
+			restore := g.fillAuditDisk(t)
+			callText(t, c, "echo__echo", map[string]any{"text": "its record cannot be written"})
+			waitFor(t, 15*time.Second, func() bool { return g.ops.audit.Err() != nil }, "the failed write")
+			if !wait {
+				// Queued: no error to report, the record waits for recovery.
+				if strings.Contains(g.log.String(), "audit record for a tool call not written") {
+					t.Error("Append reported a record it kept")
+				}
+				return
+			}
+			waitFor(t, 15*time.Second, func() bool {
+				return strings.Contains(g.log.String(), "audit record for a tool call not written")
+			}, "the waiting write to report the unwritten record")
+			restore()
+			g.waitRecords(t, "the kept record", func(recs []audit.Record) bool { return toolCalls(recs)["ok"] == 2 })
+		})
+	}
 }
 
 func TestMetricsAndStatusNeedAdmin(t *testing.T) {
