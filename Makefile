@@ -14,7 +14,7 @@ help: ## List targets
 .PHONY: build
 build: ## Build switchboard and the example providers into ./bin
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/switchboard ./cmd/switchboard
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/switchboard ./cmd/switchboard
 	$(GO) build -trimpath -o $(BIN)/notes ./examples/providers/notes
 	$(GO) build -trimpath -o $(BIN)/echo ./examples/providers/echo
 
