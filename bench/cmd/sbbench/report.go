@@ -187,7 +187,7 @@ func mainReport(o *options, m machine, r *mainResults, took time.Duration) strin
 		}
 	}
 	if r.rssPeak > 0 {
-		rows = append(rows, row{"gateway RSS peak under load (16 clients, up to 64 KiB)", stats.Bytes(float64(r.rssPeak)), "—", "", "", "", ""})
+		rows = append(rows, row{"gateway RSS peak over the call phases (16 clients, up to 64 KiB; includes the sessions the initialize phase opens, ~16 KB each)", stats.Bytes(float64(r.rssPeak)), "—", "", "", "", ""})
 	}
 	for _, ir := range r.idle {
 		per := float64(ir.rssDelta) / float64(ir.n)
