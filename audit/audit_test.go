@@ -448,42 +448,6 @@ func TestReopenResumesFromNewestBackup(t *testing.T) {
 	}
 }
 
-func TestConcurrentWrites(t *testing.T) {
-	key := MustKey(t)
-	l := MustOpen(t, Config{DigestKey: key, MaxSizeBytes: 64 << 10, CheckpointEvery: 100})
-	const writers, per = 16, 63
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			for i := range per {
-				if err := l.Write(toolCall(w*1000 + i)); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	res := mustVerify(t, l.cfg.File, key)
-	if res.Records != writers*per || res.LastSeq != writers*per {
-		t.Errorf("verify: %d records, last seq %d, want %d", res.Records, res.LastSeq, writers*per)
-	}
-	// Every request ID made it exactly once.
-	seen := map[string]int{}
-	for _, name := range res.Files {
-		_, recs := readRecords(t, name)
-		for _, r := range recs {
-			seen[r.RequestID]++
-		}
-	}
-	if len(seen) != writers*per {
-		t.Errorf("%d distinct request IDs, want %d", len(seen), writers*per)
-	}
-}
-
 func TestRetention(t *testing.T) {
 	key := MustKey(t)
 	l := MustOpen(t, Config{DigestKey: key, MaxSizeBytes: 1500, MaxBackups: 2})
@@ -840,9 +804,15 @@ func waiting(l *Log) bool {
 	return l.changed != nil
 }
 
-// Concurrent Appends end up in the file in order, each once, with a valid
-// chain, once Close returns: Close drains the queue.
-func TestAppendConcurrentThenClose(t *testing.T) {
+// Concurrent Writes or Appends end up in the file in order, each once, with a
+// valid chain, once Close returns: Close drains the queue.
+func TestConcurrentThenClose(t *testing.T) {
+	for _, method := range []string{"Write", "Append"} {
+		t.Run(method, func(t *testing.T) { testConcurrentThenClose(t, method) })
+	}
+}
+
+func testConcurrentThenClose(t *testing.T, method string) {
 	key := MustKey(t)
 	l := MustOpen(t, Config{DigestKey: key, MaxSizeBytes: 64 << 10, CheckpointEvery: 100})
 	const writers, per = 16, 100
@@ -850,7 +820,11 @@ func TestAppendConcurrentThenClose(t *testing.T) {
 	for w := range writers {
 		wg.Go(func() {
 			for i := range per {
-				if err := l.Append(toolCall(w*1000 + i)); err != nil {
+				write := l.Append
+				if method == "Write" {
+					write = l.Write
+				}
+				if err := write(toolCall(w*1000 + i)); err != nil {
 					t.Error(err)
 					return
 				}

@@ -36,6 +36,9 @@ type fastEnvelope struct {
 		Arguments json.RawMessage `json:"arguments"`
 		Meta      json.RawMessage `json:"_meta"`
 	} `json:"params"`
+	// params is the raw "params" member (the tools/list fast path needs to
+	// know it is empty).
+	params json.RawMessage
 	// progress is params._meta being present, not null, and either not an
 	// object or holding a progressToken that is not null.
 	progress bool
@@ -44,11 +47,8 @@ type fastEnvelope struct {
 // tryFastCall handles r if it can and reports whether it did. env is the
 // request body, already decoded once by the edge.
 func (s *Server) tryFastCall(ctx context.Context, ep switchboard.Endpoint, w http.ResponseWriter, r *http.Request, env *fastEnvelope, sid string) bool {
-	if env.JSONRPC != "2.0" || env.Method != "tools/call" || len(env.ID) == 0 || hasProgressToken(env) {
+	if env.JSONRPC != "2.0" || env.Method != "tools/call" || len(env.ID) == 0 || hasProgressToken(env) || !fastProtocol(r) {
 		return false
-	}
-	if v := r.Header.Get(mcp.HeaderProtocolVersion); v != "" && !slices.Contains(SessionProtocolVersions, v) {
-		return false // mcp-go answers the version error
 	}
 	p := switchboard.PrincipalFromContext(ctx)
 	info := s.fastSession(sid, p, ep)
@@ -138,6 +138,14 @@ func (s *Server) tryFastCall(ctx context.Context, ep switchboard.Endpoint, w htt
 	}
 	reply(raw)
 	return true
+}
+
+// fastProtocol reports whether r's protocol version lets a fast path answer:
+// a session-era version, or none. mcp-go answers a version error, and the
+// stateless era has no sessions.
+func fastProtocol(r *http.Request) bool {
+	v := r.Header.Get(mcp.HeaderProtocolVersion)
+	return v == "" || slices.Contains(SessionProtocolVersions, v)
 }
 
 // writeAndFlush sends a complete 200 JSON answer and flushes it at once, so the

@@ -166,7 +166,7 @@ func (s *Server) strict(ep switchboard.Endpoint, next http.Handler) http.Handler
 					s.logRequest(ctx, ep, r, sw, env, rs, start)
 					return
 				}
-				if s.tryFastList(ctx, ep, sw, r, env.Method, body, sid) {
+				if s.tryFastList(ctx, ep, sw, r, &fe, sid) {
 					s.logRequest(ctx, ep, r, sw, env, rs, start)
 					return
 				}

@@ -1,13 +1,13 @@
 package mux
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"mime"
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -158,22 +158,11 @@ const maxPooledBuf = 4 << 20
 // the caller on this endpoint, a session-era protocol version) with no params
 // beyond an empty object: a cursor, _meta or anything else goes to mcp-go.
 // body is the request, already checked by the edge.
-func (s *Server) tryFastList(ctx context.Context, ep switchboard.Endpoint, w http.ResponseWriter, r *http.Request, method string, body []byte, sid string) bool {
-	if method != "tools/list" || sid == "" || isModern(r) || !isJSON(r.Header.Get("Content-Type")) {
+func (s *Server) tryFastList(ctx context.Context, ep switchboard.Endpoint, w http.ResponseWriter, r *http.Request, env *fastEnvelope, sid string) bool {
+	if env.Method != "tools/list" || env.JSONRPC != "2.0" || sid == "" || !fastProtocol(r) || !isJSON(r.Header.Get("Content-Type")) || !emptyParams(env.params) {
 		return false
 	}
-	if v := r.Header.Get(mcp.HeaderProtocolVersion); v != "" && !slices.Contains(SessionProtocolVersions, v) {
-		return false // mcp-go answers the version error
-	}
-	var req struct {
-		JSONRPC string          `json:"jsonrpc"`
-		ID      json.RawMessage `json:"id"`
-		Params  json.RawMessage `json:"params"`
-	}
-	if json.Unmarshal(body, &req) != nil || req.JSONRPC != "2.0" || !emptyParams(req.Params) {
-		return false
-	}
-	id, ok := responseID(req.ID)
+	id, ok := responseID(env.ID)
 	if !ok {
 		return false
 	}
@@ -202,11 +191,7 @@ func (s *Server) tryFastList(ctx context.Context, ep switchboard.Endpoint, w htt
 	}
 	buf = append(buf, ']')
 	buf = append(buf, tail...)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(buf)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(buf)
+	writeAndFlush(w, buf)
 	if cap(buf) <= maxPooledBuf {
 		*bp = buf
 		listBufs.Put(bp)
@@ -233,13 +218,16 @@ func responseID(raw json.RawMessage) ([]byte, bool) {
 }
 
 // emptyParams reports whether a tools/list's params are absent, null or {}.
+// raw has passed the edge's checks, so it is valid JSON.
 func emptyParams(raw json.RawMessage) bool {
-	switch strings.TrimSpace(string(raw)) {
-	case "", "null":
+	raw = bytes.TrimSpace(raw)
+	switch {
+	case len(raw) == 0 || string(raw) == "null":
 		return true
+	case raw[0] == '{':
+		return len(bytes.TrimSpace(raw[1:len(raw)-1])) == 0
 	}
-	var m map[string]json.RawMessage
-	return json.Unmarshal(raw, &m) == nil && m != nil && len(m) == 0
+	return false
 }
 
 // isJSON reports whether a Content-Type is application/json, as mcp-go

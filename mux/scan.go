@@ -320,6 +320,8 @@ func (s *scanner) record(env *fastEnvelope, role int, key, raw []byte, esc bool)
 			env.ID = raw
 		case string(key) == "method" && str:
 			env.Method = text(raw, esc)
+		case string(key) == "params":
+			env.params = raw
 		}
 	case roleParams:
 		switch {

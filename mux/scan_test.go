@@ -130,6 +130,11 @@ func refEnvelope(body []byte) fastEnvelope {
 	var fe fastEnvelope
 	_ = json.Unmarshal(body, &fe)
 	fe.progress = refHasProgressToken(fe.Params.Meta)
+	var top struct {
+		Params json.RawMessage `json:"params"`
+	}
+	_ = json.Unmarshal(body, &top)
+	fe.params = top.Params
 	return fe
 }
 
@@ -179,6 +184,9 @@ func diffEnvelope(got, want fastEnvelope) string {
 	}
 	if !bytes.Equal(got.Params.Meta, want.Params.Meta) {
 		d = append(d, fmt.Sprintf("_meta %q, want %q", got.Params.Meta, want.Params.Meta))
+	}
+	if !bytes.Equal(got.params, want.params) {
+		d = append(d, fmt.Sprintf("params %q, want %q", got.params, want.params))
 	}
 	if got.progress != want.progress {
 		d = append(d, fmt.Sprintf("progress %v, want %v", got.progress, want.progress))
