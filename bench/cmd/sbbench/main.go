@@ -86,6 +86,13 @@ func main() {
 	flag.IntVar(&o.filterPasses, "filter-passes", 20, "tools/list passes over every principal")
 	flag.DurationVar(&o.filterDur, "filter-dur", 10*time.Second, "time cap of the filtered tools/list measurement")
 	flag.DurationVar(&o.profileDur, "profile-dur", 5*time.Second, "CPU profile length of each profiled load")
+	flag.Func("gateway-env", "KEY=VALUE added to the gateway's environment, e.g. GOMAXPROCS=1 (repeatable; providers never see it)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		harness.GatewayEnv = append(harness.GatewayEnv, v)
+		return nil
+	})
 	flag.StringVar(&sp, "scale-providers", "1,10,50,100", "scaling: provider counts (echo children)")
 	flag.StringVar(&st, "scale-tools", "10,100,1000,5000", "scaling: tools on one provider")
 	flag.StringVar(&sa, "scale-active", "1,10,100,1000", "scaling: concurrent active sessions")

@@ -80,7 +80,12 @@ func (m machine) header(b *strings.Builder, title string, took time.Duration) {
 	fmt.Fprintf(b, "- Go: %s\n", m.goVer)
 	fmt.Fprintf(b, "- Gateway: bin/switchboard %s\n", m.gwVer)
 	fmt.Fprintf(b, "- Date: %s; the run took %s\n", m.date, took.Round(time.Second))
-	fmt.Fprintf(b, "- Command: `make build && %s`\n\n", m.command)
+	fmt.Fprintf(b, "- Command: `make build && %s`\n", m.command)
+	env := "none beyond the vault key"
+	if len(harness.GatewayEnv) > 0 {
+		env = "`" + strings.Join(harness.GatewayEnv, " ") + "`"
+	}
+	fmt.Fprintf(b, "- Gateway environment: %s\n\n", env)
 }
 
 // row is one line of the main table.

@@ -144,6 +144,11 @@ type Config struct {
 	MaxConcurrent, MaxQueue int
 }
 
+// GatewayEnv is added to the environment of every gateway process the
+// harness starts (KEY=VALUE entries, e.g. GOMAXPROCS=1). Providers do not
+// see it: the supervisor gives children only its base variables.
+var GatewayEnv []string
+
 // Env is a temp dir with a gateway.yaml, a data dir and a vault key.
 type Env struct {
 	Bins
@@ -236,7 +241,8 @@ func (c Config) yaml() string {
 }
 
 func (e *Env) environ() []string {
-	return append(os.Environ(), "SWITCHBOARD_VAULT_KEY="+e.VaultKey)
+	env := append(os.Environ(), GatewayEnv...)
+	return append(env, "SWITCHBOARD_VAULT_KEY="+e.VaultKey)
 }
 
 var keyRe = regexp.MustCompile(`(?m)^\s*(sb_\S+)\s*$`)

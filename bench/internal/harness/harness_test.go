@@ -82,7 +82,10 @@ func TestGatewayAndDirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	const extra = "SBBENCH_TEST_GATEWAY_ENV=1"
+	GatewayEnv = []string{extra}
 	g, err := env.Start(ctx, "")
+	GatewayEnv = nil
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +105,16 @@ func TestGatewayAndDirect(t *testing.T) {
 	_, children := SplitChildren(g.Pid())
 	if len(children) != 1 {
 		t.Fatalf("gateway provider children %v, want one echo", children)
+	}
+	// -gateway-env reaches the gateway and not its provider.
+	for pid, want := range map[int]bool{g.Pid(): true, children[0]: false} {
+		environ, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(environ), extra); got != want {
+			t.Errorf("pid %d has %s: %v, want %v", pid, extra, got, want)
+		}
 	}
 	if m, err := MemOf(g.Pid()); err != nil || m.RSS <= 0 || m.PSS <= 0 || m.Anonymous <= 0 || m.File() <= 0 {
 		t.Fatalf("MemOf = %+v, %v", m, err)
