@@ -114,18 +114,7 @@ func (c *Client) Initialize(ctx context.Context) (*Session, json.RawMessage, err
 func (s *Session) Call(ctx context.Context, method string, params []byte) (json.RawMessage, error) {
 	s.next++
 	id := s.next
-	b := append(s.req[:0], `{"jsonrpc":"2.0","id":`...)
-	b = strconv.AppendInt(b, id, 10)
-	b = append(b, `,"method":"`...)
-	b = append(b, method...)
-	b = append(b, '"')
-	if len(params) > 0 {
-		b = append(b, `,"params":`...)
-		b = append(b, params...)
-	}
-	b = append(b, '}')
-	s.req = b
-	resp, err := s.post(ctx, b)
+	resp, err := s.post(ctx, s.message(id, method, params))
 	if err != nil {
 		return nil, err
 	}
@@ -150,9 +139,16 @@ func (s *Session) Call(ctx context.Context, method string, params []byte) (json.
 	return s.decode(s.body.Bytes(), id)
 }
 
-// Notify sends a notification; the server answers 202.
-func (s *Session) Notify(ctx context.Context, method string, params []byte) error {
-	b := append(s.req[:0], `{"jsonrpc":"2.0","method":"`...)
+// message encodes a JSON-RPC request into the session's reused buffer; id 0
+// makes it a notification (request ids start at 1).
+func (s *Session) message(id int64, method string, params []byte) []byte {
+	b := append(s.req[:0], `{"jsonrpc":"2.0",`...)
+	if id != 0 {
+		b = append(b, `"id":`...)
+		b = strconv.AppendInt(b, id, 10)
+		b = append(b, ',')
+	}
+	b = append(b, `"method":"`...)
 	b = append(b, method...)
 	b = append(b, '"')
 	if len(params) > 0 {
@@ -161,7 +157,12 @@ func (s *Session) Notify(ctx context.Context, method string, params []byte) erro
 	}
 	b = append(b, '}')
 	s.req = b
-	resp, err := s.post(ctx, b)
+	return b
+}
+
+// Notify sends a notification; the server answers 202.
+func (s *Session) Notify(ctx context.Context, method string, params []byte) error {
+	resp, err := s.post(ctx, s.message(0, method, params))
 	if err != nil {
 		return err
 	}
