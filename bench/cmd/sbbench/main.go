@@ -10,6 +10,7 @@
 //
 //	go run ./bench/cmd/sbbench -out bench/results/latest.md        # main table (make bench)
 //	go run ./bench/cmd/sbbench -scaling -out bench/results/scaling.md
+//	go run ./bench/cmd/sbbench -features -out bench/results/features.md
 //	go run ./bench/cmd/sbbench -profile /tmp/prof                  # plus CPU and heap profiles
 package main
 
@@ -32,6 +33,7 @@ type options struct {
 	root     string
 	profile  string
 	scaling  bool
+	features bool
 	keep     bool
 	logLevel string
 
@@ -71,6 +73,7 @@ func main() {
 	flag.StringVar(&o.root, "root", ".", "repository root (with bin/switchboard and bin/echo from `make build`)")
 	flag.StringVar(&o.profile, "profile", "", "also write gateway CPU and heap profiles of the load phases into this dir")
 	flag.BoolVar(&o.scaling, "scaling", false, "run the scaling curve (providers, tools, sessions) instead of the main table")
+	flag.BoolVar(&o.features, "features", false, "measure what each feature (audit, access log, auth) costs on a small call, instead of the main table")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, gateway logs, audit logs)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "gateway log.level (info is the shipped default)")
 	flag.DurationVar(&o.dur, "dur", 2*time.Second, "measuring time of each load phase")
@@ -107,6 +110,10 @@ func main() {
 			fmt.Fprintln(os.Stderr, "sbbench:", err)
 			os.Exit(2)
 		}
+	}
+	if o.scaling && o.features {
+		fmt.Fprintln(os.Stderr, "sbbench: -scaling and -features are separate runs; pick one")
+		os.Exit(2)
 	}
 	if o.rounds < 1 {
 		o.rounds = 1
@@ -160,13 +167,20 @@ func run(ctx context.Context, o *options) error {
 	}
 	m := machineInfo(ctx, bins)
 	var report string
-	if o.scaling {
+	switch {
+	case o.features:
+		fr, err := runFeatures(ctx, o, bins, tmp)
+		if err != nil {
+			return err
+		}
+		report = featuresReport(o, m, fr, time.Since(start))
+	case o.scaling:
 		sr, err := runScaling(ctx, o, bins, tmp)
 		if err != nil {
 			return err
 		}
 		report = scalingReport(o, m, sr, time.Since(start))
-	} else {
+	default:
 		r, err := runMain(ctx, o, bins, tmp)
 		if err != nil {
 			return err

@@ -210,9 +210,9 @@ func mainReport(o *options, m machine, r *mainResults, took time.Duration) strin
 	}
 	if p := r.calls["c16-100"]; p != nil && p.gwCPU > 0 {
 		rows = append(rows,
-			row{"CPU per call, 16 clients 100 B: gateway process", stats.Dur(p.gwCPU), "—", "", "", "", ""},
+			row{"CPU per call, 16 clients 100 B: gateway process (floor: the bare HTTP server)", stats.Dur(p.gwCPU), "—", "", "", "", stats.Dur(p.fCPU)},
 			row{"CPU per call, 16 clients 100 B: echo child", stats.Dur(p.gwChildCPU), stats.Dur(p.dChildCPU), "", "", "", ""},
-			row{"CPU per call, 16 clients 100 B: load generator", stats.Dur(p.gwSelfCPU), stats.Dur(p.dSelfCPU), "", "", "", ""})
+			row{"CPU per call, 16 clients 100 B: load generator", stats.Dur(p.gwSelfCPU), stats.Dur(p.dSelfCPU), "", "", "", stats.Dur(p.fSelfCPU)})
 	}
 	if p := r.calls["c16-64k"]; p != nil && p.gwCPU > 0 {
 		rows = append(rows, row{"CPU per call, 16 clients 64 KiB: gateway process", stats.Dur(p.gwCPU), "—", "", "", "", ""})

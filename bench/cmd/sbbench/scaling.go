@@ -113,11 +113,17 @@ func measure(ctx context.Context, o *options, ops []op) (stats.Summary, error) {
 	return s.Summarize(), err
 }
 
-// startScaled starts a gateway for cfg with an admin user and waits until it
-// lists want tools.
+// startScaled starts a gateway for cfg, with the scaling limits, an admin user
+// and waits until it lists want tools.
 func startScaled(ctx context.Context, o *options, bins harness.Bins, dir string, cfg harness.Config, want, idle int) (*harness.Gateway, *mcpclient.Client, *mcpclient.Session, time.Duration, error) {
 	cfg.LogLevel = o.logLevel
 	cfg.MaxConcurrent, cfg.MaxQueue = scaleMaxConcurrent, scaleMaxQueue
+	return startGateway(ctx, bins, dir, cfg, want, idle)
+}
+
+// startGateway starts a gateway for cfg as is, with an admin user, and waits
+// until it lists want tools. It returns the time from exec to that list.
+func startGateway(ctx context.Context, bins harness.Bins, dir string, cfg harness.Config, want, idle int) (*harness.Gateway, *mcpclient.Client, *mcpclient.Session, time.Duration, error) {
 	env, err := harness.NewEnv(bins, dir, cfg)
 	if err != nil {
 		return nil, nil, nil, 0, err

@@ -28,6 +28,8 @@ type pair struct {
 	// this load generator; then the child and the load generator in direct mode.
 	gwCPU, gwChildCPU, gwSelfCPU time.Duration
 	dChildCPU, dSelfCPU          time.Duration
+	// The floor server and this load generator in the floor phase.
+	fCPU, fSelfCPU time.Duration
 }
 
 // features records what the measured gateway had switched on.
@@ -259,7 +261,7 @@ func callPhase(ctx context.Context, o *options, bins harness.Bins, dir string, r
 				dops = append(dops, directOp(d, dp))
 				fops = append(fops, callOp(floorSessions[i], gp))
 			}
-			p, err := measurePair(ctx, o, gops, dops, fops, []int{g.Pid(), child}, d.Pid())
+			p, err := measurePair(ctx, o, gops, dops, fops, []int{g.Pid(), child}, d.Pid(), fl.Pid())
 			if err != nil {
 				return fmt.Errorf("%s: %w", sc.label(), err)
 			}
@@ -269,7 +271,7 @@ func callPhase(ctx context.Context, o *options, bins harness.Bins, dir string, r
 				stats.Dur(p.gw.P50), stats.Dur(p.gw.P99), p.gw.Throughput, stats.Dur(p.direct.P50), stats.Dur(p.direct.P99), p.direct.Throughput)
 		}
 		// tools/list and initialize, one client.
-		p, err := measurePair(ctx, o, []op{listOp(sessCall(s0))}, []op{listOp(directCall(d))}, []op{listOp(sessCall(floorSessions[0]))}, []int{g.Pid(), child}, d.Pid())
+		p, err := measurePair(ctx, o, []op{listOp(sessCall(s0))}, []op{listOp(directCall(d))}, []op{listOp(sessCall(floorSessions[0]))}, []int{g.Pid(), child}, d.Pid(), fl.Pid())
 		if err != nil {
 			return fmt.Errorf("tools/list: %w", err)
 		}
@@ -293,7 +295,7 @@ func callPhase(ctx context.Context, o *options, bins harness.Bins, dir string, r
 			_, _, err := fc.Initialize(ctx)
 			return err
 		}
-		p, err = measurePair(ctx, o, []op{initGW}, []op{initD}, []op{initF}, []int{g.Pid(), child}, d.Pid())
+		p, err = measurePair(ctx, o, []op{initGW}, []op{initD}, []op{initF}, []int{g.Pid(), child}, d.Pid(), fl.Pid())
 		if err != nil {
 			return fmt.Errorf("initialize: %w", err)
 		}
@@ -324,8 +326,8 @@ func callPhase(ctx context.Context, o *options, bins harness.Bins, dir string, r
 
 // measurePair warms up and measures the direct ops, then the floor ops (if
 // any), then the gateway ops, and attributes CPU time. gwPids are the gateway
-// and its child.
-func measurePair(ctx context.Context, o *options, gops, dops, fops []op, gwPids []int, dPid int) (pair, error) {
+// and its child, dPid the direct child, fPid the floor server.
+func measurePair(ctx context.Context, o *options, gops, dops, fops []op, gwPids []int, dPid, fPid int) (pair, error) {
 	var p pair
 	if _, err := runLoad(ctx, dops, o.warm, o.maxCalls); err != nil {
 		return p, fmt.Errorf("direct warm-up: %w", err)
@@ -344,11 +346,16 @@ func measurePair(ctx context.Context, o *options, gops, dops, fops []op, gwPids 
 		if _, err := runLoad(ctx, fops, o.warm, o.maxCalls); err != nil {
 			return p, fmt.Errorf("floor warm-up: %w", err)
 		}
+		m := startCPU(fPid)
 		fs, err := runLoad(ctx, fops, o.dur, o.maxCalls)
 		if err != nil {
 			return p, fmt.Errorf("floor: %w", err)
 		}
+		cpu, self := m.stop()
 		p.floor = fs.Summarize()
+		if n := len(fs.Lat); n > 0 {
+			p.fCPU, p.fSelfCPU = cpu[0]/time.Duration(n), self/time.Duration(n)
+		}
 	}
 	if _, err := runLoad(ctx, gops, o.warm, o.maxCalls); err != nil {
 		return p, fmt.Errorf("gateway warm-up: %w", err)
@@ -378,6 +385,7 @@ func bestPair(ps []pair) pair {
 	for _, p := range ps[1:] { // CPU per call: the lowest seen
 		b.gwCPU, b.gwChildCPU, b.gwSelfCPU = min(b.gwCPU, p.gwCPU), min(b.gwChildCPU, p.gwChildCPU), min(b.gwSelfCPU, p.gwSelfCPU)
 		b.dChildCPU, b.dSelfCPU = min(b.dChildCPU, p.dChildCPU), min(b.dSelfCPU, p.dSelfCPU)
+		b.fCPU, b.fSelfCPU = min(b.fCPU, p.fCPU), min(b.fSelfCPU, p.fSelfCPU)
 	}
 	b.gw, b.direct, b.floor = stats.Best(gws...), stats.Best(ds...), stats.Best(fs...)
 	return b

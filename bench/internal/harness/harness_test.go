@@ -47,6 +47,22 @@ func TestConfigValidates(t *testing.T) {
 	if r := got.Roles["r1"]; r == nil || len(r.Tools) != 1 {
 		t.Errorf("r1 = %+v", r)
 	}
+	if got.Audit.Disabled {
+		t.Error("audit disabled without NoAudit")
+	}
+
+	// The -features variants switch auth and audit off, and nothing else.
+	cfg.NoAuth, cfg.NoAudit, cfg.LogLevel = true, true, "warn"
+	if err := os.WriteFile(path, []byte(cfg.yaml()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	off, err := providers.LoadFile(path)
+	if err != nil {
+		t.Fatalf("config with auth and audit off does not validate: %v\n%s", err, cfg.yaml())
+	}
+	if !off.Auth.Disabled || !off.Audit.Disabled || off.Log.Level != "warn" || off.Auth.RateLimit.RPS < 1e9 {
+		t.Errorf("auth disabled %v, audit disabled %v, log level %q, rate %v", off.Auth.Disabled, off.Audit.Disabled, off.Log.Level, off.Auth.RateLimit.RPS)
+	}
 }
 
 func TestProcHelpers(t *testing.T) {

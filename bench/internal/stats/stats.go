@@ -88,6 +88,37 @@ func Best(all ...Summary) Summary {
 	return b
 }
 
+// Median returns, figure by figure, the median of several rounds' summaries
+// (the mean of the middle two for an even count); N and Errors are totals.
+// Where rounds run in a rotating order, it is fairer than Best, which rewards
+// whichever configuration happened to run in the machine's quietest moment.
+func Median(all ...Summary) Summary {
+	var m Summary
+	if len(all) == 0 {
+		return m
+	}
+	mid := func(f func(Summary) float64) float64 {
+		v := make([]float64, len(all))
+		for i, s := range all {
+			v[i] = f(s)
+		}
+		slices.Sort(v)
+		if n := len(v); n%2 == 0 {
+			return (v[n/2-1] + v[n/2]) / 2
+		}
+		return v[len(v)/2]
+	}
+	m.P50 = time.Duration(mid(func(s Summary) float64 { return float64(s.P50) }))
+	m.P99 = time.Duration(mid(func(s Summary) float64 { return float64(s.P99) }))
+	m.Mean = time.Duration(mid(func(s Summary) float64 { return float64(s.Mean) }))
+	m.Throughput = mid(func(s Summary) float64 { return s.Throughput })
+	for _, s := range all {
+		m.N += s.N
+		m.Errors += s.Errors
+	}
+	return m
+}
+
 // Dur formats d for a table: µs below 10 ms, ms above.
 func Dur(d time.Duration) string {
 	switch {

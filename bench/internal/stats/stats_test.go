@@ -57,6 +57,27 @@ func TestSummarizeAndBest(t *testing.T) {
 	}
 }
 
+func TestMedian(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	// The figures are medians one by one: the round with the best p50 is not
+	// the round with the best throughput.
+	odd := Median(
+		Summary{N: 1, P50: ms(9), P99: ms(20), Throughput: 100},
+		Summary{N: 2, P50: ms(1), P99: ms(40), Throughput: 300, Errors: 1},
+		Summary{N: 3, P50: ms(5), P99: ms(30), Throughput: 200},
+	)
+	if odd.P50 != ms(5) || odd.P99 != ms(30) || odd.Throughput != 200 || odd.N != 6 || odd.Errors != 1 {
+		t.Fatalf("Median of three = %+v", odd)
+	}
+	even := Median(Summary{P50: ms(2), Throughput: 10}, Summary{P50: ms(4), Throughput: 30})
+	if even.P50 != ms(3) || even.Throughput != 20 {
+		t.Fatalf("Median of two = %+v", even)
+	}
+	if z := Median(); z != (Summary{}) {
+		t.Fatalf("Median() = %+v", z)
+	}
+}
+
 func TestFormat(t *testing.T) {
 	tests := []struct{ got, want string }{
 		{Dur(0), "—"},
