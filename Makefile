@@ -53,6 +53,10 @@ lint: ## golangci-lint, if installed
 bench: build ## Benchmark the gateway against direct stdio; writes bench/results/latest.md
 	$(GO) run ./bench/cmd/sbbench -out bench/results/latest.md
 
+.PHONY: bench-features
+bench-features: build ## What audit, access log and auth each cost per call; writes bench/results/features.md
+	$(GO) run ./bench/cmd/sbbench -features -out bench/results/features.md
+
 .PHONY: docker
 docker: ## Build the container images (needs docker, or podman/buildah as docker)
 	@command -v docker >/dev/null || { echo "no docker client; with buildah: buildah bud --target runtime -t switchboard ."; exit 1; }
