@@ -136,6 +136,29 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
+// Audit exports the audit log's state, read at scrape time:
+// switchboard_audit_log_healthy is 1 while records are being written and 0
+// while the sink is failing (calls are refused then, unless audit.fail_open),
+// and switchboard_audit_records_dropped_total counts records that were never
+// written (see audit.Log.Dropped). Call it once, and only with an audit log.
+func (m *Metrics) Audit(healthy func() bool, dropped func() uint64) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "switchboard_audit_log_healthy",
+			Help: "1 while audit records are being written, 0 while the audit log's sink is failing.",
+		}, func() float64 {
+			if healthy() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "switchboard_audit_records_dropped_total",
+			Help: "Audit records that were never written (full queue past the write timeout, or unwritable at shutdown).",
+		}, func() float64 { return float64(dropped()) }),
+	)
+}
+
 // ToolCall counts one finished tools/call and observes its latency. outcome is
 // one of the audit outcomes ("ok", "error", "timeout", "denied",
 // "rate_limited", "unavailable").

@@ -109,6 +109,31 @@ func TestScrape(t *testing.T) {
 	}
 }
 
+func TestAudit(t *testing.T) {
+	m := New()
+	if out := scrape(t, m); strings.Contains(out, "switchboard_audit_") {
+		t.Fatalf("audit series before Audit was called (audit disabled):\n%s", out)
+	}
+	var (
+		mu      sync.Mutex
+		healthy = true
+		dropped uint64
+	)
+	m.Audit(func() bool { mu.Lock(); defer mu.Unlock(); return healthy }, func() uint64 { mu.Lock(); defer mu.Unlock(); return dropped })
+	checkLines(t, scrape(t, m), []string{
+		`switchboard_audit_log_healthy 1`,
+		`switchboard_audit_records_dropped_total 0`,
+		`# TYPE switchboard_audit_records_dropped_total counter`,
+	}, nil)
+	mu.Lock()
+	healthy, dropped = false, 3
+	mu.Unlock()
+	checkLines(t, scrape(t, m), []string{
+		`switchboard_audit_log_healthy 0`,
+		`switchboard_audit_records_dropped_total 3`,
+	}, nil)
+}
+
 func TestRemoveProvider(t *testing.T) {
 	m := New()
 	m.ToolCall("fs", "read_file", "ok", time.Millisecond)

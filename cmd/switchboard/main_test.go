@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,6 +107,28 @@ func MustOpenGateway(tb testing.TB, config string) *gateway {
 // admin returns the headers of the first admin user.
 func (g *gateway) admin() map[string]string {
 	return map[string]string{"Authorization": "Bearer " + g.FirstAdminKey}
+}
+
+// get does a GET of path on the gateway with hdr and returns the status and body.
+func (g *gateway) get(tb testing.TB, path string, hdr map[string]string) (int, string) {
+	tb.Helper()
+	req, err := http.NewRequest(http.MethodGet, g.URL()+path, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }
 
 // waitReady polls /healthz until every provider has settled.

@@ -54,6 +54,7 @@ func (m *Main) openOps() error {
 			return fmt.Errorf("opening the audit log: %w", err)
 		}
 		o.audit, o.waitForWrite = l, cfg.Audit.WaitForWrite
+		o.metrics.Audit(func() bool { return l.Err() == nil }, l.Dropped)
 	}
 	m.ops = o
 	o.metrics.Reload(true)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/signal"
@@ -186,6 +185,9 @@ func TestUnwritableAuditLogBlocksCalls(t *testing.T) {
 	// closes admission.
 	waitFor(t, 15*time.Second, func() bool { return g.ops.audit.Err() != nil }, "the audit log to report the failed write")
 	txt, isErr := callText(t, c, "echo__echo", map[string]any{"text": "must not run"})
+	if code, body := g.get(t, "/metrics", g.admin()); code != 200 || !strings.Contains(body, "\nswitchboard_audit_log_healthy 0\n") {
+		t.Errorf("/metrics while the audit log fails: %d, want switchboard_audit_log_healthy 0", code)
+	}
 	restore()
 	if !isErr || !strings.Contains(txt, "audit log") {
 		t.Fatalf("call with a broken audit log = %q (isError %v), want a refusal naming the audit log", txt, isErr)
@@ -205,6 +207,12 @@ func TestUnwritableAuditLogBlocksCalls(t *testing.T) {
 	}
 	if res, err := audit.Verify(g.config().Audit.File); err != nil || res.Broken != nil {
 		t.Errorf("audit verify: %+v %v", res.Broken, err)
+	}
+	_, body := g.get(t, "/metrics", g.admin())
+	for _, want := range []string{"\nswitchboard_audit_log_healthy 1\n", "\nswitchboard_audit_records_dropped_total 0\n"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics after recovery lacks %q", strings.TrimSpace(want))
+		}
 	}
 }
 
@@ -257,34 +265,21 @@ func TestMetricsAndStatusNeedAdmin(t *testing.T) {
 	g.waitReady(t)
 	c := MustConnect(t, g.URL()+"/mcp", g.admin())
 	callText(t, c, "echo__echo", map[string]any{"text": "x"})
-	get := func(path string, hdr map[string]string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, g.URL()+path, nil)
-		for k, v := range hdr {
-			req.Header.Set(k, v)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
-	if code, _ := get("/metrics", nil); code != http.StatusUnauthorized {
+	if code, _ := g.get(t, "/metrics", nil); code != http.StatusUnauthorized {
 		t.Errorf("/metrics without a key: %d", code)
 	}
-	if code, _ := get("/metrics", g.userKey(t, "plain")); code != http.StatusForbidden {
+	if code, _ := g.get(t, "/metrics", g.userKey(t, "plain")); code != http.StatusForbidden {
 		t.Errorf("/metrics for a non-admin: %d", code)
 	}
-	code, body := get("/metrics", g.admin())
+	code, body := g.get(t, "/metrics", g.admin())
 	if code != 200 || !strings.Contains(body, `switchboard_tool_calls_total{outcome="ok",provider="echo",tool="echo"} 1`) {
 		t.Errorf("/metrics: %d\n%s", code, body)
 	}
-	code, body = get("/status", g.admin())
+	code, body = g.get(t, "/status", g.admin())
 	if code != 200 || !strings.Contains(body, "echo") || !strings.Contains(body, "<html") {
 		t.Errorf("/status: %d %.300s", code, body)
 	}
-	code, body = get("/status?format=json", g.admin())
+	code, body = g.get(t, "/status?format=json", g.admin())
 	if code != 200 || !strings.Contains(body, `"providers"`) {
 		t.Errorf("/status json: %d %.300s", code, body)
 	}
