@@ -178,6 +178,7 @@ func mainReport(o *options, m machine, r *mainResults, took time.Duration) strin
 		rows = append(rows,
 			row{lab + " p50", stats.Dur(fr.filtered.P50), "—", "", "", "", ""},
 			row{lab + " p99", stats.Dur(fr.filtered.P99), "—", "", "≤ 2 ms", verdict(fr.filtered.P99 <= 2*time.Millisecond), ""},
+			row{"… of which in the gateway's MCP handler (access-log latency) p50 / p99", stats.Dur(fr.handler.P50) + " / " + stats.Dur(fr.handler.P99), "—", "", "", "", ""},
 			row{fmt.Sprintf("tools/list as admin (%d tools) p99", fr.adminSees), stats.Dur(fr.admin.P99), "—", "", "", "", ""})
 	}
 	if r.rssIdle > 0 {
@@ -227,8 +228,8 @@ func mainReport(o *options, m machine, r *mainResults, took time.Duration) strin
 	b.WriteString("- Memory is decimal (1 MB = 10⁶ B). RSS is VmRSS of the gateway process from /proc (never its providers); the helper row is the gateway's own executable re-run as a child (the supervisor's reaper), whose RSS is mostly text pages shared with the gateway (PSS divides shared pages among their sharers). Per-session memory is the RSS growth after opening the sessions (initialize + notifications/initialized, no GET stream), divided by their number.\n")
 	b.WriteString("- CPU per call is the process's user+system time over a load phase (from /proc, 10 ms ticks) divided by the calls made; the load generator shares the machine's cores with the gateway and the child.\n")
 	if fr := r.filt; fr != nil {
-		fmt.Fprintf(&b, "- Filtered tools/list: %d users over 10 roles (overlapping provider sets, half of them narrowed by tool globs, the last fifth of providers read-only), each seeing %d–%d tools (avg %.0f) of %d; one session per user, lists issued one at a time round-robin (%d lists). The gateway with %d children was ready (admin lists every tool) %s after exec.\n",
-			fr.principals, fr.perUserMin, fr.perUserMax, fr.perUserAvg, fr.adminSees, fr.filtered.N, fr.providers, fr.startup.Round(time.Millisecond))
+		fmt.Fprintf(&b, "- Filtered tools/list: %d users over 10 roles (overlapping provider sets, half of them narrowed by tool globs, the last fifth of providers read-only), each seeing %d–%d tools (avg %.0f, a %s answer) of %d; one session per user, lists issued one at a time round-robin (%d lists). The client-side figure includes moving the answer over loopback and the load generator's decoding of it; the handler figure is the gateway's access-log latency of the same requests, from the MCP handler's start (after the HTTP request is read and authenticated) to the answer's flush and its bookkeeping. The gateway with %d children was ready (admin lists every tool) %s after exec.\n",
+			fr.principals, fr.perUserMin, fr.perUserMax, fr.perUserAvg, stats.Bytes(float64(fr.avgBytes)), fr.adminSees, fr.filtered.N, fr.providers, fr.startup.Round(time.Millisecond))
 	}
 	if len(r.coldGW) > 0 {
 		fmt.Fprintf(&b, "- Cold start: gateway min %s / max %s (exec of `switchboard serve` with an existing vault and user, to the first tools/list through it that lists echo's tools); direct min %s / max %s (exec of `bin/echo`, initialize, tools/list).\n",

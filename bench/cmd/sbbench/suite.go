@@ -98,8 +98,12 @@ type filterResult struct {
 	adminSees                    int
 	perUserMin, perUserMax       int
 	perUserAvg                   float64
+	avgBytes                     int // size of a user's tools/list answer, on average
 	filtered, admin              stats.Summary
-	startup                      time.Duration
+	// handler is the filtered lists' time inside the gateway's MCP handler,
+	// from its access log (no network, HTTP parsing or client decoding).
+	handler stats.Summary
+	startup time.Duration
 }
 
 func runMain(ctx context.Context, o *options, bins harness.Bins, tmp string) (*mainResults, error) {
@@ -596,6 +600,7 @@ func filterConfig(o *options, bins harness.Bins, providers, tools int) (harness.
 // filterGateway is a running filtered-list gateway with one session per user.
 type filterGateway struct {
 	g        *harness.Gateway
+	env      *harness.Env
 	adminKey string
 	admin    *mcpclient.Session
 	sessions []*mcpclient.Session
@@ -643,7 +648,7 @@ func startFilter(ctx context.Context, o *options, bins harness.Bins, dir, binary
 	if err != nil {
 		return nil, err
 	}
-	f := &filterGateway{g: g, fr: fr, adminKey: adminKey}
+	f := &filterGateway{g: g, env: env, fr: fr, adminKey: adminKey}
 	fail := func(err error) (*filterGateway, error) {
 		_ = g.Stop()
 		return nil, err
@@ -660,7 +665,7 @@ func startFilter(ctx context.Context, o *options, bins harness.Bins, dir, binary
 	fr.startup = at.Sub(g.Started)
 	f.sessions = make([]*mcpclient.Session, fr.principals)
 	fr.perUserMin = 1 << 30
-	total := 0
+	total, size := 0, 0
 	for k, key := range keys {
 		c := &mcpclient.Client{URL: g.URL, Key: key, HTTP: hc}
 		if f.sessions[k], err = c.Open(ctx); err != nil {
@@ -671,10 +676,12 @@ func startFilter(ctx context.Context, o *options, bins harness.Bins, dir, binary
 			return fail(fmt.Errorf("user u%03d tools/list: %w", k, err))
 		}
 		n := bytes.Count(res, []byte(`"inputSchema"`))
+		size += len(res)
 		fr.perUserMin, fr.perUserMax = min(fr.perUserMin, n), max(fr.perUserMax, n)
 		total += n
 	}
 	fr.perUserAvg = float64(total) / float64(fr.principals)
+	fr.avgBytes = size / fr.principals
 	if fr.perUserMax >= adminSees || fr.perUserMin == 0 {
 		return fail(fmt.Errorf("the policy does not filter: users see %d..%d of %d tools", fr.perUserMin, fr.perUserMax, adminSees))
 	}
@@ -697,18 +704,31 @@ func filterPhase(ctx context.Context, o *options, bins harness.Bins, dir string,
 		return err
 	}
 	n := o.filterPasses * fr.principals
+	before, err := f.env.HandlerLatencies("tools/list", "user:u")
+	if err != nil {
+		return err
+	}
 	sample, err := runLoad(ctx, []op{cycle}, o.filterDur, n)
 	if err != nil {
 		return err
 	}
 	fr.filtered = sample.Summarize()
+	after, err := f.env.HandlerLatencies("tools/list", "user:u")
+	if err != nil {
+		return err
+	}
+	if got := len(after) - len(before); got != fr.filtered.N+fr.filtered.Errors {
+		return fmt.Errorf("the gateway logged %d filtered lists, the load generator made %d", got, fr.filtered.N+fr.filtered.Errors)
+	}
+	fr.handler = stats.Sample{Lat: after[len(before):], Elapsed: sample.Elapsed}.Summarize()
 	sample, err = runLoad(ctx, []op{listOp(sessCall(as))}, o.dur/2, n)
 	if err != nil {
 		return err
 	}
 	fr.admin = sample.Summarize()
-	logf("filtered tools/list: users see %d–%d tools (avg %.0f); p50 %s p99 %s over %d lists; admin (all %d) p50 %s p99 %s",
-		fr.perUserMin, fr.perUserMax, fr.perUserAvg, stats.Dur(fr.filtered.P50), stats.Dur(fr.filtered.P99), fr.filtered.N,
+	logf("filtered tools/list: users see %d–%d tools (avg %.0f); p50 %s p99 %s (in the handler: p50 %s p99 %s) over %d lists; admin (all %d) p50 %s p99 %s",
+		fr.perUserMin, fr.perUserMax, fr.perUserAvg, stats.Dur(fr.filtered.P50), stats.Dur(fr.filtered.P99),
+		stats.Dur(fr.handler.P50), stats.Dur(fr.handler.P99), fr.filtered.N,
 		adminSees, stats.Dur(fr.admin.P50), stats.Dur(fr.admin.P99))
 	r.filt = fr
 	return nil

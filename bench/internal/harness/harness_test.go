@@ -65,6 +65,37 @@ func TestConfigValidates(t *testing.T) {
 	}
 }
 
+func TestHandlerLatencies(t *testing.T) {
+	e := &Env{LogFile: filepath.Join(t.TempDir(), "gateway.log")}
+	log := strings.Join([]string{
+		"Switchboard is serving MCP at http://127.0.0.1:1/mcp",
+		`{"level":"info","component":"mux","method":"tools/list","principal":"user:u001","latency":1.5,"message":"mcp request"}`,
+		`{"level":"info","component":"mux","method":"tools/list","principal":"user:bench","latency":9,"message":"mcp request"}`,
+		`{"level":"info","component":"mux","method":"tools/call","principal":"user:u002","latency":7,"message":"mcp request"}`,
+		`{"level":"info","method":"tools/list","principal":"user:u003","latency":8,"message":"something else"}`,
+		`{"level":"info","component":"mux","method":"tools/list","principal":"user:u002","latency":0.25,"message":"mcp request"}`,
+		"",
+	}, "\n")
+	if err := os.WriteFile(e.LogFile, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.HandlerLatencies("tools/list", "user:u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []time.Duration{1500 * time.Microsecond, 250 * time.Microsecond}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("HandlerLatencies = %v, want %v", got, want)
+	}
+	bad := `{"component":"mux","method":"tools/list","principal":"user:u1","message":"mcp request"}` + "\n"
+	if err := os.WriteFile(e.LogFile, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.HandlerLatencies("tools/list", "user:u"); err == nil {
+		t.Fatal("a request line without a latency was accepted")
+	}
+}
+
 func TestProcHelpers(t *testing.T) {
 	rss, err := RSS(os.Getpid())
 	if err != nil || rss <= 0 {
