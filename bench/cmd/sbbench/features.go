@@ -179,12 +179,12 @@ func perCall(cpu time.Duration, calls int) time.Duration {
 func featuresReport(o *options, m machine, r *featureResults, took time.Duration) string {
 	var b strings.Builder
 	m.header(&b, "What each Switchboard feature costs on a small call", took)
-	fmt.Fprintf(&b, "Five gateways, each with one `bin/echo` child, run side by side and differ only in what is switched on; metrics are on in all of them (there is no switch). "+
+	fmt.Fprintf(&b, "%d gateways, each with one `bin/echo` child, run side by side and differ only in what is switched on; metrics are on in all of them (there is no switch). "+
 		"Loads are the main table's: tools/call of a 100 B text from 1 client and from 16 clients (each its own session), closed loop, %s after %s warm-up. "+
-		"There are %d rounds; in each, direct stdio and the bare HTTP floor run first, then the five gateways in an order that rotates from round to round, so each takes every position. "+
+		"There are %d rounds; in each, direct stdio and the bare HTTP floor run first, then the gateways in an order that rotates from round to round, so each takes every position. "+
 		"Latency and throughput are the median over the rounds; CPU per call is the CPU time the process used over all rounds at 16 clients, divided by the calls served. "+
 		"\"Saved\" is the all-on figure minus the variant's: what switching the feature off buys. Differences of a few µs are within this machine's noise (the log of the run has every round).\n\n",
-		o.dur, o.warm, r.rounds)
+		len(r.variants), o.dur, o.warm, r.rounds)
 	all := r.variants[0]
 	a1 := stats.Median(all.c1...)
 	aCPU := perCall(all.cpu16, all.calls16)
