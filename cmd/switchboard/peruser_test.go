@@ -105,21 +105,14 @@ func TestPerUserProcessesHaveTheirOwnCredentials(t *testing.T) {
 		t.Errorf("per-user gh instances = %v, want one each for ann and bob", pids)
 	}
 	// GET lists state, never values.
-	req, _ := http.NewRequest(http.MethodGet, g.URL()+"/api/connections", nil)
-	req.Header.Set("Authorization", ann["Authorization"])
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(body), `"gh"`) || strings.Contains(string(body), "canary") || strings.Contains(string(body), "bob") {
+	_, body := g.get(t, "/api/connections", ann)
+	if !strings.Contains(body, `"gh"`) || strings.Contains(body, "canary") || strings.Contains(body, "bob") {
 		t.Errorf("GET /api/connections = %s", body)
 	}
 	// Disconnecting stops that user's process only.
-	req, _ = http.NewRequest(http.MethodDelete, g.URL()+"/api/connections/gh", nil)
+	req, _ := http.NewRequest(http.MethodDelete, g.URL()+"/api/connections/gh", nil)
 	req.Header.Set("Authorization", ann["Authorization"])
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

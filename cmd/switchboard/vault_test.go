@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/base64"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,15 +150,8 @@ func TestSecretsSurviveRestartAndStayIsolated(t *testing.T) {
 	// Canaries appear in no log line, status page, health, metrics or audit
 	// record, raw or base64, even at trace level.
 	get := func(path string) string {
-		req, _ := http.NewRequest(http.MethodGet, g2.URL()+path, nil)
-		req.Header.Set("Authorization", g2.admin()["Authorization"])
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
+		_, body := g2.get(t, path, g2.admin())
+		return body
 	}
 	g2.writeConfig(t, "providers: {broken\n") // a reload error, logged at error level
 	g2.reload(t)

@@ -118,22 +118,20 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 				dops = append(dops, directOp(d, dp))
 				fops = append(fops, callOp(floorSessions[i], gp))
 			}
-			m := startCPU(d.Pid())
-			ds, err := measure(ctx, o, dops)
+			ds, cpu, err := measureCPU(ctx, o, dops, d.Pid())
 			if err != nil {
 				return nil, fmt.Errorf("direct %s: %w", sc.label(), err)
 			}
-			if cpu, _ := m.stop(); sc.clients == 16 {
+			if sc.clients == 16 {
 				r.dChild16 += cpu[0]
 				r.dCalls16 += ds.N
 			}
 			r.direct[sc.name] = append(r.direct[sc.name], ds)
-			m = startCPU(fl.Pid())
-			fs, err := measure(ctx, o, fops)
+			fs, cpu, err := measureCPU(ctx, o, fops, fl.Pid())
 			if err != nil {
 				return nil, fmt.Errorf("floor %s: %w", sc.label(), err)
 			}
-			if cpu, _ := m.stop(); sc.clients == 16 {
+			if sc.clients == 16 {
 				r.floor16 += cpu[0]
 				r.fCalls16 += fs.N
 			}
@@ -145,12 +143,10 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 				for i := range sc.clients {
 					gops = append(gops, callOp(v.sessions[i], gp))
 				}
-				m := startCPU(v.pids...)
-				gs, err := measure(ctx, o, gops)
+				gs, cpu, err := measureCPU(ctx, o, gops, v.pids...)
 				if err != nil {
 					return nil, fmt.Errorf("%s, %s: %w", v.name, sc.label(), err)
 				}
-				cpu, _ := m.stop()
 				if sc.clients == 1 {
 					v.c1 = append(v.c1, gs)
 				} else {
@@ -166,6 +162,18 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 		}
 	}
 	return r, nil
+}
+
+// measureCPU warms up, then runs ops for o.dur and returns the CPU time pids
+// used over that run only, so that it divides by the calls the run made.
+func measureCPU(ctx context.Context, o *options, ops []op, pids ...int) (stats.Summary, []time.Duration, error) {
+	if _, err := runLoad(ctx, ops, o.warm, o.maxCalls); err != nil {
+		return stats.Summary{}, nil, fmt.Errorf("warm-up: %w", err)
+	}
+	m := startCPU(pids...)
+	s, err := runLoad(ctx, ops, o.dur, o.maxCalls)
+	cpu, _ := m.stop()
+	return s.Summarize(), cpu, err
 }
 
 // perCall divides CPU time over calls.
