@@ -11,8 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchboard-mcp/switchboard/bench/internal/critpath"
 	"github.com/switchboard-mcp/switchboard/bench/internal/harness"
 	"github.com/switchboard-mcp/switchboard/bench/internal/mcpclient"
+	"github.com/switchboard-mcp/switchboard/bench/internal/stats"
 )
 
 // profilePhase runs the gateway under the call loads while fetching CPU
@@ -153,6 +155,36 @@ func profilePhase(ctx context.Context, o *options, bins harness.Bins, dir string
 				(m1-m0)/float64(res.n), (b1-b0)/float64(res.n)/1e3)
 		}
 		notes = append(notes, note)
+		if l.clients == 1 && !l.list {
+			// The 1-client call is latency-bound, not CPU-bound: an execution
+			// trace shows where a call waits (scheduler, netpoll, the child).
+			go func() {
+				s, err := runLoad(ctx, ops, 2*time.Second, o.maxCalls*10)
+				done <- result{len(s.Lat), err}
+			}()
+			traceFile := "trace-" + l.name + ".out"
+			terr := fetch("/debug/pprof/trace?seconds=1", traceFile)
+			if res := <-done; res.err != nil {
+				return notes, res.err
+			}
+			if terr != nil {
+				return notes, terr
+			}
+			note := fmt.Sprintf("%s: 1s execution trace → %s", l.name, filepath.Join(o.profile, traceFile))
+			if b, err := analyzeTrace(filepath.Join(o.profile, traceFile)); err != nil {
+				note += fmt.Sprintf(" (not analyzed: %v)", err)
+			} else {
+				tableFile := filepath.Join(o.profile, "critpath-"+l.name+".md")
+				if err := os.WriteFile(tableFile, []byte(b.Table()), 0o644); err != nil {
+					return notes, err
+				}
+				logf("profile: %s, where the serving goroutine spends a call:\n%s", l.name, b.Table())
+				note += fmt.Sprintf("; the goroutine serving the connection spends %s of each call's %s on the call's path, %s of it waiting for the child (segments → %s)",
+					stats.Dur(b.OnPath()/time.Duration(b.Calls)), stats.Dur(b.Span/time.Duration(b.Calls)),
+					stats.Dur(b.Waiting()/time.Duration(b.Calls)), tableFile)
+			}
+			notes = append(notes, note)
+		}
 		summarize(ctx, o.profile, cpuFile, "")
 		summarize(ctx, o.profile, "allocs-after-"+l.name+".pprof", "allocs-before-"+l.name+".pprof")
 	}
@@ -261,4 +293,15 @@ func summarizeBase(ctx context.Context, dir, file, base, index string) {
 		return
 	}
 	_ = os.WriteFile(filepath.Join(dir, out), b, 0o644)
+}
+
+// analyzeTrace splits the serving goroutine's time in the trace at path into
+// the segments of a call.
+func analyzeTrace(path string) (*critpath.Breakdown, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return critpath.Analyze(f, critpath.Gateway)
 }
