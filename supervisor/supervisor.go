@@ -288,7 +288,8 @@ func (s *Supervisor) Upstream(key switchboard.InstanceKey) (switchboard.Upstream
 	return in.up, true
 }
 
-// WaitReady blocks until key is running (nil), has failed or is stopped (an
+// WaitReady blocks until key is running (nil; its catalog has been handed to
+// OnCatalog by then), has failed or is stopped (an
 // EUNAVAILABLE error), is not supervised (ENOTFOUND), or ctx ends.
 func (s *Supervisor) WaitReady(ctx context.Context, key switchboard.InstanceKey) error {
 	s.mu.Lock()
@@ -680,10 +681,13 @@ func (in *instance) runOnce() (res runResult) {
 	in.up = up
 	in.tools = len(cat.Tools)
 	in.lastErr = ""
-	in.setStateLocked(switchboard.StateRunning)
 	in.mu.Unlock()
 	res.ready = true
+	// Publish before the state turns Running, so that whoever waits for it
+	// (WaitReady: a user's first tools/list starting their own instance) finds
+	// the tools in the mux.
 	in.publish(up, cat)
+	in.setState(switchboard.StateRunning)
 	in.log.Info().Int("tools", len(cat.Tools)).Int("prompts", len(cat.Prompts)).Int("resources", len(cat.Resources)).Msg("provider ready")
 	in.emit(Event{Kind: EventReady, PID: p.pid})
 

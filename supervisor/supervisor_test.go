@@ -1101,3 +1101,31 @@ func TestStopContextEndsFirst(t *testing.T) {
 		t.Errorf("group gone %v, stop events %d", groupGone(pid), rec.count(EventStop))
 	}
 }
+
+// WaitReady must not return before OnCatalog has the instance: a user's first
+// tools/list starts their per-user instance and waits for it, then lists the
+// mux's tools. A slow OnCatalog makes the old order (Running, then publish)
+// fail every time.
+func TestWaitReadyAfterCatalogPublished(t *testing.T) {
+	var published atomic.Bool
+	s := New(zerolog.New(zerolog.NewTestWriter(t)), Options{
+		OnCatalog: func(_ switchboard.InstanceKey, up switchboard.Upstream, _ *switchboard.Catalog) {
+			if up != nil {
+				time.Sleep(100 * time.Millisecond)
+				published.Store(true)
+			}
+		},
+		Jitter: func() float64 { return 0.5 },
+	})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.StopAll(ctx); err != nil {
+			t.Errorf("StopAll: %v", err)
+		}
+	})
+	MustReady(t, s, testSpec(t, "slowcat", ""))
+	if !published.Load() {
+		t.Fatal("WaitReady returned before OnCatalog had the instance's catalog")
+	}
+}
