@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 )
 
 // DefaultMaxMessageBytes is the default bound on one incoming JSON-RPC line.
@@ -377,7 +378,7 @@ func (c *Conn) readLoop() {
 	defer close(c.readerDone)
 	br := bufio.NewReaderSize(c.r, readBufferSize)
 	var long []byte // accumulates a line longer than the bufio buffer
-	var env envelope
+	var env jsonrpc.Envelope
 	for {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -442,35 +443,35 @@ func (c *Conn) accumulate(long, part []byte) ([]byte, error) {
 }
 
 // handle routes one line. env is reused between lines.
-func (c *Conn) handle(line []byte, env *envelope) {
+func (c *Conn) handle(line []byte, env *jsonrpc.Envelope) {
 	line = bytes.TrimSpace(line)
 	if len(line) == 0 {
 		return
 	}
-	if !env.decode(line) || string(env.jsonrpc) != `"2.0"` {
+	if !env.Decode(line) || string(env.JSONRPC) != `"2.0"` {
 		c.countGarbage(line)
 		return
 	}
-	method, ok := jsonString(env.method)
-	if !ok || env.params != nil && !json.Valid(env.params) {
+	method, ok := jsonrpc.String(env.Method)
+	if !ok || env.Params != nil && !json.Valid(env.Params) {
 		c.countGarbage(line)
 		return
 	}
-	hasID := has(env.id)
+	hasID := has(env.ID)
 	switch {
 	case method != "" && !hasID:
-		c.notification(method, clone(env.params))
+		c.notification(method, jsonrpc.Clone(env.Params))
 	case method != "":
-		c.enqueue(inbound{method: method, id: clone(env.id), params: clone(env.params)})
-	case hasID && (env.result != nil || env.error != nil):
+		c.enqueue(inbound{method: method, id: jsonrpc.Clone(env.ID), params: jsonrpc.Clone(env.Params)})
+	case hasID && (env.Result != nil || env.Error != nil):
 		c.response(line, env)
 	default:
 		c.countGarbage(line)
 	}
 }
 
-func (c *Conn) response(line []byte, env *envelope) {
-	id, ok := parseID(env.id)
+func (c *Conn) response(line []byte, env *jsonrpc.Envelope) {
+	id, ok := jsonrpc.ParseID(env.ID)
 	if !ok {
 		c.countGarbage(line)
 		return
@@ -490,10 +491,10 @@ func (c *Conn) response(line []byte, env *envelope) {
 		c.countGarbage(line)
 		return
 	}
-	resp := response{result: clone(env.result)}
-	if has(env.error) {
+	resp := response{result: jsonrpc.Clone(env.Result)}
+	if has(env.Error) {
 		resp.err = new(switchboard.RPCError)
-		if json.Unmarshal(env.error, resp.err) != nil {
+		if json.Unmarshal(env.Error, resp.err) != nil {
 			resp.err = &switchboard.RPCError{Code: -32603, Message: "provider sent a malformed error"}
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 )
 
 // testMsg is how the test peer decodes what the Conn sends.
@@ -586,7 +587,7 @@ func FuzzConnHandle(f *testing.F) {
 		c, _ := MustConn(t, ConnOptions{NotificationQueue: 1})
 		_, release := c.ProgressToken(func(json.RawMessage) {})
 		defer release()
-		var env envelope
+		var env jsonrpc.Envelope
 		c.handle(line, &env)
 	})
 }

@@ -1,36 +1,39 @@
-package supervisor
+// Package jsonrpc splits JSON-RPC 2.0 messages into their members without
+// decoding them. The supervisor reads its children's stdio with it, and the
+// benchmark's load generator its answers, so both sides of a comparison do the
+// same work per message.
+package jsonrpc
 
 import (
 	"bytes"
 	"encoding/json"
 )
 
-// envelope is one JSON-RPC message split into its members, as raw JSON values
+// Envelope is one JSON-RPC message split into its members, as raw JSON values
 // (nil when absent). The slices may point into the line being read, so they
-// are valid only until the next line; handle copies what it hands out.
-type envelope struct {
-	jsonrpc, id, method, params, result, error []byte
+// are valid only as long as the line is.
+type Envelope struct {
+	JSONRPC, ID, Method, Params, Result, Error []byte
 }
 
-// decode splits line, a whole message without surrounding space. It reports
+// Decode splits line, a whole message without surrounding space. It reports
 // whether line is a JSON object with a well-formed top level.
 //
 // The usual message takes a fast path that walks the line once, finds the
 // members it needs and skips the rest without decoding it: nested values are
-// delimited (strings, brackets) but not validated, and nothing is copied. The
-// callers validate what they hand out (params) or decode it (error; result is
-// decoded by whoever made the call). A member name with escapes or in another
+// delimited (strings, brackets) but not validated, and nothing is copied: callers
+// validate or decode the members they use. A member name with escapes or in another
 // letter case takes the encoding/json path, so names are matched exactly as
 // json.Unmarshal would.
-func (e *envelope) decode(line []byte) bool {
-	*e = envelope{}
+func (e *Envelope) Decode(line []byte) bool {
+	*e = Envelope{}
 	switch scanEnvelope(line, e) {
 	case scanOK:
 		return true
 	case scanBad:
 		return false
 	}
-	*e = envelope{}
+	*e = Envelope{}
 	var s struct {
 		JSONRPC json.RawMessage `json:"jsonrpc"`
 		ID      json.RawMessage `json:"id"`
@@ -42,7 +45,7 @@ func (e *envelope) decode(line []byte) bool {
 	if json.Unmarshal(line, &s) != nil {
 		return false
 	}
-	e.jsonrpc, e.id, e.method, e.params, e.result, e.error = s.JSONRPC, s.ID, s.Method, s.Params, s.Result, s.Error
+	e.JSONRPC, e.ID, e.Method, e.Params, e.Result, e.Error = s.JSONRPC, s.ID, s.Method, s.Params, s.Result, s.Error
 	return true
 }
 
@@ -54,8 +57,8 @@ const (
 	scanFallback            // use encoding/json
 )
 
-// scanEnvelope is decode's fast path.
-func scanEnvelope(b []byte, e *envelope) scanResult {
+// scanEnvelope is Decode's fast path.
+func scanEnvelope(b []byte, e *Envelope) scanResult {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return scanBad
@@ -88,17 +91,17 @@ func scanEnvelope(b []byte, e *envelope) scanResult {
 		val := b[i:end]
 		switch string(key) {
 		case "jsonrpc":
-			e.jsonrpc = val
+			e.JSONRPC = val
 		case "id":
-			e.id = val
+			e.ID = val
 		case "method":
-			e.method = val
+			e.Method = val
 		case "params":
-			e.params = val
+			e.Params = val
 		case "result":
-			e.result = val
+			e.Result = val
 		case "error":
-			e.error = val
+			e.Error = val
 		default:
 			for _, name := range memberNames {
 				if bytes.EqualFold(key, name) { // json.Unmarshal would take it
@@ -213,9 +216,9 @@ func isScalarByte(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '+' || c == '.'
 }
 
-// jsonString returns the Go string of a raw JSON string value. ok is false if
+// String returns the Go string of a raw JSON string value. ok is false if
 // raw is not a JSON string; absent and null give "".
-func jsonString(raw []byte) (s string, ok bool) {
+func String(raw []byte) (s string, ok bool) {
 	switch {
 	case len(raw) == 0 || string(raw) == "null":
 		return "", true
@@ -231,9 +234,9 @@ func jsonString(raw []byte) (s string, ok bool) {
 	return s, err == nil
 }
 
-// parseID returns a response id as one of our integer ids; a quoted integer is
-// accepted too.
-func parseID(raw []byte) (int64, bool) {
+// ParseID returns a response id as an integer id; a quoted integer is accepted
+// too.
+func ParseID(raw []byte) (int64, bool) {
 	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' {
 		raw = raw[1 : len(raw)-1]
 	}
@@ -262,8 +265,8 @@ func parseInt(b []byte) (int64, bool) {
 	return n, true
 }
 
-// clone copies b into a new json.RawMessage of exactly its size.
-func clone(b []byte) json.RawMessage {
+// Clone copies b into a new json.RawMessage of exactly its size.
+func Clone(b []byte) json.RawMessage {
 	if b == nil {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package supervisor
+package jsonrpc
 
 import (
 	"bytes"
@@ -8,7 +8,7 @@ import (
 )
 
 // stdlibEnvelope is the reference decoding: what json.Unmarshal sees.
-func stdlibEnvelope(line []byte) (envelope, bool) {
+func stdlibEnvelope(line []byte) (Envelope, bool) {
 	var s struct {
 		JSONRPC json.RawMessage `json:"jsonrpc"`
 		ID      json.RawMessage `json:"id"`
@@ -18,9 +18,9 @@ func stdlibEnvelope(line []byte) (envelope, bool) {
 		Error   json.RawMessage `json:"error"`
 	}
 	if json.Unmarshal(line, &s) != nil {
-		return envelope{}, false
+		return Envelope{}, false
 	}
-	return envelope{s.JSONRPC, s.ID, s.Method, s.Params, s.Result, s.Error}, true
+	return Envelope{s.JSONRPC, s.ID, s.Method, s.Params, s.Result, s.Error}, true
 }
 
 func TestEnvelopeDecode(t *testing.T) {
@@ -28,33 +28,33 @@ func TestEnvelopeDecode(t *testing.T) {
 		name string
 		line string
 		ok   bool
-		want envelope // for ok lines
+		want Envelope // for ok lines
 	}{
 		{"response", `{"jsonrpc":"2.0","id":7,"result":{"a":[1,"}",{"b":"\"]"}]}}`, true,
-			envelope{jsonrpc: []byte(`"2.0"`), id: []byte(`7`), result: []byte(`{"a":[1,"}",{"b":"\"]"}]}`)}},
+			Envelope{JSONRPC: []byte(`"2.0"`), ID: []byte(`7`), Result: []byte(`{"a":[1,"}",{"b":"\"]"}]}`)}},
 		{"spaces everywhere", " { \"id\" : \"x\" , \"method\" : \"ping\" , \"jsonrpc\" : \"2.0\" } ", true,
-			envelope{jsonrpc: []byte(`"2.0"`), id: []byte(`"x"`), method: []byte(`"ping"`)}},
+			Envelope{JSONRPC: []byte(`"2.0"`), ID: []byte(`"x"`), Method: []byte(`"ping"`)}},
 		{"unknown members skipped", `{"x":{"y":[true,false,null,-1.5e3]},"jsonrpc":"2.0","method":"m"}`, true,
-			envelope{jsonrpc: []byte(`"2.0"`), method: []byte(`"m"`)}},
-		{"duplicate member: last wins", `{"id":1,"id":2}`, true, envelope{id: []byte(`2`)}},
-		{"escaped backslash before quote", `{"result":"a\\\\","id":1}`, true, envelope{result: []byte(`"a\\\\"`), id: []byte(`1`)}},
-		{"case variant member (encoding/json path)", `{"ID":3,"Result":{}}`, true, envelope{id: []byte(`3`), result: []byte(`{}`)}},
-		{"escaped member name (encoding/json path)", `{"\u0069d":4}`, true, envelope{id: []byte(`4`)}},
-		{"empty object", `{}`, true, envelope{}},
-		{"not an object", `[1]`, false, envelope{}},
-		{"text", `hello`, false, envelope{}},
-		{"unterminated string", `{"id":"abc}`, false, envelope{}},
-		{"unbalanced", `{"result":{"a":1}`, false, envelope{}},
-		{"missing colon", `{"id" 1}`, false, envelope{}},
-		{"missing comma", `{"id":1 "x":2}`, false, envelope{}},
-		{"trailing data", `{"id":1} {"id":2}`, false, envelope{}},
-		{"bad literal", `{"id":tru}`, false, envelope{}},
-		{"bad number", `{"id":1.2.3}`, false, envelope{}},
+			Envelope{JSONRPC: []byte(`"2.0"`), Method: []byte(`"m"`)}},
+		{"duplicate member: last wins", `{"id":1,"id":2}`, true, Envelope{ID: []byte(`2`)}},
+		{"escaped backslash before quote", `{"result":"a\\\\","id":1}`, true, Envelope{Result: []byte(`"a\\\\"`), ID: []byte(`1`)}},
+		{"case variant member (encoding/json path)", `{"ID":3,"Result":{}}`, true, Envelope{ID: []byte(`3`), Result: []byte(`{}`)}},
+		{"escaped member name (encoding/json path)", `{"\u0069d":4}`, true, Envelope{ID: []byte(`4`)}},
+		{"empty object", `{}`, true, Envelope{}},
+		{"not an object", `[1]`, false, Envelope{}},
+		{"text", `hello`, false, Envelope{}},
+		{"unterminated string", `{"id":"abc}`, false, Envelope{}},
+		{"unbalanced", `{"result":{"a":1}`, false, Envelope{}},
+		{"missing colon", `{"id" 1}`, false, Envelope{}},
+		{"missing comma", `{"id":1 "x":2}`, false, Envelope{}},
+		{"trailing data", `{"id":1} {"id":2}`, false, Envelope{}},
+		{"bad literal", `{"id":tru}`, false, Envelope{}},
+		{"bad number", `{"id":1.2.3}`, false, Envelope{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var e envelope
-			ok := e.decode([]byte(tt.line))
+			var e Envelope
+			ok := e.Decode([]byte(tt.line))
 			if ok != tt.ok {
 				t.Fatalf("decode = %v, want %v", ok, tt.ok)
 			}
@@ -65,18 +65,18 @@ func TestEnvelopeDecode(t *testing.T) {
 	}
 }
 
-func sameEnvelope(a, b envelope) bool {
+func sameEnvelope(a, b Envelope) bool {
 	eq := func(x, y []byte) bool { return (x == nil) == (y == nil) && bytes.Equal(x, y) }
-	return eq(a.jsonrpc, b.jsonrpc) && eq(a.id, b.id) && eq(a.method, b.method) &&
-		eq(a.params, b.params) && eq(a.result, b.result) && eq(a.error, b.error)
+	return eq(a.JSONRPC, b.JSONRPC) && eq(a.ID, b.ID) && eq(a.Method, b.Method) &&
+		eq(a.Params, b.Params) && eq(a.Result, b.Result) && eq(a.Error, b.Error)
 }
 
-func show(e envelope) string {
+func show(e Envelope) string {
 	var b strings.Builder
 	for _, f := range []struct {
 		n string
 		v []byte
-	}{{"jsonrpc", e.jsonrpc}, {"id", e.id}, {"method", e.method}, {"params", e.params}, {"result", e.result}, {"error", e.error}} {
+	}{{"jsonrpc", e.JSONRPC}, {"id", e.ID}, {"method", e.Method}, {"params", e.Params}, {"result", e.Result}, {"error", e.Error}} {
 		if f.v != nil {
 			b.WriteString(f.n + "=" + string(f.v) + " ")
 		}
@@ -98,8 +98,8 @@ func FuzzEnvelopeMatchesStdlib(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
-		var e envelope
-		ok := e.decode(line) // must not panic on anything
+		var e Envelope
+		ok := e.Decode(line) // must not panic on anything
 		if !json.Valid(line) {
 			return
 		}
@@ -134,9 +134,9 @@ func TestJSONString(t *testing.T) {
 		{`{"a":1}`, "", false},
 	}
 	for _, tt := range tests {
-		got, ok := jsonString([]byte(tt.raw))
+		got, ok := String([]byte(tt.raw))
 		if got != tt.want || ok != tt.ok {
-			t.Errorf("jsonString(%s) = %q, %v; want %q, %v", tt.raw, got, ok, tt.want, tt.ok)
+			t.Errorf("String(%s) = %q, %v; want %q, %v", tt.raw, got, ok, tt.want, tt.ok)
 		}
 	}
 }
@@ -151,8 +151,8 @@ func TestParseID(t *testing.T) {
 		{`1.5`, 0, false}, {`1e3`, 0, false}, {`12345678901234567890`, 0, false}, {`{"x":1}`, 0, false}, {`""`, 0, false},
 	}
 	for _, tt := range tests {
-		if got, ok := parseID([]byte(tt.raw)); got != tt.want || ok != tt.ok {
-			t.Errorf("parseID(%s) = %d, %v; want %d, %v", tt.raw, got, ok, tt.want, tt.ok)
+		if got, ok := ParseID([]byte(tt.raw)); got != tt.want || ok != tt.ok {
+			t.Errorf("ParseID(%s) = %d, %v; want %d, %v", tt.raw, got, ok, tt.want, tt.ok)
 		}
 	}
 }
@@ -169,12 +169,12 @@ func BenchmarkEnvelope(b *testing.B) {
 		b.Run(c.name+"/fast", func(b *testing.B) {
 			b.SetBytes(int64(len(c.line)))
 			b.ReportAllocs()
-			var e envelope
+			var e Envelope
 			for b.Loop() {
-				if !e.decode(c.line) {
+				if !e.Decode(c.line) {
 					b.Fatal("decode failed")
 				}
-				_ = clone(e.result)
+				_ = Clone(e.Result)
 			}
 		})
 		b.Run(c.name+"/encoding-json", func(b *testing.B) {
