@@ -106,6 +106,7 @@ func profilePhase(ctx context.Context, o *options, bins harness.Bins, dir string
 		list    bool
 	}{
 		{"call-1c-100b", 1, 100, false},
+		{"call-1c-64k", 1, 64 << 10, false},
 		{"call-16c-100b", 16, 100, false},
 		{"call-16c-64k", 16, 64 << 10, false},
 		{"list-1c", 1, 0, true},

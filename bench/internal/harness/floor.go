@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 )
 
 // FloorArg, as the only argument of a binary that calls ServeFloor for it,
@@ -24,8 +26,9 @@ const FloorArg = "-serve-floor"
 
 // ServeFloor runs the HTTP floor: a bare net/http server on a loopback port
 // (printed as the first line of stdout) that answers every JSON-RPC POST with
-// its params as the result, after one envelope decode, and hands out session
-// ids on initialize. It is what any HTTP gateway pays at least: no MCP, no
+// its params as the result, after splitting its envelope (jsonrpc.Envelope,
+// which delimits but does not validate), and hands out session ids on
+// initialize. It is what any HTTP gateway pays at least: no MCP, no
 // authentication, no provider. It returns when stdin closes.
 func ServeFloor() error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -54,20 +57,21 @@ func floorHandler(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	var env struct {
-		ID     json.RawMessage `json:"id"`
-		Method string          `json:"method"`
-		Params json.RawMessage `json:"params"`
+	var env jsonrpc.Envelope
+	if !env.Decode(body) {
+		http.Error(w, "not a JSON-RPC message", http.StatusBadRequest)
+		return
 	}
-	if err := json.Unmarshal(body, &env); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	method, ok := jsonrpc.String(env.Method)
+	if !ok {
+		http.Error(w, "method is not a string", http.StatusBadRequest)
 		return
 	}
 	if len(env.ID) == 0 {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	if env.Method == "initialize" {
+	if method == "initialize" {
 		var b [16]byte
 		_, _ = rand.Read(b[:])
 		w.Header().Set("Mcp-Session-Id", hex.EncodeToString(b[:]))

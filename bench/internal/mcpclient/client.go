@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 )
 
 // ProtocolVersion is the MCP protocol version the client speaks.
@@ -71,13 +73,6 @@ type Session struct {
 	req  []byte
 	line []byte
 	body bytes.Buffer
-	env  envelope
-}
-
-type envelope struct {
-	ID     json.RawMessage `json:"id"`
-	Result json.RawMessage `json:"result"`
-	Error  *RPCError       `json:"error"`
 }
 
 // InitializeParams is the params of the client's initialize request.
@@ -215,28 +210,35 @@ func (s *Session) post(ctx context.Context, body []byte) (*http.Response, error)
 	return s.c.HTTP.Do(req)
 }
 
-// decode reads the JSON-RPC envelope of msg and checks its id.
+// decode splits msg's JSON-RPC envelope and checks its id. Like the direct
+// side's supervisor.Conn, it delimits the result without validating it (both
+// use jsonrpc.Envelope), so both sides of a comparison do the same work per
+// answer; the load's ops check what they need of the result.
 func (s *Session) decode(msg []byte, id int64) (json.RawMessage, error) {
-	s.env.ID = s.env.ID[:0]
-	s.env.Result = s.env.Result[:0]
-	s.env.Error = nil
-	if err := json.Unmarshal(msg, &s.env); err != nil {
-		return nil, fmt.Errorf("decoding the answer: %w", err)
+	var e jsonrpc.Envelope
+	if !e.Decode(msg) || string(e.JSONRPC) != `"2.0"` {
+		return nil, fmt.Errorf("decoding the answer: not a JSON-RPC 2.0 message: %.200s", msg)
 	}
-	if got, err := strconv.ParseInt(string(bytes.Trim(s.env.ID, `"`)), 10, 64); err != nil || got != id {
-		return nil, fmt.Errorf("answer has id %s, want %d", s.env.ID, id)
+	if got, ok := jsonrpc.ParseID(e.ID); !ok || got != id {
+		return nil, fmt.Errorf("answer has id %s, want %d", e.ID, id)
 	}
-	if s.env.Error != nil {
-		return nil, s.env.Error
+	if len(e.Error) > 0 && string(e.Error) != "null" {
+		rpc := new(RPCError)
+		if err := json.Unmarshal(e.Error, rpc); err != nil {
+			return nil, fmt.Errorf("decoding the answer's error: %w", err)
+		}
+		return nil, rpc
 	}
-	return s.env.Result, nil
+	if len(e.Result) == 0 {
+		return nil, fmt.Errorf("answer has neither result nor error: %.200s", msg)
+	}
+	return e.Result, nil
 }
 
 // readSSE returns the data of the first event that answers id, skipping
 // notifications and requests the server sends first.
 func (s *Session) readSSE(r io.Reader, id int64) ([]byte, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
-	want := strconv.AppendInt(nil, id, 10)
 	for {
 		line := s.line[:0]
 		var err error
@@ -252,7 +254,7 @@ func (s *Session) readSSE(r io.Reader, id int64) ([]byte, error) {
 		trimmed := bytes.TrimRight(line, "\r\n")
 		if len(trimmed) == 0 { // end of an event
 			if s.body.Len() > 0 {
-				if answers(s.body.Bytes(), want) {
+				if answers(s.body.Bytes(), id) {
 					return s.body.Bytes(), nil
 				}
 				s.body.Reset()
@@ -264,7 +266,7 @@ func (s *Session) readSSE(r io.Reader, id int64) ([]byte, error) {
 			s.body.Write(bytes.TrimPrefix(data, []byte(" ")))
 		}
 		if err != nil {
-			if s.body.Len() > 0 && answers(s.body.Bytes(), want) {
+			if s.body.Len() > 0 && answers(s.body.Bytes(), id) {
 				return s.body.Bytes(), nil
 			}
 			if errors.Is(err, io.EOF) {
@@ -275,16 +277,15 @@ func (s *Session) readSSE(r io.Reader, id int64) ([]byte, error) {
 	}
 }
 
-// answers reports whether msg is a response (not a notification) with id want.
-func answers(msg, want []byte) bool {
-	var e struct {
-		ID     json.RawMessage `json:"id"`
-		Method string          `json:"method"`
-	}
-	if json.Unmarshal(msg, &e) != nil || e.Method != "" {
+// answers reports whether msg is a response (not a notification or a request)
+// with id want.
+func answers(msg []byte, want int64) bool {
+	var e jsonrpc.Envelope
+	if !e.Decode(msg) || e.Method != nil {
 		return false
 	}
-	return bytes.Equal(bytes.Trim(e.ID, `"`), want)
+	got, ok := jsonrpc.ParseID(e.ID)
+	return ok && got == want
 }
 
 func statusError(resp *http.Response) error {

@@ -54,6 +54,21 @@ func fakeServer(t *testing.T) *httptest.Server {
 		case "tools/list":
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[]}}`, msg.ID)
+		case "bad/text":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `not json at all`)
+		case "bad/version":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"jsonrpc":"1.0","id":%s,"result":{}}`, msg.ID)
+		case "bad/id":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"jsonrpc":"2.0","id":999,"result":{}}`)
+		case "bad/empty":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s}`, msg.ID)
+		case "bad/unbalanced":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[}`, msg.ID)
 		default:
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"method not found"}}`, msg.ID)
@@ -83,6 +98,11 @@ func TestSession(t *testing.T) {
 		{"sse answer after a notification", "tools/call", `{"text":"hi"}`, `{"text":"hi"}`, false},
 		{"sse answer longer than the buffer", "tools/call", `{"text":"` + big + `"}`, `{"text":"` + big + `"}`, false},
 		{"json-rpc error", "nope", "", "", true},
+		{"not json", "bad/text", "", "not a JSON-RPC 2.0 message", true},
+		{"wrong version", "bad/version", "", "not a JSON-RPC 2.0 message", true},
+		{"wrong id", "bad/id", "", "answer has id 999", true},
+		{"neither result nor error", "bad/empty", "", "neither result nor error", true},
+		{"unbalanced result", "bad/unbalanced", "", "not a JSON-RPC 2.0 message", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,6 +111,12 @@ func TestSession(t *testing.T) {
 				p = []byte(tt.params)
 			}
 			res, err := s.Call(ctx, tt.method, p)
+			if tt.wantErr && tt.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("err = %v, want one saying %q", err, tt.want)
+				}
+				return
+			}
 			if tt.wantErr {
 				var rpc *RPCError
 				if !errors.As(err, &rpc) || rpc.Code != -32601 {
