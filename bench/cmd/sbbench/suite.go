@@ -700,11 +700,13 @@ func filterPhase(ctx context.Context, o *options, bins harness.Bins, dir string,
 	fr, as := f.fr, f.admin
 	adminSees := fr.adminSees
 	cycle := f.cycle()
-	if _, err := runLoad(ctx, []op{cycle}, o.warm, fr.principals); err != nil {
+	warm, err := runLoad(ctx, []op{cycle}, o.warm, fr.principals)
+	if err != nil {
 		return err
 	}
 	n := o.filterPasses * fr.principals
-	before, err := f.env.HandlerLatencies("tools/list", "user:u")
+	// Each user listed once in startFilter, then the warm-up.
+	before, err := f.env.WaitHandlerLatencies(ctx, "tools/list", "user:u", fr.principals+len(warm.Lat)+warm.Errors)
 	if err != nil {
 		return err
 	}
@@ -713,7 +715,7 @@ func filterPhase(ctx context.Context, o *options, bins harness.Bins, dir string,
 		return err
 	}
 	fr.filtered = sample.Summarize()
-	after, err := f.env.HandlerLatencies("tools/list", "user:u")
+	after, err := f.env.WaitHandlerLatencies(ctx, "tools/list", "user:u", len(before)+len(sample.Lat)+sample.Errors)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -45,4 +46,25 @@ func (e *Env) HandlerLatencies(method, principalPrefix string) ([]time.Duration,
 		out = append(out, time.Duration(*l.Latency*float64(time.Millisecond)))
 	}
 	return out, sc.Err()
+}
+
+// WaitHandlerLatencies is HandlerLatencies once the log holds at least n such
+// lines. The gateway writes a request's line just after flushing its answer,
+// so the client can have the answer a moment before the line is in the file.
+func (e *Env) WaitHandlerLatencies(ctx context.Context, method, principalPrefix string, n int) ([]time.Duration, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lat, err := e.HandlerLatencies(method, principalPrefix)
+		if err != nil || len(lat) >= n {
+			return lat, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s: %d access-log lines for %s after 5s, want %d", e.LogFile, len(lat), method, n)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

@@ -96,6 +96,39 @@ func TestHandlerLatencies(t *testing.T) {
 	}
 }
 
+// The gateway writes a request's access-log line just after the answer; the
+// wait must see a line that lands a moment after it starts, and give up on
+// one that never comes.
+func TestWaitHandlerLatencies(t *testing.T) {
+	e := &Env{LogFile: filepath.Join(t.TempDir(), "gateway.log")}
+	line := `{"component":"mux","method":"tools/list","principal":"user:u1","latency":1,"message":"mcp request"}` + "\n"
+	if err := os.WriteFile(e.LogFile, []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		f, err := os.OpenFile(e.LogFile, os.O_APPEND|os.O_WRONLY, 0)
+		if err == nil {
+			_, err = f.WriteString(line)
+			f.Close()
+		}
+		done <- err
+	}()
+	got, err := e.WaitHandlerLatencies(context.Background(), "tools/list", "user:u", 2)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("WaitHandlerLatencies = %v, %v; want the late second line", got, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := e.WaitHandlerLatencies(ctx, "tools/list", "user:u", 3); err == nil {
+		t.Fatal("waiting for a line that never comes succeeded")
+	}
+}
+
 func TestProcHelpers(t *testing.T) {
 	rss, err := RSS(os.Getpid())
 	if err != nil || rss <= 0 {
