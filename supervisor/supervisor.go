@@ -289,8 +289,8 @@ func (s *Supervisor) Upstream(key switchboard.InstanceKey) (switchboard.Upstream
 }
 
 // WaitReady blocks until key is running (nil; its catalog has been handed to
-// OnCatalog by then), has failed or is stopped (an
-// EUNAVAILABLE error), is not supervised (ENOTFOUND), or ctx ends.
+// OnCatalog by then), has failed or is stopped (an EUNAVAILABLE error), is not
+// supervised (ENOTFOUND), or ctx ends.
 func (s *Supervisor) WaitReady(ctx context.Context, key switchboard.InstanceKey) error {
 	s.mu.Lock()
 	in := s.insts[key]

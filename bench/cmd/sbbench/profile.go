@@ -126,50 +126,48 @@ func profilePhase(ctx context.Context, o *options, bins harness.Bins, dir string
 		if err := fetch("/debug/pprof/allocs", "allocs-before-"+l.name+".pprof"); err != nil {
 			return notes, err
 		}
-		m0, b0 := metricPair(ctx, c)
-		type result struct {
-			n   int
-			err error
+		// underLoad fetches path into file while ops run for secs+1 seconds,
+		// and returns how many operations they made.
+		underLoad := func(path, file string, secs int) (int, error) {
+			type result struct {
+				n   int
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				s, err := runLoad(ctx, ops, time.Duration(secs+1)*time.Second, o.maxCalls*10)
+				done <- result{len(s.Lat), err}
+			}()
+			ferr := fetch(path, file)
+			res := <-done
+			if ferr != nil {
+				return 0, ferr
+			}
+			return res.n, res.err
 		}
-		done := make(chan result, 1)
-		go func() {
-			s, err := runLoad(ctx, ops, time.Duration(secs)*time.Second+time.Second, o.maxCalls*10)
-			done <- result{len(s.Lat), err}
-		}()
+		m0, b0 := metricPair(ctx, c)
 		cpuFile := "cpu-" + l.name + ".pprof"
 		logf("profile: %s, %ds CPU profile", l.name, secs)
-		ferr := fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), cpuFile)
-		res := <-done
-		if ferr != nil {
-			return notes, ferr
-		}
-		if res.err != nil {
-			return notes, res.err
+		n, err := underLoad(fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), cpuFile, secs)
+		if err != nil {
+			return notes, err
 		}
 		m1, b1 := metricPair(ctx, c)
 		if err := fetch("/debug/pprof/allocs", "allocs-after-"+l.name+".pprof"); err != nil {
 			return notes, err
 		}
-		note := fmt.Sprintf("%s: %d operations during the profile → %s", l.name, res.n, filepath.Join(o.profile, cpuFile))
-		if m1 > m0 && res.n > 0 {
+		note := fmt.Sprintf("%s: %d operations during the profile → %s", l.name, n, filepath.Join(o.profile, cpuFile))
+		if m1 > m0 && n > 0 {
 			note += fmt.Sprintf("; gateway allocations per operation ≈ %.0f objects, %.1f KB (from /metrics, includes the metrics scrapes)",
-				(m1-m0)/float64(res.n), (b1-b0)/float64(res.n)/1e3)
+				(m1-m0)/float64(n), (b1-b0)/float64(n)/1e3)
 		}
 		notes = append(notes, note)
 		if l.clients == 1 && !l.list {
 			// The 1-client call is latency-bound, not CPU-bound: an execution
 			// trace shows where a call waits (scheduler, netpoll, the child).
-			go func() {
-				s, err := runLoad(ctx, ops, 2*time.Second, o.maxCalls*10)
-				done <- result{len(s.Lat), err}
-			}()
 			traceFile := "trace-" + l.name + ".out"
-			terr := fetch("/debug/pprof/trace?seconds=1", traceFile)
-			if res := <-done; res.err != nil {
-				return notes, res.err
-			}
-			if terr != nil {
-				return notes, terr
+			if _, err := underLoad("/debug/pprof/trace?seconds=1", traceFile, 1); err != nil {
+				return notes, err
 			}
 			note := fmt.Sprintf("%s: 1s execution trace → %s", l.name, filepath.Join(o.profile, traceFile))
 			if b, err := analyzeTrace(filepath.Join(o.profile, traceFile)); err != nil {
