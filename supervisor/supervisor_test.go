@@ -167,7 +167,13 @@ func (c *testClock) Advance(d time.Duration)                { c.offset.Add(int64
 func MustSupervisor(tb testing.TB, opts Options) (*Supervisor, *recorder) {
 	tb.Helper()
 	rec := newRecorder()
-	opts.OnCatalog = rec.onCatalog
+	own := opts.OnCatalog // the test's own, called before the recorder's
+	opts.OnCatalog = func(key switchboard.InstanceKey, up switchboard.Upstream, cat *switchboard.Catalog) {
+		if own != nil {
+			own(key, up, cat)
+		}
+		rec.onCatalog(key, up, cat)
+	}
 	opts.OnEvent = rec.onEvent
 	if opts.Jitter == nil {
 		opts.Jitter = func() float64 { return 0.5 } // no jitter
@@ -1108,21 +1114,13 @@ func TestStopContextEndsFirst(t *testing.T) {
 // fail every time.
 func TestWaitReadyAfterCatalogPublished(t *testing.T) {
 	var published atomic.Bool
-	s := New(zerolog.New(zerolog.NewTestWriter(t)), Options{
+	s, _ := MustSupervisor(t, Options{
 		OnCatalog: func(_ switchboard.InstanceKey, up switchboard.Upstream, _ *switchboard.Catalog) {
 			if up != nil {
 				time.Sleep(100 * time.Millisecond)
 				published.Store(true)
 			}
 		},
-		Jitter: func() float64 { return 0.5 },
-	})
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := s.StopAll(ctx); err != nil {
-			t.Errorf("StopAll: %v", err)
-		}
 	})
 	MustReady(t, s, testSpec(t, "slowcat", ""))
 	if !published.Load() {

@@ -63,10 +63,6 @@ type Breakdown struct {
 	Calls     int           // answer writes
 	Span      time.Duration // from its first to its last transition
 	Segments  []Segment     // in call order; empty ones left out
-	// Overlapped counts calls whose request was read without the goroutine
-	// waiting for the network first: the client's next request was already
-	// there, so the bookkeeping after the previous answer delayed it.
-	Overlapped int
 }
 
 // OnPath sums the segments a call's client waits through.
@@ -202,20 +198,11 @@ func walk(ts []transition, g uint64, calls int, m Markers) *Breakdown {
 		s.Count++
 	}
 	ph := afterAnswer
-	waitedForNetwork := true
 	b := &Breakdown{Goroutine: g, Calls: calls}
 	for i, t := range ts {
-		// The phase changes where the interval starts.
-		switch {
-		case t.to == trace.GoSyscall && strings.Contains(t.stack, m.SocketRead):
-			if ph == afterAnswer {
-				ph = beforeChild
-			}
-		case t.to == trace.GoSyscall && strings.Contains(t.stack, m.PipeWrite):
-			if !waitedForNetwork {
-				b.Overlapped++
-			}
-			waitedForNetwork = false
+		// Reading the next request starts a call's first phase.
+		if ph == afterAnswer && t.to == trace.GoSyscall && strings.Contains(t.stack, m.SocketRead) {
+			ph = beforeChild
 		}
 		if i+1 == len(ts) {
 			break
@@ -247,7 +234,6 @@ func walk(ts []transition, g uint64, calls int, m Markers) *Breakdown {
 				ph = afterChild
 			case strings.Contains(t.stack, m.SocketRead):
 				add(segIdle, d)
-				waitedForNetwork = true
 			default:
 				add(segOtherWait, d)
 			}

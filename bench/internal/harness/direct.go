@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"sync"
@@ -30,14 +31,7 @@ type Direct struct {
 // StartDirect runs command with args, sends initialize and
 // notifications/initialized, and returns the connected child.
 func StartDirect(ctx context.Context, command string, args ...string) (*Direct, error) {
-	cmd := exec.Command(command, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
+	cmd, stdin, stdout, err := pipedChild(command, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -93,4 +87,21 @@ func (d *Direct) Stop() error {
 		}
 	})
 	return d.stopErr
+}
+
+// pipedChild prepares a child in its own process group, killed with us, with
+// stdin and stdout piped and stderr shared.
+func pipedChild(name string, args ...string) (*exec.Cmd, io.WriteCloser, io.ReadCloser, error) {
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cmd, stdin, stdout, nil
 }

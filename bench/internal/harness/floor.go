@@ -102,14 +102,7 @@ type Floor struct {
 
 // StartFloor runs exe with FloorArg and waits for the URL it serves.
 func StartFloor(ctx context.Context, exe string) (*Floor, error) {
-	cmd := exec.Command(exe, FloorArg)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
+	cmd, stdin, stdout, err := pipedChild(exe, FloorArg)
 	if err != nil {
 		return nil, err
 	}

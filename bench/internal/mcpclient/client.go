@@ -157,16 +157,7 @@ func (s *Session) message(id int64, method string, params []byte) []byte {
 
 // Notify sends a notification; the server answers 202.
 func (s *Session) Notify(ctx context.Context, method string, params []byte) error {
-	resp, err := s.post(ctx, s.message(0, method, params))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode/100 != 2 {
-		return statusError(resp)
-	}
-	return nil
+	return expect2xx(s.post(ctx, s.message(0, method, params)))
 }
 
 // Close ends the session with DELETE.
@@ -176,15 +167,20 @@ func (s *Session) Close(ctx context.Context) error {
 		return err
 	}
 	s.headers(req)
-	resp, err := s.c.HTTP.Do(req)
+	return expect2xx(s.c.HTTP.Do(req))
+}
+
+// expect2xx drains and closes an answer whose body does not matter, and
+// fails unless its status is 2xx.
+func expect2xx(resp *http.Response, err error) error {
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
 	if resp.StatusCode/100 != 2 {
 		return statusError(resp)
 	}
+	_, _ = io.Copy(io.Discard, resp.Body)
 	return nil
 }
 
