@@ -72,22 +72,58 @@ type Catalog struct {
 	Resources         []json.RawMessage
 	ResourceTemplates []json.RawMessage
 	Instructions      string
+	// Capabilities is the child's server capabilities object, raw.
+	Capabilities json.RawMessage
 }
 
 // Upstream is a live, initialized MCP connection to one provider instance.
 type Upstream interface {
-	// Call sends one JSON-RPC request to the child and returns the raw result.
-	// It blocks until the child answers, ctx ends (the child then receives
-	// notifications/cancelled), or the connection dies, in which case it returns
-	// an EUNAVAILABLE error at once rather than at a timeout. A JSON-RPC error from
-	// the child is returned as *RPCError. Safe for concurrent use.
-	Call(ctx context.Context, method string, params any) (json.RawMessage, error)
+	// Call sends one request to the child and returns the raw result. It
+	// blocks until the child answers, ctx ends (the child then receives
+	// notifications/cancelled), or the connection dies, in which case it
+	// returns an EUNAVAILABLE error at once rather than at a timeout. A
+	// JSON-RPC error from the child is returned as *RPCError. While the call
+	// is in flight, the child's messages that belong to it (progress, log
+	// messages, requests such as sampling) go to req.Caller. Safe for
+	// concurrent use.
+	Call(ctx context.Context, req *Request) (json.RawMessage, error)
+}
 
-	// ProgressToken registers fn to receive the params of the child's
-	// notifications/progress carrying a fresh, connection-unique token, which the
-	// caller puts in the request's _meta.progressToken. release unregisters it and
-	// is safe to call more than once.
-	ProgressToken(fn func(params json.RawMessage)) (token string, release func())
+// Request is one request forwarded to a provider.
+type Request struct {
+	Method string
+	// Params is a JSON object without a "_meta" member, or nil.
+	Params json.RawMessage
+	// Meta holds extra members for params._meta as raw `"key":value` pairs
+	// separated by commas (trace context, for example), or nil.
+	Meta []byte
+	// Progress is the client's progress token, or nil. The upstream gives
+	// the child its own token and relays the child's progress to Caller
+	// with this one.
+	Progress json.RawMessage
+	// Caller receives the child's messages that belong to this request;
+	// nil for the gateway's own requests.
+	Caller Caller
+}
+
+// Caller is the client side of one request the gateway forwards to a
+// provider. A child that speaks over stdio cannot say which request a
+// message of its own belongs to; the upstream relays such messages to the
+// caller of the calls in flight on the connection only when every one of
+// them has the same Key, and refuses a child's request otherwise, so a
+// request never reaches another client.
+type Caller interface {
+	// Key identifies the client: its session, or, for a stateless-era
+	// client, the request.
+	Key() string
+	// Notify relays a notification that belongs to the request (progress,
+	// with the client's own token, or a log message). It must not block.
+	Notify(method string, params json.RawMessage)
+	// Request relays a request of the child (sampling/createMessage,
+	// elicitation/create, roots/list) to the client and returns the
+	// client's result, or an error the child receives as its JSON-RPC error
+	// (*RPCError for a specific code).
+	Request(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error)
 }
 
 // CatalogFunc is called by the supervisor whenever an instance's availability or

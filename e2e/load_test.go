@@ -76,7 +76,7 @@ func TestSessionChurnAndLeaks(t *testing.T) {
 		}
 	}
 	g := startGateway(t, `
-sessions: {idle_timeout: 3s}
+sessions: {idle_timeout: 3s, max_per_principal: 20000}
 providers:
   echo:
     command: $BIN/echo

@@ -2,142 +2,258 @@ package mux
 
 import (
 	"encoding/json"
+	"hash/fnv"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/yosida95/uritemplate/v3"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 )
 
-// toolEntry is one exposed tool: where it routes and what the client sees.
-type toolEntry struct {
-	Exposed  string
-	Provider string
-	Original string
-	ReadOnly bool
-	Tool     mcp.Tool
-	// JSON is Tool as mcp-go encodes it in a tools/list answer, computed once
-	// per table so a list only copies bytes.
-	JSON []byte
-}
+// kind is one of the four lists a server exposes.
+type kind int
 
-// promptEntry is one exposed prompt.
-type promptEntry struct {
-	Exposed  string
-	Provider string
-	Original string
-	Prompt   mcp.Prompt
-}
+const (
+	kindTools kind = iota
+	kindPrompts
+	kindResources
+	kindTemplates
+	numKinds
+)
 
-// resourceEntry is one resource or template. URIs are kept as the child sent
-// them unless two providers serve the same URI: then every provider after the
-// first (in sorted order) exposes it as QualifiedURI(provider, uri), and
-// Original is what the child is asked for.
-type resourceEntry struct {
-	Provider string
-	Original string
-	Resource *mcp.Resource
-	Template *mcp.ResourceTemplate
-}
+// listField is each list's member in a list result, and its method.
+var (
+	listField  = [numKinds]string{"tools", "prompts", "resources", "resourceTemplates"}
+	listMethod = [numKinds]string{"tools/list", "prompts/list", "resources/list", "resources/templates/list"}
+)
 
-// QualifiedURI is how a resource URI that another provider already serves is
-// exposed: switchboard://<provider>/<the original URI, path-escaped>.
-func QualifiedURI(provider, uri string) string {
-	return "switchboard://" + provider + "/" + url.PathEscape(uri)
+// entry is one exposed item: where it routes and what a client sees.
+type entry struct {
+	kind     kind
+	key      string // the exposed name (tools, prompts), URI (resources) or URI template
+	provider string
+	original string // the provider's own name or URI
+	readOnly bool   // a tool's readOnlyHint
+	// json is the item as a list shows it: the provider's own bytes with
+	// only the name (or URI) replaced, so schemas, annotations and members
+	// unknown to the gateway pass through unchanged.
+	json []byte
+	sum  uint64 // a hash of json, for view hashes
+	// tool is the decoded tool, kept only when its input schema binds
+	// arguments to Mcp-Param-* headers (the edge checks them).
+	tool *mcp.Tool
+	tmpl *uritemplate.Template // a template's matcher
+	// text is set for the gateway's own items (skills): the gateway answers
+	// them itself.
+	text     *string
+	mimeType string
 }
 
 // table is an immutable snapshot of everything exposed, swapped atomically.
 type table struct {
-	tools map[string]*toolEntry
-	// sorted holds the tools in name order, the order of a tools/list.
-	sorted    []*toolEntry
-	prompts   map[string]*promptEntry
-	resources map[string]*resourceEntry // by URI
-	templates []*resourceEntry
-	// providers that expose anything, with their instructions.
+	byKey  [numKinds]map[string]*entry
+	sorted [numKinds][]*entry // by key: the order of a list
+	// instructions and capabilities of each provider with a catalog.
 	instructions map[string]string
-	// problems found while building: invalid or colliding names, bad schemas.
+	caps         map[string]providerCaps
+	// problems found while building: invalid, colliding or renamed items.
 	problems []string
 	// parsed is every provider's raw tools as decoded for this table, so the
 	// next table reuses what did not change.
 	parsed map[string]map[string]parsedTool
 }
 
+// providerCaps is what a provider's server capabilities offer.
+type providerCaps struct {
+	completions, logging, subscribe bool
+}
+
 func emptyTable() *table {
-	return &table{
-		tools:        map[string]*toolEntry{},
-		prompts:      map[string]*promptEntry{},
-		resources:    map[string]*resourceEntry{},
-		instructions: map[string]string{},
+	t := &table{instructions: map[string]string{}, caps: map[string]providerCaps{}}
+	for k := range t.byKey {
+		t.byKey[k] = map[string]*entry{}
 	}
+	return t
 }
 
-// rawTool is the part of a child's tool we read; the schemas stay raw.
-type rawTool struct {
-	Name         string          `json:"name"`
-	InputSchema  json.RawMessage `json:"inputSchema"`
-	OutputSchema json.RawMessage `json:"outputSchema"`
+// QualifiedURI is how a resource URI that the gateway reserves, or that
+// another provider already serves, is exposed:
+// switchboard://<provider>/<the original URI, path-escaped>.
+func QualifiedURI(provider, uri string) string {
+	return "switchboard://" + provider + "/" + url.PathEscape(uri)
 }
 
-// parseTool decodes one raw tool from a child into an mcp.Tool that marshals the
-// schemas byte-exact: the typed schemas are zeroed and the raw ones set.
-func parseTool(raw json.RawMessage) (mcp.Tool, error) {
-	var t mcp.Tool
-	if err := json.Unmarshal(raw, &t); err != nil {
-		return t, err
-	}
-	var r rawTool
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return t, err
-	}
-	t.InputSchema = mcp.ToolInputSchema{}
-	t.OutputSchema = mcp.ToolOutputSchema{}
-	if len(r.InputSchema) > 0 {
-		t.RawInputSchema = r.InputSchema
-	} else {
-		t.RawInputSchema = json.RawMessage(`{"type":"object"}`)
-	}
-	if len(r.OutputSchema) > 0 && string(r.OutputSchema) != "null" {
-		t.RawOutputSchema = r.OutputSchema
-	}
-	return t, nil
+// reservedScheme is the URI scheme of the gateway's own resources (skills):
+// a provider's resource under it is exposed qualified, never as it is.
+const reservedScheme = "skill://"
+
+// provCatalog is the catalog a provider contributes, from its shared instance or,
+// for user-scoped providers, the most recent instance of any user.
+type provCatalog struct {
+	Provider string
+	Cat      *switchboard.Catalog
 }
 
-// parsedTool is one raw tool of a provider, decoded, checked and encoded.
+// parsedTool is one raw tool of a provider, decoded, checked and renamed.
 type parsedTool struct {
-	src     string     // the raw tool as the provider sent it
-	e       *toolEntry // nil when the tool is unusable
-	problem string     // why it is unusable, or that it was renamed
+	e       *entry // nil when the tool is unusable
+	problem string // why it is unusable, or that it was renamed
 }
 
-// parseEntry turns one raw tool of provider p into its entry.
-func parseEntry(p string, raw json.RawMessage) parsedTool {
-	pt := parsedTool{src: string(raw)}
-	tool, err := parseTool(raw)
-	if err != nil || tool.Name == "" {
-		pt.problem = "provider " + p + ": skipped a tool that does not decode"
-		return pt
+// parseTool turns one raw tool of provider p into its entry.
+func parseTool(p string, raw json.RawMessage) parsedTool {
+	var tool mcp.Tool
+	if err := json.Unmarshal(raw, &tool); err != nil || tool.Name == "" {
+		return parsedTool{problem: "provider " + p + ": skipped a tool that does not decode"}
 	}
 	if err := mcp.ValidateParamHeaderAnnotations(&tool); err != nil {
-		pt.problem = "provider " + p + ": tool " + tool.Name + ": " + err.Error()
-		return pt
+		return parsedTool{problem: "provider " + p + ": tool " + quote(tool.Name) + ": " + err.Error()}
 	}
 	exposed, fixed := switchboard.ExposedName(p, tool.Name)
-	orig := tool.Name
-	tool.Name = exposed
-	enc, err := json.Marshal(tool)
-	if err != nil {
-		pt.problem = "provider " + p + ": tool " + quote(orig) + " does not encode: " + err.Error()
-		return pt
+	e := &entry{kind: kindTools, key: exposed, provider: p, original: tool.Name,
+		readOnly: tool.Annotations.ReadOnlyHint != nil && *tool.Annotations.ReadOnlyHint}
+	e.json = renamed(raw, "name", exposed)
+	if len(mcp.ExtractParamHeaderBindings(&tool)) > 0 {
+		e.tool = &tool
 	}
+	pt := parsedTool{e: e}
 	if fixed {
-		pt.problem = "provider " + p + ": tool " + quote(orig) + " exposed as " + exposed
+		pt.problem = "provider " + p + ": tool " + quote(tool.Name) + " exposed as " + exposed
 	}
-	ro := tool.Annotations.ReadOnlyHint != nil && *tool.Annotations.ReadOnlyHint
-	pt.e = &toolEntry{Exposed: exposed, Provider: p, Original: orig, ReadOnly: ro, Tool: tool, JSON: enc}
 	return pt
+}
+
+// renamed returns the JSON object raw with member key set to value, or raw
+// itself when it already has that value.
+func renamed(raw []byte, key, value string) []byte {
+	v := jsonrpc.AppendString(nil, value)
+	if cur, ok := jsonrpc.Member(raw, key); ok && string(cur) == string(v) {
+		return raw
+	}
+	return jsonrpc.SetMember(nil, raw, key, v)
+}
+
+// buildTable compiles the gateway's own items and the provider catalogs into
+// one namespaced table, reusing the tools prev already decoded. The
+// gateway's items come first, so their names are taken; providers follow in
+// sorted order, so collisions resolve the same way every time.
+func buildTable(prev *table, cats []provCatalog, ex *Extras) *table {
+	t := emptyTable()
+	t.parsed = make(map[string]map[string]parsedTool, len(cats))
+	add := func(e *entry) bool {
+		if _, dup := t.byKey[e.kind][e.key]; dup {
+			return false
+		}
+		h := fnv.New64a()
+		h.Write(e.json)
+		e.sum = h.Sum64()
+		t.byKey[e.kind][e.key] = e
+		t.sorted[e.kind] = append(t.sorted[e.kind], e)
+		return true
+	}
+	if ex != nil {
+		for _, xp := range ex.Prompts {
+			text := xp.Text
+			b, _ := json.Marshal(map[string]string{"name": xp.Name, "description": xp.Description})
+			add(&entry{kind: kindPrompts, key: xp.Name, provider: xp.Provider, original: xp.Name, json: b, text: &text})
+		}
+		for _, xr := range ex.Resources {
+			text := xr.Text
+			b, _ := json.Marshal(map[string]string{"uri": xr.URI, "name": xr.Name, "description": xr.Description, "mimeType": xr.MIMEType})
+			add(&entry{kind: kindResources, key: xr.URI, provider: xr.Provider, original: xr.URI, json: b, text: &text, mimeType: xr.MIMEType})
+		}
+	}
+	sort.Slice(cats, func(i, j int) bool { return cats[i].Provider < cats[j].Provider })
+	for _, pc := range cats {
+		p, cat := pc.Provider, pc.Cat
+		if cat == nil {
+			continue
+		}
+		t.instructions[p] = cat.Instructions
+		t.caps[p] = parseCaps(cat.Capabilities)
+		parsed := make(map[string]parsedTool, len(cat.Tools))
+		for _, raw := range cat.Tools {
+			pt, ok := prev.parsedTool(p, raw)
+			if !ok {
+				pt = parseTool(p, raw)
+			}
+			parsed[string(raw)] = pt
+			if pt.problem != "" {
+				t.problems = append(t.problems, pt.problem)
+			}
+			if pt.e == nil {
+				continue
+			}
+			e := *pt.e // a table owns its entries
+			if !add(&e) {
+				t.problems = append(t.problems, "provider "+p+": tool "+quote(e.original)+" collides with "+e.key+"; skipped")
+			}
+		}
+		t.parsed[p] = parsed
+		for _, raw := range cat.Prompts {
+			name, ok := stringMember(raw, "name")
+			if !ok || name == "" {
+				t.problems = append(t.problems, "provider "+p+": skipped a prompt that does not decode")
+				continue
+			}
+			exposed, _ := switchboard.ExposedName(p, name)
+			if other := t.byKey[kindPrompts][exposed]; other != nil && other.text != nil {
+				alt, _ := switchboard.ExposedName(p, name+"#")
+				t.problems = append(t.problems, "provider "+p+": prompt "+quote(name)+" exposed as "+alt+" because "+exposed+" is the gateway's")
+				exposed = alt
+			}
+			if !add(&entry{kind: kindPrompts, key: exposed, provider: p, original: name, json: renamed(raw, "name", exposed)}) {
+				t.problems = append(t.problems, "provider "+p+": prompt "+quote(name)+" collides with "+exposed+"; skipped")
+			}
+		}
+		for _, raw := range cat.Resources {
+			uri, ok := stringMember(raw, "uri")
+			if !ok || uri == "" {
+				t.problems = append(t.problems, "provider "+p+": skipped a resource that does not decode")
+				continue
+			}
+			exposed := uri
+			switch other := t.byKey[kindResources][uri]; {
+			case strings.HasPrefix(uri, reservedScheme):
+				exposed = QualifiedURI(p, uri)
+				t.problems = append(t.problems, "provider "+p+": resource "+uri+" exposed as "+exposed+" because "+reservedScheme+" is the gateway's")
+			case other != nil:
+				exposed = QualifiedURI(p, uri)
+				t.problems = append(t.problems, "provider "+p+": resource "+uri+" is also served by "+other.provider+"; exposed as "+exposed)
+			}
+			if !add(&entry{kind: kindResources, key: exposed, provider: p, original: uri, json: renamed(raw, "uri", exposed)}) {
+				t.problems = append(t.problems, "provider "+p+": resource "+uri+" collides with "+exposed+"; skipped")
+			}
+		}
+		for _, raw := range cat.ResourceTemplates {
+			tpl, ok := stringMember(raw, "uriTemplate")
+			if !ok || tpl == "" {
+				t.problems = append(t.problems, "provider "+p+": skipped a resource template that does not decode")
+				continue
+			}
+			m, err := uritemplate.New(tpl)
+			switch {
+			case err != nil:
+				t.problems = append(t.problems, "provider "+p+": resource template "+quote(tpl)+" is invalid; skipped")
+				continue
+			case strings.HasPrefix(tpl, reservedScheme):
+				t.problems = append(t.problems, "provider "+p+": resource template "+quote(tpl)+" uses "+reservedScheme+", the gateway's; skipped")
+				continue
+			}
+			if !add(&entry{kind: kindTemplates, key: tpl, provider: p, original: tpl, json: raw, tmpl: m}) {
+				t.problems = append(t.problems, "provider "+p+": resource template "+quote(tpl)+" is also served by "+t.byKey[kindTemplates][tpl].provider+"; skipped")
+			}
+		}
+	}
+	for k := range t.sorted {
+		slices.SortFunc(t.sorted[k], func(a, b *entry) int { return strings.Compare(a.key, b.key) })
+	}
+	return t
 }
 
 // parsedTool returns what t made of provider p's raw tool, if it saw it.
@@ -149,93 +265,59 @@ func (t *table) parsedTool(p string, raw json.RawMessage) (parsedTool, bool) {
 	return pt, ok
 }
 
-// provCatalog is the catalog a provider contributes, from its shared instance or,
-// for user-scoped providers, the most recent instance of any user.
-type provCatalog struct {
-	Provider string
-	Cat      *switchboard.Catalog
-}
+func (t *table) hasProblem(p string) bool { return slices.Contains(t.problems, p) }
 
-// buildTable compiles provider catalogs into one namespaced table. Providers are
-// processed in sorted order so collisions resolve deterministically.
-func buildTable(cats []provCatalog) *table { return rebuildTable(nil, cats) }
-
-// rebuildTable is buildTable reusing the tools prev already decoded and
-// encoded: a catalog change usually touches one provider, and decoding plus
-// encoding a thousand tools again would cost tens of milliseconds.
-func rebuildTable(prev *table, cats []provCatalog) *table {
-	t := emptyTable()
-	t.parsed = make(map[string]map[string]parsedTool, len(cats))
-	sort.Slice(cats, func(i, j int) bool { return cats[i].Provider < cats[j].Provider })
-	for _, pc := range cats {
-		p, cat := pc.Provider, pc.Cat
-		if cat == nil {
-			continue
-		}
-		t.instructions[p] = cat.Instructions
-		parsed := make(map[string]parsedTool, len(cat.Tools))
-		for _, raw := range cat.Tools {
-			pt, ok := prev.parsedTool(p, raw)
-			if !ok {
-				pt = parseEntry(p, raw)
-			}
-			parsed[pt.src] = pt
-			if pt.problem != "" {
-				t.problems = append(t.problems, pt.problem)
-			}
-			e := pt.e
-			if e == nil {
-				continue
-			}
-			if _, dup := t.tools[e.Exposed]; dup {
-				t.problems = append(t.problems, "provider "+p+": tool "+quote(e.Original)+" collides with "+e.Exposed+"; skipped")
-				continue
-			}
-			t.tools[e.Exposed] = e
-			t.sorted = append(t.sorted, e)
-		}
-		t.parsed[p] = parsed
-		for _, raw := range cat.Prompts {
-			var pr mcp.Prompt
-			if err := json.Unmarshal(raw, &pr); err != nil || pr.Name == "" {
-				t.problems = append(t.problems, "provider "+p+": skipped a prompt that does not decode")
-				continue
-			}
-			exposed, _ := switchboard.ExposedName(p, pr.Name)
-			if _, dup := t.prompts[exposed]; dup {
-				continue
-			}
-			orig := pr.Name
-			pr.Name = exposed
-			t.prompts[exposed] = &promptEntry{Exposed: exposed, Provider: p, Original: orig, Prompt: pr}
-		}
-		for _, raw := range cat.Resources {
-			var r mcp.Resource
-			if err := json.Unmarshal(raw, &r); err != nil || r.URI == "" {
-				continue
-			}
-			orig := r.URI
-			if other, dup := t.resources[r.URI]; dup {
-				r.URI = QualifiedURI(p, orig)
-				t.problems = append(t.problems, "provider "+p+": resource "+orig+" is also served by "+other.Provider+"; exposed as "+r.URI)
-				if _, again := t.resources[r.URI]; again {
-					continue
-				}
-			}
-			rc := r
-			t.resources[r.URI] = &resourceEntry{Provider: p, Original: orig, Resource: &rc}
-		}
-		for _, raw := range cat.ResourceTemplates {
-			var rt mcp.ResourceTemplate
-			if err := json.Unmarshal(raw, &rt); err != nil || rt.URITemplate == nil {
-				continue
-			}
-			rtc := rt
-			t.templates = append(t.templates, &resourceEntry{Provider: p, Template: &rtc})
+// names returns the keys of kind k that belong to provider, sorted.
+func (t *table) names(k kind, provider string) []string {
+	var out []string
+	for _, e := range t.sorted[k] {
+		if e.provider == provider {
+			out = append(out, e.key)
 		}
 	}
-	sort.Slice(t.sorted, func(i, j int) bool { return t.sorted[i].Exposed < t.sorted[j].Exposed })
-	return t
+	return out
+}
+
+// resource finds what serves uri: a listed resource, else the first
+// template (in key order) that matches it.
+func (t *table) resource(uri string) *entry {
+	if e := t.byKey[kindResources][uri]; e != nil {
+		return e
+	}
+	for _, e := range t.sorted[kindTemplates] {
+		if e.tmpl != nil && e.tmpl.Match(uri) != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// stringMember returns the string member key of the JSON object raw.
+func stringMember(raw []byte, key string) (string, bool) {
+	v, ok := jsonrpc.Member(raw, key)
+	if !ok {
+		return "", false
+	}
+	var s string
+	if json.Unmarshal(v, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// parseCaps reads a provider's server capabilities.
+func parseCaps(raw json.RawMessage) providerCaps {
+	var c struct {
+		Completions json.RawMessage `json:"completions"`
+		Logging     json.RawMessage `json:"logging"`
+		Resources   struct {
+			Subscribe bool `json:"subscribe"`
+		} `json:"resources"`
+	}
+	if len(raw) == 0 || json.Unmarshal(raw, &c) != nil {
+		return providerCaps{}
+	}
+	return providerCaps{completions: jsonrpc.Has(c.Completions), logging: jsonrpc.Has(c.Logging), subscribe: c.Resources.Subscribe}
 }
 
 func quote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }

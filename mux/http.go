@@ -1,192 +1,361 @@
 package mux
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/mark3labs/mcp-go/mcp"
-	"github.com/mark3labs/mcp-go/server"
 	"github.com/rs/zerolog"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 )
 
-// SessionProtocolVersions are the protocol versions the front end negotiates.
-// The 2026-07-28 stateless era is not advertised: the gateway binds sessions to
-// principals and targets list_changed per session, which needs the session era.
-var SessionProtocolVersions = []string{"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
+// Protocol versions the front end speaks.
+var (
+	// SessionProtocolVersions are the session-era versions, newest first:
+	// initialize negotiates one of them.
+	SessionProtocolVersions = []string{"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
+	// StatelessProtocolVersions are the stateless-era versions.
+	StatelessProtocolVersions = []string{mcp.ProtocolVersion20260728}
+	// supportedVersions is what an UnsupportedProtocolVersionError lists.
+	supportedVersions = append(slices.Clone(StatelessProtocolVersions), SessionProtocolVersions...)
+)
 
-// Handler returns the MCP endpoint for ep. Authentication runs before it (the
-// caller wraps it); it adds strict JSON-RPC checks, request IDs, the
-// one-line-per-request log, and mcp-go's streamable-HTTP transport with session
-// IDs bound to the authenticated principal.
+// Error codes of the 2026-07-28 specification.
+const (
+	codeHeaderMismatch          = -32020
+	codeMissingClientCapability = -32021
+	codeUnsupportedVersion      = -32022
+	codeResourceNotFoundLegacy  = -32002
+)
+
+// Handler returns the MCP endpoint ep. Authentication runs before it (the
+// caller wraps it and puts the principal in the request's context). It
+// serves POST, GET and DELETE in both protocol eras.
 func (s *Server) Handler(ep switchboard.Endpoint) http.Handler {
-	h := server.NewStreamableHTTPServer(s.mcp,
-		server.WithSessionIdManagerResolver(resolver{ss: s.sessions, endpoint: ep}),
-		server.WithHeartbeatInterval(25*time.Second),
-		server.WithStreamableHTTPProtocolVersions(SessionProtocolVersions...),
-		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
-			rctx := r.Context()
-			ctx = switchboard.NewContextWithPrincipal(ctx, switchboard.PrincipalFromContext(rctx))
-			ctx = switchboard.NewContextWithRequestID(ctx, switchboard.RequestIDFromContext(rctx))
-			ctx = context.WithValue(ctx, endpointKey{}, ep)
-			if rs := requestStateFrom(rctx); rs != nil {
-				ctx = context.WithValue(ctx, requestStateKey{}, rs)
-			}
-			return ctx
-		}),
-	)
-	s.http[ep] = h
-	s.sweepOnce.Do(func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		s.stopSweep = cancel
-		go s.sweep(ctx)
-	})
-	return s.strict(ep, h)
+	return endpoint{s: s, ep: ep}
 }
 
-// Shutdown closes every session of every endpoint.
-func (s *Server) Shutdown(ctx context.Context) error {
-	if s.stopSweep != nil {
-		s.stopSweep()
+type endpoint struct {
+	s  *Server
+	ep switchboard.Endpoint
+}
+
+func (h endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	reqID := r.Header.Get("X-Request-Id")
+	if reqID == "" || len(reqID) > 64 {
+		reqID = uuid.NewString()
 	}
-	var errs []error
-	for _, h := range s.http {
-		if err := h.Shutdown(ctx); err != nil {
-			errs = append(errs, err)
-		}
+	w.Header().Set("X-Request-Id", reqID)
+	ctx := switchboard.NewContextWithRequestID(r.Context(), reqID)
+	acc := &access{}
+	switch r.Method {
+	case http.MethodPost:
+		h.s.post(ctx, h.ep, w, r, acc)
+	case http.MethodGet:
+		h.s.get(ctx, h.ep, w, r, acc)
+	case http.MethodDelete:
+		h.s.delete(ctx, h.ep, w, r, acc)
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		acc.status = http.StatusMethodNotAllowed
+		writeJSONBody(w, http.StatusMethodNotAllowed, rpcError(nil, jsonrpc.CodeInvalidRequest, "method not allowed", nil))
 	}
-	return errors.Join(errs...)
+	h.s.logRequest(ctx, h.ep, r, acc, start)
 }
 
-type endpointKey struct{}
-
-func endpointFromContext(ctx context.Context) switchboard.Endpoint {
-	ep, _ := ctx.Value(endpointKey{}).(switchboard.Endpoint)
-	return ep
+// access is what the access log line says about one request.
+type access struct {
+	status   int
+	method   string
+	session  string
+	client   string
+	tool     string
+	provider string
+	outcome  string
+	modern   bool
 }
 
-// requestState follows one HTTP request through mcp-go for the access log.
-type requestState struct {
-	client string
-	call   *CallInfo
-}
-
-type requestStateKey struct{}
-
-func requestStateFrom(ctx context.Context) *requestState {
-	rs, _ := ctx.Value(requestStateKey{}).(*requestState)
-	return rs
-}
-
-// envelope is the part of a JSON-RPC message the edge reads.
-type envelope struct {
-	Method string          `json:"method"`
-	ID     json.RawMessage `json:"id"`
-	Params struct {
-		Name string `json:"name"`
-	} `json:"params"`
-}
-
-var requestSeq atomic.Uint64
-
-// strict rejects what mcp-go would otherwise accept too loosely: batches,
-// invalid UTF-8, duplicate or case-variant keys (so the tool that is authorized
-// is the tool that runs: CVE-2026-27896), and a missing session ID. Then it logs
-// one line per request.
-func (s *Server) strict(ep switchboard.Endpoint, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		reqID := r.Header.Get("X-Request-Id")
-		if reqID == "" || len(reqID) > 64 {
-			reqID = uuid.NewString()
+// post serves one JSON-RPC message.
+func (s *Server) post(ctx context.Context, ep switchboard.Endpoint, w http.ResponseWriter, r *http.Request, acc *access) {
+	reply := func(status int, body []byte) {
+		acc.status = status
+		writeJSONBody(w, status, body)
+	}
+	if !acceptsMCP(r.Header.Values("Accept")) {
+		reply(http.StatusNotAcceptable, rpcError(nil, jsonrpc.CodeInvalidRequest, "Accept must list application/json and text/event-stream", nil))
+		return
+	}
+	body, err := readBody(r)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			reply(http.StatusRequestEntityTooLarge, rpcError(nil, jsonrpc.CodeInvalidRequest, "request body too large", nil))
+		} else {
+			reply(http.StatusBadRequest, rpcError(nil, jsonrpc.CodeParseError, "cannot read request body", nil))
 		}
-		w.Header().Set("X-Request-Id", reqID)
-		ctx := switchboard.NewContextWithRequestID(r.Context(), reqID)
-		rs := &requestState{}
-		ctx = context.WithValue(ctx, requestStateKey{}, rs)
-		sw := &statusWriter{ResponseWriter: w}
+		return
+	}
+	m := new(jsonrpc.Message)
+	if perr := jsonrpc.Parse(body, m, jsonrpc.EdgeDepth); perr != nil {
+		reply(http.StatusBadRequest, rpcError(nil, perr.Code, perr.Message, nil))
+		return
+	}
+	acc.method = m.Method
+	if m.JSONRPC != "2.0" {
+		reply(http.StatusBadRequest, rpcError(m.ID, jsonrpc.CodeInvalidRequest, `"jsonrpc" must be "2.0"`, nil))
+		return
+	}
+	if m.Method == "" && !m.IsResponse() || m.Method != "" && m.ID != nil && !validID(m.ID) {
+		reply(http.StatusBadRequest, rpcError(nil, jsonrpc.CodeInvalidRequest, "not a JSON-RPC request, notification or response", nil))
+		return
+	}
+	p := principal(ctx)
+	hv := r.Header.Get(mcp.HeaderProtocolVersion)
+	if m.Method == "initialize" {
+		s.initialize(ctx, ep, w, r, m, acc)
+		return
+	}
+	if mcp.IsModernProtocol(hv) || hv == "" && m.P.M.HasProtocolVersion {
+		acc.modern = true
+		s.postStateless(ctx, ep, w, r, m, hv, acc)
+		return
+	}
+	if hv != "" && !slices.Contains(SessionProtocolVersions, hv) {
+		reply(http.StatusBadRequest, unsupportedVersion(m.ID, hv))
+		return
+	}
+	sid := r.Header.Get(mcp.HeaderSessionID)
+	if sid == "" {
+		reply(http.StatusBadRequest, rpcError(m.ID, jsonrpc.CodeInvalidRequest, "missing Mcp-Session-Id header: send initialize first", nil))
+		return
+	}
+	acc.session = sid
+	ss := s.sessions.lookup(sid, p, ep)
+	if ss == nil {
+		reply(http.StatusNotFound, rpcError(m.ID, jsonrpc.CodeInvalidRequest, "unknown session", nil))
+		return
+	}
+	ss.touch()
+	acc.client = ss.client
+	switch {
+	case m.IsResponse():
+		ss.answer(m)
+		acc.status = http.StatusAccepted
+		w.WriteHeader(http.StatusAccepted)
+	case m.IsNotification():
+		s.clientNotification(ss, m)
+		acc.status = http.StatusAccepted
+		w.WriteHeader(http.StatusAccepted)
+	default:
+		x := s.newExchange(ctx, ep, w, r, m, acc)
+		x.ss, x.caps = ss, ss.caps
+		x.level = ss.logLevel.Load()
+		ctx, cancel := context.WithCancel(x.ctx)
+		x.ctx = ctx
+		ss.begin(m.ID, cancel)
+		defer ss.end(m.ID)
+		defer cancel()
+		for _, f := range ss.takeQueue() { // notifications that found no stream
+			x.out.event(f)
+		}
+		s.serve(x)
+	}
+}
 
-		var env envelope
-		if sid := r.Header.Get(server.HeaderKeySessionID); sid != "" && r.Method != http.MethodPost && !s.ownsSession(r, ep, sid) {
-			// mcp-go does not validate the session of a GET (it would attach
-			// the caller to any session whose ID it presents) or check the
-			// owner on DELETE; the edge does.
-			writeRPCError(sw, http.StatusNotFound, nil, mcp.INVALID_REQUEST, "unknown session")
-			s.logRequest(ctx, ep, r, sw, env, rs, start)
+// validID reports whether a request id is a string or a number (not null,
+// not an object or array).
+func validID(id []byte) bool {
+	if len(id) == 0 {
+		return false
+	}
+	switch id[0] {
+	case '"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		return true
+	}
+	return false
+}
+
+// postStateless checks a stateless-era (2026-07-28) request's version,
+// metadata and headers, then serves it. Every request stands alone: the
+// principal is the one the edge authenticated for it.
+func (s *Server) postStateless(ctx context.Context, ep switchboard.Endpoint, w http.ResponseWriter, r *http.Request, m *jsonrpc.Message, hv string, acc *access) {
+	bad := func(status, code int, msg string, data []byte) {
+		acc.status = status
+		writeJSONBody(w, status, rpcError(m.ID, code, msg, data))
+	}
+	meta := &m.P.M
+	switch {
+	case hv == "":
+		bad(http.StatusBadRequest, codeHeaderMismatch, "Header mismatch: the MCP-Protocol-Version header is missing", nil)
+		return
+	case meta.HasProtocolVersion && meta.ProtocolVersion != hv:
+		bad(http.StatusBadRequest, codeHeaderMismatch, fmt.Sprintf("Header mismatch: MCP-Protocol-Version header value %q does not match body value %q", hv, meta.ProtocolVersion), nil)
+		return
+	case !slices.Contains(StatelessProtocolVersions, hv):
+		acc.status = http.StatusBadRequest
+		writeJSONBody(w, http.StatusBadRequest, unsupportedVersion(m.ID, hv))
+		return
+	}
+	if m.IsResponse() {
+		bad(http.StatusBadRequest, jsonrpc.CodeInvalidRequest, "the stateless protocol has no responses from clients", nil)
+		return
+	}
+	if m.IsNotification() {
+		// This revision defines no client notifications over HTTP; accept
+		// and ignore them (cancellation is closing the stream).
+		acc.status = http.StatusAccepted
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	if hm := r.Header.Get(mcp.HeaderMethod); hm != m.Method {
+		if hm == "" {
+			bad(http.StatusBadRequest, codeHeaderMismatch, "Header mismatch: the Mcp-Method header is missing", nil)
+		} else {
+			bad(http.StatusBadRequest, codeHeaderMismatch, fmt.Sprintf("Header mismatch: Mcp-Method header value %q does not match body value %q", hm, m.Method), nil)
+		}
+		return
+	}
+	if mcp.MethodRequiresNameHeader(mcp.MCPMethod(m.Method)) {
+		want := m.P.Name
+		if m.Method == "resources/read" {
+			want = m.P.URI
+		}
+		raw, present := r.Header[http.CanonicalHeaderKey(mcp.HeaderName)]
+		got := ""
+		if present && len(raw) > 0 {
+			got = raw[0]
+		}
+		decoded, ok := mcp.DecodeHeaderValue(got)
+		switch {
+		case !present:
+			bad(http.StatusBadRequest, codeHeaderMismatch, "Header mismatch: the Mcp-Name header is missing", nil)
+			return
+		case !ok || len(raw) > 1:
+			bad(http.StatusBadRequest, codeHeaderMismatch, "Header mismatch: the Mcp-Name header is malformed", nil)
+			return
+		case decoded != want:
+			bad(http.StatusBadRequest, codeHeaderMismatch, fmt.Sprintf("Header mismatch: Mcp-Name header value %q does not match body value %q", got, want), nil)
 			return
 		}
-		if r.Method == http.MethodPost && !acceptsMCP(r.Header.Values("Accept")) {
-			// Refused before the body is read: nothing runs.
-			writeRPCError(sw, http.StatusNotAcceptable, nil, mcp.INVALID_REQUEST,
-				"Accept must list application/json and text/event-stream")
-			s.logRequest(ctx, ep, r, sw, env, rs, start)
+	}
+	if !meta.HasProtocolVersion {
+		bad(http.StatusBadRequest, jsonrpc.CodeInvalidParams, "params._meta must carry "+jsonrpc.MetaProtocolVersion, nil)
+		return
+	}
+	if len(meta.ClientCapabilities) == 0 || meta.ClientCapabilities[0] != '{' {
+		bad(http.StatusBadRequest, jsonrpc.CodeInvalidParams, "params._meta must carry "+jsonrpc.MetaClientCapabilities+" (an object)", nil)
+		return
+	}
+	level := levelNone
+	if meta.HasLogLevel {
+		l, ok := parseLevel(meta.LogLevel)
+		if !ok {
+			bad(http.StatusBadRequest, jsonrpc.CodeInvalidParams, "invalid "+jsonrpc.MetaLogLevel+": "+quote(meta.LogLevel), nil)
 			return
 		}
-		if r.Method == http.MethodPost {
-			body, err := readBody(r)
-			if err != nil {
-				var mbe *http.MaxBytesError
-				if errors.As(err, &mbe) {
-					writeRPCError(sw, http.StatusRequestEntityTooLarge, nil, mcp.INVALID_REQUEST, "request body too large")
-				} else {
-					writeRPCError(sw, http.StatusBadRequest, nil, mcp.PARSE_ERROR, "cannot read request body")
-				}
-				s.logRequest(ctx, ep, r, sw, env, rs, start)
-				return
-			}
-			var fe fastEnvelope
-			if code, msg := scanMessage(body, &fe); code != 0 {
-				status := http.StatusBadRequest
-				writeRPCError(sw, status, nil, code, msg)
-				s.logRequest(ctx, ep, r, sw, env, rs, start)
-				return
-			}
-			env.Method, env.ID, env.Params.Name = fe.Method, fe.ID, fe.Params.Name
-			if env.Method != "" && env.Method != "initialize" && len(env.ID) > 0 &&
-				r.Header.Get(server.HeaderKeySessionID) == "" && !isModern(r) {
-				writeRPCError(sw, http.StatusBadRequest, env.ID, mcp.INVALID_REQUEST, "missing Mcp-Session-Id header: send initialize first")
-				s.logRequest(ctx, ep, r, sw, env, rs, start)
-				return
-			}
-			if sid := r.Header.Get(server.HeaderKeySessionID); sid != "" {
-				s.sessions.touch(sid, 0)
-				if env.Method == "tools/call" && !isModern(r) && s.tryFastCall(ctx, ep, sw, r, &fe, sid) {
-					s.logRequest(ctx, ep, r, sw, env, rs, start)
-					return
-				}
-				if s.tryFastList(ctx, ep, sw, r, &fe, sid) {
-					s.logRequest(ctx, ep, r, sw, env, rs, start)
-					return
-				}
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			r.ContentLength = int64(len(body))
-		}
-		if sid := r.Header.Get(server.HeaderKeySessionID); r.Method == http.MethodGet && sid != "" {
-			s.sessions.touch(sid, +1)
-			defer s.sessions.touch(sid, -1)
-		}
-		next.ServeHTTP(sw, r.WithContext(ctx))
-		s.logRequest(ctx, ep, r, sw, env, rs, start)
-	})
+		level = l
+	}
+	x := s.newExchange(ctx, ep, w, r, m, acc)
+	x.modern, x.caps, x.level = true, meta.ClientCapabilities, level
+	acc.client = clientName(meta.ClientInfo)
+	s.serve(x)
+}
+
+// unsupportedVersion is the UnsupportedProtocolVersionError body.
+func unsupportedVersion(id []byte, requested string) []byte {
+	data, _ := json.Marshal(map[string]any{"supported": supportedVersions, "requested": requested})
+	return rpcError(id, codeUnsupportedVersion, "Unsupported protocol version", data)
+}
+
+// get opens the session-era GET stream for server-to-client messages of a
+// session. The stateless era has no GET: it answers 405.
+func (s *Server) get(ctx context.Context, ep switchboard.Endpoint, w http.ResponseWriter, r *http.Request, acc *access) {
+	sid := r.Header.Get(mcp.HeaderSessionID)
+	if sid == "" {
+		w.Header().Set("Allow", "POST")
+		acc.status = http.StatusMethodNotAllowed
+		writeJSONBody(w, http.StatusMethodNotAllowed, rpcError(nil, jsonrpc.CodeInvalidRequest, "GET needs an Mcp-Session-Id (stateless clients use subscriptions/listen)", nil))
+		return
+	}
+	acc.session = sid
+	if !acceptsSSE(r.Header.Values("Accept")) {
+		acc.status = http.StatusNotAcceptable
+		writeJSONBody(w, http.StatusNotAcceptable, rpcError(nil, jsonrpc.CodeInvalidRequest, "Accept must list text/event-stream", nil))
+		return
+	}
+	ss := s.sessions.lookup(sid, principal(ctx), ep)
+	if ss == nil {
+		acc.status = http.StatusNotFound
+		writeJSONBody(w, http.StatusNotFound, rpcError(nil, jsonrpc.CodeInvalidRequest, "unknown session", nil))
+		return
+	}
+	acc.client = ss.client
+	st := newStream(w, s.opts.Heartbeat)
+	ss.mu.Lock()
+	if ss.get != nil {
+		ss.mu.Unlock()
+		acc.status = http.StatusConflict
+		writeJSONBody(w, http.StatusConflict, rpcError(nil, jsonrpc.CodeInvalidRequest, "this session already has a GET stream", nil))
+		return
+	}
+	ss.get = st
+	queued := ss.queue
+	ss.queue = nil
+	ss.mu.Unlock()
+	st.open()
+	for _, f := range queued {
+		st.event(f)
+	}
+	select {
+	case <-ctx.Done():
+	case <-s.closing:
+	case <-st.done: // the session ended and finished it
+	}
+	ss.mu.Lock()
+	if ss.get == st {
+		ss.get = nil
+	}
+	ss.mu.Unlock()
+	ss.touch()
+	st.finish(http.StatusOK, nil)
+	acc.status = st.status
+}
+
+// delete ends a session at its client's request.
+func (s *Server) delete(ctx context.Context, ep switchboard.Endpoint, w http.ResponseWriter, r *http.Request, acc *access) {
+	sid := r.Header.Get(mcp.HeaderSessionID)
+	if sid == "" {
+		w.Header().Set("Allow", "POST")
+		acc.status = http.StatusMethodNotAllowed
+		writeJSONBody(w, http.StatusMethodNotAllowed, rpcError(nil, jsonrpc.CodeInvalidRequest, "DELETE needs an Mcp-Session-Id", nil))
+		return
+	}
+	acc.session = sid
+	ss := s.sessions.lookup(sid, principal(ctx), ep)
+	if ss == nil {
+		acc.status = http.StatusNotFound
+		writeJSONBody(w, http.StatusNotFound, rpcError(nil, jsonrpc.CodeInvalidRequest, "unknown session", nil))
+		return
+	}
+	s.closeSession(ss, "client")
+	acc.status = http.StatusOK
+	w.WriteHeader(http.StatusOK)
 }
 
 // readBody reads a request body. With a Content-Length (the usual case; the
 // edge's body limit has already refused one that is too large) it allocates
-// once, where io.ReadAll would grow its buffer step by step: for a 64 KiB
-// payload that is ~8 allocations and ~128 KiB of garbage per request.
+// once, where io.ReadAll would grow its buffer step by step.
 func readBody(r *http.Request) ([]byte, error) {
 	n := r.ContentLength
 	if n <= 0 || n > maxPreallocBody {
@@ -206,13 +375,6 @@ func readBody(r *http.Request) ([]byte, error) {
 // so a client that announces a large body and then trickles it cannot make
 // the gateway reserve much memory per connection ahead of the bytes.
 const maxPreallocBody = 1 << 20
-
-// ownsSession reports whether the caller of r created session sid on ep.
-func (s *Server) ownsSession(r *http.Request, ep switchboard.Endpoint, sid string) bool {
-	info := s.sessions.get(sid)
-	p := switchboard.PrincipalFromContext(r.Context())
-	return info != nil && !info.terminated && info.owner == p.String() && info.endpoint == ep
-}
 
 // acceptsMCP reports whether a POST's Accept header allows an MCP response.
 // The spec asks clients to list application/json and text/event-stream; a
@@ -234,139 +396,98 @@ func acceptsMCP(values []string) bool {
 	return false
 }
 
-func isModern(r *http.Request) bool {
-	return mcp.IsModernProtocol(r.Header.Get(mcp.HeaderProtocolVersion))
+// acceptsSSE reports whether a GET's Accept header allows an SSE stream.
+func acceptsSSE(values []string) bool {
+	if len(values) == 0 {
+		return true
+	}
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+			switch strings.ToLower(strings.TrimSpace(mt)) {
+			case "text/event-stream", "*/*", "text/*":
+				return true
+			}
+		}
+	}
+	return false
 }
 
-func (s *Server) logRequest(ctx context.Context, ep switchboard.Endpoint, r *http.Request, sw *statusWriter, env envelope, rs *requestState, start time.Time) {
+// rpcError encodes a JSON-RPC error answer, newline-terminated.
+func rpcError(id []byte, code int, msg string, data []byte) []byte {
+	b := jsonrpc.AppendError(make([]byte, 0, 96+len(msg)), id, code, msg, data)
+	return append(b, '\n')
+}
+
+// clientName returns "name/version" from a raw clientInfo.
+func clientName(raw []byte) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	var ci struct {
+		Name    string `json:"name"`
+		Version string `json:"version"`
+	}
+	if json.Unmarshal(raw, &ci) != nil || ci.Name == "" {
+		return ""
+	}
+	n := ci.Name + "/" + ci.Version
+	if len(n) > 128 {
+		n = n[:128]
+	}
+	return n
+}
+
+func (s *Server) logRequest(ctx context.Context, ep switchboard.Endpoint, r *http.Request, acc *access, start time.Time) {
 	lvl := zerolog.InfoLevel
 	latency := time.Since(start)
-	slow := s.opts.SlowCall > 0 && latency > s.opts.SlowCall && r.Method == http.MethodPost
-	if sw.status >= 500 || slow {
+	slow := s.opts.SlowCall > 0 && latency > s.opts.SlowCall && r.Method == http.MethodPost && acc.method != "subscriptions/listen"
+	if acc.status >= 500 || slow {
 		lvl = zerolog.WarnLevel
 	}
-	if r.Method == http.MethodGet || env.Method == "notifications/initialized" || env.Method == "ping" {
+	if r.Method == http.MethodGet || acc.method == "notifications/initialized" || acc.method == "ping" {
 		lvl = zerolog.DebugLevel
+	}
+	if !s.log.WithLevel(lvl).Enabled() {
+		return
+	}
+	status := acc.status
+	if status == 0 {
+		status = http.StatusOK
 	}
 	e := s.log.WithLevel(lvl).
 		Str("request_id", switchboard.RequestIDFromContext(ctx)).
 		Str("endpoint", string(ep)).
 		Str("http_method", r.Method).
-		Int("status", sw.statusCode()).
+		Int("status", status).
 		Dur("latency", latency)
 	if slow {
 		e = e.Bool("slow", true).Dur("slow_threshold", s.opts.SlowCall)
 	}
-	if env.Method != "" {
-		e = e.Str("method", env.Method)
+	if acc.method != "" {
+		e = e.Str("method", acc.method)
 	}
-	if sid := r.Header.Get(server.HeaderKeySessionID); sid != "" {
-		e = e.Str("session", shortID(sid))
-		if info := s.sessions.get(sid); info != nil && info.client != "" {
-			e = e.Str("client", info.client)
-		}
-	} else if rs.client != "" {
-		e = e.Str("client", rs.client)
+	if acc.modern {
+		e = e.Str("era", "stateless")
+	}
+	if acc.session != "" {
+		e = e.Str("session", shortID(acc.session))
+	}
+	if acc.client != "" {
+		e = e.Str("client", acc.client)
 	}
 	if p := switchboard.PrincipalFromContext(ctx); p != nil {
 		e = e.Str("principal", p.String())
 	}
-	if c := rs.call; c != nil {
-		e = e.Str("provider", c.Provider).Str("tool", c.Tool).Str("outcome", c.Outcome)
-	} else if env.Method == "tools/call" {
-		e = e.Str("tool", env.Params.Name)
+	if acc.provider != "" {
+		e = e.Str("provider", acc.provider)
+	}
+	if acc.tool != "" {
+		e = e.Str("tool", acc.tool)
+	}
+	if acc.outcome != "" {
+		e = e.Str("outcome", acc.outcome)
 	}
 	e.Msg("mcp request")
 }
 
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) statusCode() int {
-	if w.status == 0 {
-		return http.StatusOK
-	}
-	return w.status
-}
-
-// Flush lets mcp-go stream SSE through the wrapper.
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// Unwrap lets http.ResponseController reach the real writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func writeRPCError(w http.ResponseWriter, status int, id json.RawMessage, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(rpcErrorBody(id, code, msg))
-}
-
-// rpcErrorBody encodes a JSON-RPC error answer, newline-terminated.
-func rpcErrorBody(id json.RawMessage, code int, msg string) []byte {
-	if len(id) == 0 {
-		id = json.RawMessage("null")
-	}
-	b, _ := json.Marshal(map[string]any{
-		"jsonrpc": "2.0",
-		"id":      id,
-		"error":   map[string]any{"code": code, "message": msg},
-	})
-	return append(b, '\n')
-}
-
-// knownKeys are the protocol keys whose spelling must be exact: a key that
-// differs from one of them only by case (or Unicode folding, as "paramſ") is
-// refused, because encoding/json would match it case-insensitively. The
-// scanner's knownSpelling lists them again, by fold, without hashing
-// (TestKnownSpelling keeps the two in step).
-var knownKeys = []string{"jsonrpc", "id", "method", "params", "result", "error", "name", "arguments", "_meta", "uri", "cursor", "progressToken", "protocolVersion", "capabilities", "clientInfo", "ref", "argument", "level", "requestId", "reason"}
-
-// maxDepth bounds nesting; deeper documents are refused without recursion blowup.
-const maxDepth = 200
-
-// foldKey maps every rune to the lower case of the smallest rune of its
-// Unicode simple-fold orbit, so two strings are EqualFold exactly when their folds are equal
-// ("paramſ", "PARAMS" and "params" all fold alike).
-func foldKey(s string) string {
-	ascii := true
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			ascii = false
-			break
-		}
-	}
-	if ascii {
-		return strings.ToLower(s)
-	}
-	var b strings.Builder
-	for _, r := range s {
-		min := r
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			if f < min {
-				min = f
-			}
-		}
-		b.WriteRune(unicode.ToLower(min)) // agrees with the ASCII path
-	}
-	return b.String()
-}

@@ -1,19 +1,24 @@
 // Package mux serves the tools, prompts and resources of all providers as one
 // streamable-HTTP MCP server, namespaced per provider and filtered per caller.
+//
+// The mux owns the wire protocol end to end: both protocol eras (the session
+// era of 2025-11-25 and earlier, and the stateless 2026-07-28 era) on both
+// endpoints, with one handler per method. JSON-RPC moves as raw bytes: a
+// request is parsed once by internal/jsonrpc, the one scanner the supervisor
+// reads children with too, and a child's result goes back to the client
+// without being decoded. mcp-go supplies protocol types and constants only.
 package mux
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/mark3labs/mcp-go/mcp"
-	"github.com/mark3labs/mcp-go/server"
 	"github.com/rs/zerolog"
 
 	"github.com/switchboard-mcp/switchboard"
@@ -28,23 +33,26 @@ type Filter interface {
 	// ProviderVisible reports whether p may see anything of provider.
 	ProviderVisible(ctx context.Context, p *switchboard.Principal, provider string) bool
 	// ToolVisible reports whether p may see and call tool (the provider's own
-	// name) of provider. readOnly is the tool's readOnlyHint annotation.
-	ToolVisible(ctx context.Context, p *switchboard.Principal, provider, tool string, readOnly bool) bool
+	// name, exposed as exposed) of provider. readOnly is the tool's
+	// readOnlyHint annotation.
+	ToolVisible(ctx context.Context, p *switchboard.Principal, provider, tool, exposed string, readOnly bool) bool
 }
 
 // Instances gives the mux the upstream for a provider instance, starting a
 // user's own instance on demand for scope: user providers.
 type Instances interface {
-	// Upstream returns the running upstream for key, starting it first when the
-	// provider is user-scoped and allowed to start. It returns an EUNAVAILABLE
-	// error quickly when the instance is not running and cannot be started.
+	// Upstream returns the running upstream for key, starting it first when
+	// the provider is user-scoped and allowed to start, and waiting for it
+	// (bounded by the provider's init timeout or ctx). It returns an
+	// EUNAVAILABLE error when the instance is not running and cannot be
+	// started.
 	Upstream(ctx context.Context, key switchboard.InstanceKey) (switchboard.Upstream, error)
 	// UserScoped reports whether provider runs one instance per user.
 	UserScoped(provider string) bool
-	// Warm is called on every list by principal p; it may start p's own
-	// instances in the background (their tools then arrive with list_changed).
-	// It must not block.
-	Warm(ctx context.Context, p *switchboard.Principal)
+	// Ensure starts p's own instances of the user-scoped providers p may use
+	// and waits until each is running or has failed (bounded by its init
+	// timeout or ctx), so that a list answered next includes their tools.
+	Ensure(ctx context.Context, p *switchboard.Principal)
 }
 
 // CallInfo describes one tools/call for observers (audit, metrics, logs).
@@ -61,8 +69,11 @@ type CallInfo struct {
 	Start     time.Time
 	Latency   time.Duration
 	Decision  string // "allow" or "deny"
-	Outcome   string // "ok", "tool_error", "error", "timeout", "unavailable", "overloaded", "denied", "refused"
+	Outcome   string // "ok", "tool_error", "error", "timeout", "unavailable", "overloaded", "denied", "refused", "cancelled"
 	Err       error
+	// ReqBytes and RespBytes are the sizes of the call's arguments and of
+	// its result as they crossed the gateway.
+	ReqBytes, RespBytes int
 }
 
 // CallObserver sees every tools/call.
@@ -81,6 +92,12 @@ type RecordFirst interface {
 	RecordBeforeAnswer() bool
 }
 
+// SessionObserver is optionally implemented by a CallObserver to count sessions.
+type SessionObserver interface {
+	SessionOpened(switchboard.Endpoint)
+	SessionClosed(switchboard.Endpoint)
+}
+
 // Options configure a Server.
 type Options struct {
 	Logger zerolog.Logger
@@ -89,8 +106,14 @@ type Options struct {
 	Filter    Filter
 	Instances Instances
 	Observer  CallObserver
-	// SessionIdleTTL reaps sessions idle for longer (default 30 minutes).
+	// SessionIdleTTL ends sessions idle for longer (default 30 minutes).
 	SessionIdleTTL time.Duration
+	// MaxSessionsPerPrincipal caps the open sessions of one principal;
+	// initialize past it answers 429 (default 100).
+	MaxSessionsPerPrincipal int
+	// MaxListensPerPrincipal caps the open subscriptions/listen streams of
+	// one principal (default 8).
+	MaxListensPerPrincipal int
 	// SlowCall logs a warning for tools/calls slower than this (0: never).
 	SlowCall time.Duration
 	// Instructions returns the initialize instructions for a caller who can see
@@ -99,17 +122,40 @@ type Options struct {
 	// NotifyDelay coalesces bursts of catalog changes into one list_changed
 	// per session (default 50 ms).
 	NotifyDelay time.Duration
+	// PageSize is how many items one page of a list holds (default 1000).
+	PageSize int
+	// ListTTL is the freshness hint (ttlMs) on stateless-era list results
+	// (default 60 s); a change a client may see is also announced on its
+	// subscriptions/listen stream.
+	ListTTL time.Duration
+	// Heartbeat is how often an idle SSE stream gets a comment line
+	// (default 25 s).
+	Heartbeat time.Duration
+	// ContinuationTTL bounds how long a multi-round-trip request waits for
+	// the client's retry (default 10 minutes).
+	ContinuationTTL time.Duration
+	// MaxContinuationsPerPrincipal bounds the multi-round-trip requests one
+	// principal may leave waiting (default 16).
+	MaxContinuationsPerPrincipal int
+	// StateKey signs the requestState of multi-round-trip requests; at least
+	// 32 bytes. Nil: a random key per process.
+	StateKey []byte
+	// Replica names this gateway process in continuations and logs.
+	Replica string
+	// Redact scrubs known secret values from a provider's error texts before
+	// they reach a client. Nil: identity.
+	Redact func(string) string
 }
 
 // Server is the MCP front end.
 type Server struct {
 	opts   Options
 	log    zerolog.Logger
-	mcp    *server.MCPServer
 	filter atomic.Pointer[filterBox]
 
-	mu     sync.Mutex // guards cats and serializes rebuilds
+	mu     sync.Mutex // guards cats, latest, kept, ups and serializes rebuilds
 	cats   map[switchboard.InstanceKey]*switchboard.Catalog
+	ups    map[switchboard.InstanceKey]switchboard.Upstream
 	latest map[string]switchboard.InstanceKey // provider → instance whose catalog is shown
 	// kept holds the last catalog of a user-scoped provider whose instances are
 	// all down (idle-reaped): its tools stay listed and a call starts the
@@ -125,16 +171,22 @@ type Server struct {
 	gen   atomic.Uint64
 	views viewCache
 
-	sessions  *sessions
-	http      map[switchboard.Endpoint]*server.StreamableHTTPServer
-	sweepOnce sync.Once
-	stopSweep context.CancelFunc
+	sessions *sessionTable
+	listens  *listenTable
+	subs     *subscriptions
+	conts    *continuations
+
+	closing   chan struct{}
+	closeOnce sync.Once
+	bg        sync.WaitGroup
 }
 
 type filterBox struct{ f Filter }
 
 // Extras are gateway-owned resources and prompts (such as usage skills) served
 // next to the providers' own, each belonging to a provider for visibility.
+// Their names are reserved: a provider's own item with the same name or URI
+// is renamed.
 type Extras struct {
 	Resources []ExtraResource
 	Prompts   []ExtraPrompt
@@ -142,66 +194,79 @@ type Extras struct {
 
 // ExtraResource is a static text resource that belongs to provider.
 type ExtraResource struct {
-	Provider string
-	Resource mcp.Resource
-	Text     string
+	Provider    string
+	URI         string
+	Name        string
+	Description string
+	MIMEType    string
+	Text        string
 }
 
-// ExtraPrompt is a static prompt that belongs to provider.
+// ExtraPrompt is a static prompt, without arguments, that belongs to provider.
 type ExtraPrompt struct {
-	Provider string
-	Prompt   mcp.Prompt
-	Text     string
+	Provider    string
+	Name        string
+	Description string
+	Text        string
 }
 
-// New returns a Server with no providers.
+// New returns a Server with no providers. It starts a goroutine that ends
+// idle sessions; Shutdown stops it.
 func New(opts Options) *Server {
-	if opts.SessionIdleTTL == 0 {
+	if opts.SessionIdleTTL <= 0 {
 		opts.SessionIdleTTL = 30 * time.Minute
 	}
-	if opts.NotifyDelay == 0 {
+	if opts.NotifyDelay <= 0 {
 		opts.NotifyDelay = 50 * time.Millisecond
 	}
-	s := &Server{
-		opts:   opts,
-		log:    opts.Logger.With().Str("component", "mux").Logger(),
-		cats:   map[switchboard.InstanceKey]*switchboard.Catalog{},
-		latest: map[string]switchboard.InstanceKey{},
-		kept:   map[string]*switchboard.Catalog{},
-		http:   map[switchboard.Endpoint]*server.StreamableHTTPServer{},
+	if opts.MaxSessionsPerPrincipal <= 0 {
+		opts.MaxSessionsPerPrincipal = 100
 	}
+	if opts.MaxListensPerPrincipal <= 0 {
+		opts.MaxListensPerPrincipal = 8
+	}
+	if opts.PageSize <= 0 {
+		opts.PageSize = 1000
+	}
+	if opts.ListTTL <= 0 {
+		opts.ListTTL = 60 * time.Second
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 25 * time.Second
+	}
+	if opts.ContinuationTTL <= 0 {
+		opts.ContinuationTTL = 10 * time.Minute
+	}
+	if opts.MaxContinuationsPerPrincipal <= 0 {
+		opts.MaxContinuationsPerPrincipal = 16
+	}
+	if len(opts.StateKey) < 32 {
+		opts.StateKey = make([]byte, 32)
+		if _, err := rand.Read(opts.StateKey); err != nil {
+			panic("crypto/rand failed: " + err.Error())
+		}
+	}
+	if opts.Redact == nil {
+		opts.Redact = func(s string) string { return s }
+	}
+	s := &Server{
+		opts:     opts,
+		log:      opts.Logger.With().Str("component", "mux").Logger(),
+		cats:     map[switchboard.InstanceKey]*switchboard.Catalog{},
+		ups:      map[switchboard.InstanceKey]switchboard.Upstream{},
+		latest:   map[string]switchboard.InstanceKey{},
+		kept:     map[string]*switchboard.Catalog{},
+		sessions: newSessionTable(),
+		listens:  newListenTable(),
+		subs:     newSubscriptions(),
+		closing:  make(chan struct{}),
+	}
+	s.conts = newContinuations(opts.StateKey, opts.Replica)
 	s.filter.Store(&filterBox{opts.Filter})
 	s.tbl.Store(emptyTable())
 	s.extras.Store(&Extras{})
-	s.sessions = newSessions()
-
-	hooks := &server.Hooks{}
-	hooks.AddOnRegisterSession(s.onRegisterSession)
-	hooks.AddOnUnregisterSession(s.onUnregisterSession)
-	hooks.AddAfterInitialize(s.afterInitialize)
-	hooks.AddAfterListResources(s.afterListResources)
-	hooks.AddAfterListResourceTemplates(s.afterListResourceTemplates)
-	hooks.AddOnError(s.onError)
-	hooks.AddBeforeListTools(func(ctx context.Context, _ any, _ *mcp.ListToolsRequest) {
-		if s.opts.Instances != nil {
-			s.opts.Instances.Warm(ctx, principal(ctx))
-		}
-	})
-
-	// listChanged is false inside mcp-go so SetTools and friends never broadcast;
-	// afterInitialize advertises it, and notify sends it only to sessions whose
-	// view changed.
-	s.mcp = server.NewMCPServer("switchboard", switchboard.Version,
-		server.WithToolCapabilities(false),
-		server.WithPromptCapabilities(false),
-		server.WithResourceCapabilities(false, false),
-		server.WithToolFilter(s.filterTools),
-		server.WithPromptFilter(s.filterPrompts),
-		server.WithResourceHandlerMiddleware(s.guardResource),
-		server.WithHooks(hooks),
-		server.WithRecovery(),
-		server.WithResourceRecovery(),
-	)
+	s.bg.Add(1)
+	go s.sweep()
 	return s
 }
 
@@ -225,9 +290,6 @@ func (s *Server) PolicyChanged() {
 	s.scheduleNotify()
 }
 
-// MCPServer returns the underlying mcp-go server.
-func (s *Server) MCPServer() *server.MCPServer { return s.mcp }
-
 // UpdateCatalog is a switchboard.CatalogFunc: the supervisor calls it when an
 // instance comes up, changes its catalog, or goes down (up == nil).
 func (s *Server) UpdateCatalog(key switchboard.InstanceKey, up switchboard.Upstream, cat *switchboard.Catalog) {
@@ -237,6 +299,7 @@ func (s *Server) UpdateCatalog(key switchboard.InstanceKey, up switchboard.Upstr
 			s.kept[key.Provider] = s.cats[key]
 		}
 		delete(s.cats, key)
+		delete(s.ups, key)
 		if s.latest[key.Provider] == key {
 			delete(s.latest, key.Provider)
 			for k := range s.cats { // another user's instance can stand in
@@ -247,9 +310,15 @@ func (s *Server) UpdateCatalog(key switchboard.InstanceKey, up switchboard.Upstr
 			}
 		}
 	} else {
+		_, wasUp := s.ups[key]
 		s.cats[key] = cat
+		s.ups[key] = up
 		s.latest[key.Provider] = key
 		delete(s.kept, key.Provider)
+		if !wasUp {
+			// A new process: the subscriptions its predecessor held are gone.
+			defer s.subs.resubscribe(s, key, up)
+		}
 	}
 	s.mu.Unlock()
 	s.rebuild()
@@ -262,6 +331,7 @@ func (s *Server) RemoveProvider(provider string) {
 	for k := range s.cats {
 		if k.Provider == provider {
 			delete(s.cats, k)
+			delete(s.ups, k)
 		}
 	}
 	delete(s.latest, provider)
@@ -284,56 +354,41 @@ func (s *Server) CatalogProviders() []string {
 
 // VisibleTools returns the exposed tool names p can see right now, sorted.
 func (s *Server) VisibleTools(ctx context.Context, p *switchboard.Principal) []string {
-	var out []string
-	for name, e := range s.tbl.Load().tools {
-		if s.toolVisible(ctx, p, e) {
-			out = append(out, name)
-		}
+	v := s.view(ctx, p)
+	out := make([]string, 0, len(v.lists[kindTools]))
+	for _, e := range v.lists[kindTools] {
+		out = append(out, e.key)
 	}
-	sort.Strings(out)
 	return out
 }
 
 // ProviderTools returns the exposed tool names of provider, sorted.
 func (s *Server) ProviderTools(provider string) []string {
-	var out []string
-	for name, e := range s.tbl.Load().tools {
-		if e.Provider == provider {
-			out = append(out, name)
-		}
-	}
-	sort.Strings(out)
-	return out
+	return s.tbl.Load().names(kindTools, provider)
 }
 
-// ProviderPrompts returns the exposed prompt names of provider, sorted.
+// ProviderPrompts returns the exposed prompt names of provider, sorted,
+// including the gateway's own prompts that belong to it.
 func (s *Server) ProviderPrompts(provider string) []string {
-	var out []string
-	for name, e := range s.tbl.Load().prompts {
-		if e.Provider == provider {
-			out = append(out, name)
-		}
-	}
-	sort.Strings(out)
-	return out
+	return s.tbl.Load().names(kindPrompts, provider)
+}
+
+// Problems returns what the last catalog build found wrong: invalid or
+// colliding names, items renamed because the gateway reserves their names.
+func (s *Server) Problems() []string {
+	return append([]string(nil), s.tbl.Load().problems...)
 }
 
 // ToolCount returns how many tools provider exposes right now.
 func (s *Server) ToolCount(provider string) int {
-	n := 0
-	for _, e := range s.tbl.Load().tools {
-		if e.Provider == provider {
-			n++
-		}
-	}
-	return n
+	return len(s.tbl.Load().names(kindTools, provider))
 }
 
-// rebuild compiles the table and swaps it into mcp-go once.
+// rebuild compiles the table from the catalogs and swaps it in once.
 func (s *Server) rebuild() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cats := make([]provCatalog, 0, len(s.latest))
+	cats := make([]provCatalog, 0, len(s.latest)+len(s.kept))
 	for p, k := range s.latest {
 		cats = append(cats, provCatalog{Provider: p, Cat: s.cats[k]})
 	}
@@ -342,79 +397,27 @@ func (s *Server) rebuild() {
 			cats = append(cats, provCatalog{Provider: p, Cat: cat})
 		}
 	}
-	t := rebuildTable(s.tbl.Load(), cats)
+	old := s.tbl.Load()
+	t := buildTable(old, cats, s.extras.Load())
 	for _, p := range t.problems {
-		s.log.Warn().Str("problem", p).Msg("catalog problem")
-	}
-	tools := make([]server.ServerTool, 0, len(t.tools))
-	for _, e := range t.tools {
-		tools = append(tools, server.ServerTool{Tool: e.Tool, Handler: s.toolHandler(e)})
-	}
-	ex := s.extras.Load()
-	prompts := make([]server.ServerPrompt, 0, len(t.prompts)+len(ex.Prompts))
-	for _, e := range t.prompts {
-		prompts = append(prompts, server.ServerPrompt{Prompt: e.Prompt, Handler: s.promptHandler(e)})
-	}
-	for _, xp := range ex.Prompts {
-		if _, dup := t.prompts[xp.Prompt.Name]; dup {
-			continue
+		if !old.hasProblem(p) {
+			s.log.Warn().Str("problem", p).Msg("catalog problem")
 		}
-		t.prompts[xp.Prompt.Name] = &promptEntry{Exposed: xp.Prompt.Name, Provider: xp.Provider, Prompt: xp.Prompt}
-		prompts = append(prompts, server.ServerPrompt{Prompt: xp.Prompt, Handler: staticPrompt(xp)})
-	}
-	resources := make([]server.ServerResource, 0, len(t.resources)+len(ex.Resources))
-	for _, e := range t.resources {
-		resources = append(resources, server.ServerResource{Resource: *e.Resource, Handler: s.resourceHandler(e.Provider, e.Original)})
-	}
-	for _, xr := range ex.Resources {
-		if _, dup := t.resources[xr.Resource.URI]; dup {
-			continue
-		}
-		rc := xr.Resource
-		t.resources[rc.URI] = &resourceEntry{Provider: xr.Provider, Resource: &rc}
-		resources = append(resources, server.ServerResource{Resource: rc, Handler: staticResource(xr)})
-	}
-	templates := make([]server.ServerResourceTemplate, 0, len(t.templates))
-	for _, e := range t.templates {
-		templates = append(templates, server.ServerResourceTemplate{Template: *e.Template, Handler: server.ResourceTemplateHandlerFunc(s.resourceHandler(e.Provider, ""))})
 	}
 	s.tbl.Store(t)
 	s.gen.Add(1)
-	s.setTools(tools)
-	s.mcp.SetPrompts(prompts...)
-	s.mcp.SetResources(resources...)
-	s.mcp.SetResourceTemplates(templates...)
 	s.scheduleNotify()
-}
-
-// setTools swaps the tool set. mcp-go panics on a few invalid tools; those were
-// filtered in buildTable, and a panic here must not take the gateway down.
-func (s *Server) setTools(tools []server.ServerTool) {
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error().Interface("panic", r).Msg("mcp-go refused the tool set")
-		}
-	}()
-	s.mcp.SetTools(tools...)
-}
-
-func staticPrompt(xp ExtraPrompt) server.PromptHandlerFunc {
-	return func(ctx context.Context, req mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
-		return mcp.NewGetPromptResult(xp.Prompt.Description, []mcp.PromptMessage{
-			mcp.NewPromptMessage(mcp.RoleUser, mcp.NewTextContent(xp.Text)),
-		}), nil
-	}
-}
-
-func staticResource(xr ExtraResource) server.ResourceHandlerFunc {
-	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
-		return []mcp.ResourceContents{mcp.TextResourceContents{URI: xr.Resource.URI, MIMEType: xr.Resource.MIMEType, Text: xr.Text}}, nil
-	}
 }
 
 // principal returns the caller of ctx.
 func principal(ctx context.Context) *switchboard.Principal {
 	return switchboard.PrincipalFromContext(ctx)
+}
+
+// Visible reports whether p may see anything of provider under the filter in
+// force.
+func (s *Server) Visible(ctx context.Context, p *switchboard.Principal, provider string) bool {
+	return s.providerVisible(ctx, p, provider)
 }
 
 func (s *Server) providerVisible(ctx context.Context, p *switchboard.Principal, provider string) bool {
@@ -425,119 +428,51 @@ func (s *Server) providerVisible(ctx context.Context, p *switchboard.Principal, 
 	return f.ProviderVisible(ctx, p, provider)
 }
 
-func (s *Server) toolVisible(ctx context.Context, p *switchboard.Principal, e *toolEntry) bool {
+func (s *Server) toolVisible(ctx context.Context, p *switchboard.Principal, e *entry) bool {
 	f := s.filter.Load().f
 	if f == nil {
 		return true
 	}
-	return f.ProviderVisible(ctx, p, e.Provider) && f.ToolVisible(ctx, p, e.Provider, e.Original, e.ReadOnly)
+	return f.ProviderVisible(ctx, p, e.provider) && f.ToolVisible(ctx, p, e.provider, e.original, e.key, e.readOnly)
 }
 
-// filterTools is mcp-go's WithToolFilter: it runs on tools/list and on every
-// tools/call (with just the called tool), so a hidden tool and an absent tool
-// give the same "not found" error. A list uses the cached view.
-func (s *Server) filterTools(ctx context.Context, tools []mcp.Tool) []mcp.Tool {
-	p := principal(ctx)
-	if len(tools) > 1 {
-		return filterVisible(tools, s.visibleTools(ctx, p))
+// Shutdown ends every session and subscriptions/listen stream (a listen
+// stream gets its final response first) and stops the mux's goroutines. A
+// request still being served finishes on its own.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.listens.closeAll()
+	s.sessions.closeAll(s)
+	for _, c := range s.conts.closeAll() {
+		s.bg.Add(1)
+		go func() { defer s.bg.Done(); s.abandon(c, "cancelled") }()
 	}
-	t := s.tbl.Load()
-	out := tools[:0:0]
-	for _, tool := range tools {
-		e := t.tools[tool.Name]
-		if e != nil && s.toolVisible(ctx, p, e) {
-			out = append(out, tool)
-		}
+	done := make(chan struct{})
+	go func() { s.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return errors.Join(errors.New("mux: background work did not end in time"), ctx.Err())
 	}
-	return out
 }
 
-func (s *Server) filterPrompts(ctx context.Context, prompts []mcp.Prompt) []mcp.Prompt {
-	t := s.tbl.Load()
-	p := principal(ctx)
-	out := prompts[:0:0]
-	for _, pr := range prompts {
-		e := t.prompts[pr.Name]
-		if e != nil && s.providerVisible(ctx, p, e.Provider) {
-			out = append(out, pr)
-		}
-	}
-	return out
-}
-
-func (s *Server) afterListResources(ctx context.Context, _ any, _ *mcp.ListResourcesRequest, res *mcp.ListResourcesResult) {
-	t := s.tbl.Load()
-	p := principal(ctx)
-	out := res.Resources[:0]
-	for _, r := range res.Resources {
-		if e := t.resources[r.URI]; e != nil && s.providerVisible(ctx, p, e.Provider) {
-			out = append(out, r)
-		}
-	}
-	res.Resources = out
-}
-
-func (s *Server) afterListResourceTemplates(ctx context.Context, _ any, _ *mcp.ListResourceTemplatesRequest, res *mcp.ListResourceTemplatesResult) {
-	t := s.tbl.Load()
-	p := principal(ctx)
-	owner := map[string]string{}
-	for _, e := range t.templates {
-		owner[e.Template.URITemplate.Raw()] = e.Provider
-	}
-	out := res.ResourceTemplates[:0]
-	for _, rt := range res.ResourceTemplates {
-		if rt.URITemplate == nil {
-			continue
-		}
-		if prov, ok := owner[rt.URITemplate.Raw()]; ok && s.providerVisible(ctx, p, prov) {
-			out = append(out, rt)
-		}
-	}
-	res.ResourceTemplates = out
-}
-
-// errNotFound is what a caller gets for a resource it may not see: the same as
-// for one that does not exist.
-func errResourceNotFound(uri string) error {
-	return fmt.Errorf("resource %s: %w", uri, server.ErrResourceNotFound)
-}
-
-// guardResource denies reads of resources owned by providers the caller cannot see.
-func (s *Server) guardResource(next server.ResourceHandlerFunc) server.ResourceHandlerFunc {
-	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
-		t := s.tbl.Load()
-		prov := ""
-		if e := t.resources[req.Params.URI]; e != nil {
-			prov = e.Provider
-		} else {
-			for _, e := range t.templates {
-				if e.Template.URITemplate != nil && len(e.Template.URITemplate.Match(req.Params.URI)) > 0 {
-					prov = e.Provider
-					break
-				}
+// sweep ends idle sessions and expired continuations until Shutdown.
+func (s *Server) sweep() {
+	defer s.bg.Done()
+	every := min(s.opts.SessionIdleTTL/2, 30*time.Second)
+	every = max(every, 100*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-t.C:
+			s.sessions.reapIdle(s, s.opts.SessionIdleTTL)
+			for _, c := range s.conts.expire(time.Now()) {
+				go s.abandon(c, "timeout")
 			}
 		}
-		if prov == "" || !s.providerVisible(ctx, principal(ctx), prov) {
-			return nil, errResourceNotFound(req.Params.URI)
-		}
-		return next(ctx, req)
 	}
-}
-
-func (s *Server) onError(ctx context.Context, id any, method mcp.MCPMethod, message any, err error) {
-	if method != mcp.MethodToolsCall || !errors.Is(err, server.ErrToolNotFound) {
-		return
-	}
-	// A tools/call that never reached a handler: unknown or hidden. Audit it as a denial.
-	name := ""
-	if req, ok := message.(*mcp.CallToolRequest); ok {
-		name = req.Params.Name
-	}
-	ci := s.newCallInfo(ctx, name)
-	ci.Decision, ci.Outcome = "deny", "denied"
-	ci.Err = errors.New("no such tool")
-	if e := s.tbl.Load().tools[name]; e != nil {
-		ci.Provider, ci.Tool = e.Provider, e.Original
-	}
-	s.finish(ctx, ci)
 }

@@ -134,8 +134,9 @@ func grantsProvider(rp RolePolicy, provider string) bool {
 }
 
 // ToolVisible implements Filter: the provider's write policy, then role tool
-// patterns. It does not repeat the provider checks (the mux asks both).
-func (pol *Policy) ToolVisible(ctx context.Context, p *switchboard.Principal, provider, tool string, readOnly bool) bool {
+// patterns over the exposed name. It does not repeat the provider checks
+// (the mux asks both).
+func (pol *Policy) ToolVisible(ctx context.Context, p *switchboard.Principal, provider, tool, exposed string, readOnly bool) bool {
 	pp, ok := pol.Providers[provider]
 	if p == nil || !ok {
 		return false
@@ -156,7 +157,6 @@ func (pol *Policy) ToolVisible(ctx context.Context, p *switchboard.Principal, pr
 	if p.Kind != switchboard.PrincipalUser || pp.Public {
 		return true
 	}
-	exposed := "" // only roles with tool patterns need it
 	for _, r := range pol.roles(p) {
 		if r == RoleAdmin {
 			return true
@@ -167,9 +167,6 @@ func (pol *Policy) ToolVisible(ctx context.Context, p *switchboard.Principal, pr
 		}
 		if len(rp.Tools) == 0 {
 			return true
-		}
-		if exposed == "" {
-			exposed, _ = switchboard.ExposedName(provider, tool)
 		}
 		if matchAny(rp.Tools, exposed) {
 			return true

@@ -88,7 +88,8 @@ func TestPolicy(t *testing.T) {
 	}
 	for _, tt := range tools {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := pol.ToolVisible(ctx, tt.p, tt.provider, tt.tool, tt.readOnly); got != tt.want {
+			exposed, _ := switchboard.ExposedName(tt.provider, tt.tool)
+			if got := pol.ToolVisible(ctx, tt.p, tt.provider, tt.tool, exposed, tt.readOnly); got != tt.want {
 				t.Fatalf("ToolVisible = %v, want %v", got, tt.want)
 			}
 		})

@@ -3,36 +3,318 @@ package mux
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"errors"
+	"encoding/json"
 	"net/http"
 	"sort"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/mark3labs/mcp-go/mcp"
-	"github.com/mark3labs/mcp-go/server"
-
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 )
 
-// sessionInfo is what the gateway knows about one MCP session.
-type sessionInfo struct {
-	id         string
-	owner      string // principal "kind:id" that created it; never changes
-	principal  *switchboard.Principal
-	endpoint   switchboard.Endpoint
-	client     string
-	created    time.Time
-	lastSeen   time.Time
-	streams    int // open GET streams
-	terminated bool
-	registered bool
-	viewHash   [32]byte
-	// notify is mcp-go's outgoing notification queue for the session. Queued
-	// notifications go out inside the next response mcp-go writes.
-	notify chan<- mcp.JSONRPCNotification
+// Sessions exist only in the session era (2025-11-25 and earlier): a client
+// opens one with initialize and names it in every later request. A session is
+// bound to the principal that opened it and to its endpoint; anyone else
+// presenting its ID gets 404, as for an ID that never existed.
+
+// session is one open session-era session.
+type session struct {
+	id      string
+	owner   string // principal "kind:id" that created it; never changes
+	ep      switchboard.Endpoint
+	version string // the negotiated protocol version
+	client  string // "name/version"
+	caps    []byte // the client's capabilities, raw
+	created time.Time
+
+	p        atomic.Pointer[switchboard.Principal] // the latest credentials of the owner
+	lastSeen atomic.Int64                          // unix nanoseconds
+	logLevel atomic.Int32                          // from logging/setLevel; levelNone until then
+
+	mu       sync.Mutex
+	get      *stream  // the open GET stream, or nil
+	queue    [][]byte // notifications waiting for a stream
+	hashes   [numKinds]uint64
+	inflight map[string]context.CancelFunc // requests being served, by raw id
+	out      map[string]chan clientAnswer  // the gateway's requests to the client, by id
+	nextOut  int64
+	subs     map[string]bool // exposed URIs the client subscribed to
+	busy     int             // requests being served
+	closed   bool
+}
+
+// clientAnswer is the client's response to a request of the gateway.
+type clientAnswer struct {
+	result json.RawMessage
+	err    *switchboard.RPCError
+}
+
+// maxQueued bounds the notifications a session without a GET stream keeps
+// for its next response; older ones are dropped.
+const maxQueued = 64
+
+func (ss *session) principal() *switchboard.Principal { return ss.p.Load() }
+
+func (ss *session) touch() { ss.lastSeen.Store(time.Now().UnixNano()) }
+
+// deliver sends a notification of the session (not of one request): on the
+// GET stream if one is open, else queued for the next response.
+func (ss *session) deliver(frame []byte) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.closed {
+		return
+	}
+	if ss.get != nil && ss.get.event(frame) {
+		return
+	}
+	for _, q := range ss.queue { // list_changed and the like: once is enough
+		if string(q) == string(frame) {
+			return
+		}
+	}
+	if len(ss.queue) >= maxQueued {
+		ss.queue = ss.queue[1:]
+	}
+	ss.queue = append(ss.queue, frame)
+}
+
+// takeQueue returns and clears the queued notifications.
+func (ss *session) takeQueue() [][]byte {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	q := ss.queue
+	ss.queue = nil
+	return q
+}
+
+// begin registers a request being served; end unregisters it.
+func (ss *session) begin(id []byte, cancel context.CancelFunc) {
+	ss.mu.Lock()
+	ss.busy++
+	if ss.inflight == nil {
+		ss.inflight = map[string]context.CancelFunc{}
+	}
+	ss.inflight[string(id)] = cancel
+	ss.mu.Unlock()
+}
+
+func (ss *session) end(id []byte) {
+	ss.mu.Lock()
+	ss.busy--
+	delete(ss.inflight, string(id))
+	ss.mu.Unlock()
+	ss.touch()
+}
+
+// cancel cancels the request with raw id, if it is being served.
+func (ss *session) cancel(id []byte) {
+	ss.mu.Lock()
+	c := ss.inflight[string(id)]
+	ss.mu.Unlock()
+	if c != nil {
+		c()
+	}
+}
+
+// request sends a request to the client on st (the response stream of the
+// request it belongs to) and waits for the client's answer.
+func (ss *session) request(ctx context.Context, st *stream, method string, params json.RawMessage) (json.RawMessage, error) {
+	ss.mu.Lock()
+	if ss.closed {
+		ss.mu.Unlock()
+		return nil, &switchboard.RPCError{Code: jsonrpc.CodeInternalError, Message: "the client's session has ended"}
+	}
+	ss.nextOut++
+	id := `"sb-` + strconv.FormatInt(ss.nextOut, 10) + `"`
+	ch := make(chan clientAnswer, 1)
+	if ss.out == nil {
+		ss.out = map[string]chan clientAnswer{}
+	}
+	ss.out[id] = ch
+	ss.mu.Unlock()
+	defer func() {
+		ss.mu.Lock()
+		delete(ss.out, id)
+		ss.mu.Unlock()
+	}()
+	if err := st.eventWait(ctx, jsonrpc.AppendRequest(nil, []byte(id), method, params)); err != nil {
+		return nil, &switchboard.RPCError{Code: jsonrpc.CodeInternalError, Message: "the client's request has ended"}
+	}
+	select {
+	case a, ok := <-ch:
+		if !ok {
+			return nil, &switchboard.RPCError{Code: jsonrpc.CodeInternalError, Message: "the client's session has ended"}
+		}
+		if a.err != nil {
+			return nil, a.err
+		}
+		return a.result, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// answer routes the client's response to a request of the gateway. It
+// reports whether one was waiting.
+func (ss *session) answer(m *jsonrpc.Message) bool {
+	ss.mu.Lock()
+	ch := ss.out[string(m.ID)]
+	delete(ss.out, string(m.ID))
+	ss.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	a := clientAnswer{result: jsonrpc.Clone(m.Result)}
+	if jsonrpc.Has(m.Error) {
+		a.err = new(switchboard.RPCError)
+		if json.Unmarshal(m.Error, a.err) != nil {
+			a.err = &switchboard.RPCError{Code: jsonrpc.CodeInternalError, Message: "the client sent a malformed error"}
+		}
+	}
+	ch <- a
+	return true
+}
+
+// sessionTable is every open session.
+type sessionTable struct {
+	mu      sync.Mutex
+	m       map[string]*session
+	byOwner map[string]int
+}
+
+func newSessionTable() *sessionTable {
+	return &sessionTable{m: map[string]*session{}, byOwner: map[string]int{}}
+}
+
+// errTooManySessions refuses an initialize past the per-principal cap.
+type errTooManySessions int
+
+func (e errTooManySessions) Error() string {
+	return "too many open sessions (" + strconv.Itoa(int(e)) + "): close one with DELETE first"
+}
+
+// open creates a session for p on ep from the fields of ss (version,
+// client, caps, hashes) and adds it. IDs are minted from a CSPRNG.
+func (st *sessionTable) open(ss *session, p *switchboard.Principal, ep switchboard.Endpoint, max int) (*session, error) {
+	var buf [24]byte
+	if _, err := rand.Read(buf[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	now := time.Now()
+	ss.id, ss.owner, ss.ep, ss.created = "sb-"+base64.RawURLEncoding.EncodeToString(buf[:]), p.String(), ep, now
+	ss.p.Store(p)
+	ss.lastSeen.Store(now.UnixNano())
+	ss.logLevel.Store(levelNone)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if n := st.byOwner[ss.owner]; n >= max {
+		return nil, errTooManySessions(n)
+	}
+	st.m[ss.id] = ss
+	st.byOwner[ss.owner]++
+	return ss, nil
+}
+
+// lookup returns the session id if p owns it on ep, and updates its
+// credentials; else nil.
+func (st *sessionTable) lookup(id string, p *switchboard.Principal, ep switchboard.Endpoint) *session {
+	st.mu.Lock()
+	ss := st.m[id]
+	st.mu.Unlock()
+	if ss == nil || ss.owner != p.String() || ss.ep != ep {
+		return nil
+	}
+	ss.mu.Lock()
+	closed := ss.closed
+	ss.mu.Unlock()
+	if closed {
+		return nil
+	}
+	ss.p.Store(p)
+	return ss
+}
+
+// remove takes ss out of the table; it reports whether it was there.
+func (st *sessionTable) remove(ss *session) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.m[ss.id] != ss {
+		return false
+	}
+	delete(st.m, ss.id)
+	if st.byOwner[ss.owner]--; st.byOwner[ss.owner] <= 0 {
+		delete(st.byOwner, ss.owner)
+	}
+	return true
+}
+
+// all returns the open sessions.
+func (st *sessionTable) all() []*session {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := make([]*session, 0, len(st.m))
+	for _, ss := range st.m {
+		out = append(out, ss)
+	}
+	return out
+}
+
+// closeSession ends ss: out of the table, its GET stream ended, its waiting
+// requests to the client failed, its resource subscriptions dropped.
+func (s *Server) closeSession(ss *session, why string) {
+	if !s.sessions.remove(ss) {
+		return
+	}
+	ss.mu.Lock()
+	ss.closed = true
+	get := ss.get
+	ss.get = nil
+	for _, ch := range ss.out {
+		close(ch)
+	}
+	ss.out = nil
+	for _, c := range ss.inflight {
+		c()
+	}
+	subs := ss.subs
+	ss.subs = nil
+	ss.mu.Unlock()
+	if get != nil {
+		get.finish(http.StatusOK, nil)
+	}
+	for uri := range subs {
+		s.subs.drop(s, uri, ss.id)
+	}
+	s.log.Debug().Str("session", shortID(ss.id)).Str("why", why).Msg("session closed")
+	if so, ok := s.opts.Observer.(SessionObserver); ok {
+		so.SessionClosed(ss.ep)
+	}
+}
+
+// reapIdle ends sessions idle for longer than ttl: no request for that long,
+// none being served, and no GET stream open.
+func (st *sessionTable) reapIdle(s *Server, ttl time.Duration) {
+	cutoff := time.Now().Add(-ttl).UnixNano()
+	for _, ss := range st.all() {
+		ss.mu.Lock()
+		idle := ss.get == nil && ss.busy == 0 && ss.lastSeen.Load() < cutoff
+		ss.mu.Unlock()
+		if idle {
+			s.closeSession(ss, "idle")
+		}
+	}
+}
+
+// closeAll ends every session (shutdown).
+func (st *sessionTable) closeAll(s *Server) {
+	for _, ss := range st.all() {
+		s.closeSession(ss, "shutdown")
+	}
 }
 
 // SessionInfo is a public, read-only view of a session for status pages.
@@ -41,304 +323,16 @@ type SessionInfo struct {
 	Principal string               `json:"principal"`
 	Endpoint  switchboard.Endpoint `json:"endpoint"`
 	Client    string               `json:"client"`
+	Version   string               `json:"protocol_version"`
 	CreatedAt time.Time            `json:"created_at"`
-}
-
-type sessions struct {
-	mu sync.Mutex
-	m  map[string]*sessionInfo
-}
-
-func newSessions() *sessions { return &sessions{m: map[string]*sessionInfo{}} }
-
-func (ss *sessions) get(id string) *sessionInfo {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.m[id]
-}
-
-// boundManager is mcp-go's SessionIdManager for one request: session IDs are
-// minted from a CSPRNG and bound to the principal that created them, so another
-// principal presenting the ID gets 404, never the session.
-type boundManager struct {
-	ss       *sessions
-	owner    string
-	p        *switchboard.Principal
-	endpoint switchboard.Endpoint
-}
-
-func (b *boundManager) Generate() string {
-	var buf [24]byte
-	if _, err := rand.Read(buf[:]); err != nil {
-		panic("crypto/rand failed: " + err.Error())
-	}
-	id := "sb-" + base64.RawURLEncoding.EncodeToString(buf[:])
-	b.ss.mu.Lock()
-	now := time.Now()
-	b.ss.m[id] = &sessionInfo{id: id, owner: b.owner, principal: b.p, endpoint: b.endpoint, created: now, lastSeen: now}
-	b.ss.mu.Unlock()
-	return id
-}
-
-var errUnknownSession = errors.New("unknown session")
-
-func (b *boundManager) Validate(id string) (bool, error) {
-	b.ss.mu.Lock()
-	defer b.ss.mu.Unlock()
-	s := b.ss.m[id]
-	if s == nil || s.owner != b.owner || s.endpoint != b.endpoint {
-		return false, errUnknownSession
-	}
-	if s.terminated {
-		return true, nil
-	}
-	s.principal = b.p // the latest credentials of the same principal
-	return false, nil
-}
-
-func (b *boundManager) Terminate(id string) (bool, error) {
-	b.ss.mu.Lock()
-	defer b.ss.mu.Unlock()
-	s := b.ss.m[id]
-	if s == nil || (b.p != nil && s.owner != b.owner) { // p is nil only on shutdown
-		return false, errUnknownSession
-	}
-	s.terminated = true
-	return false, nil
-}
-
-type resolver struct {
-	ss       *sessions
-	endpoint switchboard.Endpoint
-}
-
-func (r resolver) ResolveSessionIdManager(req *http.Request) server.SessionIdManager {
-	var p *switchboard.Principal
-	if req != nil { // mcp-go passes nil when closing sessions on shutdown
-		p = switchboard.PrincipalFromContext(req.Context())
-	}
-	return &boundManager{ss: r.ss, owner: p.String(), p: p, endpoint: r.endpoint}
-}
-
-func (s *Server) onRegisterSession(ctx context.Context, cs server.ClientSession) {
-	s.sessions.mu.Lock()
-	info := s.sessions.m[cs.SessionID()]
-	if info != nil {
-		info.registered = true
-		info.notify = cs.NotificationChannel()
-	}
-	s.sessions.mu.Unlock()
-	if info != nil {
-		s.log.Debug().Str("session", shortID(cs.SessionID())).Str("principal", info.owner).Msg("session opened")
-		if s.opts.Observer != nil {
-			if so, ok := s.opts.Observer.(SessionObserver); ok {
-				so.SessionOpened(info.endpoint)
-			}
-		}
-	}
-}
-
-// fastSession returns sid's info when a fast path may answer on it: the session
-// is registered, live, and was created by p on ep, and no notification waits in
-// its queue. Without a GET stream, mcp-go delivers queued notifications (such
-// as list_changed) inside the next response it writes, so such a request is
-// left to mcp-go rather than answered past them.
-func (s *Server) fastSession(sid string, p *switchboard.Principal, ep switchboard.Endpoint) *sessionInfo {
-	s.sessions.mu.Lock()
-	defer s.sessions.mu.Unlock()
-	info := s.sessions.m[sid]
-	if info == nil || !info.registered || info.terminated || info.owner != p.String() || info.endpoint != ep {
-		return nil
-	}
-	if len(info.notify) > 0 {
-		return nil
-	}
-	return info
-}
-
-func (s *Server) onUnregisterSession(ctx context.Context, cs server.ClientSession) {
-	s.sessions.mu.Lock()
-	info := s.sessions.m[cs.SessionID()]
-	delete(s.sessions.m, cs.SessionID())
-	s.sessions.mu.Unlock()
-	if info != nil {
-		s.log.Debug().Str("session", shortID(cs.SessionID())).Msg("session closed")
-		if s.opts.Observer != nil {
-			if so, ok := s.opts.Observer.(SessionObserver); ok && info.registered {
-				so.SessionClosed(info.endpoint)
-			}
-		}
-	}
-}
-
-// SessionObserver is optionally implemented by a CallObserver to count sessions.
-type SessionObserver interface {
-	SessionOpened(switchboard.Endpoint)
-	SessionClosed(switchboard.Endpoint)
-}
-
-// afterInitialize records the client, advertises listChanged, and gives the
-// caller instructions that index only what it can see.
-func (s *Server) afterInitialize(ctx context.Context, _ any, req *mcp.InitializeRequest, res *mcp.InitializeResult) {
-	res.Capabilities.Tools = &struct {
-		ListChanged bool `json:"listChanged,omitempty"`
-	}{ListChanged: true}
-	res.Capabilities.Prompts = &struct {
-		ListChanged bool `json:"listChanged,omitempty"`
-	}{ListChanged: true}
-	res.Capabilities.Resources = &struct {
-		Subscribe   bool `json:"subscribe,omitempty"`
-		ListChanged bool `json:"listChanged,omitempty"`
-	}{ListChanged: true}
-	if sess := server.ClientSessionFromContext(ctx); sess != nil {
-		s.sessions.mu.Lock()
-		if info := s.sessions.m[sess.SessionID()]; info != nil {
-			info.client = req.Params.ClientInfo.Name + "/" + req.Params.ClientInfo.Version
-			info.viewHash = s.viewHash(ctx, info.principal)
-		}
-		s.sessions.mu.Unlock()
-	}
-	if rs := requestStateFrom(ctx); rs != nil {
-		rs.client = req.Params.ClientInfo.Name + "/" + req.Params.ClientInfo.Version
-	}
-	if s.opts.Instructions != nil {
-		res.Instructions = s.opts.Instructions(ctx, s.VisibleProviders(ctx, principal(ctx)))
-	}
-}
-
-// VisibleProviders returns the providers p can see anything of right now.
-func (s *Server) VisibleProviders(ctx context.Context, p *switchboard.Principal) []string {
-	t := s.tbl.Load()
-	seen := map[string]bool{}
-	for _, e := range t.tools {
-		seen[e.Provider] = true
-	}
-	for _, e := range t.prompts {
-		seen[e.Provider] = true
-	}
-	for _, e := range t.resources {
-		seen[e.Provider] = true
-	}
-	var out []string
-	for prov := range seen {
-		if s.providerVisible(ctx, p, prov) {
-			out = append(out, prov)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-// viewHash summarizes everything p can see: tool, prompt and resource names plus
-// tool definitions, so a change to any of them changes the hash.
-func (s *Server) viewHash(ctx context.Context, p *switchboard.Principal) [32]byte {
-	t := s.tbl.Load()
-	var names []string
-	for name, e := range t.tools {
-		if s.toolVisible(ctx, p, e) {
-			names = append(names, "t:"+name+":"+defHash(e))
-		}
-	}
-	for name, e := range t.prompts {
-		if s.providerVisible(ctx, p, e.Provider) {
-			names = append(names, "p:"+name)
-		}
-	}
-	for uri, e := range t.resources {
-		if s.providerVisible(ctx, p, e.Provider) {
-			names = append(names, "r:"+uri)
-		}
-	}
-	for _, e := range t.templates {
-		if s.providerVisible(ctx, p, e.Provider) {
-			names = append(names, "rt:"+e.Template.URITemplate.Raw())
-		}
-	}
-	sort.Strings(names)
-	h := sha256.New()
-	for _, n := range names {
-		h.Write([]byte(n))
-		h.Write([]byte{0})
-	}
-	var out [32]byte
-	copy(out[:], h.Sum(nil))
-	return out
-}
-
-func defHash(e *toolEntry) string {
-	b := append([]byte(e.Tool.Description), e.Tool.RawInputSchema...)
-	sum := sha256.Sum256(b)
-	return base64.RawStdEncoding.EncodeToString(sum[:8])
-}
-
-// scheduleNotify coalesces bursts of changes into one pass after NotifyDelay.
-func (s *Server) scheduleNotify() {
-	if !s.pending.CompareAndSwap(false, true) {
-		return
-	}
-	time.AfterFunc(s.opts.NotifyDelay, func() {
-		s.pending.Store(false)
-		s.notifyChanged()
-	})
-}
-
-// notifyChanged sends list_changed to exactly the sessions whose view changed.
-// View hashes are computed outside the sessions lock (every request takes it)
-// and once per principal, however many sessions it has open.
-func (s *Server) notifyChanged() {
-	ctx := context.Background()
-	type snap struct {
-		id, owner string
-		p         *switchboard.Principal
-		old       [32]byte
-	}
-	var open []snap
-	s.sessions.mu.Lock()
-	for id, info := range s.sessions.m {
-		if info.registered && !info.terminated {
-			open = append(open, snap{id, info.owner, info.principal, info.viewHash})
-		}
-	}
-	s.sessions.mu.Unlock()
-
-	views := map[string][32]byte{} // owner → view
-	var targets []string
-	for _, sn := range open {
-		h, ok := views[sn.owner]
-		if !ok {
-			h = s.viewHash(ctx, sn.p)
-			views[sn.owner] = h
-		}
-		if h == sn.old {
-			continue
-		}
-		s.sessions.mu.Lock()
-		if info := s.sessions.m[sn.id]; info != nil && info.viewHash == sn.old {
-			info.viewHash = h
-			targets = append(targets, sn.id)
-		}
-		s.sessions.mu.Unlock()
-	}
-	for _, id := range targets {
-		for _, m := range []string{mcp.MethodNotificationToolsListChanged, mcp.MethodNotificationPromptsListChanged, mcp.MethodNotificationResourcesListChanged} {
-			if err := s.mcp.SendNotificationToSpecificClient(id, m, nil); err != nil {
-				s.log.Debug().Err(err).Str("session", shortID(id)).Msg("list_changed not delivered")
-				break
-			}
-		}
-	}
 }
 
 // Sessions returns the open sessions, for status pages.
 func (s *Server) Sessions() []SessionInfo {
-	s.sessions.mu.Lock()
-	defer s.sessions.mu.Unlock()
-	out := make([]SessionInfo, 0, len(s.sessions.m))
-	for id, info := range s.sessions.m {
-		if !info.registered || info.terminated {
-			continue
-		}
-		out = append(out, SessionInfo{ID: shortID(id), Principal: info.owner, Endpoint: info.endpoint, Client: info.client, CreatedAt: info.created})
+	all := s.sessions.all()
+	out := make([]SessionInfo, 0, len(all))
+	for _, ss := range all {
+		out = append(out, SessionInfo{ID: shortID(ss.id), Principal: ss.owner, Endpoint: ss.ep, Client: ss.client, Version: ss.version, CreatedAt: ss.created})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
 	return out
@@ -348,13 +342,7 @@ func (s *Server) Sessions() []SessionInfo {
 func (s *Server) SessionCount() int {
 	s.sessions.mu.Lock()
 	defer s.sessions.mu.Unlock()
-	n := 0
-	for _, info := range s.sessions.m {
-		if info.registered && !info.terminated {
-			n++
-		}
-	}
-	return n
+	return len(s.sessions.m)
 }
 
 // shortID keeps log lines and status pages free of whole session IDs.

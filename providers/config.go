@@ -114,10 +114,23 @@ type SkillsConfig struct {
 	Required *bool  `yaml:"required"`
 }
 
-// SessionConfig configures MCP sessions.
+// SessionConfig configures MCP sessions (session era) and the stateless
+// era's subscriptions/listen streams, per principal.
 type SessionConfig struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxPerPrincipal caps one principal's open sessions; initialize past it
+	// answers 429 (default 100).
+	MaxPerPrincipal int `yaml:"max_per_principal"`
+	// MaxListensPerPrincipal caps one principal's open subscriptions/listen
+	// streams (default 8).
+	MaxListensPerPrincipal int `yaml:"max_listens_per_principal"`
 }
+
+// Session defaults.
+const (
+	DefaultSessionsPerPrincipal = 100
+	DefaultListensPerPrincipal  = 8
+)
 
 // ShutdownConfig bounds a graceful stop (SIGTERM): readiness turns false at
 // once; after Delay the listener closes and in-flight requests get up to Drain
@@ -442,6 +455,12 @@ func (c *Config) applyDefaults() {
 	if c.Sessions.IdleTimeout == 0 {
 		c.Sessions.IdleTimeout = Duration(DefaultSessionIdle)
 	}
+	if c.Sessions.MaxPerPrincipal == 0 {
+		c.Sessions.MaxPerPrincipal = DefaultSessionsPerPrincipal
+	}
+	if c.Sessions.MaxListensPerPrincipal == 0 {
+		c.Sessions.MaxListensPerPrincipal = DefaultListensPerPrincipal
+	}
 	if c.Providers == nil {
 		c.Providers = map[string]*Provider{}
 	}
@@ -553,6 +572,9 @@ func (c *Config) validate(file string) []Problem {
 		if d.v < 0 {
 			add(d.path, "%s must not be negative", d.path)
 		}
+	}
+	if c.Sessions.MaxPerPrincipal < 0 || c.Sessions.MaxListensPerPrincipal < 0 {
+		add("sessions", "sessions.max_per_principal and max_listens_per_principal must be positive")
 	}
 	if r := c.Auth.RateLimit; r.RPS < 0 || r.Burst < 0 || math.IsNaN(r.RPS) || math.IsInf(r.RPS, 0) {
 		add("auth.rate_limit", "auth.rate_limit: rps and burst must be positive numbers")

@@ -31,6 +31,10 @@ const readBufferSize = 64 << 10
 // answer is not mistaken for garbage.
 const maxAbandoned = 4096
 
+// maxRelays bounds the child's requests (sampling, elicitation, roots) being
+// relayed to clients at once; more are refused.
+const maxRelays = 64
+
 var _ switchboard.Upstream = (*Conn)(nil)
 
 // ConnOptions configures a Conn. The zero value is usable.
@@ -39,10 +43,11 @@ type ConnOptions struct {
 	// line fails the whole Conn. Zero means DefaultMaxMessageBytes.
 	MaxMessageBytes int
 
-	// OnNotification receives the child's notifications, except progress
-	// notifications whose token is registered with ProgressToken. It is called
-	// from a single dispatcher goroutine, in arrival order, never from the read
-	// loop; when it falls more than NotificationQueue messages behind, further
+	// OnNotification receives the child's notifications that no call in
+	// flight takes (see Call): list changes, resource updates, and log
+	// messages that cannot be tied to one client. It is called from a single
+	// dispatcher goroutine, in arrival order, never from the read loop; when
+	// it falls more than NotificationQueue messages behind, further
 	// notifications are dropped and counted (DroppedNotifications). params is
 	// owned by the callee.
 	OnNotification func(method string, params json.RawMessage)
@@ -60,22 +65,28 @@ type ConnOptions struct {
 
 // Conn is a JSON-RPC 2.0 client over a child's newline-delimited stdio. It
 // implements switchboard.Upstream. One goroutine reads and routes responses;
-// another dispatches notifications and answers the child's requests. All
-// methods are safe for concurrent use.
+// another dispatches notifications and the child's requests. All methods are
+// safe for concurrent use.
+//
+// The child's messages that belong to a call in flight reach that call's
+// switchboard.Caller: progress by the token the Conn put in the call, and log
+// messages and the child's own requests (sampling, elicitation, roots) when
+// every call in flight has callers with one Key, since stdio gives no other
+// way to tell whose they are. Otherwise a log message goes to OnNotification
+// and a request is refused with a JSON-RPC error that says why.
 type Conn struct {
 	r    io.Reader
 	w    io.WriteCloser
 	opts ConnOptions
 	max  int
 
-	nextID    atomic.Int64
-	nextToken atomic.Uint64
+	nextID atomic.Int64
 
 	mu        sync.Mutex
 	closed    bool
-	pending   map[int64]chan response
+	pending   map[int64]*pending
 	abandoned map[int64]struct{}
-	progress  map[string]func(json.RawMessage)
+	relaying  map[string]context.CancelFunc // the child's requests being relayed, by raw id
 
 	// wsem serializes writes; a channel so that waiters can give up.
 	wsem        chan struct{}
@@ -86,11 +97,19 @@ type Conn struct {
 	failOnce   sync.Once
 	readerDone chan struct{}
 	inbox      chan inbound
-	wg         sync.WaitGroup // dispatcher and cancellation senders
+	relays     chan struct{}  // semaphore: maxRelays
+	wg         sync.WaitGroup // dispatcher, cancellation senders and relays
 
 	garbage atomic.Int64
 	dropped atomic.Int64
 	late    atomic.Int64
+}
+
+// pending is a call waiting for its response.
+type pending struct {
+	ch       chan response
+	caller   switchboard.Caller
+	progress json.RawMessage // the client's progress token
 }
 
 type response struct {
@@ -102,6 +121,8 @@ type inbound struct {
 	method string
 	id     json.RawMessage // non-nil for a request from the child
 	params json.RawMessage
+	caller switchboard.Caller // for a request: whom to relay it to (nil: refuse)
+	why    string             // for a request without a caller: why
 }
 
 // NewConn starts a Conn that reads the child's messages from r and writes
@@ -119,13 +140,14 @@ func NewConn(r io.Reader, w io.WriteCloser, opts ConnOptions) *Conn {
 		w:          w,
 		opts:       opts,
 		max:        opts.MaxMessageBytes,
-		pending:    make(map[int64]chan response),
+		pending:    make(map[int64]*pending),
 		abandoned:  make(map[int64]struct{}),
-		progress:   make(map[string]func(json.RawMessage)),
+		relaying:   make(map[string]context.CancelFunc),
 		wsem:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		inbox:      make(chan inbound, opts.NotificationQueue),
+		relays:     make(chan struct{}, maxRelays),
 	}
 	c.wg.Add(1)
 	go c.dispatch()
@@ -185,6 +207,9 @@ func (c *Conn) fail(err error) {
 		c.mu.Lock()
 		c.closed = true
 		c.err = err
+		for _, cancel := range c.relaying {
+			cancel()
+		}
 		c.mu.Unlock()
 		close(c.done)
 		c.writeClosed.Store(true)
@@ -199,39 +224,46 @@ func (c *Conn) unavailable(method string) error {
 	return switchboard.WrapError(switchboard.EUNAVAILABLE, c.err, "calling %s: provider connection lost", method)
 }
 
-// Call sends a request and waits for its response. params may be nil, a
-// json.RawMessage (sent as is) or any value json.Marshal accepts. It returns the
-// raw result, a *switchboard.RPCError from the child, an EUNAVAILABLE error as
-// soon as the Conn dies, an ETIMEOUT error when ctx's deadline passes, or ctx's
-// error when it is cancelled. When ctx ends the child is sent
-// notifications/cancelled. The result is delimited but not validated as JSON:
-// callers decode it anyway, and a child's malformed result fails there.
-func (c *Conn) Call(ctx context.Context, method string, params any) (json.RawMessage, error) {
+// CallParams is Call for the gateway's own requests: params may be nil, a
+// json.RawMessage (sent as is) or any value json.Marshal accepts.
+func (c *Conn) CallParams(ctx context.Context, method string, params any) (json.RawMessage, error) {
+	raw, err := marshalParams(params)
+	if err != nil {
+		return nil, switchboard.WrapError(switchboard.EINVALID, err, "calling %s: encoding params", method)
+	}
+	return c.Call(ctx, &switchboard.Request{Method: method, Params: raw})
+}
+
+// Call sends a request and waits for its response. It returns the raw
+// result, a *switchboard.RPCError from the child, an EUNAVAILABLE error as
+// soon as the Conn dies, an ETIMEOUT error when ctx's deadline passes, or
+// ctx's error when it is cancelled. When ctx ends the child is sent
+// notifications/cancelled. The result has been validated as JSON by the
+// read loop.
+func (c *Conn) Call(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
+	method := req.Method
 	if err := ctx.Err(); err != nil {
 		return nil, c.ctxError(method, err)
 	}
 	id := c.nextID.Add(1)
-	buf := getBuf()
-	defer putBuf(buf)
-	buf.WriteString(`{"jsonrpc":"2.0","id":`)
-	buf.Write(strconv.AppendInt(buf.AvailableBuffer(), id, 10))
-	buf.WriteString(`,"method":`)
-	writeJSONString(buf, method)
-	if err := writeParams(buf, params); err != nil {
+	bp := getBuf()
+	defer putBuf(bp)
+	frame, err := appendCall(*bp, id, req)
+	if err != nil {
 		return nil, switchboard.WrapError(switchboard.EINVALID, err, "calling %s: encoding params", method)
 	}
-	buf.WriteString("}\n")
+	*bp = frame
 
-	ch := make(chan response, 1)
+	p := &pending{ch: make(chan response, 1), caller: req.Caller, progress: req.Progress}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, c.unavailable(method)
 	}
-	c.pending[id] = ch
+	c.pending[id] = p
 	c.mu.Unlock()
 
-	if err := c.write(ctx, buf.Bytes()); err != nil {
+	if err := c.write(ctx, frame); err != nil {
 		c.mu.Lock()
 		delete(c.pending, id)
 		c.mu.Unlock()
@@ -242,11 +274,11 @@ func (c *Conn) Call(ctx context.Context, method string, params any) (json.RawMes
 	}
 
 	select {
-	case resp := <-ch:
+	case resp := <-p.ch:
 		return resp.unpack()
 	case <-c.done:
 		select {
-		case resp := <-ch:
+		case resp := <-p.ch:
 			return resp.unpack()
 		default:
 		}
@@ -263,11 +295,91 @@ func (c *Conn) Call(ctx context.Context, method string, params any) (json.RawMes
 		}
 		c.mu.Unlock()
 		if !stillPending { // answered meanwhile
-			return (<-ch).unpack()
+			return (<-p.ch).unpack()
 		}
 		c.sendCancelled(id, ctx.Err())
 		return nil, c.ctxError(method, ctx.Err())
 	}
+}
+
+// appendCall appends the request frame for req with the given id. The
+// child's progress token, when the caller asked for progress, is "sb-<id>":
+// the read loop finds the call by it.
+func appendCall(dst []byte, id int64, req *switchboard.Request) ([]byte, error) {
+	params := bytes.TrimSpace(req.Params)
+	if string(params) == "null" {
+		params = nil
+	}
+	if bytes.IndexByte(params, '\n') >= 0 { // a frame must be one line
+		var b bytes.Buffer
+		if err := json.Compact(&b, params); err != nil {
+			return nil, err
+		}
+		params = b.Bytes()
+	}
+	hasMeta := req.Progress != nil || len(req.Meta) > 0
+	if len(params) > 0 && hasMeta && (params[0] != '{' || params[len(params)-1] != '}') {
+		return nil, errors.New("params must be a JSON object to carry _meta")
+	}
+	dst = append(dst, `{"jsonrpc":"2.0","id":`...)
+	dst = strconv.AppendInt(dst, id, 10)
+	dst = append(dst, `,"method":`...)
+	dst = jsonrpc.AppendString(dst, req.Method)
+	if len(params) > 0 || hasMeta {
+		dst = append(dst, `,"params":`...)
+		if !hasMeta {
+			dst = append(dst, params...)
+		} else {
+			if len(params) == 0 {
+				dst = append(dst, '{')
+			} else {
+				inner := params[:len(params)-1] // without its '}'
+				dst = append(dst, inner...)
+				if !emptyObjectSoFar(inner) {
+					dst = append(dst, ',')
+				}
+			}
+			dst = append(dst, `"_meta":{`...)
+			if req.Progress != nil {
+				dst = append(dst, `"progressToken":"sb-`...)
+				dst = strconv.AppendInt(dst, id, 10)
+				dst = append(dst, '"')
+				if len(req.Meta) > 0 {
+					dst = append(dst, ',')
+				}
+			}
+			dst = append(dst, req.Meta...)
+			dst = append(dst, "}}"...)
+		}
+	}
+	return append(dst, "}\n"...), nil
+}
+
+// emptyObjectSoFar reports whether b, an object's text without its closing
+// brace, has no members.
+func emptyObjectSoFar(b []byte) bool {
+	return len(bytes.TrimSpace(bytes.TrimPrefix(bytes.TrimSpace(b), []byte("{")))) == 0
+}
+
+// marshalParams encodes params for CallParams.
+func marshalParams(params any) (json.RawMessage, error) {
+	switch p := params.(type) {
+	case nil:
+		return nil, nil
+	case json.RawMessage:
+		return p, nil
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(params); err != nil {
+		return nil, err
+	}
+	out := bytes.TrimSpace(b.Bytes())
+	if string(out) == "null" {
+		return nil, nil
+	}
+	return out, nil
 }
 
 func (r response) unpack() (json.RawMessage, error) {
@@ -300,50 +412,41 @@ func (c *Conn) sendCancelled(id int64, cause error) {
 	c.mu.Unlock()
 	go func() {
 		defer c.wg.Done()
-		buf := getBuf()
-		defer putBuf(buf)
-		buf.WriteString(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":`)
-		buf.Write(strconv.AppendInt(buf.AvailableBuffer(), id, 10))
-		buf.WriteString(`,"reason":`)
-		writeJSONString(buf, reason)
-		buf.WriteString("}}\n")
-		_ = c.write(context.Background(), buf.Bytes())
+		bp := getBuf()
+		defer putBuf(bp)
+		b := append(*bp, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":`...)
+		b = strconv.AppendInt(b, id, 10)
+		b = append(b, `,"reason":`...)
+		b = jsonrpc.AppendString(b, reason)
+		b = append(b, "}}\n"...)
+		*bp = b
+		_ = c.write(context.Background(), b)
 	}()
 }
 
-// Notify sends a notification to the child.
+// Notify sends a notification to the child. params may be nil, a
+// json.RawMessage or any value json.Marshal accepts.
 func (c *Conn) Notify(ctx context.Context, method string, params any) error {
-	buf := getBuf()
-	defer putBuf(buf)
-	buf.WriteString(`{"jsonrpc":"2.0","method":`)
-	writeJSONString(buf, method)
-	if err := writeParams(buf, params); err != nil {
+	raw, err := marshalParams(params)
+	if err != nil {
 		return switchboard.WrapError(switchboard.EINVALID, err, "notifying %s: encoding params", method)
 	}
-	buf.WriteString("}\n")
-	if err := c.write(ctx, buf.Bytes()); err != nil {
+	if bytes.IndexByte(raw, '\n') >= 0 {
+		var b bytes.Buffer
+		if err := json.Compact(&b, raw); err != nil {
+			return switchboard.WrapError(switchboard.EINVALID, err, "notifying %s: encoding params", method)
+		}
+		raw = b.Bytes()
+	}
+	bp := getBuf()
+	defer putBuf(bp)
+	b := jsonrpc.AppendNotification(*bp, method, raw)
+	b = append(b, '\n')
+	*bp = b
+	if err := c.write(ctx, b); err != nil {
 		return fmt.Errorf("notifying %s: %w", method, err)
 	}
 	return nil
-}
-
-// ProgressToken registers fn for the child's notifications/progress carrying
-// the returned token. fn runs on the read loop, before the response of the
-// request that carried the token is delivered, so it must be quick and must not
-// call the Conn; hand work off if needed. release is idempotent.
-func (c *Conn) ProgressToken(fn func(params json.RawMessage)) (string, func()) {
-	token := "sb-" + strconv.FormatUint(c.nextToken.Add(1), 10)
-	c.mu.Lock()
-	c.progress[token] = fn
-	c.mu.Unlock()
-	var once sync.Once
-	return token, func() {
-		once.Do(func() {
-			c.mu.Lock()
-			delete(c.progress, token)
-			c.mu.Unlock()
-		})
-	}
 }
 
 // write sends one complete frame. On a write error the Conn dies, since a
@@ -378,7 +481,7 @@ func (c *Conn) readLoop() {
 	defer close(c.readerDone)
 	br := bufio.NewReaderSize(c.r, readBufferSize)
 	var long []byte // accumulates a line longer than the bufio buffer
-	var env jsonrpc.Envelope
+	var msg jsonrpc.Message
 	for {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -400,7 +503,7 @@ func (c *Conn) readLoop() {
 			return
 		}
 		if len(line) > 0 {
-			c.handle(line, &env)
+			c.handle(line, &msg)
 		}
 		if cap(long) > readBufferSize*4 {
 			long = nil // release a big buffer
@@ -442,42 +545,40 @@ func (c *Conn) accumulate(long, part []byte) ([]byte, error) {
 	return append(long, part...), nil
 }
 
-// handle routes one line. env is reused between lines.
-func (c *Conn) handle(line []byte, env *jsonrpc.Envelope) {
+// handle routes one line. msg is reused between lines.
+func (c *Conn) handle(line []byte, msg *jsonrpc.Message) {
 	line = bytes.TrimSpace(line)
 	if len(line) == 0 {
 		return
 	}
-	if !env.Decode(line) || string(env.JSONRPC) != `"2.0"` {
+	if jsonrpc.Parse(line, msg, jsonrpc.MaxNesting) != nil || msg.JSONRPC != "2.0" {
 		c.countGarbage(line)
 		return
 	}
-	method, ok := jsonrpc.String(env.Method)
-	if !ok || env.Params != nil && !json.Valid(env.Params) {
-		c.countGarbage(line)
-		return
-	}
-	hasID := has(env.ID)
 	switch {
-	case method != "" && !hasID:
-		c.notification(method, jsonrpc.Clone(env.Params))
-	case method != "":
-		c.enqueue(inbound{method: method, id: jsonrpc.Clone(env.ID), params: jsonrpc.Clone(env.Params)})
-	case hasID && (env.Result != nil || env.Error != nil):
-		c.response(line, env)
+	case msg.IsResponse():
+		c.response(line, msg)
+	case msg.IsRequest():
+		in := inbound{method: msg.Method, id: jsonrpc.Clone(msg.ID), params: jsonrpc.Clone(msg.Params)}
+		if in.method != "ping" {
+			in.caller, in.why = c.soleCaller()
+		}
+		c.enqueue(in)
+	case msg.IsNotification():
+		c.notification(msg)
 	default:
 		c.countGarbage(line)
 	}
 }
 
-func (c *Conn) response(line []byte, env *jsonrpc.Envelope) {
-	id, ok := jsonrpc.ParseID(env.ID)
+func (c *Conn) response(line []byte, msg *jsonrpc.Message) {
+	id, ok := jsonrpc.ParseID(msg.ID)
 	if !ok {
 		c.countGarbage(line)
 		return
 	}
 	c.mu.Lock()
-	ch, found := c.pending[id]
+	p, found := c.pending[id]
 	if found {
 		delete(c.pending, id)
 	} else if _, late := c.abandoned[id]; late {
@@ -491,36 +592,86 @@ func (c *Conn) response(line []byte, env *jsonrpc.Envelope) {
 		c.countGarbage(line)
 		return
 	}
-	resp := response{result: jsonrpc.Clone(env.Result)}
-	if has(env.Error) {
+	resp := response{result: jsonrpc.Clone(msg.Result)}
+	if jsonrpc.Has(msg.Error) {
 		resp.err = new(switchboard.RPCError)
-		if json.Unmarshal(env.Error, resp.err) != nil {
-			resp.err = &switchboard.RPCError{Code: -32603, Message: "provider sent a malformed error"}
+		if json.Unmarshal(msg.Error, resp.err) != nil {
+			resp.err = &switchboard.RPCError{Code: jsonrpc.CodeInternalError, Message: "provider sent a malformed error"}
 		}
+	} else if msg.Result == nil || string(msg.Result) == "null" {
+		resp.result = nil
 	}
-	ch <- resp
+	p.ch <- resp
 }
 
-// has reports whether a JSON member was present and not null.
-func has(raw []byte) bool { return len(raw) > 0 && string(raw) != "null" }
-
-func (c *Conn) notification(method string, params json.RawMessage) {
-	if method == "notifications/progress" {
-		var p struct {
-			ProgressToken json.RawMessage `json:"progressToken"`
+// soleCaller returns the one client whose calls are in flight, or why there
+// is none.
+func (c *Conn) soleCaller() (switchboard.Caller, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var sole switchboard.Caller
+	keys := 0
+	for _, p := range c.pending {
+		if p.caller == nil {
+			continue
 		}
-		if json.Unmarshal(params, &p) == nil && len(p.ProgressToken) > 2 && p.ProgressToken[0] == '"' {
-			token := string(p.ProgressToken[1 : len(p.ProgressToken)-1])
-			c.mu.Lock()
-			fn := c.progress[token]
-			c.mu.Unlock()
-			if fn != nil {
-				fn(params)
-				return
-			}
+		if sole == nil {
+			sole, keys = p.caller, 1
+		} else if p.caller.Key() != sole.Key() {
+			keys++
 		}
 	}
-	c.enqueue(inbound{method: method, params: params})
+	switch {
+	case sole == nil:
+		return nil, "no client call is in flight on this provider"
+	case keys > 1:
+		return nil, "calls of several clients are in flight on this provider, so the request cannot be tied to one of them"
+	}
+	return sole, ""
+}
+
+// notification routes a notification of the child. Progress for a call in
+// flight goes to its caller at once, on the read loop, so that it arrives
+// before the call's response; everything else is queued for the dispatcher.
+func (c *Conn) notification(msg *jsonrpc.Message) {
+	switch msg.Method {
+	case "notifications/progress":
+		if p := c.progressTarget(msg.P.ProgressToken); p != nil {
+			var b []byte
+			b = jsonrpc.SetMember(b, msg.Params, "progressToken", p.progress)
+			p.caller.Notify(msg.Method, b)
+			return
+		}
+	case "notifications/message":
+		if caller, _ := c.soleCaller(); caller != nil {
+			caller.Notify(msg.Method, jsonrpc.Clone(msg.Params))
+			return
+		}
+	case "notifications/cancelled":
+		c.cancelRelay(msg.P.RequestID)
+		return
+	}
+	c.enqueue(inbound{method: msg.Method, params: jsonrpc.Clone(msg.Params)})
+}
+
+// progressTarget returns the call that token, one the Conn minted
+// ("sb-<id>"), belongs to, if it is in flight and asked for progress.
+func (c *Conn) progressTarget(token []byte) *pending {
+	rest, ok := bytes.CutPrefix(token, []byte(`"sb-`))
+	if !ok || len(rest) < 2 || rest[len(rest)-1] != '"' {
+		return nil
+	}
+	id, err := strconv.ParseInt(string(rest[:len(rest)-1]), 10, 64)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.pending[id]
+	if p == nil || p.caller == nil || p.progress == nil {
+		return nil
+	}
+	return p
 }
 
 func (c *Conn) enqueue(m inbound) {
@@ -528,6 +679,9 @@ func (c *Conn) enqueue(m inbound) {
 	case c.inbox <- m:
 	default:
 		c.dropped.Add(1)
+		if m.id != nil { // a request must get an answer
+			c.answerError(m.id, jsonrpc.CodeInternalError, "switchboard: too many messages from the provider queued")
+		}
 	}
 }
 
@@ -538,8 +692,8 @@ func (c *Conn) countGarbage(line []byte) {
 	}
 }
 
-// dispatch hands notifications to OnNotification and answers the child's
-// requests, off the read loop.
+// dispatch hands notifications to OnNotification and answers or relays the
+// child's requests, off the read loop.
 func (c *Conn) dispatch() {
 	defer c.wg.Done()
 	for {
@@ -553,83 +707,114 @@ func (c *Conn) dispatch() {
 				}
 				continue
 			}
-			c.answer(m)
+			c.request(m)
 		}
 	}
 }
 
-// answer replies to a request from the child: ping and roots/list are
-// supported, anything else is "method not found".
-func (c *Conn) answer(m inbound) {
-	buf := getBuf()
-	defer putBuf(buf)
-	buf.WriteString(`{"jsonrpc":"2.0","id":`)
-	buf.Write(m.id)
-	switch m.method {
-	case "ping":
-		buf.WriteString(`,"result":{}}` + "\n")
-	case "roots/list":
-		buf.WriteString(`,"result":{"roots":[]}}` + "\n")
-	default:
-		buf.WriteString(`,"error":{"code":-32601,"message":"method not found"}}` + "\n")
+// request answers a request of the child: ping at once, anything else by
+// relaying it to the client whose call is in flight, in its own goroutine
+// (a person may take minutes to answer an elicitation).
+func (c *Conn) request(m inbound) {
+	switch {
+	case m.method == "ping":
+		c.answer(m.id, []byte(`{}`))
+		return
+	case m.caller == nil:
+		c.answerError(m.id, jsonrpc.CodeInternalError, "switchboard cannot relay "+m.method+": "+m.why)
+		return
 	}
-	_ = c.write(context.Background(), buf.Bytes())
+	select {
+	case c.relays <- struct{}{}:
+	default:
+		c.answerError(m.id, jsonrpc.CodeInternalError, "switchboard cannot relay "+m.method+": too many requests in flight")
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	key := string(m.id)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		cancel()
+		<-c.relays
+		return
+	}
+	if old := c.relaying[key]; old != nil { // the child reused an id: the first is void
+		old()
+	}
+	c.relaying[key] = cancel
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		defer func() { <-c.relays }()
+		res, err := m.caller.Request(ctx, m.method, m.params)
+		c.mu.Lock()
+		if cur := c.relaying[key]; cur != nil && ctx.Err() == nil {
+			delete(c.relaying, key)
+		}
+		c.mu.Unlock()
+		cancel()
+		if ctx.Err() != nil && err != nil {
+			return // the child cancelled it, or the Conn died: no answer
+		}
+		var rpcErr *switchboard.RPCError
+		switch {
+		case err == nil:
+			if len(res) == 0 {
+				res = []byte(`{}`)
+			}
+			c.answer(m.id, res)
+		case errors.As(err, &rpcErr):
+			bp := getBuf()
+			b := jsonrpc.AppendError(*bp, m.id, rpcErr.Code, rpcErr.Message, rpcErr.Data)
+			*bp = append(b, '\n')
+			_ = c.write(context.Background(), *bp)
+			putBuf(bp)
+		default:
+			c.answerError(m.id, jsonrpc.CodeInternalError, switchboard.ErrorMessage(err))
+		}
+	}()
 }
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// cancelRelay stops relaying the child's request with raw id.
+func (c *Conn) cancelRelay(id []byte) {
+	if len(id) == 0 {
+		return
+	}
+	c.mu.Lock()
+	cancel := c.relaying[string(bytes.TrimSpace(id))]
+	delete(c.relaying, string(bytes.TrimSpace(id)))
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
 
-func getBuf() *bytes.Buffer { return bufPool.Get().(*bytes.Buffer) }
+func (c *Conn) answer(id, result []byte) {
+	bp := getBuf()
+	defer putBuf(bp)
+	b := jsonrpc.AppendResult(*bp, id, result)
+	*bp = append(b, '\n')
+	_ = c.write(context.Background(), *bp)
+}
 
-func putBuf(b *bytes.Buffer) {
-	if b.Cap() > 1<<20 {
+func (c *Conn) answerError(id []byte, code int, msg string) {
+	bp := getBuf()
+	defer putBuf(bp)
+	b := jsonrpc.AppendError(*bp, id, code, msg, nil)
+	*bp = append(b, '\n')
+	_ = c.write(context.Background(), *bp)
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 1<<20 {
 		return // let big buffers go
 	}
-	b.Reset()
+	*b = (*b)[:0]
 	bufPool.Put(b)
-}
-
-// writeJSONString writes s as a JSON string, without allocating for the usual
-// plain ASCII method names.
-func writeJSONString(buf *bytes.Buffer, s string) {
-	for i := 0; i < len(s); i++ {
-		if ch := s[i]; ch < 0x20 || ch > 0x7e || ch == '"' || ch == '\\' || ch == '<' || ch == '>' || ch == '&' {
-			b, _ := json.Marshal(s)
-			buf.Write(b)
-			return
-		}
-	}
-	buf.WriteByte('"')
-	buf.WriteString(s)
-	buf.WriteByte('"')
-}
-
-// writeParams appends `,"params":...` unless params is empty.
-func writeParams(buf *bytes.Buffer, params any) error {
-	switch p := params.(type) {
-	case nil:
-		return nil
-	case json.RawMessage:
-		if len(p) == 0 {
-			return nil
-		}
-		buf.WriteString(`,"params":`)
-		if bytes.IndexByte(p, '\n') >= 0 { // a frame must be one line
-			return json.Compact(buf, p)
-		}
-		buf.Write(p)
-		return nil
-	}
-	mark := buf.Len()
-	buf.WriteString(`,"params":`)
-	enc := json.NewEncoder(buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(params); err != nil {
-		buf.Truncate(mark)
-		return err
-	}
-	buf.Truncate(buf.Len() - 1) // Encode's newline
-	if bytes.HasSuffix(buf.Bytes(), []byte(`:null`)) && buf.Len()-mark == len(`,"params":null`) {
-		buf.Truncate(mark)
-	}
-	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,7 +103,7 @@ func TestConnCallRoutesConcurrentResponses(t *testing.T) {
 	for i := range 200 {
 		wg.Go(func() {
 			want := fmt.Sprintf("msg-%d", i)
-			res, err := c.Call(t.Context(), "tools/call", map[string]string{"text": want})
+			res, err := c.CallParams(t.Context(), "tools/call", map[string]string{"text": want})
 			if err != nil {
 				t.Errorf("call %d: %v", i, err)
 				return
@@ -136,7 +137,7 @@ func TestConnParams(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, p := MustConn(t, ConnOptions{})
-			go func() { _, _ = c.Call(t.Context(), "x/y", tt.params) }()
+			go func() { _, _ = c.CallParams(t.Context(), "x/y", tt.params) }()
 			e := p.next(t)
 			if string(e.Params) != tt.want {
 				t.Errorf("params = %s, want %s", e.Params, tt.want)
@@ -154,7 +155,7 @@ func TestConnRPCError(t *testing.T) {
 		e := p.next(t)
 		p.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"error":{"code":-32602,"message":"bad args","data":{"x":1}}}`, e.ID))
 	}()
-	_, err := c.Call(t.Context(), "tools/call", nil)
+	_, err := c.CallParams(t.Context(), "tools/call", nil)
 	var rpcErr *switchboard.RPCError
 	if !errors.As(err, &rpcErr) || rpcErr.Code != -32602 || rpcErr.Message != "bad args" || string(rpcErr.Data) != `{"x":1}` {
 		t.Fatalf("err = %#v, want RPCError -32602", err)
@@ -167,7 +168,7 @@ func TestConnMalformedError(t *testing.T) {
 		e := p.next(t)
 		p.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"error":"oops"}`, e.ID))
 	}()
-	_, err := c.Call(t.Context(), "m", nil)
+	_, err := c.CallParams(t.Context(), "m", nil)
 	var rpcErr *switchboard.RPCError
 	if !errors.As(err, &rpcErr) || rpcErr.Code != -32603 {
 		t.Fatalf("err = %v, want RPCError -32603", err)
@@ -191,7 +192,7 @@ func TestConnGarbage(t *testing.T) {
 			fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"ok":true}}`+"\r", e.ID),
 		)
 	}()
-	res, err := c.Call(t.Context(), "m", nil)
+	res, err := c.CallParams(t.Context(), "m", nil)
 	if err != nil || string(res) != `{"ok":true}` {
 		t.Fatalf("Call = %s, %v", res, err)
 	}
@@ -237,10 +238,10 @@ func TestConnLongLines(t *testing.T) {
 			// A second call must fail too when the first line kills the Conn.
 			errs := make(chan error, 1)
 			go func() {
-				_, err := c.Call(t.Context(), "other", nil)
+				_, err := c.CallParams(t.Context(), "other", nil)
 				errs <- err
 			}()
-			res, err := c.Call(t.Context(), "m", nil)
+			res, err := c.CallParams(t.Context(), "m", nil)
 			if tt.wantErr {
 				if switchboard.ErrorCode(err) != switchboard.EUNAVAILABLE || !errors.Is(c.Err(), ErrMessageTooLong) {
 					t.Fatalf("err = %v, Conn.Err = %v; want EUNAVAILABLE and ErrMessageTooLong", err, c.Err())
@@ -298,7 +299,7 @@ func TestConnContextEnd(t *testing.T) {
 			defer cancel()
 			done := make(chan error, 1)
 			go func() {
-				_, err := c.Call(ctx, "tools/call", nil)
+				_, err := c.CallParams(ctx, "tools/call", nil)
 				done <- err
 			}()
 			req := p.next(t)
@@ -323,7 +324,7 @@ func TestConnContextEnd(t *testing.T) {
 			// The late answer is not garbage.
 			p.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{}}`, req.ID))
 			go echoPeer(p)
-			if _, err := c.Call(t.Context(), "ping", nil); err != nil {
+			if _, err := c.CallParams(t.Context(), "ping", nil); err != nil {
 				t.Fatal(err)
 			}
 			if c.Garbage() != 0 || c.LateResponses() != 1 {
@@ -343,7 +344,7 @@ func TestConnDeathFailsPendingAtOnce(t *testing.T) {
 	errs := make(chan error, n)
 	for range n {
 		go func() {
-			_, err := c.Call(context.Background(), "tools/call", nil)
+			_, err := c.CallParams(context.Background(), "tools/call", nil)
 			errs <- err
 		}()
 	}
@@ -364,7 +365,7 @@ func TestConnDeathFailsPendingAtOnce(t *testing.T) {
 	if !errors.Is(c.Err(), io.EOF) {
 		t.Errorf("Err() = %v, want io.EOF in chain", c.Err())
 	}
-	if _, err := c.Call(context.Background(), "x", nil); switchboard.ErrorCode(err) != switchboard.EUNAVAILABLE {
+	if _, err := c.CallParams(context.Background(), "x", nil); switchboard.ErrorCode(err) != switchboard.EUNAVAILABLE {
 		t.Errorf("call after death: %v", err)
 	}
 }
@@ -389,7 +390,7 @@ func TestConnNotificationsDoNotBlockReads(t *testing.T) {
 		}
 		p.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{}}`, e.ID))
 	}()
-	if _, err := c.Call(t.Context(), "m", nil); err != nil {
+	if _, err := c.CallParams(t.Context(), "m", nil); err != nil {
 		t.Fatal(err)
 	}
 	close(release)
@@ -409,6 +410,40 @@ func TestConnNotificationsDoNotBlockReads(t *testing.T) {
 	}
 }
 
+// testCaller records what the Conn relays to a client.
+type testCaller struct {
+	key      string
+	mu       sync.Mutex
+	notes    []string // "method params"
+	requests []string // "method params"
+	answer   func(method string, params json.RawMessage) (json.RawMessage, error)
+}
+
+func (tc *testCaller) Key() string { return tc.key }
+
+func (tc *testCaller) Notify(method string, params json.RawMessage) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	tc.notes = append(tc.notes, method+" "+string(params))
+}
+
+func (tc *testCaller) Request(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
+	tc.mu.Lock()
+	tc.requests = append(tc.requests, method+" "+string(params))
+	answer := tc.answer
+	tc.mu.Unlock()
+	if answer == nil {
+		return json.RawMessage(`{"ok":true}`), nil
+	}
+	return answer(method, params)
+}
+
+func (tc *testCaller) got() (notes, requests []string) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	return slices.Clone(tc.notes), slices.Clone(tc.requests)
+}
+
 func TestConnProgress(t *testing.T) {
 	var other []string
 	var mu sync.Mutex
@@ -417,49 +452,89 @@ func TestConnProgress(t *testing.T) {
 		other = append(other, string(params))
 		mu.Unlock()
 	}})
-	var progress []string
-	token, release := c.ProgressToken(func(params json.RawMessage) { progress = append(progress, string(params)) })
-	if !strings.HasPrefix(token, "sb-") {
-		t.Fatalf("token = %q", token)
-	}
-	token2, release2 := c.ProgressToken(func(json.RawMessage) {})
-	defer release2()
-	if token2 == token {
-		t.Fatal("tokens not unique")
-	}
+	caller := &testCaller{key: "s1"}
 	go func() {
 		e := p.next(t)
+		var params struct {
+			Meta struct {
+				ProgressToken string `json:"progressToken"`
+			} `json:"_meta"`
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal(e.Params, &params); err != nil || params.Name != "x" {
+			t.Errorf("params %s: %v", e.Params, err)
+		}
+		token := params.Meta.ProgressToken
+		if token != "sb-"+string(e.ID) {
+			t.Errorf("token %q for id %s", token, e.ID)
+		}
 		p.send(
 			fmt.Sprintf(`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":%q,"progress":1}}`, token),
 			`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"foreign","progress":1}}`,
 			`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":7,"progress":1}}`,
-			fmt.Sprintf(`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":%q,"progress":2}}`, token),
+			fmt.Sprintf(`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":2,"progressToken":%q,"total":3}}`, token),
 			fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{}}`, e.ID),
-		)
-	}()
-	if _, err := c.Call(t.Context(), "tools/call", nil); err != nil {
-		t.Fatal(err)
-	}
-	// Progress sent before the response is delivered before Call returns.
-	if len(progress) != 2 {
-		t.Fatalf("progress = %v, want 2 notifications", progress)
-	}
-	release()
-	release() // idempotent
-	go func() {
-		e := p.next(t)
-		p.send(
 			fmt.Sprintf(`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":%q,"progress":3}}`, token),
-			fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{}}`, e.ID),
 		)
 	}()
-	if _, err := c.Call(t.Context(), "tools/call", nil); err != nil {
+	req := &switchboard.Request{Method: "tools/call", Params: json.RawMessage(`{"name":"x"}`), Progress: json.RawMessage(`"client-token"`), Caller: caller}
+	if _, err := c.Call(t.Context(), req); err != nil {
 		t.Fatal(err)
 	}
-	if len(progress) != 2 {
-		t.Errorf("progress after release = %v", progress)
+	// Progress sent before the response is delivered before Call returns,
+	// with the client's own token; progress after it, or with another
+	// token, is not.
+	notes, _ := caller.got()
+	want := []string{
+		`notifications/progress {"progressToken":"client-token","progress":1}`,
+		`notifications/progress {"progressToken":"client-token","progress":2,"total":3}`,
+	}
+	if !slices.Equal(notes, want) {
+		t.Fatalf("caller got %q, want %q", notes, want)
 	}
 	waitUntil(t, 5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(other) == 3 }, "unmatched progress to OnNotification")
+	if notes, _ := caller.got(); len(notes) != 2 {
+		t.Errorf("progress after the response reached the caller: %q", notes)
+	}
+}
+
+func TestAppendCall(t *testing.T) {
+	tests := []struct {
+		name string
+		req  switchboard.Request
+		want string
+	}{
+		{"no params", switchboard.Request{Method: "ping"}, `{"jsonrpc":"2.0","id":9,"method":"ping"}`},
+		{"null params", switchboard.Request{Method: "m", Params: json.RawMessage(`null`)}, `{"jsonrpc":"2.0","id":9,"method":"m"}`},
+		{"params as they are", switchboard.Request{Method: "m", Params: json.RawMessage(`{"a":1}`)}, `{"jsonrpc":"2.0","id":9,"method":"m","params":{"a":1}}`},
+		{"progress", switchboard.Request{Method: "m", Params: json.RawMessage(`{"a":1}`), Progress: json.RawMessage(`5`)},
+			`{"jsonrpc":"2.0","id":9,"method":"m","params":{"a":1,"_meta":{"progressToken":"sb-9"}}}`},
+		{"progress, empty params", switchboard.Request{Method: "m", Params: json.RawMessage(`{ }`), Progress: json.RawMessage(`5`)},
+			`{"jsonrpc":"2.0","id":9,"method":"m","params":{ "_meta":{"progressToken":"sb-9"}}}`},
+		{"meta, no params", switchboard.Request{Method: "m", Meta: []byte(`"traceparent":"00-x"`)},
+			`{"jsonrpc":"2.0","id":9,"method":"m","params":{"_meta":{"traceparent":"00-x"}}}`},
+		{"progress and meta", switchboard.Request{Method: "m", Params: json.RawMessage(`{"a":[1,{}]}`), Progress: json.RawMessage(`"t"`), Meta: []byte(`"k":1`)},
+			`{"jsonrpc":"2.0","id":9,"method":"m","params":{"a":[1,{}],"_meta":{"progressToken":"sb-9","k":1}}}`},
+		{"newlines compacted", switchboard.Request{Method: "m", Params: json.RawMessage("{\n\"a\": \"x\\ny\"\n}"), Progress: json.RawMessage(`1`)},
+			`{"jsonrpc":"2.0","id":9,"method":"m","params":{"a":"x\ny","_meta":{"progressToken":"sb-9"}}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := appendCall(nil, 9, &tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want+"\n" {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+			if !json.Valid(got) {
+				t.Errorf("not valid JSON: %s", got)
+			}
+		})
+	}
+	if _, err := appendCall(nil, 1, &switchboard.Request{Method: "m", Params: json.RawMessage(`[1]`), Progress: json.RawMessage(`1`)}); err == nil {
+		t.Error("array params with _meta accepted")
+	}
 }
 
 func TestConnAnswersChildRequests(t *testing.T) {
@@ -472,8 +547,8 @@ func TestConnAnswersChildRequests(t *testing.T) {
 	)
 	want := []string{
 		`{"jsonrpc":"2.0","id":"a","result":{}}`,
-		`{"jsonrpc":"2.0","id":7,"result":{"roots":[]}}`,
-		`{"jsonrpc":"2.0","id":{"weird":1},"error":{"code":-32601,"message":"method not found"}}`,
+		`{"jsonrpc":"2.0","id":7,"error":{"code":-32603,"message":"switchboard cannot relay roots/list: no client call is in flight on this provider"}}`,
+		`{"jsonrpc":"2.0","id":{"weird":1},"error":{"code":-32603,"message":"switchboard cannot relay sampling/createMessage: no client call is in flight on this provider"}}`,
 	}
 	for _, w := range want {
 		line, err := p.in.ReadString('\n')
@@ -485,6 +560,100 @@ func TestConnAnswersChildRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestConnRelaysToTheOneCaller: a child's request and log message reach
+// the client whose call is in flight, and the client's answer reaches the
+// child; with calls of two clients in flight, neither client gets them.
+func TestConnRelaysToTheOneCaller(t *testing.T) {
+	c, p := MustConn(t, ConnOptions{OnNotification: func(string, json.RawMessage) {}})
+	alice := &testCaller{key: "alice", answer: func(method string, params json.RawMessage) (json.RawMessage, error) {
+		return json.RawMessage(`{"role":"assistant","content":{"type":"text","text":"from alice"}}`), nil
+	}}
+	bob := &testCaller{key: "bob"}
+
+	// One client: relayed both ways.
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Call(t.Context(), &switchboard.Request{Method: "tools/call", Params: json.RawMessage(`{"name":"a"}`), Caller: alice})
+		done <- err
+	}()
+	call := p.next(t)
+	p.send(
+		`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"hello"}}`,
+		`{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{"messages":[]}}`,
+	)
+	if answer, _ := p.in.ReadString('\n'); !strings.Contains(answer, `"id":"s1","result":`) || !strings.Contains(answer, "from alice") {
+		t.Fatalf("child got %s", answer)
+	}
+	p.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[]}}`, call.ID))
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	notes, reqs := alice.got()
+	if len(notes) != 1 || !strings.Contains(notes[0], `"hello"`) || len(reqs) != 1 || !strings.HasPrefix(reqs[0], "sampling/createMessage ") {
+		t.Fatalf("alice got notes %q requests %q", notes, reqs)
+	}
+
+	// Two clients: refused, and neither hears of it.
+	for _, who := range []*testCaller{alice, bob} {
+		go func() {
+			_, _ = c.Call(t.Context(), &switchboard.Request{Method: "tools/call", Params: json.RawMessage(`{"name":"b"}`), Caller: who})
+		}()
+	}
+	first, second := p.next(t), p.next(t)
+	p.send(`{"jsonrpc":"2.0","id":"s2","method":"elicitation/create","params":{"message":"?"}}`)
+	if refusal, _ := p.in.ReadString('\n'); !strings.Contains(refusal, `"id":"s2","error"`) || !strings.Contains(refusal, "several clients") {
+		t.Errorf("child got %s, want a refusal naming several clients", refusal)
+	}
+	p.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{}}`, first.ID), fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{}}`, second.ID))
+	if _, reqs := bob.got(); len(reqs) != 0 {
+		t.Errorf("bob got %q", reqs)
+	}
+	if _, reqs := alice.got(); len(reqs) != 1 {
+		t.Errorf("alice got %q", reqs)
+	}
+}
+
+// TestConnChildCancelsRelay: the child's notifications/cancelled ends the
+// relay's context, and no answer is sent for it.
+func TestConnChildCancelsRelay(t *testing.T) {
+	c, p := MustConn(t, ConnOptions{})
+	started := make(chan struct{})
+	cancelled := make(chan struct{})
+	caller := &testCaller{key: "k", answer: func(string, json.RawMessage) (json.RawMessage, error) { return nil, nil }}
+	caller.answer = nil
+	blocking := &blockingCaller{started: started, cancelled: cancelled}
+	go func() {
+		_, _ = c.Call(t.Context(), &switchboard.Request{Method: "tools/call", Caller: blocking})
+	}()
+	call := p.next(t)
+	p.send(`{"jsonrpc":"2.0","id":5,"method":"elicitation/create","params":{}}`)
+	<-started
+	p.send(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}`)
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("relay not cancelled")
+	}
+	p.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{}}`, call.ID))
+	p.send(`{"jsonrpc":"2.0","id":"a","method":"ping"}`)
+	if line, _ := p.in.ReadString('\n'); !strings.Contains(line, `"id":"a"`) {
+		t.Errorf("next frame to the child: %s, want only the ping answer", line)
+	}
+	_ = caller
+}
+
+type blockingCaller struct{ started, cancelled chan struct{} }
+
+func (b *blockingCaller) Key() string                                  { return "b" }
+func (b *blockingCaller) Notify(method string, params json.RawMessage) {}
+func (b *blockingCaller) Request(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
+	close(b.started)
+	<-ctx.Done()
+	close(b.cancelled)
+	return nil, ctx.Err()
+}
+
 
 func TestConnCloseIdempotent(t *testing.T) {
 	c, _ := MustConn(t, ConnOptions{})
@@ -526,7 +695,7 @@ func BenchmarkConnCall(b *testing.B) {
 		ctx := context.Background()
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := c.Call(ctx, "tools/call", params); err != nil {
+			if _, err := c.CallParams(ctx, "tools/call", params); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -538,7 +707,7 @@ func BenchmarkConnCall(b *testing.B) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if _, err := c.Call(ctx, "tools/call", params); err != nil {
+				if _, err := c.CallParams(ctx, "tools/call", params); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -585,9 +754,7 @@ func FuzzConnHandle(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
 		c, _ := MustConn(t, ConnOptions{NotificationQueue: 1})
-		_, release := c.ProgressToken(func(json.RawMessage) {})
-		defer release()
-		var env jsonrpc.Envelope
-		c.handle(line, &env)
+		var msg jsonrpc.Message
+		c.handle(line, &msg)
 	})
 }

@@ -52,6 +52,10 @@ type Spec struct {
 	MaxQueue int
 	// MaxMessageBytes bounds one line from the child (default 16 MiB).
 	MaxMessageBytes int
+	// Roots tells the child that the client side answers roots/list (the
+	// gateway relays it to the client whose call is in flight). Set it only
+	// for an instance that serves one user.
+	Roots bool
 	// StopGrace is how long Stop waits after closing stdin before SIGTERM
 	// (default 2s); KillGrace is how long it then waits before SIGKILL
 	// (default 2s).
@@ -141,6 +145,7 @@ func (s Spec) Equal(o Spec) bool {
 		a.MaxConcurrent == b.MaxConcurrent &&
 		a.MaxQueue == b.MaxQueue &&
 		a.MaxMessageBytes == b.MaxMessageBytes &&
+		a.Roots == b.Roots &&
 		a.StopGrace == b.StopGrace &&
 		a.KillGrace == b.KillGrace &&
 		a.Backoff == b.Backoff &&

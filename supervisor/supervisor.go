@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 )
 
 // ProtocolVersion is the MCP protocol version the supervisor asks children for.
@@ -867,25 +868,44 @@ type capabilities struct {
 	Tools     json.RawMessage `json:"tools"`
 	Prompts   json.RawMessage `json:"prompts"`
 	Resources json.RawMessage `json:"resources"`
+	raw       json.RawMessage
+}
+
+// clientCapabilities is what the supervisor tells a child the client side can
+// do: exactly what the gateway relays to the client whose call is in flight
+// (see Conn). Roots only when the spec says so: a shared child that asked a
+// client for its roots would apply one user's roots to every user.
+func clientCapabilities(roots bool) map[string]any {
+	caps := map[string]any{
+		"sampling":    map[string]any{},
+		"elicitation": map[string]any{"form": map[string]any{}, "url": map[string]any{}},
+	}
+	if roots {
+		caps["roots"] = map[string]any{"listChanged": true}
+	}
+	return caps
 }
 
 // initialize runs the MCP handshake and fetches the first catalog.
 func (in *instance) initialize(ctx context.Context, conn *Conn) (*switchboard.Catalog, error) {
 	params, err := json.Marshal(map[string]any{
 		"protocolVersion": ProtocolVersion,
-		"capabilities":    map[string]any{},
+		"capabilities":    clientCapabilities(in.spec.Roots),
 		"clientInfo":      map[string]string{"name": "switchboard", "version": switchboard.Version},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("initializing: %w", err)
 	}
-	raw, err := conn.Call(ctx, "initialize", json.RawMessage(params))
+	raw, err := conn.CallParams(ctx, "initialize", json.RawMessage(params))
 	if err != nil {
 		return nil, fmt.Errorf("initializing: %w", err)
 	}
 	var ir initializeResult
 	if err := json.Unmarshal(raw, &ir); err != nil {
 		return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "initializing: decoding result")
+	}
+	if c, ok := jsonrpc.Member(raw, "capabilities"); ok && len(c) > 0 && c[0] == '{' {
+		ir.Capabilities.raw = c
 	}
 	if !supportedProtocols[ir.ProtocolVersion] {
 		return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "initializing: unsupported protocol version %q", ir.ProtocolVersion)
@@ -905,9 +925,9 @@ func (in *instance) fetchCatalog(ctx context.Context, conn *Conn, instructions s
 	in.mu.Lock()
 	caps := in.caps
 	in.mu.Unlock()
-	cat := &switchboard.Catalog{Instructions: instructions}
+	cat := &switchboard.Catalog{Instructions: instructions, Capabilities: caps.raw}
 	var err error
-	if has(caps.Tools) {
+	if jsonrpc.Has(caps.Tools) {
 		if cat.Tools, err = listAll(ctx, conn, "tools/list", "tools"); err != nil {
 			return nil, err
 		}
@@ -922,12 +942,12 @@ func (in *instance) fetchCatalog(ctx context.Context, conn *Conn, instructions s
 		*dst = items
 		return err
 	}
-	if has(caps.Prompts) {
+	if jsonrpc.Has(caps.Prompts) {
 		if err := optional(&cat.Prompts, "prompts/list", "prompts"); err != nil {
 			return nil, err
 		}
 	}
-	if has(caps.Resources) {
+	if jsonrpc.Has(caps.Resources) {
 		if err := optional(&cat.Resources, "resources/list", "resources"); err != nil {
 			return nil, err
 		}
@@ -952,7 +972,7 @@ func listAll(ctx context.Context, conn *Conn, method, field string) ([]json.RawM
 			}
 			params = b
 		}
-		raw, err := conn.Call(ctx, method, params)
+		raw, err := conn.CallParams(ctx, method, params)
 		if err != nil {
 			return nil, fmt.Errorf("listing %s: %w", method, err)
 		}
@@ -960,7 +980,7 @@ func listAll(ctx context.Context, conn *Conn, method, field string) ([]json.RawM
 		if err := json.Unmarshal(raw, &page); err != nil {
 			return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding result", method)
 		}
-		if f := page[field]; has(f) {
+		if f := page[field]; jsonrpc.Has(f) {
 			var got []json.RawMessage
 			if err := json.Unmarshal(f, &got); err != nil {
 				return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding %s", method, field)
@@ -968,7 +988,7 @@ func listAll(ctx context.Context, conn *Conn, method, field string) ([]json.RawM
 			items = append(items, got...)
 		}
 		cursor = ""
-		if nc := page["nextCursor"]; has(nc) {
+		if nc := page["nextCursor"]; jsonrpc.Has(nc) {
 			if err := json.Unmarshal(nc, &cursor); err != nil {
 				return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding nextCursor", method)
 			}

@@ -225,7 +225,7 @@ func MustReady(tb testing.TB, s *Supervisor, spec Spec) switchboard.Upstream {
 
 // callTool calls a testprovider tool and returns its text.
 func callTool(ctx context.Context, up switchboard.Upstream, name string, args map[string]any) (string, error) {
-	res, err := up.Call(ctx, "tools/call", map[string]any{"name": name, "arguments": args})
+	res, err := callUp(ctx, up, "tools/call", map[string]any{"name": name, "arguments": args})
 	if err != nil {
 		return "", err
 	}
@@ -339,28 +339,21 @@ func TestHappyPath(t *testing.T) {
 	})
 
 	t.Run("resources/read", func(t *testing.T) {
-		res, err := up.Call(ctx, "resources/read", map[string]string{"uri": "test://hello"})
+		res, err := callUp(ctx, up, "resources/read", map[string]string{"uri": "test://hello"})
 		if err != nil || !strings.Contains(string(res), `"text":"hello"`) {
 			t.Fatalf("read = %s, %v", res, err)
 		}
 	})
 
 	t.Run("progress", func(t *testing.T) {
-		var got atomic.Int64
-		token, release := up.ProgressToken(func(params json.RawMessage) {
-			if strings.Contains(string(params), `"progress"`) {
-				got.Add(1)
-			}
-		})
-		defer release()
-		_, err := up.Call(ctx, "tools/call", map[string]any{
-			"name": "sleep", "arguments": map[string]any{"ms": 200},
-			"_meta": map[string]any{"progressToken": token},
-		})
+		caller := &countingCaller{}
+		_, err := up.Call(ctx, &switchboard.Request{Method: "tools/call",
+			Params:   json.RawMessage(`{"name":"sleep","arguments":{"ms":200}}`),
+			Progress: json.RawMessage(`"mine"`), Caller: caller})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Load() == 0 {
+		if caller.progress.Load() == 0 {
 			t.Error("no progress notification delivered")
 		}
 	})
@@ -380,7 +373,11 @@ func TestHappyPath(t *testing.T) {
 	})
 
 	t.Run("child requests are answered", func(t *testing.T) {
-		for _, want := range []string{`"tp-ping","result":{}`, `"tp-roots","result":{"roots":[]}`, `"tp-other","error":{"code":-32601`} {
+		// With no client call in flight, a request that only a client can
+		// answer is refused with a reason; ping is answered by the gateway.
+		for _, want := range []string{`"tp-ping","result":{}`,
+			`"tp-roots","error":{"code":-32603,"message":"switchboard cannot relay roots/list: no client call is in flight`,
+			`"tp-other","error":{"code":-32603,"message":"switchboard cannot relay sampling/createMessage: no client call is in flight`} {
 			waitUntil(t, 10*time.Second, func() bool { return stderrContains(s, spec.Key, want) }, want)
 		}
 	})
@@ -896,17 +893,15 @@ func TestForeignProgressTokens(t *testing.T) {
 	}})
 	spec := testSpec(t, "foreign", "foreign-progress")
 	up := MustReady(t, s, spec)
-	var mine atomic.Int64
-	token, release := up.ProgressToken(func(json.RawMessage) { mine.Add(1) })
-	defer release()
-	_, err := up.Call(t.Context(), "tools/call", map[string]any{
-		"name": "echo", "arguments": map[string]any{"text": "x"}, "_meta": map[string]any{"progressToken": token},
-	})
+	caller := &countingCaller{}
+	_, err := up.Call(t.Context(), &switchboard.Request{Method: "tools/call",
+		Params:   json.RawMessage(`{"name":"echo","arguments":{"text":"x"}}`),
+		Progress: json.RawMessage(`"mine"`), Caller: caller})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mine.Load() != 0 {
-		t.Errorf("foreign progress reached the caller's handler %d times", mine.Load())
+	if n := caller.progress.Load(); n != 0 {
+		t.Errorf("foreign progress reached the caller %d times", n)
 	}
 	waitUntil(t, 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(forwarded) == 3 }, "3 forwarded notifications")
 	mu.Lock()
@@ -1126,4 +1121,29 @@ func TestWaitReadyAfterCatalogPublished(t *testing.T) {
 	if !published.Load() {
 		t.Fatal("WaitReady returned before OnCatalog had the instance's catalog")
 	}
+}
+
+// callUp calls up with params encoded as JSON.
+func callUp(ctx context.Context, up switchboard.Upstream, method string, params any) (json.RawMessage, error) {
+	raw, err := json.Marshal(params)
+	if err != nil {
+		return nil, err
+	}
+	return up.Call(ctx, &switchboard.Request{Method: method, Params: raw})
+}
+
+// countingCaller counts the progress notifications relayed to it, each with
+// the client's token "mine".
+type countingCaller struct{ progress atomic.Int64 }
+
+func (c *countingCaller) Key() string { return "counting" }
+
+func (c *countingCaller) Notify(method string, params json.RawMessage) {
+	if method == "notifications/progress" && strings.Contains(string(params), `"progressToken":"mine"`) {
+		c.progress.Add(1)
+	}
+}
+
+func (c *countingCaller) Request(context.Context, string, json.RawMessage) (json.RawMessage, error) {
+	return nil, errors.New("not supported")
 }

@@ -34,23 +34,23 @@ func newLimited(conn *Conn, spec Spec, inFlight *atomic.Int64) *limited {
 
 // Call waits for a slot (failing at once with EOVERLOADED when the queue is
 // full), then calls the child with the per-call timeout.
-func (l *limited) Call(ctx context.Context, method string, params any) (json.RawMessage, error) {
+func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
 	select {
 	case l.slots <- struct{}{}:
 	default:
 		if l.waiting.Add(1) > l.maxQueue {
 			l.waiting.Add(-1)
-			return nil, switchboard.Errorf(switchboard.EOVERLOADED, "calling %s: provider is overloaded", method)
+			return nil, switchboard.Errorf(switchboard.EOVERLOADED, "calling %s: provider is overloaded", req.Method)
 		}
 		select {
 		case l.slots <- struct{}{}:
 			l.waiting.Add(-1)
 		case <-ctx.Done():
 			l.waiting.Add(-1)
-			return nil, l.conn.ctxError(method, ctx.Err())
+			return nil, l.conn.ctxError(req.Method, ctx.Err())
 		case <-l.conn.Done():
 			l.waiting.Add(-1)
-			return nil, l.conn.unavailable(method)
+			return nil, l.conn.unavailable(req.Method)
 		}
 	}
 	l.inFlight.Add(1)
@@ -60,10 +60,5 @@ func (l *limited) Call(ctx context.Context, method string, params any) (json.Raw
 	}()
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	return l.conn.Call(ctx, method, params)
-}
-
-// ProgressToken registers fn on the underlying Conn.
-func (l *limited) ProgressToken(fn func(params json.RawMessage)) (string, func()) {
-	return l.conn.ProgressToken(fn)
+	return l.conn.Call(ctx, req)
 }

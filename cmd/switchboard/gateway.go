@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mark3labs/mcp-go/mcp"
-
 	"github.com/rs/zerolog"
 
 	"github.com/switchboard-mcp/switchboard"
@@ -122,19 +120,23 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 
 	m.mux = mux.New(mux.Options{
-		Logger:         m.Log,
-		Instances:      instances{m},
-		Filter:         policyFor(cfg, userState{prefs: id.prefs, conns: id.conns}),
-		SessionIdleTTL: cfg.Sessions.IdleTimeout.D(),
-		SlowCall:       cfg.Log.SlowCall.D(),
-		Instructions:   m.instructions,
-		Observer:       callObserver{m},
+		Logger:                  m.Log,
+		Instances:               instances{m},
+		Filter:                  policyFor(cfg, userState{prefs: id.prefs, conns: id.conns}),
+		SessionIdleTTL:          cfg.Sessions.IdleTimeout.D(),
+		MaxSessionsPerPrincipal: cfg.Sessions.MaxPerPrincipal,
+		MaxListensPerPrincipal:  cfg.Sessions.MaxListensPerPrincipal,
+		SlowCall:                cfg.Log.SlowCall.D(),
+		Instructions:            m.instructions,
+		Observer:                callObserver{m},
+		Redact:                  m.Redactor.String,
 	})
 	m.applySkills()
 	m.sup = supervisor.New(m.Log, supervisor.Options{
-		OnCatalog: m.mux.UpdateCatalog,
-		OnEvent:   m.providerEvent,
-		Redact:    m.Redactor.String,
+		OnCatalog:      m.mux.UpdateCatalog,
+		OnNotification: m.mux.ProviderNotification,
+		OnEvent:        m.providerEvent,
+		Redact:         m.Redactor.String,
 	})
 
 	listen := cfg.Listen
@@ -313,6 +315,9 @@ func (m *Main) specFor(ctx context.Context, p *providers.Provider, user string) 
 		MaxMessageBytes: l.MaxMessageMB << 20,
 		MaxMemoryBytes:  int64(l.MaxMemoryMB) << 20,
 		MaxCPU:          l.MaxCPU,
+		// Only a user's own instance may ask its client for roots: a shared
+		// child would apply one user's roots to every user.
+		Roots: user != "",
 	}, nil
 }
 
@@ -499,10 +504,10 @@ func (m *Main) applySkills() {
 		if sk == nil || !p.IsEnabled() {
 			continue
 		}
-		ex.Resources = append(ex.Resources, mux.ExtraResource{Provider: p.Name, Text: sk.Body,
-			Resource: mcp.NewResource(skills.URI(p.Name), p.Name+" usage skill", mcp.WithMIMEType("text/markdown"), mcp.WithResourceDescription(sk.Description))})
+		ex.Resources = append(ex.Resources, mux.ExtraResource{Provider: p.Name, Text: sk.Body, URI: skills.URI(p.Name),
+			Name: p.Name + " usage skill", Description: sk.Description, MIMEType: "text/markdown"})
 		ex.Prompts = append(ex.Prompts, mux.ExtraPrompt{Provider: p.Name, Text: sk.Content(),
-			Prompt: mcp.NewPrompt(skills.PromptName(p.Name), mcp.WithPromptDescription("How to use "+p.Name+": "+sk.Description))})
+			Name: skills.PromptName(p.Name), Description: "How to use " + p.Name + ": " + sk.Description})
 	}
 	m.mux.SetExtras(ex)
 }

@@ -57,26 +57,35 @@ func (i instances) UserScoped(provider string) bool {
 	return p != nil && p.UserScoped()
 }
 
-func (i instances) Warm(ctx context.Context, p *switchboard.Principal) {
+// Ensure starts p's own instances of the user-scoped providers p has
+// connected and may see, and waits for them (each bounded by its provider's
+// init timeout), so that p's first list already holds their tools.
+func (i instances) Ensure(ctx context.Context, p *switchboard.Principal) {
 	if p == nil || p.Kind != switchboard.PrincipalUser {
 		return
 	}
+	var wg sync.WaitGroup
 	for _, prov := range i.m.config().SortedProviders() {
 		if !prov.IsEnabled() || !prov.UserScoped() || !i.m.id.conns.has(p.ID, prov.Name) {
 			continue
 		}
 		key := switchboard.InstanceKey{Provider: prov.Name, User: p.ID}
 		if _, ok := i.m.sup.Upstream(key); ok {
+			i.m.users.touch(key)
 			continue
 		}
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), prov.Limits.InitTimeout.D()+30*time.Second)
+		if !i.m.mux.Visible(ctx, p, prov.Name) {
+			continue
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, prov.Limits.InitTimeout.D()+5*time.Second)
 			defer cancel()
 			if _, err := i.m.users.upstream(ctx, key); err != nil {
 				i.m.Log.Debug().Str("provider", key.String()).Str("reason", switchboard.ErrorMessage(err)).Msg("per-user instance not started")
 			}
-		}()
+		})
 	}
+	wg.Wait()
 }
 
 // upstream returns the user's running instance, starting it if the user is

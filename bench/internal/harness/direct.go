@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/bench/internal/mcpclient"
 	"github.com/switchboard-mcp/switchboard/supervisor"
 )
@@ -46,7 +47,7 @@ func StartDirect(ctx context.Context, command string, args ...string) (*Direct, 
 	}()
 	d.Conn = supervisor.NewConn(stdout, stdin, supervisor.ConnOptions{MaxMessageBytes: 64 << 20})
 	register(cmd.Process.Pid, d.Stop)
-	if _, err := d.Conn.Call(ctx, "initialize", json.RawMessage(mcpclient.InitializeParams)); err != nil {
+	if _, err := d.Conn.CallParams(ctx, "initialize", json.RawMessage(mcpclient.InitializeParams)); err != nil {
 		_ = d.Stop()
 		return nil, fmt.Errorf("initializing %s: %w", command, err)
 	}
@@ -62,11 +63,7 @@ func (d *Direct) Pid() int { return d.Cmd.Process.Pid }
 
 // Call sends one request with raw params and returns the raw result.
 func (d *Direct) Call(ctx context.Context, method string, params []byte) (json.RawMessage, error) {
-	var p any
-	if len(params) > 0 {
-		p = json.RawMessage(params)
-	}
-	return d.Conn.Call(ctx, method, p)
+	return d.Conn.Call(ctx, &switchboard.Request{Method: method, Params: params})
 }
 
 // Stop closes the child's stdin, then signals it if it does not exit. It is

@@ -57,16 +57,12 @@ func floorHandler(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	var env jsonrpc.Envelope
-	if !env.Decode(body) {
+	var env jsonrpc.Message
+	if jsonrpc.Parse(body, &env, jsonrpc.EdgeDepth) != nil || env.JSONRPC != "2.0" || env.Method == "" {
 		http.Error(w, "not a JSON-RPC message", http.StatusBadRequest)
 		return
 	}
-	method, ok := jsonrpc.String(env.Method)
-	if !ok {
-		http.Error(w, "method is not a string", http.StatusBadRequest)
-		return
-	}
+	method := env.Method
 	if len(env.ID) == 0 {
 		w.WriteHeader(http.StatusAccepted)
 		return

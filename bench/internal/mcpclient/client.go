@@ -206,13 +206,13 @@ func (s *Session) post(ctx context.Context, body []byte) (*http.Response, error)
 	return s.c.HTTP.Do(req)
 }
 
-// decode splits msg's JSON-RPC envelope and checks its id. Like the direct
-// side's supervisor.Conn, it delimits the result without validating it (both
-// use jsonrpc.Envelope), so both sides of a comparison do the same work per
-// answer; the load's ops check what they need of the result.
+// decode parses msg as a JSON-RPC message and checks its id. The direct
+// side's supervisor.Conn parses every message with the same jsonrpc.Parse,
+// so both sides of a comparison do the same work per answer; the load's ops
+// check what they need of the result.
 func (s *Session) decode(msg []byte, id int64) (json.RawMessage, error) {
-	var e jsonrpc.Envelope
-	if !e.Decode(msg) || string(e.JSONRPC) != `"2.0"` {
+	var e jsonrpc.Message
+	if jsonrpc.Parse(msg, &e, jsonrpc.MaxNesting) != nil || e.JSONRPC != "2.0" {
 		return nil, fmt.Errorf("decoding the answer: not a JSON-RPC 2.0 message: %.200s", msg)
 	}
 	if got, ok := jsonrpc.ParseID(e.ID); !ok || got != id {
@@ -276,8 +276,8 @@ func (s *Session) readSSE(r io.Reader, id int64) ([]byte, error) {
 // answers reports whether msg is a response (not a notification or a request)
 // with id want.
 func answers(msg []byte, want int64) bool {
-	var e jsonrpc.Envelope
-	if !e.Decode(msg) || e.Method != nil {
+	var e jsonrpc.Message
+	if jsonrpc.Parse(msg, &e, jsonrpc.MaxNesting) != nil || e.Method != "" {
 		return false
 	}
 	got, ok := jsonrpc.ParseID(e.ID)

@@ -1,4 +1,4 @@
-package mux
+package jsonrpc
 
 import (
 	"bytes"
@@ -10,10 +10,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/mark3labs/mcp-go/mcp"
+	
 )
 
-// FuzzCheckMessage feeds arbitrary bodies to the request edge's scanner. It
+// FuzzParse feeds arbitrary bodies to the request edge's scanner. It
 // must never panic and must answer exactly as the Decoder-based reference
 // (refCheckMessage) does, code and message. Every refusal is a parse error or
 // an invalid request; and a body it accepts is a single, valid, UTF-8 JSON
@@ -24,11 +24,11 @@ import (
 // envelope the scanner reads matches exactly on keys; on an accepted body it
 // must equal json.Unmarshal's, which matches case-insensitively.
 //
-// `make test` runs only the seeds (testdata/fuzz/FuzzCheckMessage and the
+// `make test` runs only the seeds (testdata/fuzz/FuzzParse and the
 // f.Add calls below). A real run:
 //
-//	go test -run '^$' -fuzz '^FuzzCheckMessage$' -fuzztime 5m ./mux/
-func FuzzCheckMessage(f *testing.F) {
+//	go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 5m ./internal/jsonrpc/
+func FuzzParse(f *testing.F) {
 	for _, seed := range []string{
 		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"a":[1,-0,1e5,0.5E-3,true,false,null,"s"]},"_meta":{"progressToken":"t"}}}`,
 		`{"para\u006ds":{"name":"a","n\u0061me":"b"}}`,
@@ -56,7 +56,7 @@ func FuzzCheckMessage(f *testing.F) {
 			t.Fatalf("%q: scanMessage says %d %q, checkMessage %d %q", body, c, m, code, msg)
 		}
 		if code != 0 {
-			if code != mcp.PARSE_ERROR && code != mcp.INVALID_REQUEST {
+			if code != CodeParseError && code != CodeInvalidRequest {
 				t.Fatalf("refused with code %d (%s), want -32700 or -32600", code, msg)
 			}
 			if msg == "" {
@@ -94,7 +94,7 @@ func FuzzCheckMessage(f *testing.F) {
 // FuzzValidJSON holds the result validator to json.Valid, and isErrorResult
 // to the json.Unmarshal reading it replaced.
 //
-//	go test -run '^$' -fuzz '^FuzzValidJSON$' -fuzztime 5m ./mux/
+//	go test -run '^$' -fuzz '^FuzzValidJSON$' -fuzztime 5m ./internal/jsonrpc/
 func FuzzValidJSON(f *testing.F) {
 	for _, seed := range []string{
 		`{"content":[{"type":"text","text":"hi"}],"isError":true}`,

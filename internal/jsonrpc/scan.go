@@ -1,83 +1,177 @@
-package mux
+package jsonrpc
 
 import (
 	"bytes"
 	"encoding/binary"
 	"math"
+	"strings"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
-
-	"github.com/mark3labs/mcp-go/mcp"
 )
 
-// The edge reads every request body once. scanMessage validates it as
-// checkMessage always has (UTF-8, one object, JSON syntax, nesting depth, and
-// exact, unique protocol keys) and, in the same pass, picks out the envelope
-// the edge and the fast path need. The scanner walks the bytes by hand: it
-// allocates nothing for an ordinary message beyond the tool name, and plain
-// string bytes, the bulk of a large tool call, are skipped sixteen at a time.
+// Every JSON-RPC message the gateway reads — a client's request body at the
+// edge, a line a child writes on stdout — goes through Parse once. Parse
+// validates the message (UTF-8, one object, JSON syntax, nesting depth, and
+// exact, unique protocol keys) and, in the same pass, picks out the members
+// the gateway routes by. The scanner walks the bytes by hand: it allocates
+// nothing for an ordinary message beyond the strings it returns, and plain
+// string bytes, the bulk of a large tool call or result, are skipped sixteen
+// at a time.
 
-// checkMessage validates one JSON-RPC message body. It returns a JSON-RPC error
-// code and message, or 0.
-func checkMessage(body []byte) (int, string) {
-	return scanMessage(body, nil)
+// JSON-RPC error codes used for refusals.
+const (
+	CodeParseError     = -32700
+	CodeInvalidRequest = -32600
+	CodeMethodNotFound = -32601
+	CodeInvalidParams  = -32602
+	CodeInternalError  = -32603
+)
+
+// Nesting limits for Parse.
+const (
+	// EdgeDepth is how deep a value may sit in a client's message (the
+	// message object is at depth 0). Deeper bodies are refused without
+	// recursion.
+	EdgeDepth = 200
+	// MaxNesting is encoding/json's limit on nested arrays and objects, the
+	// limit for what children send.
+	MaxNesting = 10000
+)
+
+// Error is a refusal: a JSON-RPC error code and a message that is safe to
+// show the sender.
+type Error struct {
+	Code    int
+	Message string
 }
 
-// scanMessage validates body like checkMessage and, when env is not nil and
-// the body is accepted, fills env with what json.Unmarshal(body, env) would
-// give. Refusals are reported in the order a streaming decoder meets them, so
-// a body with two problems gets the same answer as before. Raw members of env
-// are subslices of body, not copies.
-func scanMessage(body []byte, env *fastEnvelope) (int, string) {
-	if env != nil {
-		*env = fastEnvelope{}
-	}
-	inner := trimJSONSpace(body)
-	msg := bytes.TrimSpace(inner)
+func (e *Error) Error() string { return e.Message }
+
+// Message is one JSON-RPC message as Parse read it. Raw members are subslices
+// of the parsed bytes (nil when absent), valid as long as those bytes are;
+// strings are decoded. A member of the wrong JSON type is left out of the
+// decoded fields (the raw one is still set).
+type Message struct {
+	JSONRPC string // "2.0" for a valid message
+	ID      []byte // raw id, nil when absent
+	Method  string
+	Params  []byte
+	Result  []byte
+	Error   []byte
+	// P holds the members of params the gateway reads, when params is an
+	// object.
+	P Params
+}
+
+// Params are the members of a message's params that the gateway reads.
+type Params struct {
+	Name            string // tools/call, prompts/get
+	URI             string // resources/read, subscribe, notifications/resources/updated
+	Cursor          string
+	Level           string // logging/setLevel, notifications/message
+	RequestState    string // a retried multi-round-trip request
+	HasCursor       bool
+	Arguments       []byte // raw tools/call arguments, prompts/get arguments
+	InputResponses  []byte // a retried multi-round-trip request
+	Notifications   []byte // subscriptions/listen filter
+	RequestID       []byte // notifications/cancelled
+	ProgressToken   []byte // notifications/progress
+	Context         []byte // completion/complete context
+	ProtocolVersion string // initialize
+	ClientInfo      []byte // initialize
+	Capabilities    []byte // initialize
+	Meta            []byte // raw _meta
+	M               Meta
+	Ref             Ref    // completion/complete
+	Argument        []byte // completion/complete argument, raw
+}
+
+// Ref is a completion/complete reference.
+type Ref struct {
+	Type, Name, URI string
+}
+
+// Meta are the members of params._meta the gateway reads.
+type Meta struct {
+	ProgressToken      []byte // raw; nil when absent or null
+	ProtocolVersion    string // io.modelcontextprotocol/protocolVersion
+	HasProtocolVersion bool
+	ClientInfo         []byte // io.modelcontextprotocol/clientInfo
+	ClientCapabilities []byte // io.modelcontextprotocol/clientCapabilities
+	LogLevel           string // io.modelcontextprotocol/logLevel
+	HasLogLevel        bool
+	TraceParent        string
+	TraceState         string
+}
+
+// Reserved _meta keys of the 2026-07-28 protocol.
+const (
+	MetaProtocolVersion    = "io.modelcontextprotocol/protocolVersion"
+	MetaClientInfo         = "io.modelcontextprotocol/clientInfo"
+	MetaClientCapabilities = "io.modelcontextprotocol/clientCapabilities"
+	MetaLogLevel           = "io.modelcontextprotocol/logLevel"
+	MetaServerInfo         = "io.modelcontextprotocol/serverInfo"
+	MetaSubscriptionID     = "io.modelcontextprotocol/subscriptionId"
+)
+
+// IsRequest reports whether m is a request: a method and an id.
+func (m *Message) IsRequest() bool { return m.Method != "" && Has(m.ID) }
+
+// IsNotification reports whether m is a notification: a method, no id.
+func (m *Message) IsNotification() bool { return m.Method != "" && !Has(m.ID) }
+
+// IsResponse reports whether m is a response: an id, a result or an error,
+// and no method.
+func (m *Message) IsResponse() bool {
+	return m.Method == "" && Has(m.ID) && (m.Result != nil || m.Error != nil)
+}
+
+// Has reports whether a raw member was present and not null.
+func Has(raw []byte) bool { return len(raw) > 0 && string(raw) != "null" }
+
+// Parse validates b as one JSON-RPC message, with values at most maxDepth
+// deep, and fills m. Refusals are reported in the order a streaming decoder
+// meets them. Whitespace around the message is allowed.
+func Parse(b []byte, m *Message, maxDepth int) *Error {
+	*m = Message{}
+	msg := bytes.TrimSpace(b)
 	if len(msg) == 0 {
-		return mcp.PARSE_ERROR, "empty request body"
+		return &Error{CodeParseError, "empty request body"}
 	}
 	if !utf8.Valid(msg) {
-		return mcp.PARSE_ERROR, "request body is not valid UTF-8"
+		return &Error{CodeParseError, "request body is not valid UTF-8"}
 	}
 	if msg[0] == '[' {
-		return mcp.INVALID_REQUEST, "JSON-RPC batches are not supported"
+		return &Error{CodeInvalidRequest, "JSON-RPC batches are not supported"}
 	}
 	if msg[0] != '{' {
-		return mcp.INVALID_REQUEST, "a JSON-RPC message must be an object"
+		return &Error{CodeInvalidRequest, "a JSON-RPC message must be an object"}
 	}
-	s := scanner{b: msg, childLimit: maxDepth, nestLimit: math.MaxInt}
-	role := roleNone
-	// Whitespace that is not JSON's (a vertical tab, U+00A0) around the
-	// object is tolerated here but makes json.Unmarshal fail; the envelope
-	// then stays empty, as it always has, and mcp-go answers the body.
-	if env != nil && len(msg) == len(inner) {
-		role = roleTop
+	nest := math.MaxInt
+	if maxDepth >= MaxNesting {
+		nest = MaxNesting
 	}
-	if !s.object(0, role, env) {
-		if env != nil {
-			*env = fastEnvelope{}
-		}
+	s := scanner{b: msg, childLimit: maxDepth, nestLimit: nest}
+	if !s.object(0, roleTop, true, m) {
+		*m = Message{}
 		if s.keyErr != "" {
-			return mcp.INVALID_REQUEST, s.keyErr
+			return &Error{CodeInvalidRequest, s.keyErr}
 		}
-		return mcp.PARSE_ERROR, "invalid JSON"
+		return &Error{CodeParseError, "invalid JSON"}
 	}
 	s.ws()
 	if s.i < len(msg) {
-		if env != nil {
-			*env = fastEnvelope{}
-		}
-		return mcp.PARSE_ERROR, "trailing data after the JSON-RPC message"
+		*m = Message{}
+		return &Error{CodeParseError, "trailing data after the JSON-RPC message"}
 	}
-	return 0, ""
+	return nil
 }
 
-// validJSON reports whether b is one JSON value, exactly as json.Valid does,
+// Valid reports whether b is one JSON value, exactly as json.Valid does,
 // including its limit of 10,000 nested arrays and objects.
-func validJSON(b []byte) bool {
-	s := scanner{b: b, childLimit: math.MaxInt, nestLimit: jsonMaxNesting}
+func Valid(b []byte) bool {
+	s := scanner{b: b, childLimit: math.MaxInt, nestLimit: MaxNesting}
 	s.ws()
 	if !s.value(0) {
 		return false
@@ -86,15 +180,15 @@ func validJSON(b []byte) bool {
 	return s.i == len(b)
 }
 
-// jsonMaxNesting is encoding/json's limit on nested arrays and objects.
-const jsonMaxNesting = 10000
-
-// resultIsError reports what json.Unmarshal into struct{ IsError bool } would
+// ResultIsError reports what json.Unmarshal into struct{ IsError bool } would
 // leave in IsError, reading only the top-level members of raw: the last member
 // whose name folds to "isError" with a true or false value wins, and anything
 // invalid gives false.
-func resultIsError(raw []byte) bool {
-	s := scanner{b: raw, childLimit: math.MaxInt, nestLimit: jsonMaxNesting}
+func ResultIsError(raw []byte) bool {
+	if !bytes.Contains(raw, []byte(`"isError"`)) {
+		return false
+	}
+	s := scanner{b: raw, childLimit: math.MaxInt, nestLimit: MaxNesting}
 	s.ws()
 	if s.i >= len(raw) || raw[s.i] != '{' {
 		return false // json.Unmarshal fails (or refuses a non-object)
@@ -137,12 +231,13 @@ func resultIsError(raw []byte) bool {
 	return s.i == len(raw) && isErr
 }
 
-// Roles of the strict objects whose members go into the envelope.
+// Roles of the strict objects whose members go into a Message.
 const (
-	roleNone   = iota // checked, not read
-	roleTop           // the message
-	roleParams        // its "params"
-	roleMeta          // "params"."_meta"
+	roleNone     = iota // checked, not read
+	roleTop             // the message
+	roleParams          // its "params"
+	roleMeta            // "params"."_meta"
+	roleRef             // "params"."ref", read but not strict
 )
 
 // scanner is one pass over a JSON text. Its methods return false at the first
@@ -151,14 +246,13 @@ const (
 type scanner struct {
 	b []byte
 	i int
-	// childLimit is the deepest a value may sit (the edge's maxDepth; the
-	// top-level object is at depth 0). A deeper one sets keyErr.
+	// childLimit is the deepest a value may sit (the top-level object is at
+	// depth 0). A deeper one sets keyErr.
 	childLimit int
 	// nestLimit is json.Valid's rule: an array or object at this depth or
 	// deeper is invalid JSON.
 	nestLimit int
 	keyErr    string
-	metaToken bool // params._meta has a progressToken that is not null
 }
 
 // ws skips JSON whitespace.
@@ -238,11 +332,11 @@ func (s *scanner) lit(word string) bool {
 	return false
 }
 
-// object reads a strict object (the message, or a "params" or "_meta" inside
-// one) whose '{' is at s.i and whose depth is depth. Keys are checked as soon
-// as they are read, before the ':' after them, as the old token walk did.
-// Members of an object with a role go into env.
-func (s *scanner) object(depth, role int, env *fastEnvelope) bool {
+// object reads an object whose '{' is at s.i and whose depth is depth. In a
+// strict object (the message, and the objects under its "params" and
+// "_meta" keys, recursively) keys are checked as soon as they are read,
+// before the ':' after them. Members of an object with a role go into m.
+func (s *scanner) object(depth, role int, strict bool, m *Message) bool {
 	b := s.b
 	s.i++
 	s.ws()
@@ -259,9 +353,11 @@ func (s *scanner) object(depth, role int, env *fastEnvelope) bool {
 		if !ok {
 			return false
 		}
-		if msg := keys.add(key); msg != "" {
-			s.keyErr = msg
-			return false
+		if strict {
+			if msg := keys.add(key); msg != "" {
+				s.keyErr = msg
+				return false
+			}
 		}
 		if depth+1 > s.childLimit {
 			s.keyErr = "JSON nesting is too deep"
@@ -271,9 +367,11 @@ func (s *scanner) object(depth, role int, env *fastEnvelope) bool {
 			return false
 		}
 		start, esc := s.i, false
+		cr := childRole(role, key)
+		childStrict := strict && (string(key) == "params" || string(key) == "_meta")
 		switch {
-		case b[s.i] == '{' && (string(key) == "params" || string(key) == "_meta"):
-			if !s.object(depth+1, childRole(role, key), env) {
+		case b[s.i] == '{' && (childStrict || cr != roleNone):
+			if !s.object(depth+1, cr, childStrict, m) {
 				return false
 			}
 		case b[s.i] == '"':
@@ -286,7 +384,7 @@ func (s *scanner) object(depth, role int, env *fastEnvelope) bool {
 			}
 		}
 		if role != roleNone {
-			s.record(env, role, key, b[start:s.i:s.i], esc)
+			record(m, role, key, b[start:s.i:s.i], esc)
 		}
 		if closed, ok := s.next('}'); !ok || closed {
 			return ok
@@ -296,48 +394,140 @@ func (s *scanner) object(depth, role int, env *fastEnvelope) bool {
 
 // childRole is the role of the strict object under key in an object of role.
 func childRole(role int, key []byte) int {
-	switch {
-	case role == roleTop && string(key) == "params":
-		return roleParams
-	case role == roleParams && string(key) == "_meta":
-		return roleMeta
+	switch role {
+	case roleTop:
+		if string(key) == "params" {
+			return roleParams
+		}
+	case roleParams:
+		switch string(key) {
+		case "_meta":
+			return roleMeta
+		case "ref":
+			return roleRef
+		}
 	}
 	return roleNone
 }
 
-// record copies a member of an envelope object into env. Keys match
-// exactly: a strict object has already refused every case or fold variant of
-// these names, so this is what encoding/json's case-insensitive match reads.
-// Like encoding/json, a string field takes only a string value.
-func (s *scanner) record(env *fastEnvelope, role int, key, raw []byte, esc bool) {
+// record copies a member of a strict object into m. Keys match exactly: a
+// strict object has already refused every case or fold variant of the names
+// the gateway reads. Like encoding/json, a string field takes only a string
+// value.
+func record(m *Message, role int, key, raw []byte, esc bool) {
 	str := raw[0] == '"'
+	p := &m.P
 	switch role {
 	case roleTop:
-		switch {
-		case string(key) == "jsonrpc" && str:
-			env.JSONRPC = text(raw, esc)
-		case string(key) == "id":
-			env.ID = raw
-		case string(key) == "method" && str:
-			env.Method = text(raw, esc)
-		case string(key) == "params":
-			env.params = raw
+		switch string(key) {
+		case "jsonrpc":
+			if str {
+				m.JSONRPC = text(raw, esc)
+			}
+		case "id":
+			m.ID = raw
+		case "method":
+			if str {
+				m.Method = text(raw, esc)
+			}
+		case "params":
+			m.Params = raw
+		case "result":
+			m.Result = raw
+		case "error":
+			m.Error = raw
 		}
 	case roleParams:
-		switch {
-		case string(key) == "name" && str:
-			env.Params.Name = text(raw, esc)
-		case string(key) == "arguments":
-			env.Params.Arguments = raw
-		case string(key) == "_meta":
-			env.Params.Meta = raw
-			// A _meta that is not an object cannot be read for a token:
-			// count it as one so that mcp-go decides.
-			env.progress = string(raw) != "null" && (raw[0] != '{' || s.metaToken)
+		switch string(key) {
+		case "name":
+			if str {
+				p.Name = text(raw, esc)
+			}
+		case "uri":
+			if str {
+				p.URI = text(raw, esc)
+			}
+		case "cursor":
+			if str {
+				p.Cursor, p.HasCursor = text(raw, esc), true
+			}
+		case "level":
+			if str {
+				p.Level = text(raw, esc)
+			}
+		case "requestState":
+			if str {
+				p.RequestState = text(raw, esc)
+			}
+		case "protocolVersion":
+			if str {
+				p.ProtocolVersion = text(raw, esc)
+			}
+		case "arguments":
+			p.Arguments = raw
+		case "inputResponses":
+			p.InputResponses = raw
+		case "notifications":
+			p.Notifications = raw
+		case "requestId":
+			p.RequestID = raw
+		case "progressToken":
+			p.ProgressToken = raw
+		case "context":
+			p.Context = raw
+		case "clientInfo":
+			p.ClientInfo = raw
+		case "capabilities":
+			p.Capabilities = raw
+		case "_meta":
+			p.Meta = raw
+		case "argument":
+			p.Argument = raw
 		}
 	case roleMeta:
-		if string(key) == "progressToken" && string(raw) != "null" {
-			s.metaToken = true
+		mt := &p.M
+		switch string(key) {
+		case "progressToken":
+			if string(raw) != "null" {
+				mt.ProgressToken = raw
+			}
+		case MetaProtocolVersion:
+			mt.HasProtocolVersion = true
+			if str {
+				mt.ProtocolVersion = text(raw, esc)
+			}
+		case MetaClientInfo:
+			mt.ClientInfo = raw
+		case MetaClientCapabilities:
+			mt.ClientCapabilities = raw
+		case MetaLogLevel:
+			mt.HasLogLevel = true
+			if str {
+				mt.LogLevel = text(raw, esc)
+			}
+		case "traceparent":
+			if str {
+				mt.TraceParent = text(raw, esc)
+			}
+		case "tracestate":
+			if str {
+				mt.TraceState = text(raw, esc)
+			}
+		}
+	case roleRef:
+		switch string(key) {
+		case "type":
+			if str {
+				p.Ref.Type = text(raw, esc)
+			}
+		case "name":
+			if str {
+				p.Ref.Name = text(raw, esc)
+			}
+		case "uri":
+			if str {
+				p.Ref.URI = text(raw, esc)
+			}
 		}
 	}
 }
@@ -580,6 +770,18 @@ func text(raw []byte, esc bool) string {
 		return "notifications/initialized"
 	case "ping":
 		return "ping"
+	case "resources/read":
+		return "resources/read"
+	case "prompts/get":
+		return "prompts/get"
+	case "notifications/progress":
+		return "notifications/progress"
+	case "notifications/message":
+		return "notifications/message"
+	case "2026-07-28":
+		return "2026-07-28"
+	case "2025-11-25":
+		return "2025-11-25"
 	}
 	return string(in)
 }
@@ -650,18 +852,6 @@ func hex4(b []byte) rune {
 		r = r<<4 | rune(c)
 	}
 	return r
-}
-
-// trimJSONSpace trims the whitespace JSON allows around a value.
-func trimJSONSpace(b []byte) []byte {
-	isWS := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-	for len(b) > 0 && isWS(b[0]) {
-		b = b[1:]
-	}
-	for len(b) > 0 && isWS(b[len(b)-1]) {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // bitStack records, for each open container, whether it is an object. The
@@ -776,7 +966,7 @@ func (k seenKey) known() (string, bool) {
 	if !k.ascii {
 		return knownSpelling([]byte(k.fold))
 	}
-	var buf [32]byte // longer than any protocol key
+	var buf [64]byte // longer than any protocol key
 	if len(k.key) > len(buf) {
 		return "", false
 	}
@@ -828,6 +1018,28 @@ func knownSpelling(fold []byte) (string, bool) {
 		return "requestId", true
 	case "reason":
 		return "reason", true
+	case "requeststate":
+		return "requestState", true
+	case "inputresponses":
+		return "inputResponses", true
+	case "notifications":
+		return "notifications", true
+	case "context":
+		return "context", true
+	case "type":
+		return "type", true
+	case "io.modelcontextprotocol/protocolversion":
+		return MetaProtocolVersion, true
+	case "io.modelcontextprotocol/clientinfo":
+		return MetaClientInfo, true
+	case "io.modelcontextprotocol/clientcapabilities":
+		return MetaClientCapabilities, true
+	case "io.modelcontextprotocol/loglevel":
+		return MetaLogLevel, true
+	case "traceparent":
+		return "traceparent", true
+	case "tracestate":
+		return "tracestate", true
 	}
 	return "", false
 }
@@ -880,3 +1092,44 @@ func isASCII(b []byte) bool {
 	}
 	return true
 }
+
+// KnownKeys are the protocol keys whose spelling must be exact: a key that
+// differs from one of them only by case (or Unicode folding, as "paramſ") is
+// refused, because a decoder such as encoding/json would match it
+// case-insensitively and read a different member than the gateway did.
+// knownSpelling lists them again, by fold, without hashing (TestKnownSpelling
+// keeps the two in step).
+var KnownKeys = []string{"jsonrpc", "id", "method", "params", "result", "error", "name", "arguments", "_meta", "uri", "cursor",
+	"progressToken", "protocolVersion", "capabilities", "clientInfo", "ref", "argument", "level", "requestId", "reason",
+	"requestState", "inputResponses", "notifications", "context", "type",
+	MetaProtocolVersion, MetaClientInfo, MetaClientCapabilities, MetaLogLevel, "traceparent", "tracestate"}
+
+// foldKey maps every rune to the lower case of the smallest rune of its
+// Unicode simple-fold orbit, so two strings are EqualFold exactly when their
+// folds are equal ("paramſ", "PARAMS" and "params" all fold alike).
+func foldKey(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return strings.ToLower(s)
+	}
+	var b strings.Builder
+	for _, r := range s {
+		min := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if f < min {
+				min = f
+			}
+		}
+		b.WriteRune(unicode.ToLower(min)) // agrees with the ASCII path
+	}
+	return b.String()
+}
+
+// quote quotes s for an error message.
+func quote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }

@@ -1,0 +1,59 @@
+package jsonrpc
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestParseID(t *testing.T) {
+	tests := []struct {
+		raw  string
+		want int64
+		ok   bool
+	}{
+		{`7`, 7, true}, {`-3`, -3, true}, {`"12"`, 12, true}, {`"abc"`, 0, false},
+		{`1.5`, 0, false}, {`1e3`, 0, false}, {`12345678901234567890`, 0, false}, {`{"x":1}`, 0, false}, {`""`, 0, false},
+	}
+	for _, tt := range tests {
+		if got, ok := ParseID([]byte(tt.raw)); got != tt.want || ok != tt.ok {
+			t.Errorf("ParseID(%s) = %d, %v; want %d, %v", tt.raw, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// BenchmarkParse compares Parse, which validates, with encoding/json's
+// envelope decoding, which validates too, on a small response and a 1 MiB one.
+func BenchmarkParse(b *testing.B) {
+	small := []byte(`{"jsonrpc":"2.0","id":12345,"result":{"content":[{"type":"text","text":"hello world"}],"isError":false}}`)
+	big := []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"` + strings.Repeat(`lorem ipsum \"dolor\" `, 50000) + `"}]}}`)
+	for _, c := range []struct {
+		name string
+		line []byte
+	}{{"small", small}, {"1MiB", big}} {
+		b.Run(c.name+"/parse", func(b *testing.B) {
+			b.SetBytes(int64(len(c.line)))
+			b.ReportAllocs()
+			var m Message
+			for b.Loop() {
+				if err := Parse(c.line, &m, MaxNesting); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(c.name+"/encoding-json", func(b *testing.B) {
+			b.SetBytes(int64(len(c.line)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var s struct {
+					JSONRPC json.RawMessage `json:"jsonrpc"`
+					ID      json.RawMessage `json:"id"`
+					Result  json.RawMessage `json:"result"`
+				}
+				if err := json.Unmarshal(c.line, &s); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
