@@ -568,4 +568,3 @@ func logMessage(params json.RawMessage, provider string, level int32, redact fun
 	}
 	return b
 }
-

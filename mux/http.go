@@ -490,4 +490,3 @@ func (s *Server) logRequest(ctx context.Context, ep switchboard.Endpoint, r *htt
 	}
 	e.Msg("mcp request")
 }
-

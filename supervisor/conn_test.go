@@ -654,7 +654,6 @@ func (b *blockingCaller) Request(ctx context.Context, method string, params json
 	return nil, ctx.Err()
 }
 
-
 func TestConnCloseIdempotent(t *testing.T) {
 	c, _ := MustConn(t, ConnOptions{})
 	for range 3 {

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
-
-	
 )
 
 // FuzzParse feeds arbitrary bodies to the request edge's scanner. It

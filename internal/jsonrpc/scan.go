@@ -233,11 +233,11 @@ func ResultIsError(raw []byte) bool {
 
 // Roles of the strict objects whose members go into a Message.
 const (
-	roleNone     = iota // checked, not read
-	roleTop             // the message
-	roleParams          // its "params"
-	roleMeta            // "params"."_meta"
-	roleRef             // "params"."ref", read but not strict
+	roleNone   = iota // checked, not read
+	roleTop           // the message
+	roleParams        // its "params"
+	roleMeta          // "params"."_meta"
+	roleRef           // "params"."ref", read but not strict
 )
 
 // scanner is one pass over a JSON text. Its methods return false at the first

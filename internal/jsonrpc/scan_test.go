@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
-
-	
 )
 
 // refCheckMessage is the checkMessage that scanMessage replaced: a walk over
