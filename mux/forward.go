@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,7 +123,13 @@ func (s *Server) answerTool(x *exchange, ci *CallInfo, raw json.RawMessage, err 
 	var body []byte // the JSON-RPC error frame, if any
 	var result []byte
 	var rpcErr *switchboard.RPCError
+	var missing missingCapability
+	status := http.StatusOK
 	switch {
+	case err != nil && errors.As(err, &missing):
+		ci.Outcome, ci.Err = "refused", err
+		status = http.StatusBadRequest
+		body = rpcError(x.m.ID, codeMissingClientCapability, "Missing required client capability: "+string(missing), missing.data())
 	case err != nil && errors.As(err, &rpcErr):
 		ci.Outcome, ci.Err = "error", err
 		body = rpcError(x.m.ID, rpcErr.Code, s.opts.Redact(rpcErr.Message), nil)
@@ -154,16 +161,16 @@ func (s *Server) answerTool(x *exchange, ci *CallInfo, raw json.RawMessage, err 
 	x.acc.outcome = ci.Outcome
 	if rf, ok := s.opts.Observer.(RecordFirst); ok && rf.RecordBeforeAnswer() {
 		s.done(x.ctx, ci)
-		s.send(x, body, result)
+		s.send(x, status, body, result)
 		return
 	}
-	s.send(x, body, result)
+	s.send(x, status, body, result)
 	s.done(x.ctx, ci)
 }
 
-func (s *Server) send(x *exchange, errFrame, result []byte) {
+func (s *Server) send(x *exchange, status int, errFrame, result []byte) {
 	if errFrame != nil {
-		x.finish(http.StatusOK, errFrame)
+		x.finish(status, errFrame)
 		return
 	}
 	x.replyChild(result)
@@ -369,7 +376,10 @@ func (s *Server) forwardPlain(x *exchange, provider, method string, params []byt
 // answerPlain answers with a child's result or error.
 func (s *Server) answerPlain(x *exchange, provider string, raw json.RawMessage, err error) {
 	var rpcErr *switchboard.RPCError
+	var missing missingCapability
 	switch {
+	case err != nil && errors.As(err, &missing):
+		x.failStatus(http.StatusBadRequest, codeMissingClientCapability, "Missing required client capability: "+string(missing), missing.data())
 	case err != nil && errors.As(err, &rpcErr):
 		x.fail(rpcErr.Code, s.opts.Redact(rpcErr.Message), nil)
 	case err != nil:
@@ -402,13 +412,23 @@ func (s *Server) run(x *exchange, fw *forwarded, up switchboard.Upstream, req *s
 	f.attach(x)
 	req.Caller = f
 	if !x.modern || !fw.suspendable || !clientCanRelay(x.caps) {
-		raw, err := up.Call(x.ctx, req)
+		ctx, cancel := context.WithCancel(x.ctx)
+		defer cancel()
+		f.abort = cancel
+		raw, err := up.Call(ctx, req)
+		if err != nil {
+			err = f.failure(err)
+		}
 		fw.finish(x, raw, err)
 		return
 	}
 	c := s.conts.newCall(x, fw, f)
+	f.abort = c.cancel
 	go func() {
 		raw, err := up.Call(c.ctx, req)
+		if err != nil {
+			err = f.failure(err)
+		}
 		c.result <- callResult{raw, err}
 	}()
 	s.await(x, c)
@@ -424,6 +444,21 @@ type flight struct {
 	mu       sync.Mutex
 	x        *exchange
 	c        *continuation // set when the call can ask the client for input
+	// missing is set when the child asked a stateless-era client for
+	// something it did not declare; abort then ends the call.
+	missing missingCapability
+	abort   context.CancelFunc
+}
+
+// failure returns the error the call ended with: err, unless the client
+// lacks a capability the child asked for.
+func (f *flight) failure(err error) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.missing != "" {
+		return f.missing
+	}
+	return err
 }
 
 var _ switchboard.Caller = (*flight)(nil)
@@ -469,7 +504,17 @@ func (f *flight) Notify(method string, params json.RawMessage) {
 // input_required and answers by retrying.
 func (f *flight) Request(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
 	x, c := f.current()
-	if err := clientCan(x.caps, method, params); err != nil {
+	if missing, err := clientCan(x.caps, method, params); err != nil {
+		if x.modern && missing != "" {
+			// The stateless era fails the client's request itself.
+			f.mu.Lock()
+			f.missing = missingCapability(missing)
+			abort := f.abort
+			f.mu.Unlock()
+			if abort != nil {
+				abort()
+			}
+		}
 		return nil, err
 	}
 	if c != nil {
@@ -485,8 +530,9 @@ func (f *flight) Request(ctx context.Context, method string, params json.RawMess
 	return x.ss.request(ctx, x.out, method, params)
 }
 
-// clientCan refuses a request the client did not declare it can answer.
-func clientCan(caps []byte, method string, params json.RawMessage) error {
+// clientCan refuses a request the client did not declare it can answer,
+// naming the capability it lacks.
+func clientCan(caps []byte, method string, params json.RawMessage) (missing string, err error) {
 	var c struct {
 		Sampling    json.RawMessage `json:"sampling"`
 		Elicitation *struct {
@@ -495,7 +541,6 @@ func clientCan(caps []byte, method string, params json.RawMessage) error {
 		Roots json.RawMessage `json:"roots"`
 	}
 	_ = json.Unmarshal(caps, &c)
-	missing := ""
 	switch method {
 	case "sampling/createMessage":
 		if !jsonrpc.Has(c.Sampling) {
@@ -517,12 +562,32 @@ func clientCan(caps []byte, method string, params json.RawMessage) error {
 			missing = "roots"
 		}
 	default:
-		return &switchboard.RPCError{Code: jsonrpc.CodeMethodNotFound, Message: "switchboard does not relay " + method + " to clients"}
+		return "", &switchboard.RPCError{Code: jsonrpc.CodeMethodNotFound, Message: "switchboard does not relay " + method + " to clients"}
 	}
 	if missing != "" {
-		return &switchboard.RPCError{Code: jsonrpc.CodeMethodNotFound, Message: "the client did not declare the " + missing + " capability"}
+		return missing, &switchboard.RPCError{Code: jsonrpc.CodeMethodNotFound, Message: "the client did not declare the " + missing + " capability"}
 	}
-	return nil
+	return "", nil
+}
+
+// missingCapability is why a stateless-era request failed: the child asked
+// for something (sampling, say) the client did not declare it can do. The
+// client gets MissingRequiredClientCapabilityError.
+type missingCapability string
+
+func (m missingCapability) Error() string {
+	return "the request needs the client capability " + string(m) + ", which the client did not declare"
+}
+
+// data is the error's data: requiredCapabilities as a ClientCapabilities
+// object.
+func (m missingCapability) data() []byte {
+	top, sub, nested := strings.Cut(string(m), ".")
+	inner := `{}`
+	if nested {
+		inner = `{"` + sub + `":{}}`
+	}
+	return []byte(`{"requiredCapabilities":{"` + top + `":` + inner + `}}`)
 }
 
 // clientCanRelay reports whether the client declared any capability the

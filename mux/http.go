@@ -122,11 +122,12 @@ func (s *Server) post(ctx context.Context, ep switchboard.Endpoint, w http.Respo
 	}
 	p := principal(ctx)
 	hv := r.Header.Get(mcp.HeaderProtocolVersion)
-	if m.Method == "initialize" {
+	stateless := mcp.IsModernProtocol(hv) || hv == "" && m.P.M.HasProtocolVersion
+	if m.Method == "initialize" && !stateless {
 		s.initialize(ctx, ep, w, r, m, acc)
 		return
 	}
-	if mcp.IsModernProtocol(hv) || hv == "" && m.P.M.HasProtocolVersion {
+	if stateless { // initialize too: the stateless era has none, and says so
 		acc.modern = true
 		s.postStateless(ctx, ep, w, r, m, hv, acc)
 		return
