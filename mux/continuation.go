@@ -185,6 +185,10 @@ func (c *continuation) give(responses map[string]json.RawMessage) {
 // await waits for the call of c to end, answering x with its result, or to
 // ask for input, answering x with input_required.
 func (s *Server) await(x *exchange, c *continuation) {
+	// A retry that did not answer every request is asked again at once.
+	if s.askAgain(x, c) {
+		return
+	}
 	for {
 		select {
 		case r := <-c.result:
@@ -192,18 +196,9 @@ func (s *Server) await(x *exchange, c *continuation) {
 			c.fw.finish(x, r.raw, r.err)
 			return
 		case <-c.suspend:
-			asks := c.pendingAsks()
-			if len(asks) == 0 {
-				continue // answered meanwhile
+			if s.askAgain(x, c) {
+				return
 			}
-			token, err := s.conts.park(c, s.opts.ContinuationTTL, s.opts.MaxContinuationsPerPrincipal)
-			if err != nil {
-				c.refuse(err.Error())
-				continue
-			}
-			x.acc.outcome = "input_required"
-			x.reply(inputRequired(asks, token))
-			return
 		case <-x.ctx.Done():
 			// Closing the stream is how a stateless-era client cancels.
 			s.conts.forget(c)
@@ -269,6 +264,24 @@ func (s *Server) resume(x *exchange) {
 	}
 	c.give(responses)
 	s.await(x, c)
+}
+
+// askAgain answers x with input_required for the requests that are still
+// waiting, if any (a retry that left some unanswered), and reports whether
+// it did.
+func (s *Server) askAgain(x *exchange, c *continuation) bool {
+	asks := c.pendingAsks()
+	if len(asks) == 0 {
+		return false
+	}
+	token, err := s.conts.park(c, s.opts.ContinuationTTL, s.opts.MaxContinuationsPerPrincipal)
+	if err != nil {
+		c.refuse(err.Error())
+		return false
+	}
+	x.acc.outcome = "input_required"
+	x.reply(inputRequired(asks, token))
+	return true
 }
 
 // abandon waits for the end of a call nobody will answer and records it.

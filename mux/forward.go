@@ -416,8 +416,8 @@ func (s *Server) run(x *exchange, fw *forwarded, up switchboard.Upstream, req *s
 		defer cancel()
 		f.abort = cancel
 		raw, err := up.Call(ctx, req)
-		if err != nil {
-			err = f.failure(err)
+		if err = f.failure(err); err != nil {
+			raw = nil
 		}
 		fw.finish(x, raw, err)
 		return
@@ -426,8 +426,8 @@ func (s *Server) run(x *exchange, fw *forwarded, up switchboard.Upstream, req *s
 	f.abort = c.cancel
 	go func() {
 		raw, err := up.Call(c.ctx, req)
-		if err != nil {
-			err = f.failure(err)
+		if err = f.failure(err); err != nil {
+			raw = nil
 		}
 		c.result <- callResult{raw, err}
 	}()
@@ -451,7 +451,8 @@ type flight struct {
 }
 
 // failure returns the error the call ended with: err, unless the client
-// lacks a capability the child asked for.
+// lacks a capability the child asked for, which fails the call whatever
+// the child answered.
 func (f *flight) failure(err error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
