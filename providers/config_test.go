@@ -78,6 +78,10 @@ func TestBadConfigs(t *testing.T) {
 			`:4: audit.wait_for_write needs the audit log, which audit.disabled turns off`,
 		}},
 		{"bad_audit_type.bad.yaml", []string{`bad_audit_type.bad.yaml:2:`}},
+		{"reserved_secret.bad.yaml", []string{
+			`:5: provider "notes": env SIGNING: secret name "SWITCHBOARD_SERVICE_SIGNING_KEY" is reserved: names starting with SWITCHBOARD_ belong to the gateway's internal keys`,
+			`:6: provider "notes": env DIGEST: secret name "switchboard_audit_digest_key" is reserved`,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

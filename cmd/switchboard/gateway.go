@@ -288,6 +288,8 @@ func (m *Main) specFor(ctx context.Context, p *providers.Provider, user string) 
 			switch {
 			case errors.Is(err, vault.ErrNotFound):
 				return supervisor.Spec{}, switchboard.Errorf(switchboard.EUNAVAILABLE, "missing secret %s", ref.Name)
+			case errors.Is(err, vault.ErrReserved): // validation refuses it first; never resolve one
+				return supervisor.Spec{}, err
 			case err != nil:
 				return supervisor.Spec{}, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "secret %s unreadable", ref.Name)
 			}

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -17,7 +14,7 @@ import (
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
-// serviceKeySecret is the vault entry holding the service-token signing key.
+// serviceKeySecret names the vault's internal key that signs service tokens.
 // It is generated on first start and never leaves the vault.
 const serviceKeySecret = "SWITCHBOARD_SERVICE_SIGNING_KEY"
 
@@ -69,23 +66,15 @@ func serviceKey(v *vault.Vault) ([]byte, error) {
 	return internalKey(v, serviceKeySecret, "service signing key")
 }
 
-// internalKey returns a 32-byte key the gateway keeps for itself in the vault
-// under name, generating and storing it on first use. It never leaves the
-// vault except into the gateway's memory.
+// internalKey returns a 32-byte key the gateway keeps for itself in the
+// vault's internal keys under name, generating and storing it on first use. It
+// is the one way cmd fetches an internal key: these keys are out of reach of
+// `secret` and ${secret:} (names starting with SWITCHBOARD_ are refused there),
+// and never leave the vault except into the gateway's memory.
 func internalKey(v *vault.Vault, name, what string) ([]byte, error) {
-	sec, err := v.Get(name)
-	if err == nil {
-		return base64.StdEncoding.DecodeString(sec.Reveal())
-	}
-	if !errors.Is(err, vault.ErrNotFound) {
-		return nil, err
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	if err := v.Set(name, []byte(base64.StdEncoding.EncodeToString(key))); err != nil {
-		return nil, fmt.Errorf("storing the %s: %w", what, err)
+	key, err := v.InternalKey(name)
+	if err != nil {
+		return nil, fmt.Errorf("loading the %s: %w", what, err)
 	}
 	return key, nil
 }
