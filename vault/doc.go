@@ -42,6 +42,14 @@
 // re-wraps the keyring under a new master key and replaces the key check, also in
 // one transaction.
 //
+// # Damaged files
+//
+// Open locks the file and checks it before bbolt maps it (checkFile): the meta
+// pages, that the file is as long as the high-water mark says, and that every
+// reachable page lies inside it with sane bounds; then bbolt's consistency
+// check runs. A file that fails is ErrDamaged, one sentence naming the file and
+// the problem, never a SIGBUS from a page past the end of a truncated file.
+//
 // # Durability
 //
 // The file is opened with a short lock timeout (a second opener fails fast with

@@ -107,12 +107,35 @@ func Open(path string, key Key, opts Options) (*Vault, error) {
 			return nil, fmt.Errorf("opening vault: %w", err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
+	// Lock and check the file before bbolt maps it: a truncated or corrupt
+	// file must be one clear error, never a SIGBUS.
+	f, err := openFile(path, opts.ReadOnly, timeout)
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
+		return nil, err
+	}
+	var db *bolt.DB
+	err = guard(path, func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly,
+			OpenFile: func(string, int, os.FileMode) (*os.File, error) { return f, nil }})
+		return err
+	})
+	if err != nil {
+		_ = f.Close() // bbolt closed it already unless it panicked
+		var de *DamagedError
+		switch {
+		case errors.As(err, &de):
+			return nil, err
+		case errors.Is(err, berrors.ErrTimeout):
 			return nil, fmt.Errorf("opening vault %s: %w", path, ErrLocked)
+		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+			return nil, damaged(path, "%v", err)
 		}
 		return nil, fmt.Errorf("opening vault %s: %w", path, err)
+	}
+	if err := consistencyCheck(db, path); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	kek, err := deriveKEK(key)
 	if err != nil {

@@ -251,7 +251,7 @@ func (m *Main) Close() error {
 		}
 	}
 	m.closeErr = errors.Join(errs...)
-	if m.closeErr == nil {
+	if m.closeErr == nil && m.httpSrv != nil { // a failed Open reports its own error, alone
 		m.Log.Info().Msg("switchboard stopped")
 	}
 	return m.closeErr
