@@ -183,6 +183,39 @@ roles:
 	}
 }
 
+func TestDiffDisruptive(t *testing.T) {
+	base := `
+roles:
+  r: {providers: [a]}
+providers:
+  a: {command: ./a}
+  b: {command: ./b, args: [x], tools: {deny: [rm]}}
+`
+	tests := []struct {
+		name       string
+		next       string
+		disruptive bool
+	}{
+		{"unchanged", base, false},
+		{"provider added", base + "  c: {command: ./c}\n", false},
+		{"log level", "log: {level: debug}\n" + base, false},
+		{"provider removed", strings.Replace(base, "  b: {command: ./b, args: [x], tools: {deny: [rm]}}\n", "", 1), true},
+		{"provider restarted", strings.Replace(base, "args: [x]", "args: [y]", 1), true},
+		{"deny list dropped", strings.Replace(base, ", tools: {deny: [rm]}", "", 1), true},
+		{"role dropped", strings.Replace(base, "  r: {providers: [a]}\n", "", 1), true},
+		{"service added", "services:\n  s: {allowed_provider_prefixes: [a]}\n" + base, true},
+	}
+	dir := t.TempDir()
+	old := mustParse(t, dir, base)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Diff(old, mustParse(t, dir, tt.next)).Disruptive(); got != tt.disruptive {
+				t.Errorf("Disruptive() = %v, want %v", got, tt.disruptive)
+			}
+		})
+	}
+}
+
 func mustParse(t *testing.T, dir, s string) *Config {
 	t.Helper()
 	p := filepath.Join(dir, "gateway.yaml")

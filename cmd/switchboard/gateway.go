@@ -69,6 +69,7 @@ type Main struct {
 	admin          *adminServer
 	reloadCh       chan reloadReq
 	reloadsApplied atomic.Int64
+	fileWant       atomicString // hash of gateway.yaml the watcher last confirmed (reload.go)
 	lastReload     ReloadResult
 	level          *levelFilter
 	skills         skills.Set
