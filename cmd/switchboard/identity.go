@@ -23,6 +23,7 @@ type identity struct {
 	users   *auth.Users
 	prefs   *auth.Prefs
 	tokens  *auth.ServiceTokens
+	tokLog  *auth.TokenLog // issued and revoked service tokens
 	authn   *auth.Authenticator
 	limiter *auth.RateLimiter
 	fails   *auth.FailureLimiter
@@ -43,7 +44,7 @@ func openIdentity(v *vault.Vault, cfg *providers.Config, m *Main) (*identity, er
 	if err != nil {
 		return nil, err
 	}
-	tokens, err := auth.NewServiceTokens(key)
+	tokens, tokLog, err := newServiceTokens(v, key)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +52,7 @@ func openIdentity(v *vault.Vault, cfg *providers.Config, m *Main) (*identity, er
 	if err != nil {
 		return nil, err
 	}
-	id := &identity{users: users, prefs: prefs, tokens: tokens, authn: authn, conns: &connState{}}
+	id := &identity{users: users, prefs: prefs, tokens: tokens, tokLog: tokLog, authn: authn, conns: &connState{}}
 	if err := id.conns.reload(v); err != nil {
 		return nil, err
 	}
@@ -64,6 +65,20 @@ func openIdentity(v *vault.Vault, cfg *providers.Config, m *Main) (*identity, er
 // generating it on first use.
 func serviceKey(v *vault.Vault) ([]byte, error) {
 	return internalKey(v, serviceKeySecret, "service signing key")
+}
+
+// newServiceTokens signs with key and refuses the tokens revoked in v's token log.
+func newServiceTokens(v *vault.Vault, key []byte) (*auth.ServiceTokens, *auth.TokenLog, error) {
+	tokens, err := auth.NewServiceTokens(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	tokLog, err := auth.NewTokenLog(v.DB())
+	if err != nil {
+		return nil, nil, err
+	}
+	tokens.SetRevocationCheck(tokLog.IsRevoked)
+	return tokens, tokLog, nil
 }
 
 // internalKey returns a 32-byte key the gateway keeps for itself in the
