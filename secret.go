@@ -3,7 +3,20 @@ package switchboard
 import (
 	"context"
 	"fmt"
+	"strings"
 )
+
+// ReservedSecretPrefix starts the names the gateway keeps for its own keys
+// (the service-token signing key, the audit digest key). No shared secret may
+// have such a name, in any letter case: `secret set` and `secret rm` refuse
+// it, and so do a ${secret:} reference in gateway.yaml and the vault's Get.
+const ReservedSecretPrefix = "SWITCHBOARD_"
+
+// ReservedSecretName reports whether name starts with ReservedSecretPrefix, in
+// any letter case.
+func ReservedSecretName(name string) bool {
+	return len(name) >= len(ReservedSecretPrefix) && strings.EqualFold(name[:len(ReservedSecretPrefix)], ReservedSecretPrefix)
+}
 
 // Redacted is what a Secret prints as, everywhere.
 const Redacted = "<secret>"

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -37,7 +38,21 @@ type ServiceTokens struct {
 	keys    map[string]ed25519.PublicKey // kid → key; the current key and any previous ones
 	now     func() time.Time
 	methods []string
+	revoked func(jti string) bool // set once by SetRevocationCheck, before use
 }
+
+// TokenInfo describes a service token: its id (the jti claim), service and
+// lifetime. It is not the token and authenticates nothing.
+type TokenInfo struct {
+	JTI       string    `json:"jti"`
+	Service   string    `json:"service"`
+	IssuedAt  time.Time `json:"issued_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// SetRevocationCheck makes Verify refuse every token whose id revoked reports
+// (TokenLog.IsRevoked). Call it before the ServiceTokens is used.
+func (s *ServiceTokens) SetRevocationCheck(revoked func(jti string) bool) { s.revoked = revoked }
 
 // GenerateServiceKey returns a new random 32-byte Ed25519 seed for
 // NewServiceTokens. Store it with 0600 permissions; anyone holding it can mint
@@ -108,16 +123,23 @@ type serviceClaims struct {
 // service name follows the user-name rules; ttl must be positive and at most
 // MaxServiceTokenTTL.
 func (s *ServiceTokens) Issue(service string, ttl time.Duration) (string, time.Time, error) {
+	tok, info, err := s.IssueInfo(service, ttl)
+	return tok, info.ExpiresAt, err
+}
+
+// IssueInfo is Issue that also returns the new token's id and lifetime, for
+// the caller to record (TokenLog.Issued) so it can be listed and revoked.
+func (s *ServiceTokens) IssueInfo(service string, ttl time.Duration) (string, TokenInfo, error) {
 	if err := ValidateUserName(service); err != nil {
-		return "", time.Time{}, fmt.Errorf("issuing service token: %w", err)
+		return "", TokenInfo{}, fmt.Errorf("issuing service token: %w", err)
 	}
 	if ttl <= 0 || ttl > MaxServiceTokenTTL {
-		return "", time.Time{}, fmt.Errorf("issuing service token for %q: %w", service,
+		return "", TokenInfo{}, fmt.Errorf("issuing service token for %q: %w", service,
 			switchboard.Errorf(switchboard.EINVALID, "ttl %s out of range (0, %s]", ttl, MaxServiceTokenTTL))
 	}
 	var jti [16]byte
 	if _, err := rand.Read(jti[:]); err != nil {
-		return "", time.Time{}, fmt.Errorf("issuing service token for %q: %w", service, err)
+		return "", TokenInfo{}, fmt.Errorf("issuing service token for %q: %w", service, err)
 	}
 	now := s.now().Truncate(time.Second)
 	exp := now.Add(ttl)
@@ -132,15 +154,37 @@ func (s *ServiceTokens) Issue(service string, ttl time.Duration) (string, time.T
 	tok.Header["kid"] = s.kid
 	signed, err := tok.SignedString(s.priv)
 	if err != nil {
-		return "", time.Time{}, fmt.Errorf("issuing service token for %q: %w", service, err)
+		return "", TokenInfo{}, fmt.Errorf("issuing service token for %q: %w", service, err)
 	}
-	return signed, exp, nil
+	return signed, TokenInfo{JTI: hex.EncodeToString(jti[:]), Service: service, IssuedAt: now, ExpiresAt: exp}, nil
+}
+
+// Inspect checks that token is a service token this gateway signed (signature,
+// algorithm, issuer, audience) and returns its id, service and lifetime,
+// whether or not it has expired or been revoked. It is for revoking a token
+// given whole; it authenticates nothing.
+func (s *ServiceTokens) Inspect(token string) (TokenInfo, error) {
+	var claims serviceClaims
+	// Without claims validation the parser checks the signature and algorithm
+	// only; issuer and audience are checked here.
+	_, err := jwt.ParseWithClaims(token, &claims, s.keyFunc,
+		jwt.WithValidMethods(s.methods),
+		jwt.WithoutClaimsValidation(),
+		jwt.WithStrictDecoding(),
+	)
+	if err != nil || claims.Issuer != ServiceIssuer || !slices.Contains(claims.Audience, ServiceAudience) ||
+		claims.ExpiresAt == nil || claims.IssuedAt == nil || claims.ID == "" {
+		return TokenInfo{}, switchboard.Errorf(switchboard.EINVALID, "not a service token signed by this gateway")
+	}
+	return TokenInfo{JTI: claims.ID, Service: claims.Subject, IssuedAt: claims.IssuedAt.Time, ExpiresAt: claims.ExpiresAt.Time}, nil
 }
 
 // Verify checks a service token and returns the service it names. It refuses
 // any token whose signature, algorithm, issuer, audience, expiry or issue time
-// is wrong, and any token whose service known does not report as currently
-// configured (a nil known refuses every token). Every error means "deny".
+// is wrong, any token without an id or whose id was revoked (see
+// SetRevocationCheck), and any token whose service known does not report as
+// currently configured (a nil known refuses every token). Every error means
+// "deny".
 func (s *ServiceTokens) Verify(token string, known func(service string) bool) (string, error) {
 	var claims serviceClaims
 	_, err := jwt.ParseWithClaims(token, &claims, s.keyFunc,
@@ -161,6 +205,12 @@ func (s *ServiceTokens) Verify(token string, known func(service string) bool) (s
 	}
 	if ValidateUserName(claims.Subject) != nil {
 		return "", errors.New("verifying service token: invalid subject")
+	}
+	if claims.ID == "" {
+		return "", errors.New("verifying service token: no token id")
+	}
+	if s.revoked != nil && s.revoked(claims.ID) {
+		return "", fmt.Errorf("verifying service token: token %s was revoked", claims.ID)
 	}
 	if known == nil || !known(claims.Subject) {
 		return "", fmt.Errorf("verifying service token: service %q is not configured", claims.Subject)

@@ -632,6 +632,8 @@ func (c *Config) validate(file string) []Problem {
 			}
 			if ref.Kind == RefSecret && !secretNameRe.MatchString(ref.Name) {
 				add(epath, "provider %q: env %s: secret name %q must match [A-Za-z_][A-Za-z0-9_]*", p.Name, k, ref.Name)
+			} else if ref.Kind == RefSecret && switchboard.ReservedSecretName(ref.Name) {
+				add(epath, "provider %q: env %s: secret name %q is reserved: names starting with %s belong to the gateway's internal keys", p.Name, k, ref.Name, switchboard.ReservedSecretPrefix)
 			}
 		}
 		for _, pat := range append(append([]string{}, p.Tools.Allow...), p.Tools.Deny...) {

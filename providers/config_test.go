@@ -78,6 +78,10 @@ func TestBadConfigs(t *testing.T) {
 			`:4: audit.wait_for_write needs the audit log, which audit.disabled turns off`,
 		}},
 		{"bad_audit_type.bad.yaml", []string{`bad_audit_type.bad.yaml:2:`}},
+		{"reserved_secret.bad.yaml", []string{
+			`:5: provider "notes": env SIGNING: secret name "SWITCHBOARD_SERVICE_SIGNING_KEY" is reserved: names starting with SWITCHBOARD_ belong to the gateway's internal keys`,
+			`:6: provider "notes": env DIGEST: secret name "switchboard_audit_digest_key" is reserved`,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -176,6 +180,39 @@ roles:
 	}
 	if !Diff(old, mustParse(t, dir, base)).Empty() {
 		t.Error("identical configs should diff empty")
+	}
+}
+
+func TestDiffDisruptive(t *testing.T) {
+	base := `
+roles:
+  r: {providers: [a]}
+providers:
+  a: {command: ./a}
+  b: {command: ./b, args: [x], tools: {deny: [rm]}}
+`
+	tests := []struct {
+		name       string
+		next       string
+		disruptive bool
+	}{
+		{"unchanged", base, false},
+		{"provider added", base + "  c: {command: ./c}\n", false},
+		{"log level", "log: {level: debug}\n" + base, false},
+		{"provider removed", strings.Replace(base, "  b: {command: ./b, args: [x], tools: {deny: [rm]}}\n", "", 1), true},
+		{"provider restarted", strings.Replace(base, "args: [x]", "args: [y]", 1), true},
+		{"deny list dropped", strings.Replace(base, ", tools: {deny: [rm]}", "", 1), true},
+		{"role dropped", strings.Replace(base, "  r: {providers: [a]}\n", "", 1), true},
+		{"service added", "services:\n  s: {allowed_provider_prefixes: [a]}\n" + base, true},
+	}
+	dir := t.TempDir()
+	old := mustParse(t, dir, base)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Diff(old, mustParse(t, dir, tt.next)).Disruptive(); got != tt.disruptive {
+				t.Errorf("Disruptive() = %v, want %v", got, tt.disruptive)
+			}
+		})
 	}
 }
 

@@ -16,6 +16,18 @@ type Changes struct {
 	NeedsRestart []string
 	// PolicyChanged is true if anything that affects visibility changed.
 	PolicyChanged bool
+	// AccessChanged is true if roles, default_role, services or auth changed.
+	AccessChanged bool
+}
+
+// Disruptive reports whether applying the change stops or restarts a running
+// provider, or changes what callers may see or do (a provider's policy, roles,
+// default_role, services, auth). A valid prefix of a file that is still being
+// written looks like such a change (trailing providers, env entries, deny
+// lists or roles missing), so the file watcher applies a disruptive change
+// written in place only once the file has been stable for longer.
+func (c Changes) Disruptive() bool {
+	return len(c.Removed)+len(c.Restarted)+len(c.PolicyOnly) > 0 || c.AccessChanged
 }
 
 // Empty reports whether nothing changed.
@@ -67,11 +79,11 @@ func Diff(old, cur *Config) Changes {
 	if old.Sessions != cur.Sessions {
 		ch.NeedsRestart = append(ch.NeedsRestart, "sessions")
 	}
-	ch.PolicyChanged = len(ch.PolicyOnly) > 0 ||
-		!reflect.DeepEqual(old.Roles, cur.Roles) ||
+	ch.AccessChanged = !reflect.DeepEqual(old.Roles, cur.Roles) ||
 		old.DefaultRole != cur.DefaultRole ||
 		!reflect.DeepEqual(old.Services, cur.Services) ||
-		!reflect.DeepEqual(old.Auth, cur.Auth) ||
+		!reflect.DeepEqual(old.Auth, cur.Auth)
+	ch.PolicyChanged = len(ch.PolicyOnly) > 0 || ch.AccessChanged ||
 		!reflect.DeepEqual(old.Skills, cur.Skills) ||
 		old.Log != cur.Log
 	return ch

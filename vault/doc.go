@@ -18,19 +18,20 @@
 //	version(1) | len(key id)(1) | key id | updated-at unix nanos (8) | nonce (12) | ciphertext | tag (16)
 //
 // and the associated data binds that whole header plus the entry's full name
-// ("secret/NAME" or "conn/<user>/<provider>/NAME", each part length-prefixed), so a
-// ciphertext copied to another entry, or a header edited in place, fails to
-// decrypt with ErrCorrupt. Errors name the entry, never the value.
+// ("secret/NAME", "conn/<user>/<provider>/NAME" or "internal/NAME", each part
+// length-prefixed), so a ciphertext copied to another entry, or a header edited
+// in place, fails to decrypt with ErrCorrupt. Errors name the entry, never the value.
 //
 // # Layout
 //
 // The vault owns the buckets whose names start with "vault."; other packages keep
 // their own buckets in the same file through DB:
 //
-//	vault.meta    format, key check, next data key number
-//	vault.keys    key id → data key wrapped under the master key
-//	vault.secret  NAME → sealed value (shared secrets)
-//	vault.conn    user / provider / {"record": JSON Connection, "values" / NAME → sealed value}
+//	vault.meta      format, key check, next data key number
+//	vault.keys      key id → data key wrapped under the master key
+//	vault.secret    NAME → sealed value (shared secrets; no name starts with SWITCHBOARD_)
+//	vault.internal  NAME → sealed raw key (the gateway's own keys; see InternalKey)
+//	vault.conn      user / provider / {"record": JSON Connection, "values" / NAME → sealed value}
 //
 // # Rotation
 //
@@ -40,6 +41,14 @@
 // present. Rekey
 // re-wraps the keyring under a new master key and replaces the key check, also in
 // one transaction.
+//
+// # Damaged files
+//
+// Open locks the file and checks it before bbolt maps it (checkFile): the meta
+// pages, that the file is as long as the high-water mark says, and that every
+// reachable page lies inside it with sane bounds; then bbolt's consistency
+// check runs. A file that fails is ErrDamaged, one sentence naming the file and
+// the problem, never a SIGBUS from a page past the end of a truncated file.
 //
 // # Durability
 //

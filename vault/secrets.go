@@ -44,11 +44,17 @@ func notFound(what string) error {
 	return &switchboard.Error{Code: switchboard.ENOTFOUND, Message: what + " not found", Err: ErrNotFound}
 }
 
-// Set stores value as the shared secret name, replacing any previous value.
+// Set stores value as the shared secret name, replacing any previous value. A
+// reserved name (see switchboard.ReservedSecretName) is refused with ErrReserved.
 func (v *Vault) Set(name string, value []byte) error {
-	if err := checkName(name); err != nil {
+	if err := checkSecretName(name); err != nil {
 		return err
 	}
+	return v.set(name, value)
+}
+
+// set stores a shared secret without checking its name.
+func (v *Vault) set(name string, value []byte) error {
 	ename := secretEntry(name)
 	if err := validValue(ename, value); err != nil {
 		return err
@@ -67,9 +73,11 @@ func (v *Vault) Set(name string, value []byte) error {
 }
 
 // Get returns the shared secret name, decrypted. A missing secret is ErrNotFound
-// (code ENOTFOUND); a value that fails its integrity check is ErrCorrupt.
+// (code ENOTFOUND); a value that fails its integrity check is ErrCorrupt; a
+// reserved name is ErrReserved (code EINVALID), so no ${secret:} reference can
+// reach the gateway's internal keys.
 func (v *Vault) Get(name string) (switchboard.Secret, error) {
-	if err := checkName(name); err != nil {
+	if err := checkSecretName(name); err != nil {
 		return "", err
 	}
 	ename := secretEntry(name)
@@ -89,9 +97,10 @@ func (v *Vault) Get(name string) (switchboard.Secret, error) {
 	return v.reveal(pt), nil
 }
 
-// Delete removes the shared secret name; a missing secret is ErrNotFound.
+// Delete removes the shared secret name; a missing secret is ErrNotFound and a
+// reserved name is ErrReserved.
 func (v *Vault) Delete(name string) error {
-	if err := checkName(name); err != nil {
+	if err := checkSecretName(name); err != nil {
 		return err
 	}
 	err := v.update(func(tx *bolt.Tx) error {
@@ -113,6 +122,9 @@ func (v *Vault) List() ([]Entry, error) {
 	var out []Entry
 	err := v.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSecret).ForEach(func(k, val []byte) error {
+			if switchboard.ReservedSecretName(string(k)) {
+				return nil // an unmigrated internal key in a read-only vault
+			}
 			env, err := parseEnvelope(secretEntry(string(k)), val)
 			if err != nil {
 				return err

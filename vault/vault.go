@@ -107,12 +107,35 @@ func Open(path string, key Key, opts Options) (*Vault, error) {
 			return nil, fmt.Errorf("opening vault: %w", err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
+	// Lock and check the file before bbolt maps it: a truncated or corrupt
+	// file must be one clear error, never a SIGBUS.
+	f, err := openFile(path, opts.ReadOnly, timeout)
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
+		return nil, err
+	}
+	var db *bolt.DB
+	err = guard(path, func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly,
+			OpenFile: func(string, int, os.FileMode) (*os.File, error) { return f, nil }})
+		return err
+	})
+	if err != nil {
+		_ = f.Close() // bbolt closed it already unless it panicked
+		var de *DamagedError
+		switch {
+		case errors.As(err, &de):
+			return nil, err
+		case errors.Is(err, berrors.ErrTimeout):
 			return nil, fmt.Errorf("opening vault %s: %w", path, ErrLocked)
+		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+			return nil, damaged(path, "%v", err)
 		}
 		return nil, fmt.Errorf("opening vault %s: %w", path, err)
+	}
+	if err := consistencyCheck(db, path); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	kek, err := deriveKEK(key)
 	if err != nil {
@@ -139,6 +162,11 @@ func Open(path string, key Key, opts Options) (*Vault, error) {
 			_ = db.Close()
 			return nil, err
 		}
+		if _, err := v.migrateInternal(); err != nil {
+			v.wipe()
+			_ = db.Close()
+			return nil, fmt.Errorf("opening vault %s: %w", path, err)
+		}
 	}
 	if created {
 		v.log.Info().Str("key_id", "k1").Msg("vault created")
@@ -153,7 +181,7 @@ func (v *Vault) unlock(readOnly bool) (created bool, err error) {
 	err = v.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
-			if tx.Bucket(bucketSecret) != nil || tx.Bucket(bucketConn) != nil || tx.Bucket(bucketKeys) != nil {
+			if tx.Bucket(bucketSecret) != nil || tx.Bucket(bucketConn) != nil || tx.Bucket(bucketKeys) != nil || tx.Bucket(bucketInternal) != nil {
 				return fmt.Errorf("opening vault %s: metadata bucket is missing but entries exist: %w", v.path, ErrCorrupt)
 			}
 			return nil
@@ -225,7 +253,7 @@ func (v *Vault) initialize(tx *bolt.Tx) error {
 	if err != nil {
 		return fmt.Errorf("creating vault: %w", err)
 	}
-	for _, name := range [][]byte{bucketKeys, bucketSecret, bucketConn} {
+	for _, name := range [][]byte{bucketKeys, bucketSecret, bucketConn, bucketInternal} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("creating vault: %w", err)
 		}
@@ -458,9 +486,21 @@ type sealedRef struct {
 	value  []byte
 }
 
-// forEachSealed calls fn for every sealed value: shared secrets, then
-// connection values by user and provider. fn must not modify the buckets.
+// forEachSealed calls fn for every sealed value: internal keys, shared
+// secrets, then connection values by user and provider. fn must not modify the
+// buckets.
 func forEachSealed(tx *bolt.Tx, fn func(r sealedRef) error) error {
+	if b := tx.Bucket(bucketInternal); b != nil {
+		err := b.ForEach(func(k, val []byte) error {
+			if val == nil {
+				return nil
+			}
+			return fn(sealedRef{name: internalEntry(string(k)), bucket: b, key: k, value: val})
+		})
+		if err != nil {
+			return err
+		}
+	}
 	if b := tx.Bucket(bucketSecret); b != nil {
 		err := b.ForEach(func(k, val []byte) error {
 			if val == nil {

@@ -67,6 +67,7 @@ type Main struct {
 	admin          *adminServer
 	reloadCh       chan reloadReq
 	reloadsApplied atomic.Int64
+	fileWant       atomicString // hash of gateway.yaml the watcher last confirmed (reload.go)
 	lastReload     ReloadResult
 	level          *levelFilter
 	skills         skills.Set
@@ -253,7 +254,7 @@ func (m *Main) Close() error {
 		}
 	}
 	m.closeErr = errors.Join(errs...)
-	if m.closeErr == nil {
+	if m.closeErr == nil && m.httpSrv != nil { // a failed Open reports its own error, alone
 		m.Log.Info().Msg("switchboard stopped")
 	}
 	return m.closeErr
@@ -290,6 +291,8 @@ func (m *Main) specFor(ctx context.Context, p *providers.Provider, user string) 
 			switch {
 			case errors.Is(err, vault.ErrNotFound):
 				return supervisor.Spec{}, switchboard.Errorf(switchboard.EUNAVAILABLE, "missing secret %s", ref.Name)
+			case errors.Is(err, vault.ErrReserved): // validation refuses it first; never resolve one
+				return supervisor.Spec{}, err
 			case err != nil:
 				return supervisor.Spec{}, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "secret %s unreadable", ref.Name)
 			}

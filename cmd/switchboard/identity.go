@@ -1,9 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -17,7 +14,7 @@ import (
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
-// serviceKeySecret is the vault entry holding the service-token signing key.
+// serviceKeySecret names the vault's internal key that signs service tokens.
 // It is generated on first start and never leaves the vault.
 const serviceKeySecret = "SWITCHBOARD_SERVICE_SIGNING_KEY"
 
@@ -26,6 +23,7 @@ type identity struct {
 	users   *auth.Users
 	prefs   *auth.Prefs
 	tokens  *auth.ServiceTokens
+	tokLog  *auth.TokenLog // issued and revoked service tokens
 	authn   *auth.Authenticator
 	limiter *auth.RateLimiter
 	fails   *auth.FailureLimiter
@@ -46,7 +44,7 @@ func openIdentity(v *vault.Vault, cfg *providers.Config, m *Main) (*identity, er
 	if err != nil {
 		return nil, err
 	}
-	tokens, err := auth.NewServiceTokens(key)
+	tokens, tokLog, err := newServiceTokens(v, key)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +52,7 @@ func openIdentity(v *vault.Vault, cfg *providers.Config, m *Main) (*identity, er
 	if err != nil {
 		return nil, err
 	}
-	id := &identity{users: users, prefs: prefs, tokens: tokens, authn: authn, conns: &connState{}}
+	id := &identity{users: users, prefs: prefs, tokens: tokens, tokLog: tokLog, authn: authn, conns: &connState{}}
 	if err := id.conns.reload(v); err != nil {
 		return nil, err
 	}
@@ -69,23 +67,29 @@ func serviceKey(v *vault.Vault) ([]byte, error) {
 	return internalKey(v, serviceKeySecret, "service signing key")
 }
 
-// internalKey returns a 32-byte key the gateway keeps for itself in the vault
-// under name, generating and storing it on first use. It never leaves the
-// vault except into the gateway's memory.
+// newServiceTokens signs with key and refuses the tokens revoked in v's token log.
+func newServiceTokens(v *vault.Vault, key []byte) (*auth.ServiceTokens, *auth.TokenLog, error) {
+	tokens, err := auth.NewServiceTokens(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	tokLog, err := auth.NewTokenLog(v.DB())
+	if err != nil {
+		return nil, nil, err
+	}
+	tokens.SetRevocationCheck(tokLog.IsRevoked)
+	return tokens, tokLog, nil
+}
+
+// internalKey returns a 32-byte key the gateway keeps for itself in the
+// vault's internal keys under name, generating and storing it on first use. It
+// is the one way cmd fetches an internal key: these keys are out of reach of
+// `secret` and ${secret:} (names starting with SWITCHBOARD_ are refused there),
+// and never leave the vault except into the gateway's memory.
 func internalKey(v *vault.Vault, name, what string) ([]byte, error) {
-	sec, err := v.Get(name)
-	if err == nil {
-		return base64.StdEncoding.DecodeString(sec.Reveal())
-	}
-	if !errors.Is(err, vault.ErrNotFound) {
-		return nil, err
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	if err := v.Set(name, []byte(base64.StdEncoding.EncodeToString(key))); err != nil {
-		return nil, fmt.Errorf("storing the %s: %w", what, err)
+	key, err := v.InternalKey(name)
+	if err != nil {
+		return nil, fmt.Errorf("loading the %s: %w", what, err)
 	}
 	return key, nil
 }

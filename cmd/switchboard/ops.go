@@ -20,8 +20,8 @@ import (
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
-// auditKeySecret is the vault entry holding the audit log's HMAC key, which
-// keys argument digests and the checkpoint MAC.
+// auditKeySecret names the vault's internal key that keys the audit log's HMACs
+// (argument digests and the checkpoint MAC).
 const auditKeySecret = "SWITCHBOARD_AUDIT_DIGEST_KEY"
 
 // ops is what operators watch: the audit log, metrics and recent events.

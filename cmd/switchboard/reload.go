@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,6 +37,8 @@ type ReloadResult struct {
 	Restarted    []string  `json:"restarted,omitempty"`
 	PolicyOnly   []string  `json:"policy_only,omitempty"`
 	NeedsRestart []string  `json:"needs_restart,omitempty"`
+
+	superseded bool // a file reload whose bytes changed again before it ran; not recorded
 }
 
 type reloadReq struct {
@@ -55,9 +58,11 @@ func (m *Main) reloader(ctx context.Context) {
 			return
 		case req := <-m.reloadCh:
 			res := m.applyReload(ctx, req.trigger)
-			m.mu.Lock()
-			m.lastReload = res
-			m.mu.Unlock()
+			if !res.superseded {
+				m.mu.Lock()
+				m.lastReload = res
+				m.mu.Unlock()
+			}
 			if req.reply != nil {
 				req.reply <- res
 			}
@@ -103,6 +108,13 @@ func (m *Main) applyReload(ctx context.Context, trigger string) ReloadResult {
 		return res
 	}
 	res.NewHash = next.Hash
+	if want := m.fileWant.Load(); trigger == "file" && want != next.Hash {
+		// The file changed again after the watcher confirmed it: those bytes
+		// were never checked for settling. The watcher sees the new change.
+		m.fileWant.CompareAndSwap(want, "")
+		res.superseded = true
+		return res
+	}
 	if next.Hash == old.Hash {
 		res.OK, res.Unchanged = true, true
 		return res
@@ -157,12 +169,29 @@ func short(h string) string {
 	return h
 }
 
+// Timing of file-triggered reloads (see "Live reload" in docs/configuration.md).
+const (
+	// configQuiet is how long the file must see no event before it is read;
+	// two reads 100 ms apart must then agree.
+	configQuiet = 300 * time.Millisecond
+	// ConfigSettle is how long a file written in place must have been
+	// unchanged before a disruptive change in it (one that stops or restarts a
+	// provider or changes what callers may see or do) is applied. A writer that
+	// pauses mid-file for less than this never gets its valid prefix applied.
+	ConfigSettle = 2 * time.Second
+)
+
 // watchConfig watches the config file's folder (so a rename-over and a
 // Kubernetes ..data symlink swap are both seen, and the watch survives them)
 // and queues a reload when the file's bytes change. Bursts are debounced; a
-// file still being written is read again until two reads agree.
+// file still being written is read again until two reads agree. A change that
+// arrived by replacing the file (rename, symlink swap) is complete and applies
+// at once; a change written into the file in place may be a valid prefix of
+// what the writer is still writing, so if it is disruptive it applies only once
+// the file has been unchanged for ConfigSettle, confirmed by a re-read.
 func (m *Main) watchConfig(ctx context.Context) {
 	path := m.ConfigPath
+	abs, _ := filepath.Abs(path)
 	dir := filepath.Dir(path)
 	base := filepath.Base(path)
 	w, err := fsnotify.NewWatcher()
@@ -171,7 +200,8 @@ func (m *Main) watchConfig(ctx context.Context) {
 	}
 	var events <-chan fsnotify.Event
 	var poll <-chan time.Time
-	if err != nil {
+	polling := err != nil
+	if polling {
 		m.Log.Warn().Err(err).Msg("cannot watch the config folder; polling every 2s instead")
 		t := time.NewTicker(2 * time.Second)
 		defer t.Stop()
@@ -180,7 +210,10 @@ func (m *Main) watchConfig(ctx context.Context) {
 		defer w.Close()
 		events = w.Events
 	}
-	last := fileHash(path)
+	seen := fileHash(path)
+	m.fileWant.Store(seen)
+	changedAt := time.Now()
+	inPlace := polling // a poll cannot tell how the file changed
 	var debounce <-chan time.Time
 	for {
 		select {
@@ -192,33 +225,69 @@ func (m *Main) watchConfig(ctx context.Context) {
 			}
 			name := filepath.Base(ev.Name)
 			if name == base || name == "..data" || strings.HasPrefix(name, "..") {
-				debounce = time.After(300 * time.Millisecond)
+				if name == base && ev.Has(fsnotify.Write) {
+					inPlace = true
+				} else if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Rename) {
+					inPlace = false // replaced whole
+				}
+				changedAt = time.Now()
+				debounce = time.After(configQuiet)
 			}
 		case <-poll:
 			debounce = time.After(0)
 		case <-debounce:
 			debounce = nil
-			a := fileHash(path)
+			data, err := os.ReadFile(path)
+			a := hashBytes(data, err)
 			time.Sleep(100 * time.Millisecond)
 			if b := fileHash(path); a != b {
-				debounce = time.After(300 * time.Millisecond) // still being written
+				changedAt = time.Now()
+				debounce = time.After(configQuiet) // still being written
 				continue
 			}
-			if a != last && a != "" {
-				last = a
-				m.requestReload("file")
+			if a != seen {
+				seen = a
+				if polling {
+					changedAt = time.Now()
+				}
 			}
+			if a == "" || a == m.fileWant.Load() {
+				continue
+			}
+			if inPlace && m.disruptive(data, abs) {
+				if wait := time.Until(changedAt.Add(ConfigSettle)); wait > 0 {
+					m.Log.Debug().Dur("wait", wait).Msg("config written in place; waiting for it to settle before a disruptive reload")
+					debounce = time.After(wait)
+					continue
+				}
+			}
+			m.fileWant.Store(a)
+			m.requestReload("file")
 		}
 	}
 }
 
-func fileHash(path string) string {
-	b, err := os.ReadFile(path)
+// disruptive reports whether data, as the next config, would stop or restart
+// a provider or change access. An invalid file is not: it is rejected whole.
+func (m *Main) disruptive(data []byte, abs string) bool {
+	next, err := providers.Parse(data, abs, m.ConfigPath)
+	if err != nil {
+		return false
+	}
+	return providers.Diff(m.config(), next).Disruptive()
+}
+
+func hashBytes(b []byte, err error) string {
 	if err != nil {
 		return ""
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+func fileHash(path string) string {
+	b, err := os.ReadFile(path)
+	return hashBytes(b, err)
 }
 
 // watchSIGHUP reloads on SIGHUP.
@@ -284,4 +353,33 @@ func newReloadCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// atomicString is a string read and written from several goroutines.
+type atomicString struct {
+	mu sync.Mutex
+	s  string
+}
+
+func (a *atomicString) Load() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.s
+}
+
+func (a *atomicString) Store(s string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.s = s
+}
+
+// CompareAndSwap sets the string to new if it is old, and reports whether it did.
+func (a *atomicString) CompareAndSwap(old, new string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.s != old {
+		return false
+	}
+	a.s = new
+	return true
 }

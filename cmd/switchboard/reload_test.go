@@ -15,6 +15,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/providers"
 )
 
 const reloadBase = `
@@ -317,5 +318,95 @@ func TestListChangedOnlyToSessionsWhoseViewChanged(t *testing.T) {
 	}
 	if names := strings.Join(toolNames(t, ab), ","); strings.Contains(names, "b__sleep") || !strings.Contains(names, "b__echo") {
 		t.Errorf("abby sees %s", names)
+	}
+}
+
+// TestSlowInPlaceWriterNeverStopsProviders: a process that writes gateway.yaml
+// in place and pauses (0.6 s, twice) where the part written so far is valid
+// YAML must not get that part applied: the first prefix lacks provider b
+// (a removal), the second lacks b's args (a restart). Providers keep their
+// pids throughout, and the finished file is applied exactly once.
+func TestSlowInPlaceWriterNeverStopsProviders(t *testing.T) {
+	const base = `
+listen: 127.0.0.1:0
+data_dir: ./data
+log: {level: debug}
+providers:
+  a:
+    command: BIN/echo
+  b:
+    command: BIN/echo
+    args: [one]
+`
+	g := MustOpenGateway(t, base)
+	g.waitReady(t)
+	before := g.pids(t)
+	if before["a"] == 0 || before["b"] == 0 {
+		t.Fatalf("running = %v", before)
+	}
+	n := g.reloadsApplied.Load()
+	final := strings.ReplaceAll(base+"  c:\n    command: BIN/echo\n", "BIN", binDir)
+	cut1 := strings.Index(final, "  b:\n")
+	cut2 := strings.Index(final, "    args: [one]\n")
+	for _, prefix := range []string{final[:cut1], final[:cut2]} { // both are valid configs
+		if _, err := providers.Parse([]byte(prefix), g.ConfigPath, ""); err != nil {
+			t.Fatalf("test setup: the prefix must be valid YAML: %v", err)
+		}
+	}
+
+	// A real writer: one open, writes with pauses, one close.
+	done := make(chan error, 1)
+	go func() {
+		f, err := os.OpenFile(g.ConfigPath, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		for _, part := range []string{final[:cut1], final[cut1:cut2], final[cut2:]} {
+			if _, err := f.WriteString(part); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(600 * time.Millisecond)
+		}
+		done <- nil
+	}()
+
+	// Sample the providers while the writer works and until the final file is applied.
+	check := func() {
+		t.Helper()
+		now := g.pids(t)
+		if now["a"] != before["a"] || now["b"] != before["b"] {
+			t.Fatalf("a provider was stopped or restarted while the file was being written: %v → %v\n%s", before, now, g.log.String())
+		}
+	}
+	writing := true
+	deadline := time.Now().Add(20 * time.Second)
+	for g.pids(t)["c"] == 0 {
+		check()
+		if writing {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+				writing = false
+			default:
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the finished file was not applied (provider c not running)")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	check()
+	time.Sleep(ConfigSettle + 500*time.Millisecond)
+	check()
+	if got := g.reloadsApplied.Load() - n; got != 1 {
+		t.Errorf("applied %d reloads, want exactly 1 (the finished file)", got)
+	}
+	if h := g.config().Hash; h != fileHash(g.ConfigPath) {
+		t.Errorf("the config in force is not the finished file")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/audit"
 	"github.com/switchboard-mcp/switchboard/auth"
 )
 
@@ -20,7 +21,13 @@ func init() {
 	registerOp("user.rm", opUserRm)
 	registerOp("user.rotate", opUserRotate)
 	registerOp("service.token", opServiceToken)
+	registerOp("service.revoke", opServiceRevoke)
+	registerOp("service.list", opServiceList)
 }
+
+// auditTypeServiceToken is the audit record type of service-token issues and
+// revocations.
+const auditTypeServiceToken = "service_token"
 
 type userArgs struct {
 	Name  string   `json:"name"`
@@ -119,6 +126,7 @@ type tokenArgs struct {
 type tokenResult struct {
 	Token   string    `json:"token"`
 	Expires time.Time `json:"expires"`
+	JTI     string    `json:"jti"`
 }
 
 func opServiceToken(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
@@ -129,23 +137,76 @@ func opServiceToken(ctx context.Context, env *adminEnv, raw json.RawMessage) (an
 	if _, ok := env.cfg.Services[a.Service]; !ok {
 		return nil, switchboard.Errorf(switchboard.ENOTFOUND, "service %q is not defined under services in %s", a.Service, env.cfg.Path)
 	}
-	var tokens *auth.ServiceTokens
-	if env.main != nil {
-		tokens = env.main.id.tokens
-	} else {
-		key, err := serviceKey(env.vault)
-		if err != nil {
-			return nil, err
-		}
-		if tokens, err = auth.NewServiceTokens(key); err != nil {
-			return nil, err
-		}
-	}
-	tok, exp, err := tokens.Issue(a.Service, a.TTL)
+	tokens, tokLog, err := env.serviceTokens()
 	if err != nil {
 		return nil, err
 	}
-	return tokenResult{Token: tok, Expires: exp}, nil
+	tok, info, err := tokens.IssueInfo(a.Service, a.TTL)
+	if err != nil {
+		return nil, err
+	}
+	if err := tokLog.Issued(info); err != nil {
+		return nil, err
+	}
+	env.audit(audit.Record{Type: auditTypeServiceToken, Principal: a.Service, PrincipalKind: string(switchboard.PrincipalService),
+		Detail: map[string]string{"action": "issue", "jti": info.JTI, "expires": info.ExpiresAt.UTC().Format(time.RFC3339)}})
+	return tokenResult{Token: tok, Expires: info.ExpiresAt, JTI: info.JTI}, nil
+}
+
+// serviceTokens returns the running gateway's service tokens and token log,
+// or, offline, ones on the vault (the same key and the same records).
+func (env *adminEnv) serviceTokens() (*auth.ServiceTokens, *auth.TokenLog, error) {
+	if env.main != nil {
+		return env.main.id.tokens, env.main.id.tokLog, nil
+	}
+	key, err := serviceKey(env.vault)
+	if err != nil {
+		return nil, nil, err
+	}
+	return newServiceTokens(env.vault, key)
+}
+
+type revokeArgs struct {
+	// Token is a whole service token or its id (jti, 32 hex digits).
+	Token string `json:"token"`
+}
+
+// opServiceRevoke revokes one service token. Online it changes the running
+// gateway's token log, so the token's next request is refused; offline it
+// writes the vault file, and the next start loads it.
+func opServiceRevoke(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
+	var a revokeArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, err
+	}
+	tokens, tokLog, err := env.serviceTokens()
+	if err != nil {
+		return nil, err
+	}
+	jti := strings.TrimSpace(a.Token)
+	var info *auth.TokenInfo
+	if strings.Count(jti, ".") == 2 { // a whole token: it must be one this gateway signed
+		ti, err := tokens.Inspect(jti)
+		if err != nil {
+			return nil, err
+		}
+		info, jti = &ti, ti.JTI
+	}
+	rec, err := tokLog.Revoke(jti, info)
+	if err != nil {
+		return nil, err
+	}
+	env.audit(audit.Record{Type: auditTypeServiceToken, Principal: rec.Service, PrincipalKind: string(switchboard.PrincipalService),
+		Detail: map[string]string{"action": "revoke", "jti": rec.JTI, "expires": rec.ExpiresAt.UTC().Format(time.RFC3339)}})
+	return rec, nil
+}
+
+func opServiceList(ctx context.Context, env *adminEnv, _ json.RawMessage) (any, error) {
+	_, tokLog, err := env.serviceTokens()
+	if err != nil {
+		return nil, err
+	}
+	return tokLog.List()
 }
 
 func newUserCmd() *cobra.Command {
@@ -230,12 +291,57 @@ func newServiceCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), res.Token)
-			fmt.Fprintf(cmd.ErrOrStderr(), "expires %s; use it as: Authorization: Bearer <token> on /mcp/internal\n", res.Expires.Local().Format(time.RFC3339))
+			fmt.Fprintf(cmd.ErrOrStderr(), "id %s, expires %s; use it as: Authorization: Bearer <token> on /mcp/internal\n", res.JTI, res.Expires.Local().Format(time.RFC3339))
 			return nil
 		},
 	}
 	tok.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "token lifetime")
 	cmd.AddCommand(tok)
+	cmd.AddCommand(&cobra.Command{
+		Use:   "revoke TOKEN|ID",
+		Short: "Revoke one service token (the token itself, or its id from `service list`); refused from its next request",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var rec auth.TokenRecord
+			if err := adminCall(cmd, "service.revoke", revokeArgs{Token: args[0]}, &rec); err != nil {
+				return err
+			}
+			svc := rec.Service
+			if svc == "" {
+				svc = "unknown service (no record of this id: kept revoked for the longest token lifetime)"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked service token %s of %s (it would have expired %s)\n", rec.JTI, svc, rec.ExpiresAt.Local().Format(time.RFC3339))
+			return nil
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List the service tokens that have not expired: id, service, issued, expires, revoked",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var list []auth.TokenRecord
+			if err := adminCall(cmd, "service.list", nil, &list); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSERVICE\tISSUED\tEXPIRES\tSTATE")
+			for _, r := range list {
+				issued, state := "-", "active"
+				if !r.IssuedAt.IsZero() {
+					issued = r.IssuedAt.Local().Format(time.DateTime)
+				}
+				if r.Revoked() {
+					state = "revoked " + r.RevokedAt.Local().Format(time.DateTime)
+				}
+				svc := r.Service
+				if svc == "" {
+					svc = "?"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.JTI, svc, issued, r.ExpiresAt.Local().Format(time.DateTime), state)
+			}
+			return tw.Flush()
+		},
+	})
 	return cmd
 }
 

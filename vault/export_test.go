@@ -1,0 +1,5 @@
+package vault
+
+// SetLegacy stores a shared secret under any valid name, reserved or not, the
+// way versions before the internal-key bucket stored the gateway's own keys.
+func (v *Vault) SetLegacy(name string, value []byte) error { return v.set(name, value) }
