@@ -101,6 +101,10 @@ type Request struct {
 	// the child its own token and relays the child's progress to Caller
 	// with this one.
 	Progress json.RawMessage
+	// LogLevel is the least severe log level the client wants messages of
+	// during this request ("" for none); a child that speaks the stateless
+	// protocol is told it, per request.
+	LogLevel string
 	// Caller receives the child's messages that belong to this request;
 	// nil for the gateway's own requests.
 	Caller Caller

@@ -42,6 +42,14 @@ func (x *exchange) key() string {
 	return "req:" + switchboard.RequestIDFromContext(x.ctx) + ":" + string(x.m.ID)
 }
 
+// logLevel names the least severe log level the client wants, or "".
+func (x *exchange) logLevel() string {
+	if x.level < 0 || int(x.level) >= len(levelNames) {
+		return ""
+	}
+	return levelNames[x.level]
+}
+
 // framePool recycles answer buffers; ones grown past maxPooledFrame are
 // dropped.
 var framePool = sync.Pool{New: func() any { return new([]byte) }}

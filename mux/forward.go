@@ -112,7 +112,7 @@ func (s *Server) toolsCall(x *exchange) {
 	fw := &forwarded{ci: ci, provider: e.provider, suspendable: true, finish: func(x *exchange, raw json.RawMessage, err error) {
 		s.answerTool(x, ci, raw, err, e.provider)
 	}}
-	req := &switchboard.Request{Method: "tools/call", Params: rawCallParams(e.original, m.P.Arguments), Progress: m.P.M.ProgressToken, Meta: traceMeta(&m.P.M)}
+	req := &switchboard.Request{Method: "tools/call", Params: rawCallParams(e.original, m.P.Arguments), Progress: m.P.M.ProgressToken, Meta: traceMeta(&m.P.M), LogLevel: x.logLevel()}
 	s.run(x, fw, up, req)
 }
 
@@ -326,7 +326,7 @@ func (s *Server) resourcesRead(x *exchange) {
 		s.answerPlain(x, e.provider, nil, err)
 		return
 	}
-	s.run(x, fw, up, &switchboard.Request{Method: "resources/read", Params: params, Progress: x.m.P.M.ProgressToken, Meta: traceMeta(&x.m.P.M)})
+	s.run(x, fw, up, &switchboard.Request{Method: "resources/read", Params: params, Progress: x.m.P.M.ProgressToken, Meta: traceMeta(&x.m.P.M), LogLevel: x.logLevel()})
 }
 
 // exposedContents rewrites the uri of a read result's contents from the
@@ -370,7 +370,7 @@ func (s *Server) forwardPlain(x *exchange, provider, method string, params []byt
 	fw := &forwarded{provider: provider, suspendable: suspendable, finish: func(x *exchange, raw json.RawMessage, err error) {
 		s.answerPlain(x, provider, raw, err)
 	}}
-	s.run(x, fw, up, &switchboard.Request{Method: method, Params: params, Progress: x.m.P.M.ProgressToken, Meta: traceMeta(&x.m.P.M)})
+	s.run(x, fw, up, &switchboard.Request{Method: method, Params: params, Progress: x.m.P.M.ProgressToken, Meta: traceMeta(&x.m.P.M), LogLevel: x.logLevel()})
 }
 
 // answerPlain answers with a child's result or error.

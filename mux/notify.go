@@ -474,6 +474,7 @@ func (s *Server) listen(x *exchange) {
 	}
 	lt := s.listens
 	owner := continuationOwner(x.p, x.ep)
+	hashes := s.view(x.ctx, x.p).hash
 	lt.mu.Lock()
 	if lt.byOwner[owner] >= s.opts.MaxListensPerPrincipal {
 		lt.mu.Unlock()
@@ -481,11 +482,10 @@ func (s *Server) listen(x *exchange) {
 		return
 	}
 	lt.n++
-	l := &listener{id: jsonrpc.Clone(x.m.ID), sid: "listen-" + strconv.Itoa(lt.n), p: x.p, owner: owner, st: x.out, filter: f, ended: make(chan struct{})}
+	l := &listener{id: jsonrpc.Clone(x.m.ID), sid: "listen-" + strconv.Itoa(lt.n), p: x.p, owner: owner, st: x.out, filter: f, ended: make(chan struct{}), hashes: hashes}
 	lt.m[l] = true
 	lt.byOwner[owner]++
 	lt.mu.Unlock()
-	l.hashes = s.view(x.ctx, x.p).hash
 	for _, uri := range f.ResourceSubscriptions {
 		s.subs.add(s, x.ctx, uri, subscriber{id: l.sid, p: x.p, deliver: l.send})
 	}

@@ -142,20 +142,24 @@ type ShutdownConfig struct {
 
 // Provider is one stdio MCP server. Its key in gateway.yaml is its tool prefix.
 type Provider struct {
-	Name         string            `yaml:"-"`
-	Command      string            `yaml:"command"`
-	Args         []string          `yaml:"args"`
-	Env          map[string]string `yaml:"env"`
-	Dir          string            `yaml:"dir"`
-	Enabled      *bool             `yaml:"enabled"`
-	Description  string            `yaml:"description"`
-	Scope        string            `yaml:"scope"` // shared (default) or user
-	Connection   Connection        `yaml:"connection"`
-	InternalOnly bool              `yaml:"internal_only"`
-	Public       bool              `yaml:"public"`
-	ReadOnly     bool              `yaml:"read_only"`
-	Tools        ToolPolicy        `yaml:"tools"`
-	Limits       Limits            `yaml:"limits"`
+	Name        string            `yaml:"-"`
+	Command     string            `yaml:"command"`
+	Args        []string          `yaml:"args"`
+	Env         map[string]string `yaml:"env"`
+	Dir         string            `yaml:"dir"`
+	Enabled     *bool             `yaml:"enabled"`
+	Description string            `yaml:"description"`
+	Scope       string            `yaml:"scope"` // shared (default) or user
+	// Protocol is the MCP era the gateway speaks to the provider in: auto
+	// (default: probe with server/discover, else initialize), 2025-11-25
+	// (initialize only) or 2026-07-28 (stateless only).
+	Protocol     string     `yaml:"protocol"`
+	Connection   Connection `yaml:"connection"`
+	InternalOnly bool       `yaml:"internal_only"`
+	Public       bool       `yaml:"public"`
+	ReadOnly     bool       `yaml:"read_only"`
+	Tools        ToolPolicy `yaml:"tools"`
+	Limits       Limits     `yaml:"limits"`
 }
 
 // Connection names what each user supplies for a scope: user provider.
@@ -600,6 +604,11 @@ func (c *Config) validate(file string) []Problem {
 		}
 		if strings.TrimSpace(p.Command) == "" {
 			add(path, "provider %q: command is empty", p.Name)
+		}
+		switch p.Protocol {
+		case "", "auto", "2025-11-25", "2026-07-28":
+		default:
+			add(path+".protocol", "provider %q: protocol %q must be auto, 2025-11-25 or 2026-07-28", p.Name, p.Protocol)
 		}
 		if p.Scope != ScopeShared && p.Scope != ScopeUser {
 			add(path+".scope", "provider %q: scope %q must be shared or user", p.Name, p.Scope)

@@ -94,7 +94,7 @@ func SameProcess(a, b *Provider) bool {
 	return a.Command == b.Command &&
 		reflect.DeepEqual(nilIfEmpty(a.Args), nilIfEmpty(b.Args)) &&
 		reflect.DeepEqual(nilIfEmptyMap(a.Env), nilIfEmptyMap(b.Env)) &&
-		a.Dir == b.Dir && a.Scope == b.Scope &&
+		a.Dir == b.Dir && a.Scope == b.Scope && a.Protocol == b.Protocol &&
 		reflect.DeepEqual(a.Connection, b.Connection) &&
 		a.Limits == b.Limits && a.IsEnabled() == b.IsEnabled()
 }

@@ -103,7 +103,22 @@ type Conn struct {
 	garbage atomic.Int64
 	dropped atomic.Int64
 	late    atomic.Int64
+
+	// modern is set once the child is known to speak the stateless
+	// protocol; modernMeta is written before it.
+	modern     atomic.Bool
+	modernMeta []byte
 }
+
+// SetModern makes every later Call speak the stateless protocol (see
+// modern.go): meta is the _meta members each request carries.
+func (c *Conn) SetModern(meta []byte) {
+	c.modernMeta = meta
+	c.modern.Store(true)
+}
+
+// Modern reports whether the child speaks the stateless protocol.
+func (c *Conn) Modern() bool { return c.modern.Load() }
 
 // pending is a call waiting for its response.
 type pending struct {
@@ -239,8 +254,18 @@ func (c *Conn) CallParams(ctx context.Context, method string, params any) (json.
 // soon as the Conn dies, an ETIMEOUT error when ctx's deadline passes, or
 // ctx's error when it is cancelled. When ctx ends the child is sent
 // notifications/cancelled. The result has been validated as JSON by the
-// read loop.
+// read loop. To a child that speaks the stateless protocol the request
+// carries its _meta, and an input_required result is worked through with
+// req.Caller (see modern.go).
 func (c *Conn) Call(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
+	if c.modern.Load() {
+		return c.callModern(ctx, req)
+	}
+	return c.call(ctx, req)
+}
+
+// call sends one request and waits for its response.
+func (c *Conn) call(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
 	method := req.Method
 	if err := ctx.Err(); err != nil {
 		return nil, c.ctxError(method, err)

@@ -56,6 +56,10 @@ type Spec struct {
 	// gateway relays it to the client whose call is in flight). Set it only
 	// for an instance that serves one user.
 	Roots bool
+	// Protocol chooses the era the child is spoken to in: ProtocolAuto
+	// (probe with server/discover, else initialize), ProtocolSession or
+	// ProtocolStateless.
+	Protocol string
 	// StopGrace is how long Stop waits after closing stdin before SIGTERM
 	// (default 2s); KillGrace is how long it then waits before SIGKILL
 	// (default 2s).
@@ -146,6 +150,7 @@ func (s Spec) Equal(o Spec) bool {
 		a.MaxQueue == b.MaxQueue &&
 		a.MaxMessageBytes == b.MaxMessageBytes &&
 		a.Roots == b.Roots &&
+		a.Protocol == b.Protocol &&
 		a.StopGrace == b.StopGrace &&
 		a.KillGrace == b.KillGrace &&
 		a.Backoff == b.Backoff &&

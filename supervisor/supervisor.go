@@ -368,7 +368,10 @@ type instance struct {
 	tools     int
 	up        *limited
 	caps      capabilities
-	published bool // OnCatalog last got a non-nil upstream (run goroutine only)
+	// sessionOnly: the child died on the server/discover probe once, so
+	// later starts skip it (run goroutine only).
+	sessionOnly bool
+	published   bool // OnCatalog last got a non-nil upstream (run goroutine only)
 }
 
 // requestStop makes the instance's goroutine stop the child and return, and
@@ -678,6 +681,13 @@ func (in *instance) runOnce() (res runResult) {
 	}
 
 	up := newLimited(conn, spec, &in.inFlight)
+	if conn.Modern() {
+		up.lis = newListener(conn, func(err error) {
+			in.log.Warn().Str("error", redact(err.Error())).Msg("the provider's subscriptions/listen stream ended")
+		})
+		up.lis.restart()
+		defer up.lis.close()
+	}
 	in.mu.Lock()
 	in.up = up
 	in.tools = len(cat.Tools)
@@ -886,8 +896,40 @@ func clientCapabilities(roots bool) map[string]any {
 	return caps
 }
 
-// initialize runs the MCP handshake and fetches the first catalog.
+// initialize runs the MCP handshake and fetches the first catalog. A child
+// that answers server/discover as a stateless-era server is spoken to in
+// that era; any other answer, or none within probeTimeout, means the
+// session era's initialize.
 func (in *instance) initialize(ctx context.Context, conn *Conn) (*switchboard.Catalog, error) {
+	if in.spec.Protocol != ProtocolSession && !in.sessionOnly {
+		meta := modernMeta(in.spec.Roots)
+		raw, ok, err := discover(ctx, conn, meta)
+		switch {
+		case err != nil:
+			// It died on the probe: next time, go straight to initialize.
+			in.sessionOnly = in.spec.Protocol == ProtocolAuto
+			return nil, fmt.Errorf("probing with server/discover: %w", err)
+		case ok:
+			var d struct {
+				Capabilities json.RawMessage `json:"capabilities"`
+				Instructions string          `json:"instructions"`
+			}
+			if err := json.Unmarshal(raw, &d); err != nil {
+				return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "initializing: decoding the server/discover result")
+			}
+			var caps capabilities
+			_ = json.Unmarshal(d.Capabilities, &caps)
+			caps.raw = d.Capabilities
+			conn.SetModern(meta)
+			in.mu.Lock()
+			in.caps = caps
+			in.mu.Unlock()
+			in.log.Info().Str("protocol", StatelessVersion).Msg("provider speaks the stateless protocol")
+			return in.fetchCatalog(ctx, conn, d.Instructions)
+		case in.spec.Protocol == ProtocolStateless:
+			return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "initializing: the provider does not answer server/discover for %s", StatelessVersion)
+		}
+	}
 	params, err := json.Marshal(map[string]any{
 		"protocolVersion": ProtocolVersion,
 		"capabilities":    clientCapabilities(in.spec.Roots),

@@ -27,6 +27,9 @@ import (
 // tpBin is the testprovider binary, built once in TestMain.
 var tpBin string
 
+// modernBin is the modernprovider binary (both protocol eras, mcp-go).
+var modernBin string
+
 func TestMain(m *testing.M) {
 	if os.Getenv(miniGatewayEnv) != "" {
 		miniGateway()
@@ -38,10 +41,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	tpBin = filepath.Join(dir, "testprovider")
-	out, err := exec.Command("go", "build", "-o", tpBin, "../internal/testprovider").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "building testprovider: %v\n%s", err, out)
-		os.Exit(1)
+	modernBin = filepath.Join(dir, "modernprovider")
+	for bin, pkg := range map[string]string{tpBin: "../internal/testprovider", modernBin: "../internal/modernprovider"} {
+		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	_ = os.RemoveAll(dir)

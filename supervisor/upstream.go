@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 )
 
 // limited is the Upstream handed out for a running instance: a Conn behind a
@@ -18,6 +19,9 @@ type limited struct {
 	inFlight *atomic.Int64 // shared with the instance, for Status
 	maxQueue int64
 	timeout  time.Duration
+	// lis is the stateless-era child's subscriptions/listen stream, which
+	// carries resource subscriptions; nil for a session-era child.
+	lis *listener
 }
 
 var _ switchboard.Upstream = (*limited)(nil)
@@ -35,6 +39,16 @@ func newLimited(conn *Conn, spec Spec, inFlight *atomic.Int64) *limited {
 // Call waits for a slot (failing at once with EOVERLOADED when the queue is
 // full), then calls the child with the per-call timeout.
 func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
+	if l.lis != nil && (req.Method == "resources/subscribe" || req.Method == "resources/unsubscribe") {
+		// The stateless era has no such methods: its listen stream
+		// carries the subscribed resources.
+		uri, ok := resourceSubscription(req)
+		if !ok {
+			return nil, &switchboard.RPCError{Code: jsonrpc.CodeInvalidParams, Message: req.Method + " needs params.uri"}
+		}
+		l.lis.subscribe(uri, req.Method == "resources/subscribe")
+		return json.RawMessage(`{}`), nil
+	}
 	select {
 	case l.slots <- struct{}{}:
 	default:
@@ -61,4 +75,9 @@ func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawM
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	return l.conn.Call(ctx, req)
+}
+
+// Notify sends the child a notification (roots/list_changed, for one).
+func (l *limited) Notify(ctx context.Context, method string, params any) error {
+	return l.conn.Notify(ctx, method, params)
 }

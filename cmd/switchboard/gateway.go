@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -320,7 +321,8 @@ func (m *Main) specFor(ctx context.Context, p *providers.Provider, user string) 
 		MaxCPU:          l.MaxCPU,
 		// Only a user's own instance may ask its client for roots: a shared
 		// child would apply one user's roots to every user.
-		Roots: user != "",
+		Roots:    user != "",
+		Protocol: strings.TrimPrefix(p.Protocol, "auto"),
 	}, nil
 }
 
