@@ -71,15 +71,10 @@ func (x *exchange) reply(result []byte) {
 	}
 }
 
-// replyChild answers with a provider's result, adding the stateless era's
-// resultType when the provider, speaking the session era, left it out.
+// replyChild answers with a provider's result, shaped for the client's era
+// (see shapeResult).
 func (x *exchange) replyChild(result []byte) {
-	if x.modern && !hasResultType(result) {
-		var b []byte
-		b = jsonrpc.PrependMembers(make([]byte, 0, len(result)+32), result, []byte(`"resultType":"complete"`))
-		result = b
-	}
-	x.reply(result)
+	x.reply(shapeResult(result, x.modern))
 }
 
 // hasResultType reports whether a result object has a top-level resultType.
@@ -89,6 +84,42 @@ func hasResultType(result []byte) bool {
 	}
 	_, ok := jsonrpc.Member(result, "resultType")
 	return ok
+}
+
+// shapeResult makes a provider's result look as if the gateway were the
+// only server: to a stateless-era client it carries resultType (a
+// session-era child leaves it out) and the gateway's serverInfo in place of
+// the child's; to a session-era client the stateless era's members that a
+// modern child adds (resultType, ttlMs, cacheScope, serverInfo) are taken
+// out. A session-era child's result to a session-era client — the common
+// case — is passed through untouched.
+func shapeResult(result []byte, modern bool) []byte {
+	childModern := bytes.Contains(result, []byte(`"resultType"`)) && hasResultType(result)
+	switch {
+	case !modern && !childModern:
+		return result
+	case modern && !childModern:
+		return jsonrpc.PrependMembers(make([]byte, 0, len(result)+32), result, []byte(`"resultType":"complete"`))
+	}
+	meta, hasMeta := jsonrpc.Member(result, "_meta")
+	if hasMeta && bytes.Contains(meta, []byte(jsonrpc.MetaServerInfo)) && len(meta) > 0 && meta[0] == '{' {
+		meta = jsonrpc.DeleteMembers(nil, meta, jsonrpc.MetaServerInfo)
+	}
+	if modern {
+		// The gateway's own identity, whatever the child said.
+		info := append([]byte(`"`+jsonrpc.MetaServerInfo+`":`), serverInfo()...)
+		if !hasMeta || string(bytes.TrimSpace(meta)) == "{}" {
+			meta = append(append([]byte{'{'}, info...), '}')
+		} else {
+			meta = jsonrpc.PrependMembers(nil, meta, info)
+		}
+		return jsonrpc.SetMember(nil, result, "_meta", meta)
+	}
+	out := jsonrpc.DeleteMembers(nil, result, "resultType", "ttlMs", "cacheScope", "_meta")
+	if hasMeta && string(bytes.TrimSpace(meta)) != "{}" {
+		out = jsonrpc.SetMember(nil, out, "_meta", meta)
+	}
+	return out
 }
 
 // fail answers with a JSON-RPC error (HTTP 200).

@@ -315,9 +315,10 @@ func (s *Server) resourcesRead(x *exchange) {
 			raw = exposedContents(raw, original, uri)
 		}
 		if err == nil && x.modern && len(raw) > 0 && raw[0] == '{' && !hasResultType(raw) {
+			// A session-era child's read result, cacheable in this era:
+			// the hints, not cached anywhere shared.
 			raw = bytes.TrimSpace(raw)
-			raw = append(append([]byte(nil), raw[:len(raw)-1]...), s.appendCacheHints(nil, 0)...)
-			raw = append(raw, '}')
+			raw = append(append([]byte(nil), raw[:len(raw)-1]...), `,"ttlMs":0,"cacheScope":"private"}`...)
 		}
 		s.answerPlain(x, e.provider, raw, err)
 	}}

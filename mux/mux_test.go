@@ -590,3 +590,28 @@ func strconvQuote(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+func TestShapeResult(t *testing.T) {
+	gw := `{"io.modelcontextprotocol/serverInfo":` + string(serverInfo()) + `}`
+	tests := []struct {
+		name, in string
+		modern   bool
+		want     string
+	}{
+		{"session child, session client: untouched", `{"content":[],"x":1}`, false, `{"content":[],"x":1}`},
+		{"session child, stateless client", `{"content":[]}`, true, `{"resultType":"complete","content":[]}`},
+		{"stateless child, session client", `{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"c"},"k":1},"content":[],"resultType":"complete","ttlMs":0,"cacheScope":"private"}`, false, `{"_meta":{"k":1},"content":[]}`},
+		{"stateless child, session client, only serverInfo", `{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"c"}},"resultType":"complete","content":[]}`, false, `{"content":[]}`},
+		{"stateless child, stateless client", `{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"c"},"k":1},"resultType":"complete","content":[]}`, true,
+			`{"_meta":{"io.modelcontextprotocol/serverInfo":` + string(serverInfo()) + `,"k":1},"resultType":"complete","content":[]}`},
+		{"stateless child without _meta, stateless client", `{"resultType":"complete","content":[]}`, true, `{"_meta":` + gw + `,"resultType":"complete","content":[]}`},
+		{"resultType inside content only", `{"content":[{"type":"text","text":"resultType"}],"x":{"resultType":1}}`, false, `{"content":[{"type":"text","text":"resultType"}],"x":{"resultType":1}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := string(shapeResult([]byte(tt.in), tt.modern)); got != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}

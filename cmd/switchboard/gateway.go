@@ -655,6 +655,7 @@ func (m *Main) lastReloadResult() ReloadResult {
 // userRemoved ends what a removed user had running: their per-user provider
 // instances. Their sessions fail authentication on the next request.
 func (m *Main) userRemoved(ctx context.Context, user string) {
+	m.mux.CloseListens(string(switchboard.PrincipalUser) + ":" + user)
 	for _, st := range m.sup.Status() {
 		if st.User == user {
 			_ = m.sup.Stop(ctx, switchboard.InstanceKey{Provider: st.Provider, User: user})

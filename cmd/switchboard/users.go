@@ -115,6 +115,11 @@ func opUserRotate(ctx context.Context, env *adminEnv, raw json.RawMessage) (any,
 	if err != nil {
 		return nil, err
 	}
+	if env.main != nil {
+		// Open subscriptions/listen streams end, so the client comes back
+		// with the new key (session-era sessions fail their next request).
+		env.main.mux.CloseListens(string(switchboard.PrincipalUser) + ":" + a.Name)
+	}
 	return keyResult{Name: a.Name, Key: key}, nil
 }
 

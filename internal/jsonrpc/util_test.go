@@ -57,3 +57,36 @@ func BenchmarkParse(b *testing.B) {
 		})
 	}
 }
+
+func TestObjectEditing(t *testing.T) {
+	obj := []byte(`{ "a" : 1, "b":{"x":[1,"}"]}, "c":"\"}" }`)
+	if v, ok := Member(obj, "b"); !ok || string(v) != `{"x":[1,"}"]}` {
+		t.Errorf("Member b = %s %v", v, ok)
+	}
+	if _, ok := Member(obj, "z"); ok {
+		t.Error("Member z found")
+	}
+	if got := string(SetMember(nil, obj, "b", []byte(`2`))); got != `{"b":2,"a" : 1,"c":"\"}"}` {
+		t.Errorf("SetMember = %s", got)
+	}
+	if got := string(SetMember(nil, []byte(`{}`), "k", []byte(`true`))); got != `{"k":true}` {
+		t.Errorf("SetMember on {} = %s", got)
+	}
+	if got := string(DeleteMembers(nil, obj, "a", "c")); got != `{"b":{"x":[1,"}"]}}` {
+		t.Errorf("DeleteMembers = %s", got)
+	}
+	if got := string(DeleteMembers(nil, obj, "a", "b", "c")); got != `{}` {
+		t.Errorf("DeleteMembers of all = %s", got)
+	}
+	if got := string(PrependMembers(nil, []byte(` { }`), []byte(`"k":1`))); got != `{"k":1}` {
+		t.Errorf("PrependMembers on {} = %s", got)
+	}
+	if got := string(PrependMembers(nil, []byte(`{"a":1}`), []byte(`"k":1`))); got != `{"k":1,"a":1}` {
+		t.Errorf("PrependMembers = %s", got)
+	}
+	for _, b := range [][]byte{SetMember(nil, obj, "b", []byte(`2`)), DeleteMembers(nil, obj, "a")} {
+		if !json.Valid(b) {
+			t.Errorf("invalid JSON %s", b)
+		}
+	}
+}

@@ -182,3 +182,49 @@ func appendMembersExcept(dst, obj []byte, skip string) []byte {
 		}
 	}
 }
+
+// DeleteMembers appends to dst the JSON object obj without its top-level
+// members named in keys, keeping the order of the others. obj must be a
+// valid JSON object.
+func DeleteMembers(dst, obj []byte, keys ...string) []byte {
+	s := scanner{b: obj, childLimit: 1 << 30, nestLimit: MaxNesting}
+	s.ws()
+	dst = append(dst, '{')
+	if s.i >= len(obj) || obj[s.i] != '{' {
+		return append(dst, '}')
+	}
+	s.i++
+	s.ws()
+	if s.i < len(obj) && obj[s.i] == '}' {
+		return append(dst, '}')
+	}
+	first := true
+	for {
+		kstart := s.i
+		k, ok := s.key()
+		if !ok || !s.colon() {
+			return append(dst, '}')
+		}
+		if !s.value(1) {
+			return append(dst, '}')
+		}
+		skip := false
+		for _, d := range keys {
+			if string(k) == d {
+				skip = true
+				break
+			}
+		}
+		if !skip {
+			if !first {
+				dst = append(dst, ',')
+			}
+			first = false
+			dst = append(dst, obj[kstart:s.i]...)
+		}
+		closed, ok := s.next('}')
+		if !ok || closed {
+			return append(dst, '}')
+		}
+	}
+}
