@@ -268,4 +268,3 @@ func resourceSubscription(req *switchboard.Request) (string, bool) {
 	}
 	return p.URI, true
 }
-
