@@ -25,7 +25,9 @@ func newValidateCmd() *cobra.Command {
 sections (roles, services, default_role name declared providers), tool-name
 rules, and that every enabled provider has a valid usage skill under 1,000
 words. With --live, also start the providers (or ask the running gateway) and
-report skills that mention tools a provider no longer has.`,
+report skills that mention tools a provider no longer has, and items a
+provider exposes that clash with the gateway's reserved names (its skills) or
+with another provider's.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := configPath(cmd)
@@ -105,6 +107,13 @@ func (m *Main) staleSkills() []string {
 		names = append(names, m.mux.ProviderPrompts(p.Name)...)
 		if stale := skills.StaleTools(sk, p.Name, names); len(stale) > 0 {
 			out = append(out, fmt.Sprintf("%s: mentions tools %s has no longer: %s", sk.Path, p.Name, strings.Join(stale, ", ")))
+		}
+	}
+	// Items the providers expose that clash with the gateway's own names or
+	// each other's: renamed or skipped, and worth fixing.
+	for _, p := range m.mux.Problems() {
+		if strings.Contains(p, "gateway's") || strings.Contains(p, "collides") || strings.Contains(p, "also served") {
+			out = append(out, m.config().Path+": "+p)
 		}
 	}
 	sort.Strings(out)
