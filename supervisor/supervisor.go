@@ -561,8 +561,14 @@ func (in *instance) runOnce() (res runResult) {
 		in.log.Error().Err(err).Msg("provider resource limits could not be set up")
 		return runResult{err: err}
 	}
+	// A child subreaper is stopped, not killed, when the gateway dies, so that
+	// the reaper finds its whole subtree (reaper.go); that needs a reaper.
+	deathSig := syscall.SIGKILL
+	if lim != nil && lim.subreaper && in.s.reaper.ensure() {
+		deathSig = syscall.SIGSTOP
+	}
 	start := clock.Now()
-	pl := lim.placement()
+	pl := lim.placement(deathSig)
 	p, err := startProcess(path, argv, env, spec.Dir, pl)
 	in.s.limits.started(lim, pl)
 	if err != nil {
@@ -572,7 +578,8 @@ func (in *instance) runOnce() (res runResult) {
 		return runResult{err: err}
 	}
 	p.lim = lim
-	in.s.reaper.add(p.pid)
+	regs := lim.registrations(p.pid)
+	in.s.reaper.add(regs...)
 	in.mu.Lock()
 	in.pid = p.pid
 	in.startedAt = time.Now()
@@ -625,9 +632,10 @@ func (in *instance) runOnce() (res runResult) {
 		cancelRun()
 		select {
 		case <-p.exited:
-			// Descendants that left the group but not the cgroup die now.
+			// Descendants that left the group die now: those in its cgroup, or
+			// (subreaper mode) those of its subtree, now the gateway's.
 			if n := lim.killRest(); n > 0 {
-				in.log.Warn().Int("pid", p.pid).Int("killed", n).Msg("killed processes left in the provider's cgroup")
+				in.log.Warn().Int("pid", p.pid).Int("killed", n).Msg("killed processes left behind by the provider")
 			}
 			// Let the Conn and the stderr drain read what the child wrote before
 			// dying; both end at EOF or at the read deadlines set on exit.
@@ -637,7 +645,7 @@ func (in *instance) runOnce() (res runResult) {
 			_ = conn.Close()
 			<-stderrDone
 			p.closePipes()
-			in.s.reaper.remove(p.pid) // reaped, and its group killed
+			in.s.reaper.remove(regs...) // reaped, and the rest killed
 		default: // could not kill it: do not wait on its pipes
 			_ = conn.Close()
 			p.closePipes()
