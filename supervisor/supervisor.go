@@ -54,6 +54,9 @@ const (
 	EventRestart = "restart" // a restart is scheduled after Delay
 	EventFailed  = "failed"  // too many quick failures; no more restarts
 	EventStop    = "stop"    // supervision of the instance ended (Stop)
+	// EventUnhealthy: the supervisor is killing a child that still runs but
+	// fails its health rules (Err says which); an exit and a restart follow.
+	EventUnhealthy = "unhealthy"
 )
 
 // Event is a lifecycle event of one instance. It never contains secret values.
@@ -685,6 +688,7 @@ func (in *instance) runOnce() (res runResult) {
 	}
 
 	up := newLimited(conn, spec, &in.inFlight)
+	up.timeouts = newTimeoutStreak(spec.MaxConsecutiveTimeouts)
 	in.mu.Lock()
 	in.up = up
 	in.tools = len(cat.Tools)
@@ -742,6 +746,16 @@ func (in *instance) runOnce() (res runResult) {
 			res.err = switchboard.Errorf(switchboard.EUNAVAILABLE, "provider wrote more than %d invalid lines in a minute", spec.GarbageLimit)
 			in.setErr(res.err)
 			in.killNow(p, "provider exceeded the invalid-output limit; killing its group")
+			in.recordExit(p)
+			return res
+
+		case <-up.timeouts.tripped():
+			in.unpublish()
+			res.forced = true
+			res.err = switchboard.Errorf(switchboard.EUNAVAILABLE, "provider timed out %d calls in a row (call_timeout %s)", up.timeouts.count(), spec.CallTimeout)
+			in.setErr(res.err)
+			in.emit(Event{Kind: EventUnhealthy, PID: p.pid, Err: res.err.Error()})
+			in.killNow(p, "provider timed out too many calls in a row; killing its group")
 			in.recordExit(p)
 			return res
 
