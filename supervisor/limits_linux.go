@@ -627,9 +627,13 @@ const freezeWait = 500 * time.Millisecond
 // processes, waiting (bounded) until they are, and returns how to thaw them.
 func (c *cgroup) freeze() (thaw func()) {
 	var frozen []string
+	pids := c.pids()
+	if len(pids) == 0 || slices.Contains(pids, os.Getpid()) { // never freeze a thread of ours
+		return func() {}
+	}
 	for _, dir := range c.dirs {
 		state := filepath.Join(dir, "freezer.state")
-		if !exists(state) || len(c.pids()) == 0 {
+		if !exists(state) {
 			continue
 		}
 		if writeCgroupFile(dir, "freezer.state", "FROZEN") != nil {
