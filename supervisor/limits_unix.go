@@ -81,6 +81,10 @@ type enforcement struct {
 	// subreaper: the child is started through the exec trampoline, which
 	// makes it a child subreaper (tracking without cgroups; see track.go).
 	subreaper bool
+	// trackOnly: cg enforces no limit, it only tracks. If the child cannot
+	// be placed in it, it runs anyway (untracked), with placeErr set.
+	trackOnly bool
+	placeErr  error
 }
 
 // prepare readies the limits and the tracking of one spawn of key, creating
@@ -107,6 +111,7 @@ func (l *limiter) prepare(key switchboard.InstanceKey, r resourceLimits) (*enfor
 			l.log.Warn().Err(err).Str("provider", key.String()).Msg("process tracking: creating the provider's cgroup failed; descendants that leave its process group will not be found")
 		}
 		e.cg = cg
+		e.trackOnly = !limitsByCgroup
 	}
 	if m.kind == kindRlimit && r.memory > 0 {
 		e.dataLimit = r.memory
@@ -134,7 +139,10 @@ func (e *enforcement) placement(deathSig syscall.Signal) *placement {
 		after: func(pid int, placed bool) error {
 			if e.cg != nil && !placed {
 				if err := e.cg.place(pid); err != nil {
-					return err
+					if !e.trackOnly {
+						return err
+					}
+					e.placeErr = err
 				}
 			}
 			if e.dataLimit > 0 && !e.subreaper {

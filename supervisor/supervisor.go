@@ -581,6 +581,9 @@ func (in *instance) runOnce() (res runResult) {
 		return runResult{err: err}
 	}
 	p.lim = lim
+	if lim != nil && lim.placeErr != nil {
+		in.log.Warn().Err(lim.placeErr).Msg("process tracking: placing the provider in its cgroup failed; descendants that leave its process group will not be found")
+	}
 	regs := lim.registrations(p.pid)
 	in.s.reaper.add(regs...)
 	in.mu.Lock()

@@ -215,3 +215,24 @@ func TestTrampolineSetsDataLimit(t *testing.T) {
 		t.Errorf("gateway exit: %v", err)
 	}
 }
+
+// TestTrackingPlacementFailureIsNotFatal: a provider without limits whose
+// tracking cgroup cannot take it still runs (tracked by its process group),
+// with a warning; limits, in contrast, are never skipped (see
+// TestLimitsSetupFailureIsAStartFailure).
+func TestTrackingPlacementFailureIsNotFatal(t *testing.T) {
+	s, rec := MustSupervisor(t, Options{})
+	base := t.TempDir() // a plain directory: groups can be "created", not joined
+	s.limits.track.detect = func() trackMode { return trackMode{kind: trackCgroup1, base: base} }
+	spec := testSpec(t, "unplaced", "")
+	MustReady(t, s, spec)
+	if !rec.logs.Contains("placing the provider in its cgroup failed") {
+		t.Error("the failed placement was not logged")
+	}
+	if err := s.Stop(t.Context(), spec.Key); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(base); len(entries) != 0 {
+		t.Errorf("left in %s: %v", base, entries)
+	}
+}
