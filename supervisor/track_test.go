@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // trackedGateway is a running trackGateway.
@@ -235,4 +237,42 @@ func TestTrackingPlacementFailureIsNotFatal(t *testing.T) {
 	if entries, _ := os.ReadDir(base); len(entries) != 0 {
 		t.Errorf("left in %s: %v", base, entries)
 	}
+}
+
+// reaperPIDs lists this process's live reaper helpers.
+func reaperPIDs() []int {
+	var out []int
+	for _, pid := range childrenOf(os.Getpid()) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if strings.Contains(string(b), reaperArg) && alive(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// TestReaperRestartsWhenItDies: a reaper helper that dies is replaced at
+// once with every registration, so that a gateway killed afterwards still
+// takes its providers' processes with it.
+func TestReaperRestartsWhenItDies(t *testing.T) {
+	sleeper := exec.Command("sleep", "100")
+	sleeper.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	r := newReaper(zerolog.New(zerolog.NewTestWriter(t)))
+	t.Cleanup(r.close)
+	r.add("+" + strconv.Itoa(sleeper.Process.Pid))
+	var first []int
+	waitUntil(t, 5*time.Second, func() bool { first = reaperPIDs(); return len(first) == 1 }, "the reaper to run")
+	if err := syscall.Kill(first[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, func() bool {
+		now := reaperPIDs()
+		return len(now) == 1 && now[0] != first[0]
+	}, "a new reaper")
+	r.close() // as the gateway dying would: EOF to the new one
+	waitUntil(t, 5*time.Second, func() bool { return !alive(sleeper.Process.Pid) }, "the registered group to be killed by the new reaper")
 }
