@@ -75,11 +75,10 @@ type placement struct {
 
 // startProcess starts path with argv in its own session and process group,
 // placed by pl (nil: no limits, plain tracking). Start and Wait run on one
-// goroutine locked to its OS
-// thread, which is never unlocked, so the child's Pdeathsig fires only when
-// the gateway dies, not when the Go runtime retires the forking thread
-// (golang/go#27505). The child's stdio are *os.File pipe ends, so Wait never
-// waits for copy goroutines.
+// goroutine locked to its OS thread, which is never unlocked, so the child's
+// parent-death signal fires only when the gateway dies, not when the Go
+// runtime retires the forking thread (golang/go#27505). The child's stdio are
+// *os.File pipe ends, so Wait never waits for copy goroutines.
 func startProcess(path string, argv, env []string, dir string, pl *placement) (*proc, error) {
 	var files [6]*os.File // childIn, ourIn, ourOut, childOut, ourErr, childErr
 	closeAll := func() {
@@ -101,6 +100,7 @@ func startProcess(path string, argv, env []string, dir string, pl *placement) (*
 		closeAll()
 		return nil, fmt.Errorf("creating stderr pipe: %w", err)
 	}
+	command := path // for errors: path may become the trampoline's
 	cgroupFD, deathSig := -1, syscall.SIGKILL
 	if pl != nil {
 		cgroupFD = pl.cgroupFD
@@ -178,7 +178,7 @@ func startProcess(path string, argv, env []string, dir string, pl *placement) (*
 		_ = files[1].Close()
 		_ = files[2].Close()
 		_ = files[4].Close()
-		return nil, fmt.Errorf("starting %s: %w", path, err)
+		return nil, fmt.Errorf("starting %s: %w", command, err)
 	}
 	return p, nil
 }
