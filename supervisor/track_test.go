@@ -276,3 +276,75 @@ func TestReaperRestartsWhenItDies(t *testing.T) {
 	r.close() // as the gateway dying would: EOF to the new one
 	waitUntil(t, 5*time.Second, func() bool { return !alive(sleeper.Process.Pid) }, "the registered group to be killed by the new reaper")
 }
+
+// TestCgroup2Tracking runs the cgroup v2 tracking path on the v2 hierarchy
+// of a hybrid host (/sys/fs/cgroup/unified): a fake "own" group holding a
+// process, where tracking needs no controller and moves nothing; a child
+// cloned into its group there with a setsid daemon; and the kill of the
+// group (cgroup.kill), daemon included.
+func TestCgroup2Tracking(t *testing.T) {
+	const unified = "/sys/fs/cgroup/unified"
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil || !isCgroup2Mount(parseMountinfo(string(info)), unified) {
+		t.Skip("no cgroup v2 hierarchy at " + unified)
+	}
+	own := filepath.Join(unified, fmt.Sprintf("sbtrack-%d", os.Getpid()))
+	if err := os.Mkdir(own, 0o755); err != nil {
+		t.Skipf("cannot create a v2 group: %v", err)
+	}
+	sleeper := exec.Command("sleep", "60")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Join(own, cgroupSubtree)
+	t.Cleanup(func() {
+		_ = sleeper.Process.Kill()
+		_ = sleeper.Wait()
+		for _, d := range []string{base, own} {
+			if err := syscall.Rmdir(d); err != nil && !errors.Is(err, syscall.ENOENT) {
+				t.Errorf("removing %s: %v", d, err)
+			}
+		}
+	})
+	if err := writeCgroupFile(own, "cgroup.procs", strconv.Itoa(sleeper.Process.Pid)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := makeBase2(own)
+	if err != nil || got != base {
+		t.Fatalf("makeBase2 = %q, %v; want %q", got, err, base)
+	}
+	if pids, _ := readPIDs(filepath.Join(own, "cgroup.procs")); len(pids) != 1 || pids[0] != sleeper.Process.Pid {
+		t.Errorf("own group's processes = %v: tracking must not move them", pids)
+	}
+	cg, err := newCgroup(mechanism{}, trackCgroup2, base, "tracked.1.1", resourceLimits{}, true)
+	if err != nil || cg == nil {
+		t.Fatalf("newCgroup = %v, %v", cg, err)
+	}
+	e := &enforcement{cg: cg, trackOnly: true}
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	pl := e.placement(syscall.SIGKILL)
+	p, err := startProcess(tpBin, []string{"testprovider"}, []string{"TP_MODE=daemon", "TP_PIDFILE=" + pidFile}, "", pl)
+	cg.closeDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = killGroup(p.pid, syscall.SIGKILL); <-p.exited; p.closePipes(); _ = cg.remove() })
+	if pl.cloneErr != nil || e.placeErr != nil {
+		t.Errorf("clone error %v, place error %v", pl.cloneErr, e.placeErr)
+	}
+	daemon := readPID(t, pidFile+".daemon")
+	killLaterPID(t, daemon)
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", daemon))
+	if !strings.Contains(string(b), "0::"+strings.TrimPrefix(cg.dirs[0], unified)+"\n") {
+		t.Fatalf("daemon's cgroups:\n%s\nwant %s", b, cg.dirs[0])
+	}
+	_ = killGroup(p.pid, syscall.SIGKILL)
+	<-p.exited
+	if n := e.killRest(); n < 1 {
+		t.Errorf("killRest killed %d, want the daemon at least", n)
+	}
+	waitUntil(t, 5*time.Second, func() bool { return !alive(daemon) }, "the daemon to die")
+	if err := cg.remove(); err != nil || isDir(cg.dirs[0]) {
+		t.Errorf("remove = %v", err)
+	}
+}
