@@ -18,6 +18,7 @@ type limited struct {
 	inFlight *atomic.Int64 // shared with the instance, for Status
 	maxQueue int64
 	timeout  time.Duration
+	timeouts *timeoutStreak // calls that hit timeout in a row; nil: not counted
 }
 
 var _ switchboard.Upstream = (*limited)(nil)
@@ -58,9 +59,11 @@ func (l *limited) Call(ctx context.Context, method string, params any) (json.Raw
 		l.inFlight.Add(-1)
 		<-l.slots
 	}()
-	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	callCtx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	return l.conn.Call(ctx, method, params)
+	res, err := l.conn.Call(callCtx, method, params)
+	l.timeouts.observe(ctx, err)
+	return res, err
 }
 
 // ProgressToken registers fn on the underlying Conn.

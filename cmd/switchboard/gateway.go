@@ -303,6 +303,10 @@ func (m *Main) specFor(ctx context.Context, p *providers.Provider, user string) 
 		}
 	}
 	l := p.Limits
+	maxTimeouts := l.MaxConsecutiveTimeouts.Value // unset: 0, the Spec's default
+	if l.MaxConsecutiveTimeouts.Set && maxTimeouts == 0 {
+		maxTimeouts = -1 // 0 turns the restart off; in a Spec, 0 means the default
+	}
 	return supervisor.Spec{
 		Key:             switchboard.InstanceKey{Provider: p.Name, User: user},
 		Command:         p.Command,
@@ -316,6 +320,8 @@ func (m *Main) specFor(ctx context.Context, p *providers.Provider, user string) 
 		MaxMessageBytes: l.MaxMessageMB << 20,
 		MaxMemoryBytes:  int64(l.MaxMemoryMB) << 20,
 		MaxCPU:          l.MaxCPU,
+
+		MaxConsecutiveTimeouts: maxTimeouts,
 	}, nil
 }
 
