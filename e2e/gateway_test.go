@@ -45,13 +45,31 @@ type gateway struct {
 	log  *lineLog
 	done chan struct{} // closed when the process has exited
 	ps   *os.ProcessState
+	// inner is the gateway's pid when it runs under the subreaper init (cmd
+	// is then that init); see underInit.
+	inner int
+}
+
+// gatewayOption changes how startGateway runs the gateway.
+type gatewayOption func(*gateway)
+
+// underInit runs the gateway under testdata/subreaper, an init that reaps
+// at once, as systemd or tini would: killed processes disappear as soon as
+// they die instead of at the sandbox's PID 1's next sweep, and orphans are
+// reparented to it rather than to PID 1. g.pid() and g.stop() address the
+// gateway itself.
+func underInit() gatewayOption { return func(g *gateway) { g.inner = -1 } }
+
+// withEnv adds variables to the gateway's environment.
+func withEnv(kv ...string) gatewayOption {
+	return func(g *gateway) { g.env = append(g.env, kv...) }
 }
 
 // startGateway writes config (after baseConfig, with $BIN, $NPM and $DIR
 // replaced by the binaries' folder, node_modules/.bin and the gateway's own
 // temp folder), creates an admin user with the CLI, and serves it. Cleanup
 // stops the gateway with SIGTERM and checks it left no provider behind.
-func startGateway(t testing.TB, config string) *gateway {
+func startGateway(t testing.TB, config string, opts ...gatewayOption) *gateway {
 	t.Helper()
 	// A short folder: the admin socket lives in data_dir and unix socket
 	// paths are limited to 108 bytes.
@@ -77,9 +95,17 @@ func startGateway(t testing.TB, config string) *gateway {
 		g.env = append(g.env, "GORACE=halt_on_error=0 exitcode=66 atexit_sleep_ms=0")
 	}
 	g.key = g.addUser("e2e")
+	for _, o := range opts {
+		o(g)
+	}
 
 	g.cmd = exec.Command(filepath.Join(binDir, "switchboard"), "serve", "--config", g.cfg)
 	g.cmd.Env = g.env
+	innerPIDFile := filepath.Join(dir, "gateway.pid")
+	if g.inner != 0 {
+		g.cmd = exec.Command(filepath.Join(binDir, "subreaper"), append([]string{filepath.Join(binDir, "switchboard")}, g.cmd.Args[1:]...)...)
+		g.cmd.Env = append(g.env, "SUBREAPER_PIDFILE="+innerPIDFile)
+	}
 	g.cmd.Dir = dir
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -98,6 +124,9 @@ func startGateway(t testing.TB, config string) *gateway {
 		close(g.done)
 	}()
 	t.Cleanup(g.cleanup)
+	if g.inner != 0 {
+		g.inner = readPID(t, innerPIDFile)
+	}
 
 	line, ok := g.log.waitFor(30*time.Second, g.done, func(l logLine) bool { return l.msg() == "switchboard serving" })
 	if !ok {
@@ -132,7 +161,12 @@ func (g *gateway) addUser(name string) string {
 	return key
 }
 
-func (g *gateway) pid() int { return g.cmd.Process.Pid }
+func (g *gateway) pid() int {
+	if g.inner > 0 {
+		return g.inner
+	}
+	return g.cmd.Process.Pid
+}
 
 // exited reports whether the gateway process has ended.
 func (g *gateway) exited() bool {
@@ -148,7 +182,7 @@ func (g *gateway) exited() bool {
 // it exited in time.
 func (g *gateway) stop(sig syscall.Signal, d time.Duration) bool {
 	if !g.exited() {
-		_ = g.cmd.Process.Signal(sig)
+		_ = syscall.Kill(g.pid(), sig)
 	}
 	select {
 	case <-g.done:
@@ -188,6 +222,7 @@ func (g *gateway) cleanup() {
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	if !g.stop(syscall.SIGTERM, 30*time.Second) {
 		t.Errorf("gateway did not exit within 30s of SIGTERM; killing it")
+		_ = syscall.Kill(g.pid(), syscall.SIGKILL)
 		_ = g.cmd.Process.Kill()
 		<-g.done
 	}

@@ -9,8 +9,8 @@ import (
 	"testing"
 )
 
-// binDir holds switchboard, echo, notes, testprovider, modernprovider and
-// rawecho, built once.
+// binDir holds switchboard, echo, notes, testprovider, modernprovider,
+// rawecho and subreaper, built once.
 var binDir string
 
 // npmBin is e2e/node_modules/.bin, absolute.
@@ -41,7 +41,7 @@ func run(m *testing.M) int {
 	}
 	builds := [][]string{
 		append(gwArgs, "./cmd/switchboard"),
-		{"build", "-o", dir + string(filepath.Separator), "./examples/providers/echo", "./examples/providers/notes", "./internal/testprovider", "./internal/modernprovider", "./e2e/testdata/rawecho"},
+		{"build", "-o", dir + string(filepath.Separator), "./examples/providers/echo", "./examples/providers/notes", "./internal/testprovider", "./internal/modernprovider", "./e2e/testdata/rawecho", "./e2e/testdata/subreaper"},
 	}
 	for _, args := range builds {
 		cmd := exec.Command("go", args...)

@@ -185,6 +185,34 @@ type Limits struct {
 	MaxMessageMB  int      `yaml:"max_message_mb"`
 	MaxMemoryMB   int      `yaml:"max_memory_mb"`
 	MaxCPU        float64  `yaml:"max_cpu"`
+	// MaxConsecutiveTimeouts is how many calls in a row may hit call_timeout
+	// before the provider's process is killed and restarted; 0 never
+	// restarts it. Unset, it takes the default.
+	MaxConsecutiveTimeouts OptionalInt `yaml:"max_consecutive_timeouts"`
+}
+
+// OptionalInt is an integer whose absence from the YAML differs from 0.
+type OptionalInt struct {
+	Value int
+	Set   bool
+}
+
+// UnmarshalYAML reads an integer.
+func (o *OptionalInt) UnmarshalYAML(n *yaml.Node) error {
+	var v int
+	if err := n.Decode(&v); err != nil {
+		return err
+	}
+	*o = OptionalInt{Value: v, Set: true}
+	return nil
+}
+
+// MarshalYAML writes the integer, or nothing when unset.
+func (o OptionalInt) MarshalYAML() (any, error) {
+	if !o.Set {
+		return nil, nil
+	}
+	return o.Value, nil
 }
 
 // Role maps a role name to the providers (and optionally tools) it may see.
@@ -398,16 +426,18 @@ func (c *Config) Line(path string) int {
 
 // Defaults.
 const (
-	DefaultListen        = "127.0.0.1:8080"
-	DefaultDataDir       = "./data"
-	DefaultMaxBodyMB     = 4
-	DefaultSessionIdle   = 30 * time.Minute
-	DefaultSlowCall      = 5 * time.Second
-	DefaultMaxMessageMB  = 16
-	DefaultUserIdle      = 15 * time.Minute
-	DefaultMaxUserProcs  = 50
-	DefaultRateLimitRPS  = 50
-	DefaultRateLimitBurs = 100
+	DefaultListen       = "127.0.0.1:8080"
+	DefaultDataDir      = "./data"
+	DefaultMaxBodyMB    = 4
+	DefaultSessionIdle  = 30 * time.Minute
+	DefaultSlowCall     = 5 * time.Second
+	DefaultMaxMessageMB = 16
+	// DefaultMaxConsecutiveTimeouts is limits.max_consecutive_timeouts when unset.
+	DefaultMaxConsecutiveTimeouts = 3
+	DefaultUserIdle               = 15 * time.Minute
+	DefaultMaxUserProcs           = 50
+	DefaultRateLimitRPS           = 50
+	DefaultRateLimitBurs          = 100
 )
 
 func (c *Config) applyDefaults() {
@@ -516,6 +546,12 @@ func (l Limits) withDefaults(d Limits) Limits {
 	}
 	if l.MaxCPU == 0 {
 		l.MaxCPU = d.MaxCPU
+	}
+	if !l.MaxConsecutiveTimeouts.Set {
+		l.MaxConsecutiveTimeouts = d.MaxConsecutiveTimeouts
+	}
+	if !l.MaxConsecutiveTimeouts.Set {
+		l.MaxConsecutiveTimeouts = OptionalInt{Value: DefaultMaxConsecutiveTimeouts, Set: true}
 	}
 	return l
 }
@@ -652,7 +688,7 @@ func (c *Config) validate(file string) []Problem {
 		}
 		l := p.Limits
 		if l.MaxConcurrent < 0 || l.MaxQueue < 0 || l.MaxMessageMB < 0 || l.MaxMemoryMB < 0 || !(l.MaxCPU >= 0) ||
-			math.IsInf(l.MaxCPU, 0) || l.CallTimeout < 0 || l.InitTimeout < 0 {
+			math.IsInf(l.MaxCPU, 0) || l.CallTimeout < 0 || l.InitTimeout < 0 || l.MaxConsecutiveTimeouts.Value < 0 {
 			add(path+".limits", "provider %q: limits must be non-negative numbers", p.Name)
 		}
 		if p.Connection.IdleTimeout < 0 || p.Connection.MaxUsers < 0 {

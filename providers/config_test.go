@@ -228,3 +228,37 @@ func mustParse(t *testing.T, dir, s string) *Config {
 	}
 	return cfg
 }
+
+func TestMaxConsecutiveTimeouts(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want int
+		err  string
+	}{
+		{name: "default", yaml: "providers: {p: {command: x}}\n", want: DefaultMaxConsecutiveTimeouts},
+		{name: "set", yaml: "providers: {p: {command: x, limits: {max_consecutive_timeouts: 5}}}\n", want: 5},
+		{name: "zero disables", yaml: "providers: {p: {command: x, limits: {max_consecutive_timeouts: 0}}}\n", want: 0},
+		{name: "from defaults", yaml: "defaults: {max_consecutive_timeouts: 0}\nproviders: {p: {command: x}}\n", want: 0},
+		{name: "own value over defaults", yaml: "defaults: {max_consecutive_timeouts: 0}\nproviders: {p: {command: x, limits: {max_consecutive_timeouts: 2}}}\n", want: 2},
+		{name: "negative", yaml: "providers: {p: {command: x, limits: {max_consecutive_timeouts: -1}}}\n", err: `:1: provider "p": limits must be non-negative numbers`},
+		{name: "not a number", yaml: "providers:\n  p:\n    command: x\n    limits: {max_consecutive_timeouts: often}\n", err: `gateway.yaml:4:`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tt.yaml), "/tmp/x/gateway.yaml", "gateway.yaml")
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Providers["p"].Limits.MaxConsecutiveTimeouts; got.Value != tt.want || !got.Set {
+				t.Errorf("max_consecutive_timeouts = %+v, want %d", got, tt.want)
+			}
+		})
+	}
+}

@@ -3,24 +3,62 @@
 // # Processes
 //
 // Each provider instance (a Spec, named by a switchboard.InstanceKey) is one
-// child started from an argv array, never through a shell, in its own process
-// group. Its environment is an allowlisted base copied from the gateway's
-// (Options.BaseEnv) plus the Spec's own variables; nothing else of the
-// gateway's environment leaks in. The supervisor owns the child's pipes: stdout
-// carries JSON-RPC (see Conn), stderr is drained line by line into the log
-// (rate limited) and a short tail shown in Status. The child never blocks on a
-// full pipe.
+// child started from an argv array, never through a shell, in a session and
+// process group of its own. Its environment is an allowlisted base copied
+// from the gateway's (Options.BaseEnv) plus the Spec's own variables; nothing
+// else of the gateway's environment leaks in. The supervisor owns the
+// child's pipes: stdout carries JSON-RPC (see Conn), stderr is drained line by
+// line into the log (rate limited) and a short tail shown in Status. The
+// child never blocks on a full pipe.
 //
-// Children die with the gateway, however it dies. On Linux each child has
-// Pdeathsig=SIGKILL; the spawn and the wait run on one goroutine locked to its
-// OS thread, so the child is not killed when the Go runtime retires the thread
-// that forked it (golang/go#27505). Pdeathsig reaches only the direct child, so
-// a reaper helper (the gateway's own binary re-executed; a package init lets
-// any binary importing this package act as it) is told of every process group
-// over a pipe and SIGKILLs the groups still registered when that pipe reaches
-// EOF. A descendant that leaves the group (setsid) escapes both; it cannot hang
-// the supervisor, which stops reading the child's pipes shortly after the
-// child is reaped.
+// # Process tracking
+//
+// Every process a provider starts is found and killed when the provider
+// stops, crashes or is removed, and when the gateway exits or dies, whatever
+// the process does: leaving the process group or the session (setsid),
+// ignoring SIGTERM, or losing its parent (a double fork). How is chosen once
+// per Supervisor, at its first Start, and logged ("process tracking:
+// mechanism chosen"):
+//
+//  1. A cgroup per spawn, with or without resource limits, wherever the
+//     gateway can create one: cgroup v2 below its own group (no controller
+//     needs to be delegated for this, and nothing is moved), or cgroup v1 in
+//     the first of the freezer, pids and memory hierarchies it can create
+//     groups in. A cgroup holds all descendants; none can leave it unless it
+//     is privileged. Once the child is reaped, everything left in its groups
+//     is SIGKILLed (atomically with cgroup.kill on v2; a v1 freezer group is
+//     frozen first) and the groups are removed.
+//  2. Otherwise the subreaper way. Each provider is started through an exec
+//     trampoline, the gateway's binary re-executed, which sets
+//     PR_SET_CHILD_SUBREAPER (and RLIMIT_DATA, if limited) and execs the
+//     provider in the same process: nothing stays in between, so it costs no
+//     memory per instance, and the provider keeps its pid. As a child
+//     subreaper the provider adopts its orphaned descendants, so that nothing
+//     leaves its subtree while it lives. The gateway is a child subreaper
+//     too: when a provider dies, what is left of its subtree is reparented to
+//     the gateway, which kills and reaps it (it tells those processes from
+//     children of its own by their session). A provider that never reaps
+//     children it did not start keeps such adopted orphans as zombies until
+//     it exits.
+//  3. The process group only, on platforms other than Linux.
+//
+// SWITCHBOARD_PROCESS_TRACKING=subreaper forces the second way.
+//
+// Children die with the gateway, however it dies. On Linux each child has a
+// parent-death signal; the spawn and the wait run on one goroutine locked to
+// its OS thread, so it fires only when the gateway dies, not when the Go
+// runtime retires the thread that forked the child (golang/go#27505). A reaper
+// helper (the gateway's own binary re-executed; a package init lets any binary
+// importing this package act as it) is told over a pipe of every provider's
+// process group, its cgroups or, in the subreaper way, its subtree, and kills
+// all that is still registered when that pipe reaches EOF; a helper that dies
+// is restarted. The parent-death signal is SIGKILL, except in the subreaper
+// way, where it is SIGSTOP: a stopped provider keeps its subtree together
+// until the reaper has stopped every process in it and killed them all. Only
+// if the reaper helper dies with the gateway (killed by the same hand) can
+// processes be left behind: descendants outside the process group, or in the
+// subreaper way the stopped provider too. Processes that are killed are
+// reaped by whatever adopts them, normally init.
 //
 // # Lifecycle
 //
@@ -76,10 +114,9 @@
 // allocation fails and the child usually crashes; its exit is recorded as
 // any other. Other providers are untouched either way.
 //
-// Cgroups also make stopping complete: once the child is reaped and its
-// process group killed, every process still in its cgroup (a descendant that
-// called setsid) is SIGKILLed, then the group is removed. Groups left behind
-// by a gateway that was killed are swept at the next detection.
+// Limits use the same cgroup as tracking when both are cgroups. Groups left
+// behind by a gateway that was killed (if its reaper could not remove them)
+// are swept at the next detection.
 //
 // ProviderStatus.Limits shows the mechanism and what it enforces, for
 // example "cgroup v1: memory 64 MiB, cpu 0.50" or "rlimit: data 64 MiB (no
@@ -89,8 +126,9 @@
 //
 //   - Start returns at once; it is a no-op for a key already supervised with an
 //     equal Spec and an ECONFLICT error for a different one.
-//   - Stop blocks until the child is reaped and its group killed: close stdin,
-//     StopGrace, SIGTERM to the group, KillGrace, SIGKILL to the group. It is
+//   - Stop blocks until the child is reaped and the rest of its processes
+//     killed: close stdin, StopGrace, SIGTERM to the group, KillGrace, SIGKILL
+//     to the group, then every process still tracked (see above). It is
 //     idempotent (unknown keys and repeated calls return nil) and returns at once
 //     for an instance in backoff or failed. If ctx ends first, Stop returns its
 //     error and the stop completes in the background. StopAll stops all in
@@ -101,6 +139,9 @@
 //   - Calls through the Upstream of a running instance are limited to
 //     MaxConcurrent in flight and MaxQueue waiting (beyond: EOVERLOADED at once),
 //     each bounded by CallTimeout (ETIMEOUT; the child gets notifications/cancelled).
+//     After MaxConsecutiveTimeouts such timeouts in a row (no answer between
+//     them), the child is killed and restarted as a failure, with an
+//     EventUnhealthy.
 //   - OnCatalog, OnEvent and OnNotification are called synchronously from
 //     supervisor goroutines and must not block for long.
 //

@@ -376,10 +376,17 @@ type cgroup struct {
 	memLimit int64
 }
 
-// newCgroup creates the group(s) of one spawn with r's limits written. With
-// cloneInto (v2 only) it also opens the directory so that the child can be
-// started inside it. It returns nil if m cannot enforce any of r.
-func newCgroup(m mechanism, name string, r resourceLimits, cloneInto bool) (c *cgroup, err error) {
+// newCgroup creates the group(s) of one spawn: its tracking group in
+// trackBase (if set; trackKind says which cgroup version that is) and the
+// groups that enforce r under m (if m is a cgroup mechanism), sharing one
+// directory where the bases are the same. With cloneInto (v2 only) it also
+// opens the directory so that the child can be started inside it. It returns
+// nil if there is nothing to create.
+func newCgroup(m mechanism, trackKind limitKind, trackBase, name string, r resourceLimits, cloneInto bool) (c *cgroup, err error) {
+	limitsOn := m.kind == kindCgroup1 || m.kind == kindCgroup2
+	if !limitsOn {
+		m = mechanism{kind: trackKind}
+	}
 	c = &cgroup{kind: m.kind, memLimit: r.memory}
 	defer func() {
 		if err != nil {
@@ -387,24 +394,36 @@ func newCgroup(m mechanism, name string, r resourceLimits, cloneInto bool) (c *c
 			c = nil
 		}
 	}()
+	made := map[string]string{} // base -> the group made in it
 	mkdir := func(base string) (string, error) {
+		if dir, ok := made[base]; ok {
+			return dir, nil
+		}
 		dir := filepath.Join(base, name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return "", fmt.Errorf("creating %s: %w", dir, err)
 		}
 		c.dirs = append(c.dirs, dir)
+		made[base] = dir
 		return dir, nil
 	}
 	mem := strconv.FormatInt(r.memory, 10)
 	quota := strconv.FormatInt(max(minQuotaMicros, int64(math.Round(r.cpu*cpuPeriodMicros))), 10)
 	switch m.kind {
 	case kindCgroup2:
-		dir, err := mkdir(m.memBase)
+		base := m.memBase
+		if base == "" {
+			base = trackBase
+		}
+		if base == "" {
+			return nil, nil
+		}
+		dir, err := mkdir(base)
 		if err != nil {
 			return nil, err
 		}
 		c.memDir = dir
-		if r.memory > 0 {
+		if limitsOn && r.memory > 0 {
 			if err := writeCgroupFile(dir, "memory.max", mem); err != nil {
 				return nil, err
 			}
@@ -417,7 +436,7 @@ func newCgroup(m mechanism, name string, r resourceLimits, cloneInto bool) (c *c
 		if exists(filepath.Join(dir, "memory.oom.group")) { // an OOM kills the whole group
 			_ = writeCgroupFile(dir, "memory.oom.group", "1")
 		}
-		if r.cpu > 0 && m.limitsCPU() {
+		if limitsOn && r.cpu > 0 && m.limitsCPU() {
 			if err := writeCgroupFile(dir, "cpu.max", quota+" "+strconv.Itoa(cpuPeriodMicros)); err != nil {
 				return nil, err
 			}
@@ -428,7 +447,12 @@ func newCgroup(m mechanism, name string, r resourceLimits, cloneInto bool) (c *c
 			}
 		}
 	case kindCgroup1:
-		if r.memory > 0 {
+		if trackBase != "" {
+			if _, err := mkdir(trackBase); err != nil {
+				return nil, err
+			}
+		}
+		if limitsOn && r.memory > 0 {
 			dir, err := mkdir(m.memBase)
 			if err != nil {
 				return nil, err
@@ -443,7 +467,7 @@ func newCgroup(m mechanism, name string, r resourceLimits, cloneInto bool) (c *c
 				}
 			}
 		}
-		if r.cpu > 0 && m.limitsCPU() {
+		if limitsOn && r.cpu > 0 && m.limitsCPU() {
 			dir, err := mkdir(m.cpuBase)
 			if err != nil {
 				return nil, err
@@ -555,31 +579,79 @@ func (c *cgroup) pids() []int {
 }
 
 // killAll SIGKILLs every process in the group(s) until none is left or
-// cgroupEmptyWait passes, and returns how many it signalled. On cgroup v2
-// with cgroup.kill the kernel does it atomically, which also catches a
-// process forking meanwhile.
+// cgroupEmptyWait passes, and returns how many processes it signalled. Where the kernel
+// offers it (cgroup v2 cgroup.kill) it kills a group atomically; a cgroup v1
+// freezer group is frozen first, so that nothing in it can fork while it is
+// being killed. Otherwise it kills what it finds until nothing is left: a
+// process with a SIGKILL pending cannot fork.
 func (c *cgroup) killAll() int {
 	if c == nil {
 		return 0
 	}
-	n := 0
-	if c.kind == kindCgroup2 {
-		for _, dir := range c.dirs {
-			if exists(filepath.Join(dir, "cgroup.kill")) {
-				if len(c.pids()) > 0 && writeCgroupFile(dir, "cgroup.kill", "1") == nil {
-					n++
+	signalled := map[int]bool{}
+	kill := func(pids []int) {
+		for _, p := range pids {
+			if p > 1 && p != os.Getpid() && syscall.Kill(p, syscall.SIGKILL) == nil {
+				signalled[p] = true
+			}
+		}
+	}
+	for _, dir := range c.dirs {
+		if exists(filepath.Join(dir, "cgroup.kill")) {
+			if pids := c.pids(); len(pids) > 0 && writeCgroupFile(dir, "cgroup.kill", "1") == nil {
+				for _, p := range pids {
+					signalled[p] = true
 				}
 			}
 		}
 	}
+	thaw := c.freeze()
+	kill(c.pids())
+	thaw()
 	deadline := time.Now().Add(cgroupEmptyWait)
 	for {
 		pids := c.pids()
 		if len(pids) == 0 || time.Now().After(deadline) {
-			return n
+			return len(signalled)
 		}
-		n += killPIDs(pids)
+		kill(pids)
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// freezeWait bounds how long freeze waits for a group to be frozen; a task
+// in uninterruptible sleep can keep it FREEZING.
+const freezeWait = 500 * time.Millisecond
+
+// freeze freezes the group(s) that are cgroup v1 freezer groups holding
+// processes, waiting (bounded) until they are, and returns how to thaw them.
+func (c *cgroup) freeze() (thaw func()) {
+	var frozen []string
+	pids := c.pids()
+	if len(pids) == 0 || slices.Contains(pids, os.Getpid()) { // never freeze a thread of ours
+		return func() {}
+	}
+	for _, dir := range c.dirs {
+		state := filepath.Join(dir, "freezer.state")
+		if !exists(state) {
+			continue
+		}
+		if writeCgroupFile(dir, "freezer.state", "FROZEN") != nil {
+			continue
+		}
+		frozen = append(frozen, dir)
+		deadline := time.Now().Add(freezeWait)
+		for time.Now().Before(deadline) {
+			if b, err := os.ReadFile(state); err != nil || strings.TrimSpace(string(b)) == "FROZEN" {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return func() {
+		for _, dir := range frozen {
+			_ = writeCgroupFile(dir, "freezer.state", "THAWED")
+		}
 	}
 }
 
@@ -620,6 +692,12 @@ func (c *cgroup) remove() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// releaseCgroupDirs kills every process in dirs and removes them, as the
+// reaper does for the groups of a gateway that died.
+func releaseCgroupDirs(dirs []string) {
+	_ = (&cgroup{dirs: dirs}).remove()
 }
 
 // limitData sets pid's RLIMIT_DATA (soft and hard) to n bytes.

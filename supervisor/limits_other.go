@@ -10,9 +10,9 @@ func detectMechanism() mechanism {
 }
 
 // cgroup is Linux-only; this stub is never created.
-type cgroup struct{}
+type cgroup struct{ dirs []string }
 
-func newCgroup(mechanism, string, resourceLimits, bool) (*cgroup, error) {
+func newCgroup(mechanism, limitKind, string, string, resourceLimits, bool) (*cgroup, error) {
 	return nil, errors.New("creating a cgroup: cgroups are Linux-only")
 }
 
@@ -24,5 +24,7 @@ func (c *cgroup) place(int) error            { return errors.New("placing in a c
 func (c *cgroup) oomKilled() bool            { return false }
 func (c *cgroup) killAll() int               { return 0 }
 func (c *cgroup) remove() error              { return nil }
+
+func releaseCgroupDirs([]string) {}
 
 func limitData(int, int64) error { return errors.New("setting RLIMIT_DATA: Linux-only") }

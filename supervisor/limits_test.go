@@ -345,7 +345,7 @@ func TestCgroupKillsEscapedDescendants(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, 5*time.Second, func() bool { return !alive(gpid) }, "the escaped grandchild to die")
-	if !rec.logs.Contains("killed processes left in the provider's cgroup") {
+	if !rec.logs.Contains("killed processes left behind by the provider") {
 		t.Error("the kill of the escaped process was not logged")
 	}
 	if isDir(dir) {
@@ -469,12 +469,12 @@ func TestCgroup2Subtree(t *testing.T) {
 	m := mechanism{kind: kindCgroup2, memBase: base}
 	start := func(name string, cloneInto bool, badFD bool) (*cgroup, *proc, *placement) {
 		t.Helper()
-		cg, err := newCgroup(m, name, resourceLimits{}, cloneInto)
+		cg, err := newCgroup(m, "", "", name, resourceLimits{}, cloneInto)
 		if err != nil || cg == nil {
 			t.Fatalf("newCgroup = %v, %v", cg, err)
 		}
 		e := &enforcement{cg: cg}
-		pl := e.placement()
+		pl := e.placement(syscall.SIGKILL)
 		var bad *os.File
 		if badFD { // not a cgroup directory: clone3 fails, the child is placed by pid
 			if bad, err = os.Open("/dev/null"); err != nil {

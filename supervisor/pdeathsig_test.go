@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -114,10 +115,10 @@ func TestReaperKillsRegisteredGroupsWhenClosed(t *testing.T) {
 	}
 	kept, gone := start(), start()
 	r := newReaper(zerolog.New(zerolog.NewTestWriter(t)))
-	r.add(kept.Process.Pid)
-	r.add(gone.Process.Pid)
-	r.remove(gone.Process.Pid) // unregistered: must survive
-	r.close()                  // as the gateway dying would: EOF
+	r.add("+" + strconv.Itoa(kept.Process.Pid))
+	r.add("+" + strconv.Itoa(gone.Process.Pid))
+	r.remove("+" + strconv.Itoa(gone.Process.Pid)) // unregistered: must survive
+	r.close()                                      // as the gateway dying would: EOF
 	waitUntil(t, 5*time.Second, func() bool { return !alive(kept.Process.Pid) }, "registered group killed")
 	if !alive(gone.Process.Pid) {
 		t.Error("unregistered group was killed")

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -37,7 +38,17 @@ type proc struct {
 	lim *enforcement // its resource limits; nil if none
 }
 
-// placement puts a new child under its resource limits (see limits_unix.go).
+// spawnMu keeps sweeps of adopted processes (sweepAdopted) out while a child
+// is forked and registered in ownChildren: in between, the new child is a
+// child of this process that no registry knows.
+var spawnMu sync.RWMutex
+
+// ownChildren holds the pids of the children this package forked (providers
+// and the reaper helper), from their start until they are reaped.
+var ownChildren sync.Map
+
+// placement puts a new child under its resource limits and process tracking
+// (see limits_unix.go).
 type placement struct {
 	// cgroupFD, when >= 0, is an open cgroup v2 directory to start the child
 	// in (Linux CLONE_INTO_CGROUP), so that it never runs outside it. If that
@@ -53,14 +64,21 @@ type placement struct {
 	// whether the child is already in its cgroups. An error kills the child
 	// and fails the start.
 	after func(pid int, placed bool) error
+	// subreaper starts the child through the exec trampoline, which makes it
+	// a child subreaper and sets RLIMIT_DATA to dataLimit (if > 0) before it
+	// execs the command (track_linux.go).
+	subreaper bool
+	dataLimit int64
+	// deathSig is the child's parent-death signal; zero means SIGKILL.
+	deathSig syscall.Signal
 }
 
-// startProcess starts path with argv in its own process group, placed by pl
-// (nil: no limits). Start and Wait run on one goroutine locked to its OS
-// thread, which is never unlocked, so the child's Pdeathsig fires only when
-// the gateway dies, not when the Go runtime retires the forking thread
-// (golang/go#27505). The child's stdio are *os.File pipe ends, so Wait never
-// waits for copy goroutines.
+// startProcess starts path with argv in its own session and process group,
+// placed by pl (nil: no limits, plain tracking). Start and Wait run on one
+// goroutine locked to its OS thread, which is never unlocked, so the child's
+// parent-death signal fires only when the gateway dies, not when the Go
+// runtime retires the forking thread (golang/go#27505). The child's stdio are
+// *os.File pipe ends, so Wait never waits for copy goroutines.
 func startProcess(path string, argv, env []string, dir string, pl *placement) (*proc, error) {
 	var files [6]*os.File // childIn, ourIn, ourOut, childOut, ourErr, childErr
 	closeAll := func() {
@@ -82,6 +100,17 @@ func startProcess(path string, argv, env []string, dir string, pl *placement) (*
 		closeAll()
 		return nil, fmt.Errorf("creating stderr pipe: %w", err)
 	}
+	command := path // for errors: path may become the trampoline's
+	cgroupFD, deathSig := -1, syscall.SIGKILL
+	if pl != nil {
+		cgroupFD = pl.cgroupFD
+		if pl.deathSig != 0 {
+			deathSig = pl.deathSig
+		}
+		if pl.subreaper {
+			path, argv, env = trampoline(path, argv, env, pl.dataLimit)
+		}
+	}
 	newCmd := func(cgroupFD int) *exec.Cmd {
 		return &exec.Cmd{
 			Path:        path,
@@ -91,12 +120,8 @@ func startProcess(path string, argv, env []string, dir string, pl *placement) (*
 			Stdin:       files[0],
 			Stdout:      files[3],
 			Stderr:      files[5],
-			SysProcAttr: sysProcAttr(cgroupFD),
+			SysProcAttr: sysProcAttr(cgroupFD, deathSig),
 		}
-	}
-	cgroupFD := -1
-	if pl != nil {
-		cgroupFD = pl.cgroupFD
 	}
 	p := &proc{stdin: files[1], stdout: files[2], stderr: files[4], exited: make(chan struct{})}
 	started := make(chan error, 1)
@@ -107,6 +132,7 @@ func startProcess(path string, argv, env []string, dir string, pl *placement) (*
 			inherited, undo = pl.before()
 		}
 		cmd := newCmd(cgroupFD)
+		spawnMu.RLock()
 		err := cmd.Start()
 		placed := err == nil && (cgroupFD >= 0 || inherited)
 		if err != nil && cgroupFD >= 0 { // e.g. a kernel before 5.7: place it by pid
@@ -115,6 +141,10 @@ func startProcess(path string, argv, env []string, dir string, pl *placement) (*
 			err = cmd.Start()
 			placed = err == nil && inherited
 		}
+		if err == nil {
+			ownChildren.Store(cmd.Process.Pid, struct{}{})
+		}
+		spawnMu.RUnlock()
 		undo()
 		// The child has its own copies now (or never will).
 		_ = files[0].Close()
@@ -128,6 +158,7 @@ func startProcess(path string, argv, env []string, dir string, pl *placement) (*
 			if err := pl.after(cmd.Process.Pid, placed); err != nil {
 				_ = killGroup(cmd.Process.Pid, syscall.SIGKILL)
 				_ = cmd.Wait()
+				ownChildren.Delete(cmd.Process.Pid)
 				started <- fmt.Errorf("applying resource limits: %w", err)
 				return
 			}
@@ -135,6 +166,7 @@ func startProcess(path string, argv, env []string, dir string, pl *placement) (*
 		p.pid = cmd.Process.Pid
 		started <- nil
 		p.waitErr = cmd.Wait()
+		ownChildren.Delete(p.pid)
 		p.state = cmd.ProcessState
 		now := time.Now()
 		_ = p.stdout.SetReadDeadline(now.Add(stdoutDrainAfterExit))
@@ -146,7 +178,7 @@ func startProcess(path string, argv, env []string, dir string, pl *placement) (*
 		_ = files[1].Close()
 		_ = files[2].Close()
 		_ = files[4].Close()
-		return nil, fmt.Errorf("starting %s: %w", path, err)
+		return nil, fmt.Errorf("starting %s: %w", command, err)
 	}
 	return p, nil
 }

@@ -4,8 +4,8 @@ package supervisor
 
 import "syscall"
 
-// sysProcAttr puts the child in its own process group. Pdeathsig and cgroups
-// are Linux-only.
-func sysProcAttr(int) *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true}
+// sysProcAttr puts the child in its own session and process group. Pdeathsig
+// and cgroups are Linux-only.
+func sysProcAttr(int, syscall.Signal) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setsid: true}
 }

@@ -22,6 +22,9 @@ const (
 	DefaultResetAfter    = 60 * time.Second
 	DefaultMaxFailures   = 5
 	DefaultGarbageLimit  = 100
+	// DefaultMaxConsecutiveTimeouts is how many calls in a row may time out
+	// before the child is restarted.
+	DefaultMaxConsecutiveTimeouts = 3
 )
 
 // Spec describes one provider instance: what to run and its limits. Zero fields
@@ -69,6 +72,12 @@ type Spec struct {
 	// GarbageLimit is how many invalid stdout lines per minute are tolerated
 	// before the child is killed and restarted (default 100; negative disables).
 	GarbageLimit int
+	// MaxConsecutiveTimeouts is how many calls through the Upstream may hit
+	// CallTimeout in a row before the child is killed and restarted, which
+	// counts as a failure (default 3; negative disables). Any answer from the
+	// child, a result or an error, resets the count; a call the caller
+	// cancelled, or whose own deadline came first, does not count.
+	MaxConsecutiveTimeouts int
 
 	// MaxMemoryBytes caps the child's memory (0 = unlimited). With cgroups it
 	// bounds the memory of the child and all its descendants together, and a
@@ -131,6 +140,9 @@ func (s Spec) withDefaults() Spec {
 	if s.GarbageLimit == 0 {
 		s.GarbageLimit = DefaultGarbageLimit
 	}
+	if s.MaxConsecutiveTimeouts == 0 {
+		s.MaxConsecutiveTimeouts = DefaultMaxConsecutiveTimeouts
+	}
 	return s
 }
 
@@ -155,6 +167,7 @@ func (s Spec) Equal(o Spec) bool {
 		a.KillGrace == b.KillGrace &&
 		a.Backoff == b.Backoff &&
 		a.GarbageLimit == b.GarbageLimit &&
+		a.MaxConsecutiveTimeouts == b.MaxConsecutiveTimeouts &&
 		a.MaxMemoryBytes == b.MaxMemoryBytes &&
 		a.MaxCPU == b.MaxCPU
 }

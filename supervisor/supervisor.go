@@ -55,6 +55,9 @@ const (
 	EventRestart = "restart" // a restart is scheduled after Delay
 	EventFailed  = "failed"  // too many quick failures; no more restarts
 	EventStop    = "stop"    // supervision of the instance ended (Stop)
+	// EventUnhealthy: the supervisor is killing a child that still runs but
+	// fails its health rules (Err says which); an exit and a restart follow.
+	EventUnhealthy = "unhealthy"
 )
 
 // Event is a lifecycle event of one instance. It never contains secret values.
@@ -565,8 +568,14 @@ func (in *instance) runOnce() (res runResult) {
 		in.log.Error().Err(err).Msg("provider resource limits could not be set up")
 		return runResult{err: err}
 	}
+	// A child subreaper is stopped, not killed, when the gateway dies, so that
+	// the reaper finds its whole subtree (reaper.go); that needs a reaper.
+	deathSig := syscall.SIGKILL
+	if lim != nil && lim.subreaper && in.s.reaper.ensure() {
+		deathSig = syscall.SIGSTOP
+	}
 	start := clock.Now()
-	pl := lim.placement()
+	pl := lim.placement(deathSig)
 	p, err := startProcess(path, argv, env, spec.Dir, pl)
 	in.s.limits.started(lim, pl)
 	if err != nil {
@@ -576,7 +585,11 @@ func (in *instance) runOnce() (res runResult) {
 		return runResult{err: err}
 	}
 	p.lim = lim
-	in.s.reaper.add(p.pid)
+	if lim != nil && lim.placeErr != nil {
+		in.log.Warn().Err(lim.placeErr).Msg("process tracking: placing the provider in its cgroup failed; descendants that leave its process group will not be found")
+	}
+	regs := lim.registrations(p.pid)
+	in.s.reaper.add(regs...)
 	in.mu.Lock()
 	in.pid = p.pid
 	in.startedAt = time.Now()
@@ -629,9 +642,10 @@ func (in *instance) runOnce() (res runResult) {
 		cancelRun()
 		select {
 		case <-p.exited:
-			// Descendants that left the group but not the cgroup die now.
+			// Descendants that left the group die now: those in its cgroup, or
+			// (subreaper mode) those of its subtree, now the gateway's.
 			if n := lim.killRest(); n > 0 {
-				in.log.Warn().Int("pid", p.pid).Int("killed", n).Msg("killed processes left in the provider's cgroup")
+				in.log.Warn().Int("pid", p.pid).Int("killed", n).Msg("killed processes left behind by the provider")
 			}
 			// Let the Conn and the stderr drain read what the child wrote before
 			// dying; both end at EOF or at the read deadlines set on exit.
@@ -641,7 +655,7 @@ func (in *instance) runOnce() (res runResult) {
 			_ = conn.Close()
 			<-stderrDone
 			p.closePipes()
-			in.s.reaper.remove(p.pid) // reaped, and its group killed
+			in.s.reaper.remove(regs...) // reaped, and the rest killed
 		default: // could not kill it: do not wait on its pipes
 			_ = conn.Close()
 			p.closePipes()
@@ -681,6 +695,7 @@ func (in *instance) runOnce() (res runResult) {
 	}
 
 	up := newLimited(conn, spec, &in.inFlight)
+	up.timeouts = newTimeoutStreak(spec.MaxConsecutiveTimeouts)
 	if conn.Modern() {
 		up.lis = newListener(conn, func(err error) {
 			in.log.Warn().Str("error", redact(err.Error())).Msg("the provider's subscriptions/listen stream ended")
@@ -745,6 +760,16 @@ func (in *instance) runOnce() (res runResult) {
 			res.err = switchboard.Errorf(switchboard.EUNAVAILABLE, "provider wrote more than %d invalid lines in a minute", spec.GarbageLimit)
 			in.setErr(res.err)
 			in.killNow(p, "provider exceeded the invalid-output limit; killing its group")
+			in.recordExit(p)
+			return res
+
+		case <-up.timeouts.tripped():
+			in.unpublish()
+			res.forced = true
+			res.err = switchboard.Errorf(switchboard.EUNAVAILABLE, "provider timed out %d calls in a row (call_timeout %s)", up.timeouts.count(), spec.CallTimeout)
+			in.setErr(res.err)
+			in.emit(Event{Kind: EventUnhealthy, PID: p.pid, Err: res.err.Error()})
+			in.killNow(p, "provider timed out too many calls in a row; killing its group")
 			in.recordExit(p)
 			return res
 

@@ -19,6 +19,7 @@ type limited struct {
 	inFlight *atomic.Int64 // shared with the instance, for Status
 	maxQueue int64
 	timeout  time.Duration
+	timeouts *timeoutStreak // calls that hit timeout in a row; nil: not counted
 	// lis is the stateless-era child's subscriptions/listen stream, which
 	// carries resource subscriptions; nil for a session-era child.
 	lis *listener
@@ -72,9 +73,11 @@ func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawM
 		l.inFlight.Add(-1)
 		<-l.slots
 	}()
-	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	callCtx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	return l.conn.Call(ctx, req)
+	res, err := l.conn.Call(callCtx, req)
+	l.timeouts.observe(ctx, err)
+	return res, err
 }
 
 // Notify sends the child a notification (roots/list_changed, for one).

@@ -306,6 +306,10 @@ func (m *Main) specFor(ctx context.Context, p *providers.Provider, user string) 
 		}
 	}
 	l := p.Limits
+	maxTimeouts := l.MaxConsecutiveTimeouts.Value // unset: 0, the Spec's default
+	if l.MaxConsecutiveTimeouts.Set && maxTimeouts == 0 {
+		maxTimeouts = -1 // 0 turns the restart off; in a Spec, 0 means the default
+	}
 	return supervisor.Spec{
 		Key:             switchboard.InstanceKey{Provider: p.Name, User: user},
 		Command:         p.Command,
@@ -321,8 +325,9 @@ func (m *Main) specFor(ctx context.Context, p *providers.Provider, user string) 
 		MaxCPU:          l.MaxCPU,
 		// Only a user's own instance may ask its client for roots: a shared
 		// child would apply one user's roots to every user.
-		Roots:    user != "",
-		Protocol: strings.TrimPrefix(p.Protocol, "auto"),
+		Roots:                  user != "",
+		Protocol:               strings.TrimPrefix(p.Protocol, "auto"),
+		MaxConsecutiveTimeouts: maxTimeouts,
 	}, nil
 }
 

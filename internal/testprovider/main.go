@@ -40,6 +40,12 @@
 //	fork              start a grandchild "sleep 1000" in the same process group
 //	fork-escape       start a grandchild "sleep 1000" in a new session (setsid)
 //	                  that holds stdout and stderr open
+//	daemon            double-fork a daemon: a child in a new session (setsid)
+//	                  starts a grandchild (this program again) that ignores
+//	                  SIGTERM and SIGHUP, has its stdio on /dev/null and writes
+//	                  its pid to TP_PIDFILE.daemon, then exits at once, so that
+//	                  the grandchild is orphaned (reparented to the nearest
+//	                  subreaper, or init)
 //	garbage           write non-JSON, non-JSON-RPC and wrong-id lines before
 //	                  every response
 //	big=N             echo returns N bytes of text (one N-byte line)
@@ -96,6 +102,14 @@ type server struct {
 }
 
 func main() {
+	switch os.Getenv("TP_ROLE") {
+	case "daemon-middle":
+		daemonMiddle()
+		return
+	case "daemon":
+		daemon()
+		return
+	}
 	s := &server{mode: parseMode(os.Getenv("TP_MODE")), out: os.Stdout, inflight: map[string]chan struct{}{}}
 	if f := os.Getenv("TP_PIDFILE"); f != "" {
 		_ = os.WriteFile(f, []byte(strconv.Itoa(os.Getpid())), 0o644)
@@ -116,6 +130,9 @@ func main() {
 	}
 	if s.has("fork-escape") {
 		s.grandchild(true)
+	}
+	if s.has("daemon") {
+		startDaemon()
 	}
 	if s.has("stderr-flood") {
 		go flood()
@@ -186,6 +203,44 @@ func (s *server) grandchild(escape bool) {
 		_ = os.WriteFile(f+".grandchild", []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 	}
 	go func() { _ = cmd.Wait() }()
+}
+
+// startDaemon runs this program as the middle of a double fork, in a new
+// session, and waits for it: it exits as soon as it started the daemon.
+func startDaemon() {
+	exe, err := os.Executable()
+	if err == nil {
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), "TP_ROLE=daemon-middle")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		err = cmd.Run()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "daemon failed:", err)
+	}
+}
+
+func daemonMiddle() {
+	exe, err := os.Executable()
+	if err != nil {
+		os.Exit(1)
+	}
+	cmd := exec.Command(exe) // stdio on /dev/null
+	cmd.Env = append(os.Environ(), "TP_ROLE=daemon")
+	if err := cmd.Start(); err != nil {
+		os.Exit(1)
+	}
+	os.Exit(0) // orphan it
+}
+
+func daemon() {
+	signal.Ignore(syscall.SIGTERM, syscall.SIGHUP)
+	if f := os.Getenv("TP_PIDFILE"); f != "" {
+		_ = os.WriteFile(f+".daemon", []byte(strconv.Itoa(os.Getpid())), 0o644)
+	}
+	for {
+		time.Sleep(time.Hour)
+	}
 }
 
 func flood() {
