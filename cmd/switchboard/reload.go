@@ -110,6 +110,7 @@ func (m *Main) applyReload(ctx context.Context, trigger string) ReloadResult {
 	ch := providers.Diff(old, next)
 	// Settings that cannot change live keep their old values until a restart.
 	next.Listen, next.DataDir, next.Vault, next.Audit, next.Sessions = old.Listen, old.DataDir, old.Vault, old.Audit, old.Sessions
+	next.Server = old.Server
 	if !next.Auth.Disabled && old.Auth.Disabled || next.Auth.Disabled && !old.Auth.Disabled {
 		ch.NeedsRestart = append(ch.NeedsRestart, "auth.disabled")
 		next.Auth.Disabled = old.Auth.Disabled
