@@ -125,6 +125,7 @@ func (m *Main) applyReload(ctx context.Context, trigger string) ReloadResult {
 	m.cfg = next
 	m.mu.Unlock()
 	m.id.limiter.SetConfig(rateConfig(next, m))
+	m.id.fails.SetConfig(failureConfig(next, m))
 	m.mux.SetFilter(policyFor(next, userState{prefs: m.id.prefs, conns: m.id.conns}))
 	m.applySkills()
 	m.setLogLevel(next.Log.Level)
