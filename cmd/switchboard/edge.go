@@ -43,7 +43,7 @@ func failureConfig(cfg *providers.Config, m *Main) auth.FailureLimitConfig {
 	}
 }
 
-// listen wraps ln with the connection caps of cfg.
+// limitConns wraps ln with the connection caps of cfg.
 func (m *Main) limitConns(ln net.Listener, cfg providers.ServerConfig) *auth.ConnLimiter {
 	max := cfg.MaxConns
 	if max == 0 {
