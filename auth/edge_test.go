@@ -10,10 +10,13 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchboard-mcp/switchboard"
 )
 
 // slowRequest opens a raw connection to srv, sends head (without the blank
@@ -416,5 +419,69 @@ func TestCORSForListedOrigins(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer good-alice")
 	if resp, body := do(t, req); resp.StatusCode != 200 || !strings.Contains(string(body), `"alice"`) {
 		t.Fatalf("listed authenticated request: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestFailureLimiterHoldsUnderConcurrency: concurrent bad requests cannot all
+// pass on the source's last tokens; an authenticated request gives its token
+// back as soon as it is authenticated, even while it runs on.
+func TestFailureLimiterHoldsUnderConcurrency(t *testing.T) {
+	clk := newFakeClock()
+	fl := NewFailureLimiter(FailureLimitConfig{Burst: 5, Interval: time.Hour})
+	fl.now = clk.Now
+	var reached atomic.Int64
+	release := make(chan struct{})
+	slowAuthn := func(r *http.Request) (*switchboard.Principal, bool, error) {
+		reached.Add(1)
+		time.Sleep(20 * time.Millisecond) // let the others arrive meanwhile
+		tok, _ := BearerToken(r)
+		if tok == "good" {
+			return &switchboard.Principal{Kind: switchboard.PrincipalUser, ID: "al", Endpoint: switchboard.EndpointPublic}, true, nil
+		}
+		return nil, false, nil
+	}
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stream" {
+			<-release
+		}
+		w.WriteHeader(200)
+	})
+	srv := httptest.NewServer(chain(inner, fl.Middleware,
+		RequireAuth(slowAuthn, "", func(r *http.Request, _ string) { fl.Fail(r) }), fl.Passed))
+	defer srv.Close()
+	get := func(path, tok string) int {
+		req := newReq(t, http.MethodGet, srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if get("/", "bad") != 401 { // on record now: 4 tokens left
+		t.Fatal("first failure not 401")
+	}
+	// A long authenticated request: its token comes back once it is in.
+	streamDone := make(chan int)
+	go func() { streamDone <- get("/stream", "good") }()
+	for reached.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // past its authentication
+	reached.Store(0)
+	var wg sync.WaitGroup
+	for range 40 {
+		wg.Add(1)
+		go func() { defer wg.Done(); get("/", "bad") }()
+	}
+	wg.Wait()
+	if n := reached.Load(); n != 4 {
+		t.Errorf("%d of 40 concurrent bad requests reached authentication with 4 tokens left", n)
+	}
+	close(release)
+	if code := <-streamDone; code != 200 {
+		t.Errorf("the long authenticated request: %d", code)
 	}
 }

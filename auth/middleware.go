@@ -17,8 +17,8 @@ import (
 // step refusing before the next one runs (research/reliability-security.md):
 //
 //	(PreAuthDeadline, server-wide) → BodyLimit → HostOriginGuard → StripInternalHeaders
-//	  → FailureLimiter.Middleware → RequireAuth → BodyDeadline → RateLimiter.Middleware
-//	  → MCP handler
+//	  → FailureLimiter.Middleware → RequireAuth → FailureLimiter.Passed → BodyDeadline
+//	  → RateLimiter.Middleware → MCP handler
 //
 // No step before BodyDeadline reads the request body, so nothing waits for the
 // body of a request that is not authenticated. Every refusal before

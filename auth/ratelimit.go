@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"math"
 	"net"
 	"net/http"
@@ -267,11 +268,57 @@ func (f *FailureLimiter) SetConfig(cfg FailureLimitConfig) {
 	f.gen.Add(1)
 }
 
-// Fail records one authentication failure from r's source.
+// failCharge is the token a request from a source with failures on record
+// took on its way in: kept if it fails authentication, given back otherwise.
+// Taking it before authentication, rather than checking the balance and
+// charging after, means concurrent requests cannot all pass on the same last
+// token.
+type failCharge struct {
+	mu      sync.Mutex
+	res     *rate.Reservation
+	settled bool
+}
+
+type failChargeKey struct{}
+
+// settle keeps (keep) or gives back the token; only the first call counts. It
+// reports whether there was a token to settle.
+func (c *failCharge) settle(keep bool, now time.Time) bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.settled {
+		return true
+	}
+	c.settled = true
+	if !keep {
+		c.res.CancelAt(now)
+	}
+	return true
+}
+
+// Fail records one authentication failure from r's source: it keeps the token
+// Middleware took, or, for a source with no failures on record, takes one.
 func (f *FailureLimiter) Fail(r *http.Request) {
 	cfg, now := f.cfg.Load(), f.now()
+	if c, _ := r.Context().Value(failChargeKey{}).(*failCharge); c.settle(true, now) {
+		return
+	}
 	f.set.get("ip:"+SourceIP(r), now, rate.Every(cfg.Interval), cfg.Burst, f.gen.Load(), cfg.IdleTTL, cfg.MaxKeys).
 		AllowN(now, 1)
+}
+
+// Passed, placed right after RequireAuth, gives back the token an
+// authenticated request took in Middleware at once, rather than when the
+// request ends (an SSE stream may last hours).
+func (f *FailureLimiter) Passed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := r.Context().Value(failChargeKey{}).(*failCharge)
+		c.settle(false, f.now())
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Blocked reports whether r's source is over its failure budget, and for how long.
@@ -287,12 +334,26 @@ func (f *FailureLimiter) Blocked(r *http.Request) (bool, time.Duration) {
 	return true, time.Duration((1 - tokens) * float64(f.cfg.Load().Interval))
 }
 
-// Middleware answers 429 (as RateLimiter.Middleware does) to sources that are
-// Blocked, before authentication runs, and closes the connection after the
-// answer if the request may carry a body.
+// Middleware answers 429 (as RateLimiter.Middleware does), before
+// authentication runs, to a source over its failure budget, and closes the
+// connection after the answer if the request may carry a body. A request from
+// a source with failures on record takes a token on its way in; Fail keeps it,
+// Passed gives it back, and so does the end of a request that did neither (a
+// technical failure).
 func (f *FailureLimiter) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if blocked, d := f.Blocked(r); blocked {
+		lim := f.set.peek("ip:" + SourceIP(r))
+		if lim == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		now := f.now()
+		res := lim.ReserveN(now, 1)
+		if d := res.DelayFrom(now); !res.OK() || d > 0 {
+			res.CancelAt(now)
+			if !res.OK() {
+				d = f.cfg.Load().Interval
+			}
 			if hook := f.cfg.Load().OnLimit; hook != nil {
 				hook(r, "ip:"+SourceIP(r), d)
 			}
@@ -300,7 +361,9 @@ func (f *FailureLimiter) Middleware(next http.Handler) http.Handler {
 			refuse(w, r, http.StatusTooManyRequests, bodyRateLimited)
 			return
 		}
-		next.ServeHTTP(w, r)
+		c := &failCharge{res: res}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), failChargeKey{}, c)))
+		c.settle(false, f.now())
 	})
 }
 

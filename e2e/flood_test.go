@@ -223,14 +223,24 @@ providers:
 		t.Fatalf("bad answer during the flood: %v", v)
 	}
 	// Default failure budget: 30 at once, then one a second.
-	if max := int64(30 + elapsed.Seconds() + 5); unauthorized.Load() > max || limited.Load() == 0 {
+	if max := int64(30 + elapsed.Seconds() + 2); unauthorized.Load() > max || limited.Load() == 0 {
 		t.Fatalf("%d requests reached authentication in %v (budget %d), %d were answered 429",
 			unauthorized.Load(), elapsed.Round(time.Millisecond), max, limited.Load())
 	}
 	t.Logf("%d bad tokens in %v: %d answered 401, %d answered 429", total, elapsed.Round(time.Millisecond), unauthorized.Load(), limited.Load())
 
-	// Shutdown writes the summaries still being counted.
+	// What the gateway itself refused (a client retries an idempotent GET
+	// whose keep-alive connection broke, so it can be a few more than sent).
+	// The MCP client's closing DELETE comes from the blocked address too:
+	// close it first, so it is counted here.
 	c.Close()
+	refused := metricSum(t, g, `switchboard_auth_failures_total{endpoint="/mcp"}`) +
+		metricSum(t, g, `switchboard_rate_limited_total{endpoint="/mcp"}`)
+	if refused < total || refused > total+workers {
+		t.Fatalf("the gateway counted %d refusals of %d requests", refused, total)
+	}
+
+	// Shutdown writes the summaries still being counted.
 	tr.CloseIdleConnections()
 	httpTransport.CloseIdleConnections()
 	if !g.stop(syscall.SIGTERM, 30*time.Second) {
@@ -255,14 +265,45 @@ providers:
 	if !toolCall {
 		t.Error("the tool call's record was pushed out of the retained audit files by the flood")
 	}
-	if records > 6 || counted != total {
-		t.Errorf("the flood wrote %d refusal records counting %d requests; want a handful counting all %d", records, counted, total)
+	if records > 6 || counted != refused {
+		t.Errorf("the flood wrote %d refusal records counting %d requests; want a handful counting all %d refused", records, counted, refused)
 	}
 	verify := exec.Command(filepath.Join(binDir, "switchboard"), "audit", "verify", "--config", g.cfg)
 	verify.Env, verify.Dir = g.env, g.dir
 	if out, err := verify.CombinedOutput(); err != nil {
 		t.Errorf("audit verify after the flood: %v\n%s", err, out)
 	}
+}
+
+// metricSum returns the value of one series on /metrics, asked from
+// 127.0.0.2: the flooding address, 127.0.0.1, is refused for a while whatever
+// its credentials.
+func metricSum(t *testing.T, g *gateway, series string) int {
+	t.Helper()
+	tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, g.url+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+g.key)
+	resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics from another address: %s %s", resp.Status, b)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return int(n)
+		}
+	}
+	t.Fatalf("no %s on /metrics:\n%s", series, b)
+	return 0
 }
 
 // readAuditDir reads every record of the audit log in dir, rotated files included.

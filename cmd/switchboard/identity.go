@@ -218,6 +218,7 @@ func (m *Main) buildEdge(ep switchboard.Endpoint, cfg *providers.Config, next ht
 	}
 	h := m.id.limiter.Middleware(next)
 	h = auth.BodyDeadline(cfg.Server.BodyTimeout.D())(h)
+	h = m.id.fails.Passed(h)
 	h = auth.RequireAuth(authn, m.resourceMetadataURL(), func(r *http.Request, reason string) {
 		m.authFailed(r, ep, reason)
 	})(h)
