@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/switchboard-mcp/switchboard"
 )
@@ -15,10 +16,14 @@ import (
 // The edge middleware below is plain net/http and composes in this order, each
 // step refusing before the next one runs (research/reliability-security.md):
 //
-//	BodyLimit → HostOriginGuard → StripInternalHeaders → FailureLimiter.Middleware
-//	  → RequireAuth → RateLimiter.Middleware → MCP handler
+//	(PreAuthDeadline, server-wide) → BodyLimit → HostOriginGuard → StripInternalHeaders
+//	  → FailureLimiter.Middleware → RequireAuth → FailureLimiter.Passed → BodyDeadline
+//	  → RateLimiter.Middleware → MCP handler
 //
-// No step reads the request body.
+// No step before BodyDeadline reads the request body, so nothing waits for the
+// body of a request that is not authenticated. Every refusal before
+// authentication of a request that may carry a body closes the connection
+// after the answer (see refuse) instead of draining the body.
 
 // Reasons passed to RequireAuth's onFail hook. A technical failure is reported
 // as ReasonError + ": " + the error text (which never contains credentials).
@@ -36,6 +41,25 @@ var (
 	bodyTooLarge     = []byte(`{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"request body too large"}}` + "\n")
 	bodyRateLimited  = []byte(`{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"rate limit exceeded"}}` + "\n")
 )
+
+// RefusalDrain is how long the server may still read the body of a request
+// refused before authentication (see refuse).
+const RefusalDrain = time.Second
+
+// refuse writes an early answer. If the request may still have body bytes on
+// the wire (a Content-Length above 0, or chunked), the connection is closed
+// after the answer and the connection's read deadline is cut to RefusalDrain:
+// net/http drains up to 256 KiB of an unread body when a handler returns, even
+// on a connection it is about to close, and would otherwise wait for a client
+// that sends that body one byte at a time. RefusalDrain lets a body already on
+// its way arrive, so the client reads the answer instead of a reset.
+func refuse(w http.ResponseWriter, r *http.Request, status int, body []byte) {
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(RefusalDrain))
+	}
+	writeJSON(w, status, body)
+}
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
@@ -55,7 +79,7 @@ func BodyLimit(n int64) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.ContentLength > n {
-				writeJSON(w, http.StatusRequestEntityTooLarge, bodyTooLarge)
+				refuse(w, r, http.StatusRequestEntityTooLarge, bodyTooLarge)
 				return
 			}
 			if r.Body != nil && r.Body != http.NoBody {
@@ -86,10 +110,19 @@ func IsBodyTooLarge(err error) bool {
 // ("gw.example.com:8443") it matches exactly.
 //
 // Origin: a request without an Origin header passes (non-browser clients).
-// Otherwise the Origin must be one of allowedOrigins ("https://app.example.com",
-// default ports may be omitted), or have a loopback hostname while the Host is a
-// loopback name too (a local tool such as the MCP Inspector calling a local
-// gateway). "null", several Origin headers, or an unparsable Origin are refused.
+// Otherwise the Origin must be the gateway's own ("http://" + Host, what a page
+// the gateway served itself sends) or one of allowedOrigins
+// ("https://app.example.com", default ports may be omitted). A page on another
+// port of the same machine is another origin: "http://localhost:5173" calling a
+// gateway on localhost:8080 is refused unless it is listed, because any local
+// dev server or tool page could otherwise drive the gateway from the browser.
+// "null", several Origin headers, or an unparsable Origin are refused.
+//
+// CORS: a request from a listed origin gets Access-Control-Allow-Origin (that
+// origin, never "*"), Vary: Origin and the MCP response headers exposed, and a
+// preflight (OPTIONS with Access-Control-Request-Method) from a listed origin is
+// answered 204 here, before authentication, since browsers send preflights
+// without credentials. No cookies are used, so credentials are never allowed.
 func HostOriginGuard(allowedHosts []string, allowedOrigins []string) func(http.Handler) http.Handler {
 	hosts := map[string]bool{}
 	for _, h := range allowedHosts {
@@ -106,18 +139,34 @@ func HostOriginGuard(allowedHosts []string, allowedOrigins []string) func(http.H
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			hostname, hostOK := hostAllowed(r, hosts)
-			if !hostOK || !originAllowed(r, hostname, origins) {
-				writeJSON(w, http.StatusForbidden, bodyForbidden)
+			vetted, hostOK := hostAllowed(r, hosts)
+			origin, listed, originOK := originAllowed(r, origins, vetted)
+			if !hostOK || !originOK {
+				refuse(w, r, http.StatusForbidden, bodyForbidden)
 				return
+			}
+			if listed {
+				h := w.Header()
+				h.Set("Access-Control-Allow-Origin", origin)
+				h.Add("Vary", "Origin")
+				h.Set("Access-Control-Expose-Headers", corsExposed)
+				if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+					h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE")
+					h.Set("Access-Control-Allow-Headers", corsAllowed)
+					h.Set("Access-Control-Max-Age", "600")
+					w.WriteHeader(http.StatusNoContent)
+					return
+				}
 			}
 			next.ServeHTTP(w, r)
 		})
 	}
 }
 
-// hostAllowed checks r.Host and returns its hostname.
-func hostAllowed(r *http.Request, hosts map[string]bool) (string, bool) {
+// hostAllowed checks r.Host. vetted reports that the Host is a loopback name
+// or listed, not merely let through because the listener is not on loopback
+// and no allowlist is set.
+func hostAllowed(r *http.Request, hosts map[string]bool) (vetted, ok bool) {
 	host := strings.ToLower(r.Host)
 	hostname, port := host, ""
 	if h, p, err := net.SplitHostPort(host); err == nil {
@@ -125,18 +174,18 @@ func hostAllowed(r *http.Request, hosts map[string]bool) (string, bool) {
 	}
 	hostname = strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(hostname, "["), "]"), ".")
 	if hostname == "" {
-		return "", false
+		return false, false
 	}
 	if isLoopbackHostname(hostname) {
-		return hostname, true
+		return true, true
 	}
 	if hosts[hostname] || (port != "" && hosts[joinHostPort(hostname, port)]) {
-		return hostname, true
+		return true, true
 	}
 	if !onLoopback(r) && len(hosts) == 0 {
-		return hostname, true
+		return false, true
 	}
-	return hostname, false
+	return false, false
 }
 
 func joinHostPort(h, p string) string {
@@ -162,23 +211,39 @@ func onLoopback(r *http.Request) bool {
 	return ip == nil || ip.IsLoopback()
 }
 
-func originAllowed(r *http.Request, hostname string, origins map[string]bool) bool {
+// CORS header values for listed origins.
+const (
+	corsExposed = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate, Retry-After"
+	corsAllowed = "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-Id"
+)
+
+// originAllowed checks r's Origin header. It returns the Origin as sent,
+// whether it is one of the listed origins, and whether it may pass: no Origin,
+// a listed one, or the gateway's own origin (same scheme, host and port as the
+// request) when the Host is vetted — with an unvetted Host a rebound name
+// would be "its own origin" too.
+func originAllowed(r *http.Request, origins map[string]bool, vetted bool) (origin string, listed, ok bool) {
 	vals := r.Header.Values("Origin")
 	switch len(vals) {
 	case 0:
-		return true
+		return "", false, true
 	case 1:
 	default:
-		return false
+		return "", false, false
 	}
-	n, oh, ok := normalizeOrigin(vals[0])
-	if !ok {
-		return false
+	n, _, valid := normalizeOrigin(vals[0])
+	if !valid {
+		return "", false, false
 	}
 	if origins[n] {
-		return true
+		return vals[0], true, true
 	}
-	return isLoopbackHostname(oh) && isLoopbackHostname(hostname)
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	self, _, valid := normalizeOrigin(scheme + "://" + r.Host)
+	return "", false, vetted && valid && n == self
 }
 
 // normalizeOrigin returns scheme://host[:port] in lowercase without a default
@@ -305,7 +370,7 @@ func RequireAuth(authn func(*http.Request) (*switchboard.Principal, bool, error)
 			if err != nil {
 				fail(r, ReasonError+": "+err.Error())
 				w.Header().Set("Retry-After", "5")
-				writeJSON(w, http.StatusServiceUnavailable, bodyUnavailable)
+				refuse(w, r, http.StatusServiceUnavailable, bodyUnavailable)
 				return
 			}
 			if !ok {
@@ -315,7 +380,7 @@ func RequireAuth(authn func(*http.Request) (*switchboard.Principal, bool, error)
 				}
 				fail(r, reason)
 				w.Header().Set("WWW-Authenticate", challenge)
-				writeJSON(w, http.StatusUnauthorized, bodyUnauthorized)
+				refuse(w, r, http.StatusUnauthorized, bodyUnauthorized)
 				return
 			}
 			next.ServeHTTP(w, r.WithContext(switchboard.NewContextWithPrincipal(r.Context(), p)))

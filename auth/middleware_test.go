@@ -138,7 +138,7 @@ func TestHostOriginGuard(t *testing.T) {
 	fa := &fakeAuthn{}
 	guard := HostOriginGuard(
 		[]string{"gw.example.com", "Ports.Example.com:8443"},
-		[]string{"https://app.example.com", "http://dev.example.com:3000/"},
+		[]string{"https://app.example.com", "http://dev.example.com:3000/", "http://localhost:6274"},
 	)
 	srv := httptest.NewServer(chain(http.HandlerFunc(echoHandler), guard, RequireAuth(fa.authn, "", nil)))
 	defer srv.Close()
@@ -170,9 +170,16 @@ func TestHostOriginGuard(t *testing.T) {
 		{name: "origin wrong scheme", host: "gw.example.com", origin: []string{"http://app.example.com"}, want: 403},
 		{name: "origin wrong port", host: "gw.example.com", origin: []string{"http://dev.example.com:3001"}, want: 403},
 		{name: "origin subdomain", host: "gw.example.com", origin: []string{"https://x.app.example.com"}, want: 403},
-		{name: "loopback origin to loopback host", host: "localhost:8080", origin: []string{"http://localhost:6274"}, want: 200},
-		{name: "loopback origin to ip host", host: "127.0.0.1:8080", origin: []string{"http://127.0.0.1:6274"}, want: 200},
-		{name: "loopback origin to public host", host: "gw.example.com", origin: []string{"http://localhost:6274"}, want: 403},
+		{name: "own origin", host: "localhost:8080", origin: []string{"http://localhost:8080"}, want: 200},
+		{name: "own origin default port", host: "127.0.0.1", origin: []string{"http://127.0.0.1:80"}, want: 200},
+		{name: "own origin of a listed host", host: "gw.example.com:8080", origin: []string{"http://gw.example.com:8080"}, want: 200},
+		{name: "page on another local port", host: "localhost:8080", origin: []string{"http://localhost:5173"}, want: 403},
+		{name: "page on another local port, ip", host: "127.0.0.1:8080", origin: []string{"http://127.0.0.1:5173"}, want: 403},
+		{name: "other loopback name, same port", host: "localhost:8080", origin: []string{"http://127.0.0.1:8080"}, want: 403},
+		{name: "own origin over https", host: "localhost:8080", origin: []string{"https://localhost:8080"}, want: 403},
+		{name: "listed local origin", host: "localhost:8080", origin: []string{"http://localhost:6274"}, want: 200},
+		{name: "listed local origin to ip host", host: "127.0.0.1:8080", origin: []string{"http://localhost:6274"}, want: 200},
+		{name: "unlisted loopback origin to public host", host: "gw.example.com", origin: []string{"http://localhost:5173"}, want: 403},
 		{name: "null origin", host: "localhost", origin: []string{"null"}, want: 403},
 		{name: "garbage origin", host: "localhost", origin: []string{"::::"}, want: 403},
 		{name: "origin with path", host: "localhost", origin: []string{"http://localhost/x"}, want: 403},
@@ -221,6 +228,8 @@ func TestHostOriginGuardNonLoopback(t *testing.T) {
 		{"allowlist refuses the raw ip", []string{"gw.lan"}, "10.0.0.5:8080", "", 403},
 		{"allowlist passes listed host", []string{"gw.lan"}, "gw.lan:8080", "", 200},
 		{"localhost passes", []string{"gw.lan"}, "localhost:8080", "", 200},
+		{"own origin of a listed host passes", []string{"gw.lan"}, "gw.lan:8080", "http://gw.lan:8080", 200},
+		{"own origin of an unlisted host is refused (rebinding)", nil, "rebound.example:8080", "http://rebound.example:8080", 403},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

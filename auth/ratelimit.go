@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"math"
 	"net"
 	"net/http"
@@ -226,22 +227,31 @@ type FailureLimitConfig struct {
 
 // FailureLimiter refuses, with 429, every request from a source IP that has
 // had more than Burst authentication failures recently. Wire Middleware before
-// RequireAuth, and call Fail from RequireAuth's onFail (for ReasonInvalid at
-// least; an MCP client's first, credential-less request that discovers the
-// authorization server is also a ReasonMissing refusal, so counting those too
-// needs a Burst that leaves room for it).
+// RequireAuth, and call Fail from RequireAuth's onFail for ReasonMissing and
+// ReasonInvalid (an MCP client's first, credential-less request that discovers
+// the authorization server is a ReasonMissing refusal, so Burst must leave
+// room for it; a technical failure, ReasonError, is not the client's doing).
 //
 // Sources are keyed by the connection's remote IP (IPv6 by /64);
 // X-Forwarded-For is not trusted. Behind a reverse proxy every caller shares
 // the proxy's address, so size Burst accordingly.
 type FailureLimiter struct {
-	cfg FailureLimitConfig
+	cfg atomic.Pointer[FailureLimitConfig]
+	gen atomic.Uint64
 	set limiterSet
 	now func() time.Time
 }
 
 // NewFailureLimiter returns a FailureLimiter with cfg.
 func NewFailureLimiter(cfg FailureLimitConfig) *FailureLimiter {
+	f := &FailureLimiter{now: time.Now}
+	f.SetConfig(cfg)
+	return f
+}
+
+// SetConfig replaces the limiter's settings; existing sources take the new
+// burst and interval on their next failure.
+func (f *FailureLimiter) SetConfig(cfg FailureLimitConfig) {
 	if cfg.Burst < 1 {
 		cfg.Burst = DefaultFailureBurst
 	}
@@ -254,14 +264,61 @@ func NewFailureLimiter(cfg FailureLimitConfig) *FailureLimiter {
 	if cfg.MaxKeys <= 0 {
 		cfg.MaxKeys = DefaultMaxKeys
 	}
-	return &FailureLimiter{cfg: cfg, now: time.Now}
+	f.cfg.Store(&cfg)
+	f.gen.Add(1)
 }
 
-// Fail records one authentication failure from r's source.
+// failCharge is the token a request from a source with failures on record
+// took on its way in: kept if it fails authentication, given back otherwise.
+// Taking it before authentication, rather than checking the balance and
+// charging after, means concurrent requests cannot all pass on the same last
+// token.
+type failCharge struct {
+	mu      sync.Mutex
+	res     *rate.Reservation
+	settled bool
+}
+
+type failChargeKey struct{}
+
+// settle keeps (keep) or gives back the token; only the first call counts. It
+// reports whether there was a token to settle.
+func (c *failCharge) settle(keep bool, now time.Time) bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.settled {
+		return true
+	}
+	c.settled = true
+	if !keep {
+		c.res.CancelAt(now)
+	}
+	return true
+}
+
+// Fail records one authentication failure from r's source: it keeps the token
+// Middleware took, or, for a source with no failures on record, takes one.
 func (f *FailureLimiter) Fail(r *http.Request) {
-	now := f.now()
-	f.set.get("ip:"+SourceIP(r), now, rate.Every(f.cfg.Interval), f.cfg.Burst, 0, f.cfg.IdleTTL, f.cfg.MaxKeys).
+	cfg, now := f.cfg.Load(), f.now()
+	if c, _ := r.Context().Value(failChargeKey{}).(*failCharge); c.settle(true, now) {
+		return
+	}
+	f.set.get("ip:"+SourceIP(r), now, rate.Every(cfg.Interval), cfg.Burst, f.gen.Load(), cfg.IdleTTL, cfg.MaxKeys).
 		AllowN(now, 1)
+}
+
+// Passed, placed right after RequireAuth, gives back the token an
+// authenticated request took in Middleware at once, rather than when the
+// request ends (an SSE stream may last hours).
+func (f *FailureLimiter) Passed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := r.Context().Value(failChargeKey{}).(*failCharge)
+		c.settle(false, f.now())
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Blocked reports whether r's source is over its failure budget, and for how long.
@@ -274,29 +331,50 @@ func (f *FailureLimiter) Blocked(r *http.Request) (bool, time.Duration) {
 	if tokens >= 1 {
 		return false, 0
 	}
-	return true, time.Duration((1 - tokens) * float64(f.cfg.Interval))
+	return true, time.Duration((1 - tokens) * float64(f.cfg.Load().Interval))
 }
 
-// Middleware answers 429 (as RateLimiter.Middleware does) to sources that are
-// Blocked, before authentication runs.
+// Middleware answers 429 (as RateLimiter.Middleware does), before
+// authentication runs, to a source over its failure budget, and closes the
+// connection after the answer if the request may carry a body. A request from
+// a source with failures on record takes a token on its way in; Fail keeps it,
+// Passed gives it back, and so does the end of a request that did neither (a
+// technical failure).
 func (f *FailureLimiter) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if blocked, d := f.Blocked(r); blocked {
-			if f.cfg.OnLimit != nil {
-				f.cfg.OnLimit(r, "ip:"+SourceIP(r), d)
-			}
-			writeRateLimited(w, d)
+		lim := f.set.peek("ip:" + SourceIP(r))
+		if lim == nil {
+			next.ServeHTTP(w, r)
 			return
 		}
-		next.ServeHTTP(w, r)
+		now := f.now()
+		res := lim.ReserveN(now, 1)
+		if d := res.DelayFrom(now); !res.OK() || d > 0 {
+			res.CancelAt(now)
+			if !res.OK() {
+				d = f.cfg.Load().Interval
+			}
+			if hook := f.cfg.Load().OnLimit; hook != nil {
+				hook(r, "ip:"+SourceIP(r), d)
+			}
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(d)))
+			refuse(w, r, http.StatusTooManyRequests, bodyRateLimited)
+			return
+		}
+		c := &failCharge{res: res}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), failChargeKey{}, c)))
+		c.settle(false, f.now())
 	})
 }
 
 // SourceIP returns the request's remote IP as a string, with IPv6 addresses
 // truncated to their /64 (one host usually holds a whole /64). It never reads
 // forwarding headers.
-func SourceIP(r *http.Request) string {
-	host := r.RemoteAddr
+func SourceIP(r *http.Request) string { return clientKey(r.RemoteAddr) }
+
+// clientKey is SourceIP for a "host:port" remote address.
+func clientKey(addr string) string {
+	host := addr
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}

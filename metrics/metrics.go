@@ -55,6 +55,7 @@ type Metrics struct {
 	reloadOKTime prometheus.Gauge
 	rateLimited  *prometheus.CounterVec
 	authFailures *prometheus.CounterVec
+	connsRefused *prometheus.CounterVec
 
 	tools    *labelSet
 	outcomes *labelSet
@@ -110,6 +111,10 @@ func New() *Metrics {
 			Name: "switchboard_auth_failures_total",
 			Help: "Failed authentications, by endpoint.",
 		}, []string{"endpoint"}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_connections_refused_total",
+			Help: "Connections closed on arrival by a connection cap, by cap (per_client or total).",
+		}, []string{"cap"}),
 		tools:    newLabelSet(MaxToolSeries),
 		outcomes: newLabelSet(maxOutcomes),
 	}
@@ -121,7 +126,7 @@ func New() *Metrics {
 	buildInfo.Set(1)
 	m.reg.MustRegister(
 		m.toolCalls, m.toolLatency, m.state, m.up, m.restarts, m.sessions,
-		m.reloads, m.reloadOK, m.reloadOKTime, m.rateLimited, m.authFailures, buildInfo,
+		m.reloads, m.reloadOK, m.reloadOKTime, m.rateLimited, m.authFailures, m.connsRefused, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -242,6 +247,12 @@ func (m *Metrics) RateLimited(endpoint string) {
 // AuthFailure counts a failed authentication.
 func (m *Metrics) AuthFailure(endpoint string) {
 	m.authFailures.WithLabelValues(label(endpoint)).Inc()
+}
+
+// ConnectionRefused counts a connection closed on arrival by cap
+// ("per_client" or "total").
+func (m *Metrics) ConnectionRefused(cap string) {
+	m.connsRefused.WithLabelValues(label(cap)).Inc()
 }
 
 // label makes s a safe label value: valid UTF-8, at most maxLabelLen bytes.

@@ -72,6 +72,7 @@ func TestScrape(t *testing.T) {
 	m.RateLimited("/mcp")
 	m.AuthFailure("/mcp/internal")
 	m.AuthFailure("/mcp/internal")
+	m.ConnectionRefused("per_client")
 
 	out := scrape(t, m)
 	checkLines(t, out, []string{
@@ -99,6 +100,7 @@ func TestScrape(t *testing.T) {
 		`switchboard_config_last_reload_successful 0`,
 		`switchboard_rate_limited_total{endpoint="/mcp"} 1`,
 		`switchboard_auth_failures_total{endpoint="/mcp/internal"} 2`,
+		`switchboard_connections_refused_total{cap="per_client"} 1`,
 		`switchboard_build_info{version="` + switchboard.Version + `"} 1`,
 		`# TYPE switchboard_tool_call_duration_seconds histogram`,
 	}, nil)

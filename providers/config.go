@@ -31,6 +31,7 @@ type Config struct {
 	Log     LogConfig    `yaml:"log"`
 	Vault   VaultConfig  `yaml:"vault"`
 	Auth    AuthConfig   `yaml:"auth"`
+	Server  ServerConfig `yaml:"server"`
 	Audit   AuditConfig  `yaml:"audit"`
 	Skills  SkillsConfig `yaml:"skills"`
 	// SkillsDir is shorthand for skills.dir.
@@ -72,10 +73,38 @@ type AuthConfig struct {
 	AllowedHosts   []string     `yaml:"allowed_hosts"`
 	AllowedOrigins []string     `yaml:"allowed_origins"`
 	RateLimit      RateLimit    `yaml:"rate_limit"`
+	// FailureLimit bounds failed authentications per client address: Burst
+	// failures at once, then RPS a second; past it the address gets 429.
+	FailureLimit RateLimit `yaml:"failure_limit"`
 	// ResourceURL is this gateway's public URL, for OAuth protected-resource metadata.
 	ResourceURL string `yaml:"resource_url"`
 	// MaxBodyMB caps request bodies.
 	MaxBodyMB int `yaml:"max_body_mb"`
+}
+
+// ServerConfig bounds what one connection or one client address can hold of
+// the HTTP server. It takes effect at restart.
+type ServerConfig struct {
+	// ReadHeaderTimeout bounds the request line and headers, and, until the
+	// request is authenticated, the rest of it.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// BodyTimeout bounds reading an authenticated request's body. Default:
+	// DefaultBodyTimeout for auth.max_body_mb.
+	BodyTimeout Duration `yaml:"body_timeout"`
+	// IdleTimeout closes keep-alive connections idle this long.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxConnsPerClient caps open connections from one address (an IPv6
+	// address counts by its /64); more are closed as they arrive.
+	MaxConnsPerClient int `yaml:"max_conns_per_client"`
+	// MaxConns caps open connections in all; 0 means three quarters of the
+	// gateway's open-file limit.
+	MaxConns int `yaml:"max_conns"`
+}
+
+// DefaultBodyTimeout is the default server.body_timeout for a body limit of
+// maxBodyMB: time for the largest body at 64 KiB/s, and never under 30 s.
+func DefaultBodyTimeout(maxBodyMB int) time.Duration {
+	return max(30*time.Second, time.Duration(maxBodyMB)*16*time.Second)
 }
 
 // OIDCIssuer is one trusted token issuer.
@@ -438,6 +467,15 @@ const (
 	DefaultMaxUserProcs           = 50
 	DefaultRateLimitRPS           = 50
 	DefaultRateLimitBurs          = 100
+	// DefaultFailureRPS and DefaultFailureBurst: 30 failed authentications
+	// at once from one address, then one a second.
+	DefaultFailureRPS   = 1
+	DefaultFailureBurst = 30
+	// DefaultReadHeaderTimeout, DefaultIdleTimeout and DefaultMaxConnsPerClient
+	// are the server section's defaults.
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultMaxConnsPerClient = 256
 )
 
 func (c *Config) applyDefaults() {
@@ -462,6 +500,24 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Auth.RateLimit.Burst == 0 {
 		c.Auth.RateLimit.Burst = DefaultRateLimitBurs
+	}
+	if c.Auth.FailureLimit.RPS == 0 {
+		c.Auth.FailureLimit.RPS = DefaultFailureRPS
+	}
+	if c.Auth.FailureLimit.Burst == 0 {
+		c.Auth.FailureLimit.Burst = DefaultFailureBurst
+	}
+	if c.Server.ReadHeaderTimeout == 0 {
+		c.Server.ReadHeaderTimeout = Duration(DefaultReadHeaderTimeout)
+	}
+	if c.Server.BodyTimeout == 0 {
+		c.Server.BodyTimeout = Duration(DefaultBodyTimeout(c.Auth.MaxBodyMB))
+	}
+	if c.Server.IdleTimeout == 0 {
+		c.Server.IdleTimeout = Duration(DefaultIdleTimeout)
+	}
+	if c.Server.MaxConnsPerClient == 0 {
+		c.Server.MaxConnsPerClient = DefaultMaxConnsPerClient
 	}
 	if c.Vault.KeyFile != "" {
 		c.Vault.KeyFile = c.Resolve(c.Vault.KeyFile)
@@ -608,7 +664,9 @@ func (c *Config) validate(file string) []Problem {
 		path string
 		v    Duration
 	}{{"log.slow_call", c.Log.SlowCall}, {"sessions.idle_timeout", c.Sessions.IdleTimeout},
-		{"shutdown.delay", c.Shutdown.Delay}, {"shutdown.drain", c.Shutdown.Drain}} {
+		{"shutdown.delay", c.Shutdown.Delay}, {"shutdown.drain", c.Shutdown.Drain},
+		{"server.read_header_timeout", c.Server.ReadHeaderTimeout}, {"server.body_timeout", c.Server.BodyTimeout},
+		{"server.idle_timeout", c.Server.IdleTimeout}} {
 		if d.v < 0 {
 			add(d.path, "%s must not be negative", d.path)
 		}
@@ -618,6 +676,12 @@ func (c *Config) validate(file string) []Problem {
 	}
 	if r := c.Auth.RateLimit; r.RPS < 0 || r.Burst < 0 || math.IsNaN(r.RPS) || math.IsInf(r.RPS, 0) {
 		add("auth.rate_limit", "auth.rate_limit: rps and burst must be positive numbers")
+	}
+	if r := c.Auth.FailureLimit; r.RPS < 0 || r.Burst < 0 || math.IsNaN(r.RPS) || math.IsInf(r.RPS, 0) {
+		add("auth.failure_limit", "auth.failure_limit: rps and burst must be positive numbers")
+	}
+	if s := c.Server; s.MaxConnsPerClient < 0 || s.MaxConns < 0 {
+		add("server", "server: max_conns_per_client and max_conns must not be negative")
 	}
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":

@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +50,37 @@ func TestDefaults(t *testing.T) {
 	if cfg.DataDir != "/tmp/x/data" {
 		t.Errorf("DataDir = %q", cfg.DataDir)
 	}
+	want := ServerConfig{ReadHeaderTimeout: Duration(10 * time.Second), BodyTimeout: Duration(64 * time.Second),
+		IdleTimeout: Duration(120 * time.Second), MaxConnsPerClient: 256}
+	if cfg.Server != want {
+		t.Errorf("Server = %+v, want %+v", cfg.Server, want)
+	}
+	if f := cfg.Auth.FailureLimit; f.RPS != 1 || f.Burst != 30 {
+		t.Errorf("Auth.FailureLimit = %+v, want 30 at once then 1/s", f)
+	}
+}
+
+func TestDefaultBodyTimeoutScalesWithMaxBody(t *testing.T) {
+	tests := []struct {
+		name string
+		mb   int
+		want time.Duration
+	}{
+		{"small bodies get the floor", 1, 30 * time.Second},
+		{"the default 4 MiB at 64 KiB/s", 4, 64 * time.Second},
+		{"large uploads get more", 64, 1024 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(fmt.Sprintf("auth: {max_body_mb: %d}\n", tt.mb)), "/tmp/x/gateway.yaml", "gateway.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Server.BodyTimeout.D(); got != tt.want {
+				t.Errorf("body_timeout for %d MiB = %v, want %v", tt.mb, got, tt.want)
+			}
+		})
+	}
 }
 
 func TestBadConfigs(t *testing.T) {
@@ -81,6 +113,11 @@ func TestBadConfigs(t *testing.T) {
 		{"reserved_secret.bad.yaml", []string{
 			`:5: provider "notes": env SIGNING: secret name "SWITCHBOARD_SERVICE_SIGNING_KEY" is reserved: names starting with SWITCHBOARD_ belong to the gateway's internal keys`,
 			`:6: provider "notes": env DIGEST: secret name "switchboard_audit_digest_key" is reserved`,
+		}},
+		{"bad_server.bad.yaml", []string{
+			`:1: server: max_conns_per_client and max_conns must not be negative`,
+			`:3: server.body_timeout must not be negative`,
+			`:5: auth.failure_limit: rps and burst must be positive numbers`,
 		}},
 	}
 	for _, tt := range tests {
@@ -152,6 +189,7 @@ providers:
 `
 	next := `
 listen: 127.0.0.1:9090
+server: {max_conns_per_client: 8}
 providers:
   a: {command: ./a}
   b: {command: ./b, args: [y]}
@@ -174,7 +212,7 @@ roles:
 	check("Removed", ch.Removed, "c")
 	check("Restarted", ch.Restarted, "b")
 	check("PolicyOnly", ch.PolicyOnly, "d")
-	check("NeedsRestart", ch.NeedsRestart, "listen")
+	check("NeedsRestart", ch.NeedsRestart, "listen", "server")
 	if !ch.PolicyChanged {
 		t.Error("PolicyChanged = false")
 	}

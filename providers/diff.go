@@ -79,6 +79,9 @@ func Diff(old, cur *Config) Changes {
 	if old.Sessions != cur.Sessions {
 		ch.NeedsRestart = append(ch.NeedsRestart, "sessions")
 	}
+	if old.Server != cur.Server {
+		ch.NeedsRestart = append(ch.NeedsRestart, "server")
+	}
 	ch.AccessChanged = !reflect.DeepEqual(old.Roles, cur.Roles) ||
 		old.DefaultRole != cur.DefaultRole ||
 		!reflect.DeepEqual(old.Services, cur.Services) ||

@@ -55,6 +55,8 @@ type Main struct {
 	cfg            *providers.Config
 	started        time.Time
 	ln             net.Listener
+	conns          *auth.ConnLimiter
+	flood          *floodGuards
 	httpSrv        *http.Server
 	mux            *mux.Server
 	sup            *supervisor.Supervisor
@@ -104,6 +106,7 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.started = time.Now()
 	m.users = newUserInstances(m)
+	m.flood = newFloodGuards()
 	if err := m.openVault(); err != nil {
 		return err
 	}
@@ -150,14 +153,10 @@ func (m *Main) Open(ctx context.Context) error {
 		return fmt.Errorf("listening on %s: %w", listen, err)
 	}
 	m.ln = ln
-	m.httpSrv = &http.Server{
-		Handler:           m.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-	}
+	m.conns = m.limitConns(ln, cfg.Server)
+	m.httpSrv = httpServer(m.routes(), cfg.Server)
 	go func() {
-		if err := m.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := m.httpSrv.Serve(m.conns); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.Log.Error().Err(err).Msg("http server stopped")
 		}
 	}()
@@ -172,7 +171,7 @@ func (m *Main) Open(ctx context.Context) error {
 	m.admin = admin
 	bg, cancel := context.WithCancel(context.Background())
 	m.bgCancel = cancel
-	for _, f := range []func(context.Context){m.reloader, m.watchConfig, m.watchSIGHUP, m.users.reap} {
+	for _, f := range []func(context.Context){m.reloader, m.watchConfig, m.watchSIGHUP, m.users.reap, m.flushFloods} {
 		m.bgDone.Add(1)
 		go func() {
 			defer m.bgDone.Done()
@@ -237,6 +236,9 @@ func (m *Main) Close() error {
 	if m.bgCancel != nil {
 		m.bgCancel()
 		m.bgDone.Wait()
+	}
+	if m.flood != nil && m.ops != nil {
+		m.writeFloodSummaries(true)
 	}
 	if m.sup != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -419,23 +421,6 @@ func (h health) probe() map[string]any {
 		}
 	}
 	return map[string]any{"status": h.Status, "ready": h.Ready, "version": h.Version, "providers": provs}
-}
-
-// authFailed runs for every refused credential.
-func (m *Main) authFailed(r *http.Request, ep switchboard.Endpoint, reason string) {
-	m.Log.Info().Str("endpoint", string(ep)).Str("source", auth.SourceIP(r)).Str("reason", reason).Msg("authentication failed")
-	m.ops.metrics.AuthFailure(string(ep))
-	m.auditEvent(audit.Record{Type: audit.TypeAuthFailure, Endpoint: string(ep), Decision: audit.DecisionDeny,
-		Outcome: audit.OutcomeDenied, Error: reason, Detail: map[string]string{"source": auth.SourceIP(r)}})
-}
-
-// rateLimited runs for every request refused by the per-principal limit.
-func (m *Main) rateLimited(r *http.Request, key string, retry time.Duration) {
-	m.Log.Warn().Str("principal", key).Dur("retry_after", retry).Msg("rate limited")
-	ep := r.URL.Path
-	m.ops.metrics.RateLimited(ep)
-	m.auditEvent(audit.Record{Type: audit.TypeRateLimited, Principal: key, Endpoint: ep, Decision: audit.DecisionDeny,
-		Outcome: "rate_limited", Detail: map[string]string{"retry_after": retry.String()}})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

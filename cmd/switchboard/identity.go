@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-mcp/switchboard"
@@ -57,7 +58,7 @@ func openIdentity(v *vault.Vault, cfg *providers.Config, m *Main) (*identity, er
 		return nil, err
 	}
 	id.limiter = auth.NewRateLimiter(rateConfig(cfg, m))
-	id.fails = auth.NewFailureLimiter(auth.FailureLimitConfig{Burst: 30, Interval: time.Second})
+	id.fails = auth.NewFailureLimiter(failureConfig(cfg, m))
 	return id, nil
 }
 
@@ -185,9 +186,27 @@ var localPrincipal = switchboard.Principal{Kind: switchboard.PrincipalUser, ID: 
 
 // edge wraps an MCP endpoint with the hardened edge, in order: body limit,
 // Host/Origin check, internal headers stripped, auth-failure limiter,
-// authentication, per-principal rate limit.
+// authentication, body read deadline, per-principal rate limit. The chain is
+// rebuilt when a reload changes the config, so allowed_hosts, allowed_origins
+// and max_body_mb apply live.
 func (m *Main) edge(ep switchboard.Endpoint, next http.Handler) http.Handler {
-	cfg := m.config()
+	type built struct {
+		cfg *providers.Config
+		h   http.Handler
+	}
+	var cur atomic.Pointer[built]
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cfg := m.config()
+		b := cur.Load()
+		if b == nil || b.cfg != cfg {
+			b = &built{cfg: cfg, h: m.buildEdge(ep, cfg, next)}
+			cur.Store(b)
+		}
+		b.h.ServeHTTP(w, r)
+	})
+}
+
+func (m *Main) buildEdge(ep switchboard.Endpoint, cfg *providers.Config, next http.Handler) http.Handler {
 	var authn func(*http.Request) (*switchboard.Principal, bool, error)
 	switch {
 	case cfg.Auth.Disabled:
@@ -202,6 +221,8 @@ func (m *Main) edge(ep switchboard.Endpoint, next http.Handler) http.Handler {
 		authn = m.id.authn.AuthenticatePublic
 	}
 	h := m.id.limiter.Middleware(next)
+	h = auth.BodyDeadline(cfg.Server.BodyTimeout.D())(h)
+	h = m.id.fails.Passed(h)
 	h = auth.RequireAuth(authn, m.resourceMetadataURL(), func(r *http.Request, reason string) {
 		m.authFailed(r, ep, reason)
 	})(h)

@@ -65,16 +65,17 @@ func (i instances) Ensure(ctx context.Context, p *switchboard.Principal) {
 		return
 	}
 	var wg sync.WaitGroup
-	for _, prov := range i.m.config().SortedProviders() {
-		if !prov.IsEnabled() || !prov.UserScoped() || !i.m.id.conns.has(p.ID, prov.Name) {
+	cfg := i.m.config()
+	pol := policyFor(cfg, userState{prefs: i.m.id.prefs, conns: i.m.id.conns})
+	for _, prov := range cfg.SortedProviders() {
+		// Only what the user sees right now: a stored connection to a
+		// provider their roles no longer grant starts nothing.
+		if !prov.IsEnabled() || !prov.UserScoped() || pol.Why(p, prov.Name) != mux.AxisNone {
 			continue
 		}
 		key := switchboard.InstanceKey{Provider: prov.Name, User: p.ID}
 		if _, ok := i.m.sup.Upstream(key); ok {
 			i.m.users.touch(key)
-			continue
-		}
-		if !i.m.mux.Visible(ctx, p, prov.Name) {
 			continue
 		}
 		wg.Go(func() {
@@ -233,6 +234,13 @@ func init() {
 		if err := json.Unmarshal(raw, &a); err != nil {
 			return nil, err
 		}
+		who, err := env.userPrincipal(a.User)
+		if err != nil {
+			return nil, err
+		}
+		if err := env.reachable(who, a.Provider, true, true); err != nil {
+			return nil, err
+		}
 		return nil, env.connect(ctx, a.User, a.Provider, a.Values)
 	})
 	registerOp("disconnect", func(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
@@ -254,6 +262,13 @@ func init() {
 		if err := json.Unmarshal(raw, &a); err != nil {
 			return nil, err
 		}
+		who, err := env.userPrincipal(a.User)
+		if err != nil {
+			return nil, err
+		}
+		if err := env.reachable(who, a.Provider, false, true); err != nil {
+			return nil, err
+		}
 		return nil, env.setHidden(a.User, a.Provider, a.Hide)
 	})
 	registerOp("tools", func(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
@@ -268,11 +283,90 @@ func init() {
 	})
 }
 
-// connect validates and stores a user's connection secrets.
+// Connections and preferences follow the visibility of tools: a user may
+// connect, list, hide or show only a provider they could see once connected.
+// To the user a provider they cannot see does not exist: the same status and
+// text as a provider that does not, and nothing is stored or started. The
+// operator (the admin ops behind `switchboard connect` and `prefs`) is told
+// why instead.
+
+// errNoProvider is the user-facing answer for a provider that does not exist
+// or that the user cannot see.
+func errNoProvider(name string) error {
+	return switchboard.Errorf(switchboard.ENOTFOUND, "no provider %q", name)
+}
+
+// selfServiceAxis is the first axis that hides provider from who, leaving out
+// the two axes connecting and preferences are about: not connected, and
+// hidden by preference.
+func selfServiceAxis(cfg *providers.Config, who *switchboard.Principal, provider string) mux.Axis {
+	why := policyFor(cfg, nil).Why(who, provider)
+	if why == mux.AxisConnection || why == mux.AxisPreference {
+		return mux.AxisNone
+	}
+	return why
+}
+
+// reachable returns nil if who may connect (userScoped: the provider must be
+// scope: user) or set preferences for provider. Otherwise a user gets
+// errNoProvider, and the operator an explanation.
+func (env *adminEnv) reachable(who *switchboard.Principal, provider string, userScoped, operator bool) error {
+	p := env.cfg.Providers[provider]
+	why := selfServiceAxis(env.cfg, who, provider)
+	if p != nil && why == mux.AxisNone && (!userScoped || p.UserScoped()) {
+		return nil
+	}
+	if !operator {
+		return errNoProvider(provider)
+	}
+	switch {
+	case p == nil:
+		return switchboard.Errorf(switchboard.ENOTFOUND, "no provider %q in the config", provider)
+	case !p.IsEnabled():
+		return switchboard.Errorf(switchboard.EINVALID, "provider %q is disabled", provider)
+	case userScoped && !p.UserScoped():
+		return switchboard.Errorf(switchboard.EINVALID, "provider %q is shared (not scope: user): there is nothing to connect", provider)
+	case why == mux.AxisInternalOnly:
+		return switchboard.Errorf(switchboard.EFORBIDDEN, "user %q cannot use provider %q: it is internal_only (only services on /mcp/internal see it)", who.ID, provider)
+	case why == mux.AxisRole:
+		roles := "none, and default_role grants nothing here"
+		if len(who.Roles) > 0 {
+			roles = strings.Join(who.Roles, ", ")
+		}
+		return switchboard.Errorf(switchboard.EFORBIDDEN, "user %q cannot use provider %q: no role of theirs grants it (roles: %s); give them a role that lists %s first", who.ID, provider, roles, provider)
+	default:
+		return switchboard.Errorf(switchboard.EFORBIDDEN, "user %q cannot use provider %q (%s)", who.ID, provider, why)
+	}
+}
+
+// userPrincipal is a local user as the principal their API key would give,
+// for the operator's admin ops.
+func (env *adminEnv) userPrincipal(name string) (*switchboard.Principal, error) {
+	var users *auth.Users
+	if env.main != nil {
+		users = env.main.id.users
+	} else {
+		var err error
+		if users, err = auth.NewUsers(env.vault.DB()); err != nil {
+			return nil, err
+		}
+	}
+	u, err := users.Get(name)
+	if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
+		return nil, switchboard.Errorf(switchboard.ENOTFOUND, "no local user %q (switchboard user add): a user who signs in with OIDC gets their roles from their token, so they connect and set preferences themselves (POST /api/connections/<provider>, /api/prefs/<provider>/hide)", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &switchboard.Principal{Kind: switchboard.PrincipalUser, ID: u.Name, Roles: u.Roles, Endpoint: switchboard.EndpointPublic}, nil
+}
+
+// connect validates and stores a user's connection secrets. The caller has
+// checked the user may connect provider (reachable).
 func (env *adminEnv) connect(ctx context.Context, user, provider string, values map[string][]byte) error {
 	p := env.cfg.Providers[provider]
 	if p == nil || !p.UserScoped() {
-		return switchboard.Errorf(switchboard.EINVALID, "provider %q is not a scope: user provider in %s", provider, env.cfg.Path)
+		return errNoProvider(provider)
 	}
 	var missing, unknown []string
 	for _, name := range p.Connection.Secrets {
@@ -324,9 +418,11 @@ type prefArgs struct {
 	Hide     bool   `json:"hide"`
 }
 
+// setHidden stores a preference. The caller has checked the user may see
+// provider (reachable).
 func (env *adminEnv) setHidden(user, provider string, hide bool) error {
 	if env.cfg.Providers[provider] == nil {
-		return switchboard.Errorf(switchboard.ENOTFOUND, "no provider %q in %s", provider, env.cfg.Path)
+		return errNoProvider(provider)
 	}
 	prefs := (*auth.Prefs)(nil)
 	if env.main != nil {
@@ -563,9 +659,20 @@ func (m *Main) apiRoutes(h *http.ServeMux) {
 	}
 	h.Handle("GET /api/connections", user(func(w http.ResponseWriter, r *http.Request, env *adminEnv, p *switchboard.Principal) {
 		list, err := m.vault.Connections(p.ID)
-		reply(w, err, map[string]any{"connections": list})
+		visible := list[:0]
+		for _, c := range list {
+			if env.reachable(p, c.Provider, true, false) == nil {
+				visible = append(visible, c)
+			}
+		}
+		reply(w, err, map[string]any{"connections": visible})
 	}))
 	h.Handle("POST /api/connections/{provider}", user(func(w http.ResponseWriter, r *http.Request, env *adminEnv, p *switchboard.Principal) {
+		provider := r.PathValue("provider")
+		if err := env.reachable(p, provider, true, false); err != nil {
+			reply(w, err, nil)
+			return
+		}
 		var body struct {
 			Secrets map[string]string `json:"secrets"`
 		}
@@ -577,13 +684,21 @@ func (m *Main) apiRoutes(h *http.ServeMux) {
 		for k, v := range body.Secrets {
 			values[k] = []byte(v)
 		}
-		reply(w, env.connect(r.Context(), p.ID, r.PathValue("provider"), values), map[string]string{"status": "connected"})
+		reply(w, env.connect(r.Context(), p.ID, provider, values), map[string]string{"status": "connected"})
 	}))
 	h.Handle("DELETE /api/connections/{provider}", user(func(w http.ResponseWriter, r *http.Request, env *adminEnv, p *switchboard.Principal) {
 		reply(w, env.disconnect(r.Context(), p.ID, r.PathValue("provider")), map[string]string{"status": "disconnected"})
 	}))
 	h.Handle("GET /api/prefs", user(func(w http.ResponseWriter, r *http.Request, env *adminEnv, p *switchboard.Principal) {
-		reply(w, nil, m.id.prefs.Get(p.ID))
+		prefs := m.id.prefs.Get(p.ID)
+		var hidden []string
+		for _, prov := range prefs.Hidden {
+			if env.reachable(p, prov, false, false) == nil {
+				hidden = append(hidden, prov)
+			}
+		}
+		prefs.Hidden = hidden
+		reply(w, nil, prefs)
 	}))
 	for _, hide := range []bool{true, false} {
 		verb := "show"
@@ -591,7 +706,12 @@ func (m *Main) apiRoutes(h *http.ServeMux) {
 			verb = "hide"
 		}
 		h.Handle("POST /api/prefs/{provider}/"+verb, user(func(w http.ResponseWriter, r *http.Request, env *adminEnv, p *switchboard.Principal) {
-			reply(w, env.setHidden(p.ID, r.PathValue("provider"), hide), map[string]string{"status": verb})
+			provider := r.PathValue("provider")
+			err := env.reachable(p, provider, false, false)
+			if err == nil {
+				err = env.setHidden(p.ID, provider, hide)
+			}
+			reply(w, err, map[string]string{"status": verb})
 		}))
 	}
 }

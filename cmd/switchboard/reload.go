@@ -122,6 +122,7 @@ func (m *Main) applyReload(ctx context.Context, trigger string) ReloadResult {
 	ch := providers.Diff(old, next)
 	// Settings that cannot change live keep their old values until a restart.
 	next.Listen, next.DataDir, next.Vault, next.Audit, next.Sessions = old.Listen, old.DataDir, old.Vault, old.Audit, old.Sessions
+	next.Server = old.Server
 	if !next.Auth.Disabled && old.Auth.Disabled || next.Auth.Disabled && !old.Auth.Disabled {
 		ch.NeedsRestart = append(ch.NeedsRestart, "auth.disabled")
 		next.Auth.Disabled = old.Auth.Disabled
@@ -136,6 +137,7 @@ func (m *Main) applyReload(ctx context.Context, trigger string) ReloadResult {
 	m.cfg = next
 	m.mu.Unlock()
 	m.id.limiter.SetConfig(rateConfig(next, m))
+	m.id.fails.SetConfig(failureConfig(next, m))
 	m.mux.SetFilter(policyFor(next, userState{prefs: m.id.prefs, conns: m.id.conns}))
 	m.applySkills()
 	m.setLogLevel(next.Log.Level)
