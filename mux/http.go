@@ -369,6 +369,10 @@ func readBody(r *http.Request) ([]byte, error) {
 		}
 		return nil, err
 	}
+	// Read to the end, so that whoever watches the body (the edge's body
+	// deadline) sees it finished; net/http answers this from its own state.
+	var one [1]byte
+	_, _ = r.Body.Read(one[:])
 	return body, nil
 }
 

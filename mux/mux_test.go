@@ -615,3 +615,35 @@ func TestShapeResult(t *testing.T) {
 		})
 	}
 }
+
+// TestProviderErrorsAreRedacted: a secret a provider puts in an error —
+// its JSON-RPC error, a tool error result, a log message — reaches the
+// client redacted.
+func TestProviderErrorsAreRedacted(t *testing.T) {
+	const secret = "ALPHA-SUPER-SECRET-7f3a9c"
+	g := newTestGateway(t, Options{Redact: func(s string) string { return strings.ReplaceAll(s, secret, "<redacted>") }})
+	up := g.provider("echo", echoTools, "", "", "", `{"tools":{}}`)
+	c := g.client(t, "ann:echo").open(`{}`)
+	c.call("logging/setLevel", `{"level":"debug"}`, "")
+	up.call = func(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
+		return nil, &switchboard.RPCError{Code: -32000, Message: "failed with token " + secret}
+	}
+	_, msgs := c.call("tools/call", `{"name":"echo__echo"}`, "")
+	if msgs[0].Error == nil || msgs[0].Error.Message != "failed with token <redacted>" {
+		t.Errorf("JSON-RPC error %+v", msgs[0].Error)
+	}
+	up.call = func(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
+		req.Caller.Notify("notifications/message", json.RawMessage(`{"level":"error","data":"leaked `+secret+`"}`))
+		return json.RawMessage(`{"content":[{"type":"text","text":"bad token ` + secret + `"}],"isError":true}`), nil
+	}
+	_, msgs = c.call("tools/call", `{"name":"echo__echo"}`, "")
+	for _, m := range msgs {
+		b, _ := json.Marshal(m)
+		if strings.Contains(string(b), secret) {
+			t.Errorf("the secret reached the client: %s", b)
+		}
+	}
+	if len(msgs) != 2 || !strings.Contains(string(result(t, msgs)), "bad token <redacted>") {
+		t.Errorf("messages %+v", msgs)
+	}
+}
