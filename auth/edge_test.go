@@ -485,3 +485,45 @@ func TestFailureLimiterHoldsUnderConcurrency(t *testing.T) {
 		t.Errorf("the long authenticated request: %d", code)
 	}
 }
+
+// TestFailureLimiterGivesTokensBack: once an address has failed, its
+// authenticated requests take a token on the way in and give it back: any
+// number of them, however long each takes, is never refused.
+func TestFailureLimiterGivesTokensBack(t *testing.T) {
+	clk := newFakeClock()
+	fl := NewFailureLimiter(FailureLimitConfig{Burst: 5, Interval: time.Hour})
+	fl.now = clk.Now
+	authn := func(r *http.Request) (*switchboard.Principal, bool, error) {
+		clk.Advance(10 * time.Millisecond) // authentication takes time
+		if tok, _ := BearerToken(r); tok == "good" {
+			return &switchboard.Principal{Kind: switchboard.PrincipalUser, ID: "al", Endpoint: switchboard.EndpointPublic}, true, nil
+		}
+		return nil, false, nil
+	}
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
+	h := chain(inner, fl.Middleware, RequireAuth(authn, "", func(r *http.Request, _ string) { fl.Fail(r) }), fl.Passed)
+	do := func(tok string) int {
+		w := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		h.ServeHTTP(w, req)
+		return w.Code
+	}
+	if do("bad") != 401 {
+		t.Fatal("the failure was not refused")
+	}
+	for i := range 100 {
+		if code := do("good"); code != 200 {
+			t.Fatalf("authenticated request %d: %d", i, code)
+		}
+	}
+	// The failure budget is untouched by them: 4 more failures, then 429.
+	for i := range 4 {
+		if code := do("bad"); code != 401 {
+			t.Fatalf("failure %d: %d", i, code)
+		}
+	}
+	if code := do("bad"); code != 429 {
+		t.Fatalf("failure past the budget: %d", code)
+	}
+}

@@ -276,6 +276,7 @@ func (f *FailureLimiter) SetConfig(cfg FailureLimitConfig) {
 type failCharge struct {
 	mu      sync.Mutex
 	res     *rate.Reservation
+	at      time.Time // when the token was taken
 	settled bool
 }
 
@@ -294,7 +295,10 @@ func (c *failCharge) settle(keep bool, now time.Time) bool {
 	}
 	c.settled = true
 	if !keep {
-		c.res.CancelAt(now)
+		// Give the token back as of when it was taken: x/time/rate restores
+		// nothing for a reservation whose time has passed, so cancelling
+		// "now" would keep a token of every authenticated request.
+		c.res.CancelAt(c.at)
 	}
 	return true
 }
@@ -361,7 +365,7 @@ func (f *FailureLimiter) Middleware(next http.Handler) http.Handler {
 			refuse(w, r, http.StatusTooManyRequests, bodyRateLimited)
 			return
 		}
-		c := &failCharge{res: res}
+		c := &failCharge{res: res, at: now}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), failChargeKey{}, c)))
 		c.settle(false, f.now())
 	})
