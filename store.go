@@ -1,0 +1,60 @@
+package switchboard
+
+import (
+	"context"
+	"time"
+)
+
+// Store holds the gateway's durable state: users and API-key hashes, vault
+// entries (encrypted by the vault before they get here), per-user
+// connections and preferences, service-token records. Values are opaque
+// bytes grouped in named buckets; the package that owns each kind of record
+// (auth, vault) encodes it. A Store never sees a plaintext secret.
+//
+// Two implementations: an embedded bbolt file, for one replica, and
+// PostgreSQL, shared by several replicas. Every package reaches the state
+// through this interface, never through a database handle.
+type Store interface {
+	// Get returns the value of key in bucket, or an ENOTFOUND error.
+	Get(ctx context.Context, bucket, key string) ([]byte, error)
+	// List returns the entries of bucket whose keys start with prefix, in
+	// key order.
+	List(ctx context.Context, bucket, prefix string) ([]StoreEntry, error)
+	// Update runs fn in one transaction: all of its writes happen, or none
+	// (fn's error, or a failure to commit, is returned). fn may run more
+	// than once when a concurrent writer conflicts; it must not have other
+	// effects.
+	Update(ctx context.Context, fn func(tx StoreTx) error) error
+	// Changes delivers what other writers — other replicas sharing the
+	// store — changed, so that caches can be refreshed; the store's own
+	// writes through this value are not delivered. An implementation that
+	// cannot miss a change (one process on an embedded file) returns nil.
+	// A StoreChange with an empty Bucket means "anything may have changed":
+	// reload everything.
+	Changes() <-chan StoreChange
+	// Close releases the store.
+	Close() error
+}
+
+// StoreTx is one Store transaction.
+type StoreTx interface {
+	Get(bucket, key string) ([]byte, error)
+	List(bucket, prefix string) ([]StoreEntry, error)
+	Put(bucket, key string, value []byte) error
+	Delete(bucket, key string) error
+	// DeletePrefix deletes every key of bucket that starts with prefix.
+	DeletePrefix(bucket, prefix string) error
+}
+
+// StoreEntry is one key and value.
+type StoreEntry struct {
+	Key     string
+	Value   []byte
+	Updated time.Time
+}
+
+// StoreChange names a bucket and key another writer changed ("" Key: any
+// key of the bucket; "" Bucket: anything).
+type StoreChange struct {
+	Bucket, Key string
+}
