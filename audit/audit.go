@@ -280,7 +280,8 @@ type Log struct {
 	head        *os.File  // the checkpoint file, rewritten in place
 	headMAC     hash.Hash // keyed with the checkpoint key
 	headBuf     [headSize]byte
-	headNum     [20]byte
+	headIn      []byte    // the checkpoint MAC's input
+	headSum     []byte    // the checkpoint MAC
 	headOK      bool      // the checkpoint file holds durableSeq's checkpoint
 	headAt      time.Time // when pinHead last wrote it (the writer's)
 	headFailing bool      // the last checkpoint write failed (warned once)

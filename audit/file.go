@@ -524,16 +524,18 @@ func (l *Log) writeHead() error {
 	if l.headMAC == nil {
 		l.headMAC = hmac.New(sha256.New, l.keys.ck)
 	}
-	seq := strconv.AppendUint(l.headNum[:0], l.durableSeq, 10)
+	// The MAC input is headMACv2's: "v2\n<seq>\n<hash>\n<key id>".
+	in := append(l.headIn[:0], "v2\n"...)
+	in = strconv.AppendUint(in, l.durableSeq, 10)
+	seq := in[3:]
+	in = append(in, '\n')
+	in = append(in, l.durableHash...)
+	in = append(in, '\n')
+	in = append(in, l.keys.id...)
+	l.headIn = in
 	m := l.headMAC
 	m.Reset()
-	m.Write([]byte("v2\n"))
-	m.Write(seq)
-	m.Write([]byte{'\n'})
-	m.Write([]byte(l.durableHash))
-	m.Write([]byte{'\n'})
-	m.Write([]byte(l.keys.id))
-	var sum [sha256.Size]byte
+	m.Write(in)
 	b := append(l.headBuf[:0], `{"v":2,"seq":`...)
 	b = append(b, seq...)
 	b = append(b, `,"hash":"`...)
@@ -543,7 +545,8 @@ func (l *Log) writeHead() error {
 	b = append(b, `","time":"`...)
 	b = time.Now().UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","mac":"`+DigestPrefix...)
-	b = hex.AppendEncode(b, m.Sum(sum[:0]))
+	l.headSum = m.Sum(l.headSum[:0])
+	b = hex.AppendEncode(b, l.headSum)
 	b = append(b, `"}`...)
 	n := len(b)
 	b = append(b, blankHead[n:]...)

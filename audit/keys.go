@@ -69,12 +69,14 @@ func newLineMAC(chainKey []byte) *lineMAC {
 	return &lineMAC{h: hmac.New(sha256.New, chainKey), sum: make([]byte, 0, sha256.Size)}
 }
 
+var closeBrace = []byte{'}'}
+
 // of returns the hash of the hashed text of a line: text, then "}". The result
 // is valid until the next call.
 func (m *lineMAC) of(text []byte) []byte {
 	m.h.Reset()
 	m.h.Write(text)
-	m.h.Write([]byte{'}'})
+	m.h.Write(closeBrace)
 	m.sum = m.h.Sum(m.sum[:0])
 	return m.sum
 }
