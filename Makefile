@@ -57,6 +57,10 @@ bench: build ## Benchmark the gateway against direct stdio; writes bench/results
 bench-features: build ## What audit, access log and auth each cost per call; writes bench/results/features.md
 	$(GO) run ./bench/cmd/sbbench -features -out bench/results/features.md
 
+.PHONY: bench-audit
+bench-audit: build ## What each audit mode (before/after the answer, fsync) costs per call; writes bench/results/audit.md
+	$(GO) run ./bench/cmd/sbbench -features -features-audit -out bench/results/audit.md
+
 .PHONY: docker
 docker: ## Build the container images (needs docker, or podman/buildah as docker)
 	@command -v docker >/dev/null || { echo "no docker client; with buildah: buildah bud --target runtime -t switchboard ."; exit 1; }

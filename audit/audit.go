@@ -1,11 +1,15 @@
-// Package audit writes the gateway's append-only, hash-chained JSON-lines audit log.
+// Package audit writes the gateway's append-only, keyed, hash-chained
+// JSON-lines audit log.
 //
 // Each line is one JSON object (a Record). Append and Write assign it a sequence
 // number that grows by one across rotations and restarts, the hash of the
-// previous record (prev_hash), and its own hash: the lowercase hex SHA-256 of the
-// line's bytes with the trailing `,"hash":"…"` member removed (so the hashed text
-// ends in `}`). That text is exactly encoding/json's encoding of the Record with
-// an empty Hash. The first record of a log has a prev_hash of 64 zeros.
+// previous record (prev_hash), and its own hash: the lowercase hex
+// HMAC-SHA256, under a key derived from the audit key (Config.DigestKey), of
+// the line's bytes with the trailing `,"hash":"…"` member removed (so the
+// hashed text ends in `}`). That text is exactly encoding/json's encoding of
+// the Record with an empty Hash. The first record of a log has a prev_hash of
+// 64 zeros. Logs written before the chain was keyed used the unkeyed SHA-256
+// of the same text; such records can only open a chain (see Verify).
 //
 // Arguments are never logged; callers log Digest(arguments), an HMAC-SHA256 under
 // a key kept in the data directory, and an operator can compute the same digest
@@ -30,17 +34,24 @@
 // written is lost if the process is killed hard (SIGKILL, OOM kill) or the
 // machine loses power. The window is one group commit, normally well under a
 // millisecond. Callers that must not answer before their record is in the file
-// use Write (with Config.Fsync, on stable storage).
+// use Write: concurrent Writes share one write (and one fsync with
+// Config.Fsync), and each returns once the batch holding its record is in the
+// file (write(2) done: it survives a crash of the process; with Config.Fsync,
+// synced: it survives a crash of the machine).
 //
-// Tamper evidence and its limits. Verify detects an edited, deleted, inserted or
-// reordered record and a tail cut mid-line. Cutting whole records off the end is
-// only detected against the checkpoint file "<file>.head" (last seq and hash,
-// written every Config.CheckpointEvery records and on Close, with a MAC under a
-// key derived from the digest key): records written after the last checkpoint
-// can be cut without trace. Anyone who can write the log and the key can rewrite
-// the whole chain and checkpoint consistently; the chain proves integrity against
-// accidents and against attackers who lack the key, not against the host's root.
-// Ship the log to another machine for stronger guarantees.
+// Tamper evidence and its limits. Every record is keyed, so someone without the
+// audit key can neither alter a record nor recompute the chain after it. After
+// every commit the log rewrites the checkpoint file "<file>.head" in place (the
+// last seq and hash and the key's id, with a MAC under a key derived from the
+// audit key), so records cut off the end are caught too. Verify reports an
+// edited, deleted, inserted, reordered or forged record, a cut tail, and a
+// missing, altered or foreign checkpoint; Open checks the tail of the chain
+// against the checkpoint and records what it finds (TypeAudit, event
+// "open_anomaly"), which Verify then reports as an alarm. What the chain cannot
+// show: anything done by someone who holds the audit key (the gateway's host
+// user can read it from the vault), and a log cut back to a copy of an earlier
+// checkpoint that was saved and put back. Ship the log to another machine for
+// stronger guarantees.
 package audit
 
 import (
@@ -52,6 +63,7 @@ import (
 	"fmt"
 	"hash"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,9 +88,20 @@ const (
 	TypeStartup        = "startup"
 	TypeToolDefChanged = "tool_definition_changed"
 	// TypeAudit records are written by the log itself: an anomaly found at Open,
-	// the end of a period in which the sink failed, or records it had to drop
-	// (with how many).
+	// the keying of a chain written before keys, the end of a period in which
+	// the sink failed, or records it had to drop (with how many). Detail
+	// "event" says which.
 	TypeAudit = "audit"
+)
+
+// Events of TypeAudit records that Verify interprets.
+const (
+	// EventOpenAnomaly records an integrity failure that Open found: Verify
+	// reports it as an alarm.
+	EventOpenAnomaly = "open_anomaly"
+	// EventChainKeyed opens the keyed part of a chain whose earlier records were
+	// written before the chain was keyed.
+	EventChainKeyed = "chain_keyed"
 )
 
 // Decisions.
@@ -114,11 +137,10 @@ const (
 
 // Defaults for zero Config fields.
 const (
-	DefaultMaxSizeMB       = 100
-	DefaultCheckpointEvery = 1000
-	DefaultWriteTimeout    = 10 * time.Second
-	DefaultRetryInterval   = time.Second
-	DefaultQueueBytes      = 32 << 20
+	DefaultMaxSizeMB     = 100
+	DefaultWriteTimeout  = 10 * time.Second
+	DefaultRetryInterval = time.Second
+	DefaultQueueBytes    = 32 << 20
 )
 
 const (
@@ -147,16 +169,16 @@ type Config struct {
 	// once instead of making the caller wait. By default they return an
 	// EUNAVAILABLE error.
 	FailOpen bool
-	// DigestKey is the 32-byte HMAC key for Digest and checkpoint MACs. The caller
-	// generates it once and keeps it in the data directory.
+	// DigestKey is the 32-byte audit key: Digest uses it as is, and the chain
+	// and checkpoint MACs use keys derived from it. The caller generates it
+	// once and keeps it where the log's writers cannot read it (the gateway
+	// keeps it in the vault). A log is verifiable only with the key it was
+	// written under.
 	DigestKey []byte
 	// Fsync syncs the file after each group of records, so that records Write
 	// has returned for survive power loss. Without it they survive a crash of
 	// the gateway (they are in the kernel) but not of the machine.
 	Fsync bool
-	// CheckpointEvery writes the "<file>.head" checkpoint every this many records.
-	// Zero means DefaultCheckpointEvery; it is also written on Close.
-	CheckpointEvery int
 	// WriteTimeout bounds how long Write waits for the disk (a hung mount, a
 	// blocked pipe) and how long Append waits for room in a full queue. Zero
 	// means DefaultWriteTimeout. A commit that takes longer also makes Err
@@ -214,17 +236,19 @@ type Log struct {
 	cfg      Config
 	log      zerolog.Logger
 	key      []byte
-	ckKey    []byte
+	keys     keys
 	maxBytes int64
 	macs     sync.Pool // of *mac, keyed with key
 
 	smu      sync.Mutex
 	sessions map[string]string // session ID → digest
 
-	failing     atomic.Bool  // failErr != nil, read by Err without the lock
-	commitStart atomic.Int64 // monotonic ns when the commit in flight began; 0 if none
+	failing     atomic.Bool   // failErr != nil, read by Err without the lock
+	commitStart atomic.Int64  // monotonic ns when the commit in flight began; 0 if none
+	commits     atomic.Uint64 // batches committed
 
 	mu         sync.Mutex
+	mac        *lineMAC        // hashes records as they are chained
 	seq        uint64          // last assigned
 	prev       [64]byte        // hash of the last assigned record
 	pend       []byte          // lines the writer has not taken; they end at seq
@@ -252,7 +276,16 @@ type Log struct {
 	fileFirst   uint64 // seq of the first record in the current file; 0 if empty
 	durableSeq  uint64 // last record written
 	durableHash string
-	ckSeq       uint64 // last checkpointed seq
+	fragment    int64     // offset of the incomplete line openCurrent isolated, or -1
+	head        *os.File  // the checkpoint file, rewritten in place
+	headMAC     hash.Hash // keyed with the checkpoint key
+	headBuf     [headSize]byte
+	headIn      []byte    // the checkpoint MAC's input
+	headSum     []byte    // the checkpoint MAC
+	headOK      bool      // the checkpoint file holds durableSeq's checkpoint
+	headAt      time.Time // when pinHead last wrote it (the writer's)
+	headFailing bool      // the last checkpoint write failed (warned once)
+	anomalies   []string  // what Open found wrong
 }
 
 // batch is a group of lines committed with one write.
@@ -281,14 +314,11 @@ func Open(cfg Config, logger zerolog.Logger) (*Log, error) {
 	if len(cfg.DigestKey) != DigestKeySize {
 		return nil, fmt.Errorf("opening audit log: digest key is %d bytes, want %d", len(cfg.DigestKey), DigestKeySize)
 	}
-	if cfg.MaxSizeMB < 0 || cfg.MaxBackups < 0 || cfg.MaxAgeDays < 0 || cfg.CheckpointEvery < 0 || cfg.QueueBytes < 0 {
-		return nil, errors.New("opening audit log: negative size, backup, age, checkpoint or queue setting")
+	if cfg.MaxSizeMB < 0 || cfg.MaxBackups < 0 || cfg.MaxAgeDays < 0 || cfg.QueueBytes < 0 {
+		return nil, errors.New("opening audit log: negative size, backup, age or queue setting")
 	}
 	if cfg.MaxSizeMB == 0 {
 		cfg.MaxSizeMB = DefaultMaxSizeMB
-	}
-	if cfg.CheckpointEvery == 0 {
-		cfg.CheckpointEvery = DefaultCheckpointEvery
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
@@ -312,15 +342,25 @@ func Open(cfg Config, logger zerolog.Logger) (*Log, error) {
 	if cfg.MaxSizeBytes > 0 {
 		l.maxBytes = cfg.MaxSizeBytes
 	}
-	l.ckKey = checkpointKey(l.key)
+	l.keys = deriveKeys(l.key)
+	l.mac = newLineMAC(l.keys.chain)
 	l.macs.New = func() any { return &mac{h: hmac.New(sha256.New, l.key)} }
 
 	l.fmu.Lock()
 	seq, hash, anomalies, err := l.openCurrent()
+	var upgrade *Record
 	if err == nil {
-		anomalies = append(anomalies, l.checkHead(seq, hash)...)
-		l.ckSeq = seq
+		var found []string
+		found, upgrade, err = l.checkTail(seq, hash)
+		anomalies = append(anomalies, found...)
+	}
+	if err == nil {
+		err = l.openHead()
+	}
+	if err == nil {
 		l.removeOld()
+	} else if l.file != nil {
+		_ = l.file.Close()
 	}
 	l.fmu.Unlock()
 	if err != nil {
@@ -328,17 +368,35 @@ func Open(cfg Config, logger zerolog.Logger) (*Log, error) {
 	}
 	l.seq = seq
 	copy(l.prev[:], hash)
+	l.anomalies = anomalies
 	go l.run()
 
 	for _, a := range anomalies {
-		l.log.Error().Str("file", cfg.File).Str("anomaly", a).Msg("audit log anomaly at open")
-		if err := l.Write(Record{Type: TypeAudit, Outcome: OutcomeError, Error: a, Detail: map[string]string{"event": "open_anomaly"}}); err != nil && !cfg.FailOpen {
+		l.log.Error().Str("file", cfg.File).Str("anomaly", a).Str("key_id", l.keys.id).
+			Msg("audit log integrity check failed at open: the log was altered, cut, or written under another key; `switchboard audit verify` reports it until the log is moved aside")
+		if err := l.Write(Record{Type: TypeAudit, Outcome: OutcomeError, Error: a, Detail: map[string]string{"event": EventOpenAnomaly}}); err != nil && !cfg.FailOpen {
 			_ = l.Close()
 			return nil, fmt.Errorf("opening audit log: recording anomaly: %w", err)
 		}
 	}
+	if upgrade != nil {
+		l.log.Warn().Str("file", cfg.File).Str("key_id", l.keys.id).Str("legacy_through_seq", upgrade.Detail[detailLegacyThrough]).
+			Str("legacy_checkpoint", upgrade.Detail["legacy_checkpoint"]).
+			Msg("audit log written before the chain was keyed: keying it from here on; earlier records are proven unchanged from now on, not before")
+		if err := l.Write(*upgrade); err != nil && !cfg.FailOpen {
+			_ = l.Close()
+			return nil, fmt.Errorf("opening audit log: recording the keyed chain: %w", err)
+		}
+	}
 	return l, nil
 }
+
+// Anomalies returns what Open found wrong with the log it resumed (it also
+// logged and recorded each): empty for a log that checked out.
+func (l *Log) Anomalies() []string { return slices.Clone(l.anomalies) }
+
+// KeyID returns the public name of the log's audit key (see KeyID).
+func (l *Log) KeyID() string { return l.keys.id }
 
 // Digest returns "hmac-sha256:<hex>" of value under the log's digest key.
 func (l *Log) Digest(value []byte) string {
@@ -380,8 +438,8 @@ func (l *Log) sessionDigest(id string) string {
 	return d
 }
 
-// checkpointKey derives the checkpoint MAC key, distinct from the digest key so
-// that a digest oracle cannot forge checkpoints.
+// checkpointKey derives the MAC key of checkpoints written before the chain was
+// keyed (format 1); they are only read now.
 func checkpointKey(key []byte) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte("switchboard audit checkpoint v1"))
@@ -519,7 +577,7 @@ func (l *Log) chain(enc []byte) {
 		l.pend = grown
 	}
 	l.seq++
-	l.pend = appendLine(l.pend, l.seq, &l.prev, enc[1:len(enc)-1])
+	l.pend = appendLine(l.pend, l.mac, l.seq, &l.prev, enc[1:len(enc)-1])
 	l.pendN++
 }
 
@@ -684,15 +742,20 @@ func (l *Log) flush() {
 		l.mu.Unlock()
 
 		err := l.commit(b.buf)
+		l.commits.Add(1)
 		if err != nil { // logged before Writes learn of it
 			l.log.Error().Err(err).Str("file", l.cfg.File).Bool("fail_open", l.cfg.FailOpen).
 				Uint64("kept_records", b.n).Msg("audit sink failed; keeping the records and retrying")
 		}
 		l.mu.Lock()
 		l.finish(&b, err)
+		more := len(l.pend) > 0
 		l.mu.Unlock()
 		if err != nil {
 			return
+		}
+		if !more || time.Since(l.headAt) >= headEvery {
+			l.pinHead()
 		}
 	}
 }
@@ -783,6 +846,7 @@ func (l *Log) retry() bool {
 	l.failErr = nil
 	l.failing.Store(false)
 	l.mu.Unlock()
+	l.pinHead()
 	l.log.Warn().Str("file", l.cfg.File).Uint64("queued_records", kept).Uint64("lost_records", lost).
 		Msg("audit sink recovered")
 	l.flush() // what was appended meanwhile
@@ -801,7 +865,7 @@ func (l *Log) unrecover(b *batch, recLen int, seq uint64, prev [64]byte) {
 	l.pend, l.pendN = b.buf[:len(b.buf)-recLen], b.n-1
 	if len(tail) > 0 {
 		var n, bad uint64
-		l.pend, l.seq, n, bad = rechain(l.pend, tail, l.seq, &l.prev)
+		l.pend, l.seq, n, bad = rechain(l.pend, tail, l.mac, l.seq, &l.prev)
 		l.pendN += n
 		l.countBad(bad, tailN)
 	}
@@ -846,7 +910,7 @@ func (l *Log) reconcile(seq uint64, hash string) {
 	queued := l.pendN
 	var n, bad uint64
 	l.prev = h
-	l.pend, l.seq, n, bad = rechain(nil, l.pend, seq, &l.prev)
+	l.pend, l.seq, n, bad = rechain(nil, l.pend, l.mac, seq, &l.prev)
 	l.pendN = n
 	l.countBad(bad, queued)
 	l.log.Warn().Str("file", l.cfg.File).Uint64("resumed_at_seq", seq).Uint64("queued_records", n).
@@ -913,12 +977,16 @@ func (l *Log) Close() error {
 	if l.closeLost > 0 {
 		errs = append(errs, fmt.Errorf("%d records not written: %w", l.closeLost, l.failErr))
 	}
-	if l.durableSeq != l.ckSeq {
-		errs = append(errs, l.writeHead())
-	}
 	if l.file != nil {
 		errs = append(errs, l.file.Sync(), l.file.Close())
 		l.file = nil
+	}
+	if l.head != nil {
+		if !l.headOK {
+			errs = append(errs, l.writeHead())
+		}
+		errs = append(errs, l.head.Sync(), l.head.Close())
+		l.head = nil
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("closing audit log: %w", err)

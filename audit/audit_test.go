@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,10 +180,12 @@ func TestWriteOneLinePerRecord(t *testing.T) {
 	}
 }
 
-// The hash is SHA-256 over encoding/json's encoding of the Record without hash,
-// as the package documents.
+// The hash is HMAC-SHA256, under the chain key derived from the audit key,
+// over encoding/json's encoding of the Record without hash, as the package
+// documents.
 func TestHashIsOverCanonicalJSON(t *testing.T) {
-	l := MustOpen(t, Config{})
+	key := MustKey(t)
+	l := MustOpen(t, Config{DigestKey: key})
 	rec := toolCall(1)
 	rec.Detail = map[string]string{"z": "1", "a": "<&>"}
 	rec.Error = "boom\n\"quoted\""
@@ -195,9 +198,16 @@ func TestHashIsOverCanonicalJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(canonical)
-	if hex.EncodeToString(sum[:]) != want {
-		t.Errorf("hash %s is not sha256 of %s", want, canonical)
+	chainKey := hmac.New(sha256.New, []byte("switchboard audit chain v2"))
+	chainKey.Write(key)
+	m := hmac.New(sha256.New, chainKey.Sum(nil))
+	m.Write(canonical)
+	if hex.EncodeToString(m.Sum(nil)) != want {
+		t.Errorf("hash %s is not the HMAC-SHA256 of %s under the chain key", want, canonical)
+	}
+	plain := sha256.Sum256(canonical)
+	if hex.EncodeToString(plain[:]) == want {
+		t.Error("the hash is the unkeyed SHA-256: anyone could recompute the chain")
 	}
 }
 
@@ -814,7 +824,7 @@ func TestConcurrentThenClose(t *testing.T) {
 
 func testConcurrentThenClose(t *testing.T, method string) {
 	key := MustKey(t)
-	l := MustOpen(t, Config{DigestKey: key, MaxSizeBytes: 64 << 10, CheckpointEvery: 100})
+	l := MustOpen(t, Config{DigestKey: key, MaxSizeBytes: 64 << 10})
 	const writers, per = 16, 100
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -1095,8 +1105,12 @@ func TestBatchSplitsAcrossRotation(t *testing.T) {
 	}
 }
 
+// testChainKey keys the queues of the reconcile tests.
+var testChainKey = deriveKeys(make([]byte, DigestKeySize)).chain
+
 // queueOf builds n queued lines chained onto (seq, prev).
 func queueOf(seq uint64, prev string, n int) []byte {
+	m := newLineMAC(testChainKey)
 	var h [64]byte
 	copy(h[:], prev)
 	var buf []byte
@@ -1105,7 +1119,7 @@ func queueOf(seq uint64, prev string, n int) []byte {
 		rec.Time = time.Now()
 		enc, _ := appendBody(nil, &rec)
 		seq++
-		buf = appendLine(buf, seq, &h, enc[1:len(enc)-1])
+		buf = appendLine(buf, m, seq, &h, enc[1:len(enc)-1])
 	}
 	return buf
 }
@@ -1122,8 +1136,8 @@ func checkQueue(t *testing.T, buf []byte, seq uint64, prev string, n int) {
 	}
 	for _, line := range lines {
 		s, p, h, _, ok := parseLine([]byte(line))
-		sum := sha256.Sum256([]byte(line[:len(line)-lineSuffix] + "}"))
-		if !ok || s != seq+1 || string(p) != prev || string(h) != hex.EncodeToString(sum[:]) {
+		sum := newLineMAC(testChainKey).of([]byte(line[:len(line)-lineSuffix]))
+		if !ok || s != seq+1 || string(p) != prev || string(h) != hex.EncodeToString(sum) {
 			t.Fatalf("line %q: seq %d prev %s, want seq %d prev %s", line, s, p, seq+1, prev)
 		}
 		seq, prev = s, string(h)
@@ -1154,7 +1168,7 @@ func TestReconcile(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			done := make(chan struct{})
-			l := &Log{log: zerolog.New(zerolog.NewTestWriter(t)), pend: bytes.Clone(full), pendN: 4, seq: 14, dones: []chan struct{}{done}}
+			l := &Log{log: zerolog.New(zerolog.NewTestWriter(t)), mac: newLineMAC(testChainKey), pend: bytes.Clone(full), pendN: 4, seq: 14, dones: []chan struct{}{done}}
 			copy(l.prev[:], h4)
 			l.reconcile(tt.seq, tt.hash)
 			checkQueue(t, l.pend, tt.wantSeq, tt.wantPrev, tt.wantN)
@@ -1263,49 +1277,51 @@ func TestSessionDigestCache(t *testing.T) {
 	}
 }
 
-// BenchmarkAppend measures Append from 4 callers per CPU: what a tools/call
-// pays for its audit record without audit.wait_for_write.
-func BenchmarkAppend(b *testing.B) {
-	l := MustOpen(b, Config{})
-	rec := toolCall(1)
-	b.ReportAllocs()
-	b.SetParallelism(4)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if err := l.Append(rec); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-}
-
-// BenchmarkWrite measures Write with one caller (latency) and with 4 callers
-// per CPU (group commit), with and without fsync.
-func BenchmarkWrite(b *testing.B) {
-	for _, fsync := range []bool{false, true} {
-		rec := toolCall(1)
-		b.Run(fmt.Sprintf("serial/fsync=%v", fsync), func(b *testing.B) {
-			l := MustOpen(b, Config{Fsync: fsync})
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := l.Write(rec); err != nil {
+// BenchmarkRecord measures what a tools/call pays for its record in each
+// mode: Append (audit.wait_for_write: false: queued, written after), Write
+// (the default: returns once the group commit holding it is written) and
+// Write with Config.Fsync, from 1, 16 and 64 concurrent callers. ns/op is
+// wall time per record, so with many callers its inverse is the records per
+// second the log sustains.
+func BenchmarkRecord(b *testing.B) {
+	modes := []struct {
+		name  string
+		fsync bool
+		wait  bool
+	}{{"append", false, false}, {"write", false, true}, {"write-fsync", true, true}}
+	for _, m := range modes {
+		for _, callers := range []int{1, 16, 64} {
+			b.Run(fmt.Sprintf("%s/callers=%d", m.name, callers), func(b *testing.B) {
+				l := MustOpen(b, Config{Fsync: m.fsync})
+				rec := toolCall(1)
+				record := l.Append
+				if m.wait {
+					record = l.Write
+				}
+				b.ReportAllocs()
+				if callers == 1 {
+					for b.Loop() {
+						if err := record(rec); err != nil {
+							b.Fatal(err)
+						}
+					}
+				} else {
+					b.SetParallelism(max(1, callers/runtime.GOMAXPROCS(0)))
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							if err := record(rec); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				b.StopTimer()
+				if err := l.Close(); err != nil { // Append's records too
 					b.Fatal(err)
 				}
-			}
-		})
-		b.Run(fmt.Sprintf("parallel/fsync=%v", fsync), func(b *testing.B) {
-			l := MustOpen(b, Config{Fsync: fsync})
-			b.ReportAllocs()
-			b.SetParallelism(4)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := l.Write(rec); err != nil {
-						b.Error(err)
-						return
-					}
-				}
+				b.ReportMetric(float64(b.N)/float64(max(1, l.commits.Load())), "records/commit")
 			})
-		})
+		}
 	}
 }

@@ -2,7 +2,6 @@ package audit
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"slices"
@@ -170,9 +169,9 @@ func appendString(dst []byte, s string) []byte {
 }
 
 // appendLine appends the full line of the record whose body (appendBody's
-// output without its braces) is inner, as record seq chained onto prev, and
-// sets prev to the line's hash.
-func appendLine(dst []byte, seq uint64, prev *[64]byte, inner []byte) []byte {
+// output without its braces) is inner, as record seq chained onto prev with
+// its hash computed by m, and sets prev to the line's hash.
+func appendLine(dst []byte, m *lineMAC, seq uint64, prev *[64]byte, inner []byte) []byte {
 	start := len(dst)
 	dst = append(dst, linePrefix...)
 	dst = strconv.AppendUint(dst, seq, 10)
@@ -180,10 +179,7 @@ func appendLine(dst []byte, seq uint64, prev *[64]byte, inner []byte) []byte {
 	dst = append(dst, prev[:]...)
 	dst = append(dst, `",`...)
 	dst = append(dst, inner...)
-	dst = append(dst, '}')
-	sum := sha256.Sum256(dst[start:])
-	hex.Encode(prev[:], sum[:])
-	dst = dst[:len(dst)-1]
+	hex.Encode(prev[:], m.of(dst[start:]))
 	dst = append(dst, hashPrefix...)
 	dst = append(dst, prev[:]...)
 	return append(dst, "\"}\n"...)
@@ -218,10 +214,10 @@ func parseLine(line []byte) (seq uint64, prev, hash, inner []byte, ok bool) {
 }
 
 // rechain appends the lines of src to dst renumbered from seq+1 and chained
-// onto prev, and returns the last seq. prev ends as the last line's hash.
+// onto prev with hashes computed by m, and returns the last seq. prev ends as the last line's hash.
 // Lines that parseLine rejects (none: every queued line is built by
 // appendLine) are skipped and counted in bad.
-func rechain(dst, src []byte, seq uint64, prev *[64]byte) (out []byte, last uint64, n, bad uint64) {
+func rechain(dst, src []byte, m *lineMAC, seq uint64, prev *[64]byte) (out []byte, last uint64, n, bad uint64) {
 	for len(src) > 0 {
 		i := bytes.IndexByte(src, '\n')
 		line := src[:i]
@@ -233,7 +229,7 @@ func rechain(dst, src []byte, seq uint64, prev *[64]byte) (out []byte, last uint
 		}
 		seq++
 		n++
-		dst = appendLine(dst, seq, prev, inner)
+		dst = appendLine(dst, m, seq, prev, inner)
 	}
 	return dst, seq, n, bad
 }

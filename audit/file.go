@@ -2,6 +2,9 @@ package audit
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +51,7 @@ func (l *Log) openCurrent() (seq uint64, hash string, anomalies []string, err er
 	}
 	size := st.Size()
 	fragment := int64(-1) // offset of an isolated incomplete line
+	l.fragment = -1
 	if size > 0 {
 		var last [1]byte
 		if _, err := f.ReadAt(last[:], size-1); err != nil {
@@ -63,6 +67,7 @@ func (l *Log) openCurrent() (seq uint64, hash string, anomalies []string, err er
 				return 0, "", nil, err
 			}
 			anomalies = append(anomalies, fmt.Sprintf("incomplete last line at byte %d of %s", fragment, filepath.Base(name)))
+			l.fragment = fragment
 			size++
 		}
 	}
@@ -290,12 +295,7 @@ func (l *Log) writeLines(chunk []byte) error {
 	}
 	l.size += int64(n)
 	l.durableSeq, l.durableHash = last, string(hash)
-	// A chain resumed from a replaced file can end below the checkpoint.
-	if l.durableSeq < l.ckSeq || l.durableSeq-l.ckSeq >= uint64(l.cfg.CheckpointEvery) {
-		if err := l.writeHead(); err != nil {
-			l.log.Warn().Err(err).Msg("audit checkpoint not written")
-		}
-	}
+	l.headOK = false // until pinHead
 	return nil
 }
 
@@ -431,53 +431,164 @@ func (l *Log) removeOld() {
 	}
 }
 
+// The checkpoint. "<file>.head" holds one head: the seq and hash of the last
+// record written, the id of the audit key, and a MAC under the checkpoint key.
+// The log rewrites it in place after every commit (one pwrite of headSize
+// bytes: a sector, so a crash leaves the old or the new one), which pins the
+// chain's end: records cut off the end no longer match it. Checkpoints written
+// before the chain was keyed (format 1: no "v", MAC under checkpointKey, written
+// every 1000 records and on close) are still read.
+
+// headVersion is the format of the checkpoints this package writes.
+const headVersion = 2
+
+// headSize is the checkpoint file's size: the JSON, spaces, a newline.
+const headSize = 512
+
 // head is the checkpoint in "<file>.head".
 type head struct {
-	Seq  uint64    `json:"seq"`
-	Hash string    `json:"hash"`
-	Time time.Time `json:"time"`
-	MAC  string    `json:"mac"`
+	// V is headVersion, or 0 for a pre-upgrade checkpoint.
+	V     int       `json:"v,omitempty"`
+	Seq   uint64    `json:"seq"`
+	Hash  string    `json:"hash"`
+	KeyID string    `json:"key_id,omitempty"`
+	Time  time.Time `json:"time"`
+	MAC   string    `json:"mac"`
 }
 
 func headFile(file string) string { return file + ".head" }
 
+// headMAC is the MAC of a pre-upgrade (format 1) checkpoint.
 func headMAC(key []byte, seq uint64, hash string) string {
 	return Digest(key, []byte(strconv.FormatUint(seq, 10)+"\n"+hash))
 }
 
-// writeHead records the last written record in the checkpoint file.
-func (l *Log) writeHead() error {
-	h := head{Seq: l.durableSeq, Hash: l.durableHash, Time: time.Now().UTC()}
-	h.MAC = headMAC(l.ckKey, h.Seq, h.Hash)
-	data, _ := json.Marshal(h)
-	data = append(data, '\n')
-	name := headFile(l.cfg.File)
-	tmp := name + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("writing audit checkpoint: %w", err)
+// headMACv2 is the MAC of a checkpoint under the checkpoint key.
+func headMACv2(key []byte, seq uint64, hash, keyID string) string {
+	return Digest(key, []byte("v2\n"+strconv.FormatUint(seq, 10)+"\n"+hash+"\n"+keyID))
+}
+
+// macOK reports whether h's MAC verifies under k, for its format.
+func (h *head) macOK(k *keys) bool {
+	switch h.V {
+	case 0:
+		return hmacEqual(h.MAC, headMAC(k.ck1, h.Seq, h.Hash))
+	case headVersion:
+		return hmacEqual(h.MAC, headMACv2(k.ck, h.Seq, h.Hash, h.KeyID))
 	}
-	_, err = f.Write(data)
+	return false
+}
+
+func hmacEqual(a, b string) bool { return hmac.Equal([]byte(a), []byte(b)) }
+
+// openHead opens the checkpoint file for the in-place writes.
+func (l *Log) openHead() error {
+	f, err := os.OpenFile(headFile(l.cfg.File), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening audit checkpoint: %w", err)
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
 	if err == nil {
 		err = f.Chmod(0o600)
 	}
-	if err == nil && l.cfg.Fsync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, name)
+	if err == nil && st.Size() > headSize {
+		err = f.Truncate(headSize)
 	}
 	if err != nil {
-		return fmt.Errorf("writing audit checkpoint: %w", err)
+		_ = f.Close()
+		return fmt.Errorf("opening audit checkpoint %s: %w", headFile(l.cfg.File), err)
 	}
-	l.ckSeq = h.Seq
+	l.head, l.headOK = f, false
 	return nil
 }
 
-// readHead reads the checkpoint file; it returns nil, nil if there is none.
+// blankHead is an empty checkpoint line.
+var blankHead = func() (b [headSize]byte) {
+	for i := range b {
+		b[i] = ' '
+	}
+	b[headSize-1] = '\n'
+	return b
+}()
+
+// writeHead records the last written record in the checkpoint file. It runs
+// after every commit, so it encodes by hand into a reused buffer (what
+// encoding/json makes of a head, which readHead decodes).
+func (l *Log) writeHead() error {
+	if l.head == nil {
+		return errors.New("writing audit checkpoint: the file is not open")
+	}
+	if l.headMAC == nil {
+		l.headMAC = hmac.New(sha256.New, l.keys.ck)
+	}
+	// The MAC input is headMACv2's: "v2\n<seq>\n<hash>\n<key id>".
+	in := append(l.headIn[:0], "v2\n"...)
+	in = strconv.AppendUint(in, l.durableSeq, 10)
+	seq := in[3:]
+	in = append(in, '\n')
+	in = append(in, l.durableHash...)
+	in = append(in, '\n')
+	in = append(in, l.keys.id...)
+	l.headIn = in
+	m := l.headMAC
+	m.Reset()
+	m.Write(in)
+	b := append(l.headBuf[:0], `{"v":2,"seq":`...)
+	b = append(b, seq...)
+	b = append(b, `,"hash":"`...)
+	b = append(b, l.durableHash...)
+	b = append(b, `","key_id":"`...)
+	b = append(b, l.keys.id...)
+	b = append(b, `","time":"`...)
+	b = time.Now().UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","mac":"`+DigestPrefix...)
+	l.headSum = m.Sum(l.headSum[:0])
+	b = hex.AppendEncode(b, l.headSum)
+	b = append(b, `"}`...)
+	n := len(b)
+	b = append(b, blankHead[n:]...)
+	if _, err := l.head.WriteAt(b, 0); err != nil {
+		l.headOK = false
+		return fmt.Errorf("writing audit checkpoint: %w", err)
+	}
+	l.headOK = true
+	return nil
+}
+
+// headEvery bounds how long the checkpoint lags the file while records keep
+// coming.
+const headEvery = 50 * time.Millisecond
+
+// pinHead writes the checkpoint for what is in the file. The writer calls it
+// after releasing a batch's Writes (the checkpoint is evidence, not
+// durability), when no batch follows at once or headEvery has passed. The
+// records are written either way; a checkpoint that lags leaves the records
+// after it keyed but not pinned against being cut, and verify notes them.
+func (l *Log) pinHead() {
+	l.fmu.Lock()
+	defer l.fmu.Unlock()
+	if l.headOK {
+		return
+	}
+	l.headAt = time.Now()
+	if err := l.writeHead(); err != nil {
+		if !l.headFailing {
+			l.log.Warn().Err(err).Msg("audit checkpoint not written; records written meanwhile are not pinned against being cut")
+		}
+		l.headFailing = true
+		return
+	}
+	l.headFailing = false
+}
+
+// errHeadFormat marks a checkpoint file that is not a checkpoint.
+var errHeadFormat = errors.New("not a checkpoint")
+
+// readHead reads the checkpoint file; it returns nil, nil if there is none (an
+// empty file, as a crash right after creating it leaves, counts as none).
 func readHead(file string) (*head, error) {
 	data, err := os.ReadFile(headFile(file))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -486,27 +597,252 @@ func readHead(file string) (*head, error) {
 	if err != nil {
 		return nil, err
 	}
+	data = bytes.TrimRight(data, " \n\x00")
+	if len(data) == 0 {
+		return nil, nil
+	}
 	var h head
 	if err := json.Unmarshal(data, &h); err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %w", headFile(file), err)
+		return nil, fmt.Errorf("checkpoint %s: %w: %v", headFile(file), errHeadFormat, err)
+	}
+	if h.V != 0 && h.V != headVersion {
+		return nil, fmt.Errorf("checkpoint %s: %w: format %d is unknown", headFile(file), errHeadFormat, h.V)
+	}
+	if !isHash(h.Hash) {
+		return nil, fmt.Errorf("checkpoint %s: %w: no hash", headFile(file), errHeadFormat)
 	}
 	return &h, nil
 }
 
-// checkHead compares the checkpoint with the chain state found on disk.
-func (l *Log) checkHead(seq uint64, hash string) []string {
-	h, err := readHead(l.cfg.File)
-	switch {
-	case err != nil:
-		return []string{err.Error()}
-	case h == nil:
-		return nil
-	case h.MAC != headMAC(l.ckKey, h.Seq, h.Hash):
-		return []string{"checkpoint MAC mismatch: written with another key or altered"}
-	case h.Seq > seq:
-		return []string{fmt.Sprintf("checkpoint records seq %d but the log ends at seq %d: records are missing", h.Seq, seq)}
-	case h.Seq == seq && h.Hash != hash:
-		return []string{fmt.Sprintf("checkpoint hash for seq %d differs from the log's", seq)}
+// tailLine is one line of the end of the chain.
+type tailLine struct {
+	line []byte // without its newline
+	file string
+	seq  uint64 // 0 if the line is not a record
+}
+
+// chainTail returns the end of the chain, oldest first, from the last line
+// whose seq is at most from (or from the start, if there is none): the current
+// file read backwards, then the rotated files, newest first. The line at offset
+// skip of the current file (an incomplete line Open isolated) is left out.
+func (l *Log) chainTail(from uint64, skip int64) ([]tailLine, error) {
+	var out []tailLine
+	// back prepends lines of one file; it reports whether from was reached.
+	back := func(f *os.File, name string, size int64, skip int64) (bool, error) {
+		if size == 0 {
+			return false, nil
+		}
+		for n := 4; ; n *= 4 {
+			lines, offs, err := lastLines(f, size, n)
+			if err != nil {
+				return false, err
+			}
+			var got []tailLine
+			reached := false
+			for i, line := range lines {
+				if offs[i] == skip {
+					continue
+				}
+				seq, _, _, _, ok := parseLine(line)
+				if !ok {
+					seq = 0
+				}
+				if ok && seq <= from {
+					got, reached = got[:0], true
+				}
+				got = append(got, tailLine{line: line, file: name, seq: seq})
+			}
+			if reached || len(lines) < n {
+				out = append(got, out...)
+				return reached, nil
+			}
+		}
 	}
-	return nil
+	reached, err := back(l.file, l.cfg.File, l.size, skip)
+	if err != nil || reached {
+		return out, err
+	}
+	backups, err := listBackups(l.cfg.File)
+	if err != nil {
+		return out, err
+	}
+	for i := len(backups) - 1; i >= 0 && !reached; i-- {
+		f, err := os.Open(backups[i].path)
+		if err != nil {
+			return out, err
+		}
+		st, err := f.Stat()
+		if err == nil {
+			reached, err = back(f, backups[i].path, st.Size(), -1)
+		}
+		_ = f.Close()
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// checkTail checks the end of the chain found on disk (last record seq with
+// hash) against the checkpoint and the audit key, before the log writes
+// anything. It returns what is wrong, and for a chain written before the
+// chain was keyed, the record that starts its keyed part.
+func (l *Log) checkTail(seq uint64, hash string) (anomalies []string, upgrade *Record, err error) {
+	add := func(format string, args ...any) { anomalies = append(anomalies, fmt.Sprintf(format, args...)) }
+	h, herr := readHead(l.cfg.File)
+	if herr != nil && !errors.Is(herr, errHeadFormat) {
+		return nil, nil, fmt.Errorf("reading audit checkpoint: %w", herr)
+	}
+	if seq == 0 {
+		if h != nil && h.Seq > 0 {
+			add("the checkpoint records seq %d, but the log has no records: they were removed", h.Seq)
+		}
+		return anomalies, nil, nil
+	}
+	trusted := h != nil && h.macOK(&l.keys)
+	from := seq
+	if trusted && h.Seq < seq {
+		from = h.Seq
+	}
+	tail, err := l.chainTail(from, l.fragment)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the end of the audit log: %w", err)
+	}
+	if len(tail) == 0 || tail[len(tail)-1].seq != seq {
+		return nil, nil, fmt.Errorf("reading the end of the audit log: seq %d not found", seq)
+	}
+	cls := newClassifier(&l.keys)
+	lastKind := cls.kind(tail[len(tail)-1].line)
+	lastBad := func() {
+		add("the last record (seq %d) does not verify under the audit key (key id %s): it was altered, or written under another key", seq, l.keys.id)
+	}
+	switch {
+	case herr != nil:
+		add("the checkpoint is unreadable (%v): it was altered or replaced", herr)
+		if lastKind == kindBad {
+			lastBad()
+		}
+		return anomalies, nil, nil
+	case h == nil:
+		switch lastKind {
+		case kindKeyed:
+			add("the checkpoint %s is missing although the log's records are keyed: it was deleted (the gateway rewrites it after every write)", filepath.Base(headFile(l.cfg.File)))
+		case kindLegacy:
+			// A pre-upgrade log, or a keyed one rewritten without the key. The
+			// first record of each file tells, unless every record was.
+			if s, f, ok := l.keyedFirstLine(cls); ok {
+				add("record seq %d (the first of %s) is keyed but the last record (seq %d) is not and the checkpoint is gone: records were rewritten without the key", s, filepath.Base(f), seq)
+				return anomalies, nil, nil
+			}
+			return nil, chainKeyed(seq, 0, l.keys.id), nil
+		default:
+			lastBad()
+		}
+		return anomalies, nil, nil
+	case !trusted && h.V == headVersion && h.KeyID != l.keys.id:
+		add("the checkpoint was written under another audit key (key id %s; the vault's key is %s): the key was replaced or removed, so the records up to seq %d can no longer be verified", h.KeyID, l.keys.id, seq)
+		return anomalies, nil, nil
+	case !trusted:
+		add("the checkpoint's MAC does not verify under the audit key (key id %s): the checkpoint was altered, or written under another key", l.keys.id)
+		return anomalies, nil, nil
+	case h.Seq > seq:
+		add("the checkpoint records seq %d, but the log ends at seq %d: records were cut from the end", h.Seq, seq)
+		return anomalies, nil, nil
+	}
+	// A trusted checkpoint: walk from its record to the end.
+	want := kindKeyed
+	if h.V == 0 {
+		want = kindLegacy
+	}
+	first := tail[0]
+	if first.seq != h.Seq {
+		add("the checkpoint's record (seq %d) is not in the log: records were removed", h.Seq)
+		return anomalies, nil, nil
+	}
+	var prevHash []byte
+	for i, t := range tail {
+		s, p, hh, _, ok := parseLine(t.line)
+		if !ok {
+			add("the line after seq %d in %s is not a record: the log was altered", tail[i-1].seq, filepath.Base(t.file))
+			return anomalies, nil, nil
+		}
+		k := cls.kind(t.line)
+		switch {
+		case i == 0 && string(hh) != h.Hash:
+			add("the record at the checkpoint's seq %d differs from the checkpoint: the chain was rewritten", h.Seq)
+		case i > 0 && (s != tail[i-1].seq+1 || string(p) != string(prevHash)):
+			add("seq %d does not follow seq %d: records were removed, inserted or reordered after the checkpoint", s, tail[i-1].seq)
+		case k == want:
+			prevHash = hh
+			continue
+		case want == kindLegacy && k == kindKeyed:
+			add("the checkpoint has the pre-upgrade format, but record seq %d is keyed: an old checkpoint was put back", s)
+		case k == kindLegacy:
+			add("record seq %d has an unkeyed hash although the chain is keyed: it was rewritten without the key", s)
+		default:
+			add("record seq %d does not verify under the audit key (key id %s): it was altered", s, l.keys.id)
+		}
+		return anomalies, nil, nil
+	}
+	if h.V == 0 {
+		return nil, chainKeyed(seq, h.Seq, l.keys.id), nil
+	}
+	return nil, nil, nil
+}
+
+// keyedFirstLine returns the seq and file of the first record of a file of the
+// log that is keyed, if any.
+func (l *Log) keyedFirstLine(cls *classifier) (uint64, string, bool) {
+	check := func(f *os.File, name string) (uint64, string, bool) {
+		line, err := firstLine(f)
+		if err != nil {
+			return 0, "", false
+		}
+		if s, _, _, _, ok := parseLine(line); ok && cls.kind(line) == kindKeyed {
+			return s, name, true
+		}
+		return 0, "", false
+	}
+	if s, name, ok := check(l.file, l.cfg.File); ok {
+		return s, name, ok
+	}
+	backups, _ := listBackups(l.cfg.File)
+	for _, b := range backups {
+		f, err := os.Open(b.path)
+		if err != nil {
+			continue
+		}
+		s, name, ok := check(f, b.path)
+		_ = f.Close()
+		if ok {
+			return s, name, ok
+		}
+	}
+	return 0, "", false
+}
+
+// Detail of an EventChainKeyed record.
+const (
+	detailLegacyThrough = "legacy_through_seq"
+	detailLegacyPinned  = "legacy_pinned_through_seq"
+)
+
+// chainKeyed is the record that starts the keyed part of a chain whose records
+// up to seq were written before the chain was keyed, of which a pre-upgrade
+// checkpoint (MAC verified) pinned those up to pinned (0: none).
+func chainKeyed(seq, pinned uint64, keyID string) *Record {
+	text := "absent: nothing pinned them"
+	if pinned > 0 {
+		text = fmt.Sprintf("pinned through seq %d by the pre-upgrade checkpoint (MAC verified)", pinned)
+		if pinned < seq {
+			text += fmt.Sprintf("; seq %d..%d were not pinned", pinned+1, seq)
+		}
+	}
+	return &Record{Type: TypeAudit, Outcome: OutcomeOK, Detail: map[string]string{
+		"event":             EventChainKeyed,
+		detailLegacyThrough: strconv.FormatUint(seq, 10),
+		detailLegacyPinned:  strconv.FormatUint(pinned, 10),
+		"legacy_checkpoint": text,
+		"key_id":            keyID,
+	}}
 }

@@ -83,6 +83,32 @@ func TestDefaultBodyTimeoutScalesWithMaxBody(t *testing.T) {
 	}
 }
 
+// A tools/call waits for its audit record unless audit.wait_for_write is false
+// or the log is off.
+func TestAuditWaitsForWriteByDefault(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want bool
+	}{
+		{"default", "", true},
+		{"explicit true", "audit: {wait_for_write: true}\n", true},
+		{"explicit false", "audit: {wait_for_write: false}\n", false},
+		{"log disabled", "audit: {disabled: true}\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(tt.yaml+"providers: {}\n"), "/tmp/x/gateway.yaml", "gateway.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Audit.WaitsForWrite(); got != tt.want {
+				t.Errorf("WaitsForWrite() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestBadConfigs(t *testing.T) {
 	tests := []struct {
 		file string
@@ -108,6 +134,7 @@ func TestBadConfigs(t *testing.T) {
 		{"bad_audit.bad.yaml", []string{
 			`:1: audit: max_size_mb, max_backups and max_age_days must not be negative`,
 			`:4: audit.wait_for_write needs the audit log, which audit.disabled turns off`,
+			`:5: audit.fsync needs the audit log, which audit.disabled turns off`,
 		}},
 		{"bad_audit_type.bad.yaml", []string{`bad_audit_type.bad.yaml:2:`}},
 		{"reserved_secret.bad.yaml", []string{

@@ -257,7 +257,12 @@ func (env *adminEnv) audit(rec audit.Record) {
 		return
 	}
 	l, err := audit.Open(audit.Config{File: env.cfg.Audit.File, MaxSizeMB: env.cfg.Audit.MaxSizeMB,
-		MaxBackups: env.cfg.Audit.MaxBackups, MaxAgeDays: env.cfg.Audit.MaxAgeDays, DigestKey: key}, zerolog.Nop())
+		MaxBackups: env.cfg.Audit.MaxBackups, MaxAgeDays: env.cfg.Audit.MaxAgeDays, DigestKey: key, Fsync: env.cfg.Audit.Fsync}, zerolog.Nop())
+	if err == nil {
+		for _, a := range l.Anomalies() {
+			fmt.Fprintln(os.Stderr, "switchboard: audit log integrity check failed:", a)
+		}
+	}
 	if err == nil {
 		err = l.Write(rec)
 		if cerr := l.Close(); err == nil {

@@ -20,20 +20,25 @@ import (
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
-// auditKeySecret names the vault's internal key that keys the audit log's HMACs
-// (argument digests and the checkpoint MAC).
+// auditKeySecret names the vault's internal key that keys the audit log:
+// argument digests, every record's hash in the chain and the checkpoint MAC.
 const auditKeySecret = "SWITCHBOARD_AUDIT_DIGEST_KEY"
 
 // ops is what operators watch: the audit log, metrics and recent events.
 type ops struct {
 	audit *audit.Log // nil when audit.disabled
 	// waitForWrite makes tools/call answer only once its record is written
-	// (audit.wait_for_write); by default the record is queued.
+	// (audit.wait_for_write, the default); otherwise the record is queued.
 	waitForWrite bool
 	metrics      *metrics.Metrics
 	events       *statuspage.Ring
 }
 
+// auditKey returns the audit key from the vault (made on first use). It is
+// the one place the audit key is read: serve, the offline CLI's audit records,
+// `audit digest` and `audit verify` all come here. If the key was removed, a
+// new one is made, and nothing written under the old one verifies any more
+// (verify says so, naming both key ids).
 func auditKey(v *vault.Vault) ([]byte, error) {
 	return internalKey(v, auditKeySecret, "audit digest key")
 }
@@ -48,13 +53,17 @@ func (m *Main) openOps() error {
 		}
 		l, err := audit.Open(audit.Config{
 			File: cfg.Audit.File, MaxSizeMB: cfg.Audit.MaxSizeMB, MaxBackups: cfg.Audit.MaxBackups,
-			MaxAgeDays: cfg.Audit.MaxAgeDays, FailOpen: cfg.Audit.FailOpen, DigestKey: key,
+			MaxAgeDays: cfg.Audit.MaxAgeDays, FailOpen: cfg.Audit.FailOpen, DigestKey: key, Fsync: cfg.Audit.Fsync,
 		}, m.Log)
 		if err != nil {
 			return fmt.Errorf("opening the audit log: %w", err)
 		}
-		o.audit, o.waitForWrite = l, cfg.Audit.WaitForWrite
+		o.audit, o.waitForWrite = l, cfg.Audit.WaitsForWrite()
 		o.metrics.Audit(func() bool { return l.Err() == nil }, l.Dropped)
+		// Open logged and recorded each at error level; the status page shows them.
+		for _, a := range l.Anomalies() {
+			o.events.Add("audit", "audit log integrity check failed at startup: "+a)
+		}
 	}
 	m.ops = o
 	o.metrics.Reload(true)
@@ -94,10 +103,12 @@ func (o callObserver) Admit(ctx context.Context, c *mux.CallInfo) error {
 	return nil
 }
 
-// Done records the call's outcome, exactly once per tools/call. It runs before
-// the answer is sent, so by default it only queues the record (Append): the
-// call has run either way, and Admit refuses further calls while the log cannot
-// be written. With audit.wait_for_write it waits for the write.
+// Done records the call's outcome, exactly once per tools/call. By default
+// (audit.wait_for_write) the mux runs it before the answer is sent
+// (RecordBeforeAnswer) and it waits until the record is in the file (Write:
+// concurrent calls share one write). With wait_for_write: false it runs after
+// the answer and only queues the record (Append). Either way, Admit refuses
+// further calls while the log cannot be written.
 func (o callObserver) Done(ctx context.Context, c *mux.CallInfo) {
 	o.m.ops.metrics.ToolCall(c.Provider, c.Tool, c.Outcome, c.Latency)
 	if o.m.ops.audit == nil {
@@ -132,7 +143,7 @@ func (o callObserver) Done(ctx context.Context, c *mux.CallInfo) {
 }
 
 // RecordBeforeAnswer implements mux.RecordFirst: with audit.wait_for_write
-// the caller's answer waits for its audit record.
+// (the default) the caller's answer waits for its audit record.
 func (o callObserver) RecordBeforeAnswer() bool {
 	return o.m.ops != nil && o.m.ops.audit != nil && o.m.ops.waitForWrite
 }
@@ -241,8 +252,18 @@ func newAuditCmd() *cobra.Command {
 	cmd.AddCommand(tail)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "verify",
-		Short: "Check the hash chain across rotated files; report the first broken record",
-		Args:  cobra.NoArgs,
+		Short: "Prove the log unaltered with the audit key: every record, the chain across rotated files, the checkpoint",
+		Long: `Verify checks every record's HMAC under the audit key (from the vault, through
+the running gateway or offline), the chain across rotated files, and the
+checkpoint that pins its end, and reports the alarms the gateway recorded when
+it found the log altered at startup.
+
+Exit status: 0 the log is proven; 1 it is broken, cut, forged, keyed under
+another key, its checkpoint is missing or altered, or the gateway recorded an
+alarm; 2 nothing wrong was found but the log cannot be proven (no access to
+the audit key, or records written before the chain was keyed that nothing
+pins). See docs/configuration.md, "What the audit chain proves".`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			file, err := auditFile(cmd)
 			if err != nil {
@@ -256,11 +277,25 @@ func newAuditCmd() *cobra.Command {
 			for _, n := range res.Notes {
 				fmt.Fprintln(out, "note:", n)
 			}
-			if res.Broken != nil {
-				fmt.Fprintf(out, "BROKEN at %s:%d (seq %d): %s\n", res.Broken.File, res.Broken.Line, res.Broken.Seq, res.Broken.Reason)
-				return &exitError{code: 1}
+			for _, a := range res.Alarms {
+				fmt.Fprintln(out, "ALARM:", a)
 			}
-			fmt.Fprintf(out, "ok: %d records in %d files, seq %d..%d\n", res.Records, len(res.Files), res.FirstSeq, res.LastSeq)
+			switch {
+			case res.Broken != nil:
+				where := fmt.Sprintf("%s:%d", res.Broken.File, res.Broken.Line)
+				if res.Broken.Line == 0 {
+					where = res.Broken.File
+				}
+				fmt.Fprintf(out, "BROKEN at %s (seq %d): %s\n", where, res.Broken.Seq, res.Broken.Reason)
+				return &exitError{code: 1}
+			case len(res.Alarms) > 0:
+				fmt.Fprintf(out, "FAILED: the chain of %d records checks out, but the gateway found the log altered when it opened it (%d alarm(s) above); keep the files as evidence and move them aside to start a new log\n", res.Records, len(res.Alarms))
+				return &exitError{code: 1}
+			case !res.OK:
+				fmt.Fprintf(out, "UNPROVEN (%d records, seq %d..%d): %s\n", res.Records, res.FirstSeq, res.LastSeq, res.Unproven)
+				return &exitError{code: 2}
+			}
+			fmt.Fprintf(out, "ok: %d records in %d files, seq %d..%d; every record and the checkpoint verified under audit key %s\n", res.Records, len(res.Files), res.FirstSeq, res.LastSeq, res.KeyID)
 			return nil
 		},
 	})
@@ -322,8 +357,9 @@ func auditFile(cmd *cobra.Command) (string, error) {
 	return cfg.Audit.File, nil
 }
 
-// verifyAudit verifies with the digest key (through the gateway or the vault),
-// which also checks the checkpoint's MAC.
+// verifyAudit verifies with the audit key (through the gateway or the vault).
+// Without the vault's master key it checks what the structure shows, which
+// is never a proof.
 func verifyAudit(cmd *cobra.Command, file string) (audit.VerifyResult, error) {
 	var res audit.VerifyResult
 	err := adminCall(cmd, "audit.verify", nil, &res)
@@ -331,7 +367,11 @@ func verifyAudit(cmd *cobra.Command, file string) (audit.VerifyResult, error) {
 		return res, err
 	}
 	if err != nil {
-		return audit.Verify(file)
+		res, verr := audit.Verify(file)
+		if res.Unproven != "" {
+			res.Unproven = fmt.Sprintf("the audit key is in the vault, which cannot be opened without its master key (%v): %s", err, res.Unproven)
+		}
+		return res, verr
 	}
 	return res, nil
 }

@@ -123,10 +123,21 @@ func TestAuditOneRecordPerCallOutcome(t *testing.T) {
 			t.Errorf("audit line is not valid JSON: %q", line)
 		}
 	}
-	res, err := audit.Verify(g.config().Audit.File)
-	if err != nil || res.Broken != nil {
-		t.Errorf("audit verify: %+v %v", res.Broken, err)
+	g.mustVerifyAudit(t)
+}
+
+// mustVerifyAudit proves the gateway's audit log with its key from the vault.
+func (g *gateway) mustVerifyAudit(t *testing.T) audit.VerifyResult {
+	t.Helper()
+	key, err := auditKey(g.vault)
+	if err != nil {
+		t.Fatal(err)
 	}
+	res, err := audit.VerifyWithKey(g.config().Audit.File, key)
+	if err != nil || !res.OK {
+		t.Errorf("audit verify: %+v %v", res, err)
+	}
+	return res
 }
 
 func TestAuditRecordsSecurityAndLifecycleEvents(t *testing.T) {
@@ -205,9 +216,7 @@ func TestUnwritableAuditLogBlocksCalls(t *testing.T) {
 			t.Errorf("recovery record reports lost records: %+v", r)
 		}
 	}
-	if res, err := audit.Verify(g.config().Audit.File); err != nil || res.Broken != nil {
-		t.Errorf("audit verify: %+v %v", res.Broken, err)
-	}
+	g.mustVerifyAudit(t)
 	_, body := g.get(t, "/metrics", g.admin())
 	for _, want := range []string{"\nswitchboard_audit_log_healthy 1\n", "\nswitchboard_audit_records_dropped_total 0\n"} {
 		if !strings.Contains(body, want) {

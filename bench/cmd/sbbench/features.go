@@ -19,7 +19,8 @@ type variant struct {
 	name        string
 	noAuth      bool
 	noAudit     bool
-	noAccessLog bool // log.level warn: no per-request "mcp request" line
+	noAccessLog bool     // log.level warn: no per-request "mcp request" line
+	audit       []string // lines under audit: in gateway.yaml
 	sessions    []*mcpclient.Session
 	pids        []int // the gateway, then its echo child
 	c1, c16     []stats.Summary
@@ -62,6 +63,14 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 		direct: map[string][]stats.Summary{},
 		floor:  map[string][]stats.Summary{},
 	}
+	if o.featuresAudit {
+		r.variants = []*variant{
+			{name: "audit: record written before the answer (shipped default, group commit)"},
+			{name: "audit: written and fsynced before the answer (fsync: true)", audit: []string{"fsync: true"}},
+			{name: "audit: queued, written after the answer (wait_for_write: false)", audit: []string{"wait_for_write: false"}},
+			{name: "audit log off", noAudit: true},
+		}
+	}
 	r.rounds = max(o.rounds, len(r.variants))
 	for i, v := range r.variants {
 		cfg := harness.Config{
@@ -69,6 +78,7 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 			LogLevel:  o.logLevel,
 			NoAuth:    v.noAuth,
 			NoAudit:   v.noAudit,
+			Audit:     v.audit,
 		}
 		if v.noAccessLog {
 			cfg.LogLevel = "warn"
@@ -186,7 +196,11 @@ func perCall(cpu time.Duration, calls int) time.Duration {
 
 func featuresReport(o *options, m machine, r *featureResults, took time.Duration) string {
 	var b strings.Builder
-	m.header(&b, "What each Switchboard feature costs on a small call", took)
+	title := "What each Switchboard feature costs on a small call"
+	if o.featuresAudit {
+		title = "What each audit log mode costs on a small call"
+	}
+	m.header(&b, title, took)
 	fmt.Fprintf(&b, "%d gateways, each with one `bin/echo` child, run side by side and differ only in what is switched on; metrics are on in all of them (there is no switch). "+
 		"Loads are the main table's: tools/call of a 100 B text from 1 client and from 16 clients (each its own session), closed loop, %s after %s warm-up. "+
 		"There are %d rounds; in each, direct stdio and the bare HTTP floor run first, then the gateways in an order that rotates from round to round, so each takes every position. "+

@@ -11,6 +11,7 @@
 //	go run ./bench/cmd/sbbench -out bench/results/latest.md        # main table (make bench)
 //	go run ./bench/cmd/sbbench -scaling -out bench/results/scaling.md
 //	go run ./bench/cmd/sbbench -features -out bench/results/features.md
+//	go run ./bench/cmd/sbbench -features -features-audit -out bench/results/audit.md
 //	go run ./bench/cmd/sbbench -profile /tmp/prof                  # plus CPU and heap profiles
 package main
 
@@ -34,8 +35,10 @@ type options struct {
 	profile  string
 	scaling  bool
 	features bool
-	keep     bool
-	logLevel string
+	// featuresAudit makes -features compare the audit log's modes instead.
+	featuresAudit bool
+	keep          bool
+	logLevel      string
 
 	dur      time.Duration
 	warm     time.Duration
@@ -74,6 +77,7 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "also write gateway CPU and heap profiles of the load phases into this dir")
 	flag.BoolVar(&o.scaling, "scaling", false, "run the scaling curve (providers, tools, sessions) instead of the main table")
 	flag.BoolVar(&o.features, "features", false, "measure what each feature (audit, access log, auth) costs on a small call, instead of the main table")
+	flag.BoolVar(&o.featuresAudit, "features-audit", false, "with -features: compare the audit log's modes (record written before the answer with group commit, with fsync, queued after the answer, off) instead")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, gateway logs, audit logs)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "gateway log.level (info is the shipped default)")
 	flag.DurationVar(&o.dur, "dur", 2*time.Second, "measuring time of each load phase")

@@ -147,6 +147,9 @@ type Config struct {
 	// admin) and NoAudit sets audit.disabled. Only sbbench -features uses
 	// them, to measure what each feature costs.
 	NoAuth, NoAudit bool
+	// Audit lines go under audit: (e.g. "wait_for_write: false"), unless
+	// NoAudit. sbbench -features-audit uses them to compare the log's modes.
+	Audit []string
 }
 
 // GatewayEnv is added to the environment of every gateway process the
@@ -212,6 +215,11 @@ func (c Config) yaml() string {
 	}
 	if c.NoAudit {
 		b.WriteString("audit:\n  disabled: true\n")
+	} else if len(c.Audit) > 0 {
+		b.WriteString("audit:\n")
+		for _, l := range c.Audit {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
 	}
 	if c.MaxConcurrent > 0 || c.MaxQueue > 0 {
 		b.WriteString("defaults:\n")
