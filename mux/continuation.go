@@ -293,7 +293,7 @@ func (s *Server) abandon(c *continuation, outcome string) {
 		if outcome == "cancelled" {
 			ci.Err = context.Canceled
 		}
-		s.done(c.ctx, ci)
+		s.done(context.WithoutCancel(c.ctx), ci)
 	}
 }
 
