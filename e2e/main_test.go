@@ -9,7 +9,8 @@ import (
 	"testing"
 )
 
-// binDir holds switchboard, echo, notes, testprovider and rawecho, built once.
+// binDir holds switchboard, echo, notes, testprovider, rawecho and asker,
+// built once.
 var binDir string
 
 // npmBin is e2e/node_modules/.bin, absolute.
@@ -40,7 +41,7 @@ func run(m *testing.M) int {
 	}
 	builds := [][]string{
 		append(gwArgs, "./cmd/switchboard"),
-		{"build", "-o", dir + string(filepath.Separator), "./examples/providers/echo", "./examples/providers/notes", "./internal/testprovider", "./e2e/testdata/rawecho"},
+		{"build", "-o", dir + string(filepath.Separator), "./examples/providers/echo", "./examples/providers/notes", "./internal/testprovider", "./e2e/testdata/rawecho", "./e2e/testdata/asker"},
 	}
 	for _, args := range builds {
 		cmd := exec.Command("go", args...)
