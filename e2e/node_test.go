@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -105,7 +106,7 @@ type liveScript struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan json.RawMessage
-	stderr bytes.Buffer
+	stderr syncBuffer
 	file   string
 	name   string
 }
@@ -163,6 +164,24 @@ func (s *liveScript) next(key string, d time.Duration) json.RawMessage {
 			s.t.Fatalf("node %s %s: no %q line within %v", s.file, s.name, key, d)
 		}
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // send writes one command line.
