@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -13,8 +14,8 @@ import (
 )
 
 // agentCmd runs an agent client's command with a throwaway HOME and no
-// network chatter, and returns its combined output.
-func agentCmd(t *testing.T, home string, name string, args ...string) (string, error) {
+// network chatter, and returns its standard output and error.
+func agentCmd(t *testing.T, home string, name string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -25,8 +26,10 @@ func agentCmd(t *testing.T, home string, name string, args ...string) (string, e
 		"DISABLE_AUTOUPDATER=1", "DISABLE_TELEMETRY=1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
 	}
 	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
 }
 
 // TestAgentClients checks that real agent clients connect to the gateway
@@ -52,12 +55,12 @@ providers:
 		claude := filepath.Join(dir, "bin", "claude.exe")
 		home := t.TempDir()
 		for name, key := range map[string]string{"sb": g.key, "sbwrongkey": "sb_not_a_real_key"} {
-			if out, err := agentCmd(t, home, claude, "mcp", "add", "--transport", "http", name, url, "--header", "Authorization: Bearer "+key); err != nil {
-				t.Fatalf("claude mcp add %s: %v\n%s", name, err, out)
+			if out, errOut, err := agentCmd(t, home, claude, "mcp", "add", "--transport", "http", name, url, "--header", "Authorization: Bearer "+key); err != nil {
+				t.Fatalf("claude mcp add %s: %v\n%s%s", name, err, out, errOut)
 			}
 		}
-		out, err := agentCmd(t, home, claude, "mcp", "list")
-		t.Logf("claude mcp list:\n%s", out)
+		out, errOut, err := agentCmd(t, home, claude, "mcp", "list")
+		t.Logf("claude mcp list:\n%s%s", out, errOut)
 		if err != nil {
 			t.Fatalf("claude mcp list: %v", err)
 		}
@@ -79,9 +82,9 @@ providers:
 		inspect := func(args ...string) json.RawMessage {
 			t.Helper()
 			args = append([]string{launcher, "--cli", url, "--header", "Authorization: Bearer " + g.key}, args...)
-			out, err := agentCmd(t, home, node, args...)
+			out, errOut, err := agentCmd(t, home, node, args...)
 			if err != nil || !json.Valid([]byte(out)) {
-				t.Fatalf("inspector --cli %s: %v\n%s", strings.Join(args[5:], " "), err, out)
+				t.Fatalf("inspector --cli %s: %v\n%s%s", strings.Join(args[5:], " "), err, out, errOut)
 			}
 			return json.RawMessage(out)
 		}
@@ -120,8 +123,9 @@ providers:
 		if err := os.WriteFile(filepath.Join(home, ".codex", "config.toml"), []byte(toml), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		out, err := agentCmd(t, home, "env", "SB_TOKEN="+g.key, "node", filepath.Join(mustAbs(t, "testdata"), "clients", "codex.mjs"), codex)
-		last := out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]
+		out, errOut, err := agentCmd(t, home, "env", "SB_TOKEN="+g.key, "node", filepath.Join(mustAbs(t, "testdata"), "clients", "codex.mjs"), codex)
+		out = strings.TrimSpace(out)
+		last := out[strings.LastIndex(out, "\n")+1:]
 		var o struct {
 			Fatal      string `json:"fatal"`
 			ServerInfo struct {
@@ -132,7 +136,7 @@ providers:
 			CallError json.RawMessage `json:"callError"`
 		}
 		if err != nil || json.Unmarshal([]byte(last), &o) != nil || o.Fatal != "" {
-			t.Fatalf("codex app-server driver: %v %s\n%s", err, o.Fatal, out)
+			t.Fatalf("codex app-server driver: %v %s\n%s\n%s", err, o.Fatal, out, errOut)
 		}
 		t.Logf("codex: %.1000s", last)
 		if o.ServerInfo.Name != "switchboard" || !slices.Contains(o.Tools, "everything__echo") {
