@@ -50,7 +50,6 @@ providers:
 	url := g.url + "/mcp"
 
 	t.Run("claude-code", func(t *testing.T) {
-		pending(t)
 		dir := needPackage(t, "@anthropic-ai/claude-code")
 		claude := filepath.Join(dir, "bin", "claude.exe")
 		home := t.TempDir()
@@ -75,7 +74,6 @@ providers:
 	})
 
 	t.Run("inspector", func(t *testing.T) {
-		pending(t)
 		launcher := filepath.Join(needPackage(t, "@modelcontextprotocol/inspector"), "clients", "launcher", "build", "index.js")
 		node := node22(t)
 		home := t.TempDir()
@@ -109,7 +107,6 @@ providers:
 	})
 
 	t.Run("codex", func(t *testing.T) {
-		pending(t)
 		needPackage(t, "@openai/codex")
 		codex, err := filepath.Abs(filepath.Join(npmBin, "codex"))
 		if err != nil {

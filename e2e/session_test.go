@@ -71,7 +71,6 @@ providers:
 	}
 
 	t.Run("text", func(t *testing.T) {
-		pending(t)
 		var c callObs
 		run(t, "text", &c)
 		res := c.ok(t, "everything__echo")
@@ -81,7 +80,6 @@ providers:
 	})
 
 	t.Run("image", func(t *testing.T) {
-		pending(t)
 		var c callObs
 		run(t, "image", &c)
 		res := c.ok(t, "everything__get-tiny-image")
@@ -96,7 +94,6 @@ providers:
 	})
 
 	t.Run("audio", func(t *testing.T) {
-		pending(t)
 		var c callObs
 		run(t, "audio", &c)
 		res := c.ok(t, "asker__audio")
@@ -107,7 +104,6 @@ providers:
 	})
 
 	t.Run("embedded", func(t *testing.T) {
-		pending(t)
 		var c callObs
 		run(t, "embedded", &c)
 		res := c.ok(t, "everything__get-resource-reference")
@@ -124,7 +120,6 @@ providers:
 	})
 
 	t.Run("mixed", func(t *testing.T) {
-		pending(t)
 		var c callObs
 		run(t, "mixed", &c)
 		res := c.ok(t, "everything__get-annotated-message")
@@ -143,7 +138,6 @@ providers:
 	})
 
 	t.Run("toolError", func(t *testing.T) {
-		pending(t)
 		var c callObs
 		run(t, "toolError", &c)
 		if c.Error != "" || c.Result == nil {
@@ -155,7 +149,6 @@ providers:
 	})
 
 	t.Run("logging", func(t *testing.T) {
-		pending(t)
 		type side struct {
 			Result *toolResult `json:"result"`
 			Error  string      `json:"error"`
@@ -196,7 +189,6 @@ providers:
 	})
 
 	t.Run("progress", func(t *testing.T) {
-		pending(t)
 		type progress struct {
 			Progress      float64         `json:"progress"`
 			Total         float64         `json:"total"`
@@ -228,7 +220,6 @@ providers:
 	})
 
 	t.Run("sampling", func(t *testing.T) {
-		pending(t)
 		var o struct {
 			Listed   bool `json:"listed"`
 			Received []struct {
@@ -263,7 +254,6 @@ providers:
 	})
 
 	t.Run("elicitation", func(t *testing.T) {
-		pending(t)
 		var o struct {
 			Listed   bool `json:"listed"`
 			Received []struct {
@@ -326,7 +316,6 @@ providers:
 	})
 
 	t.Run("noSampling", func(t *testing.T) {
-		pending(t)
 		var o map[string]struct {
 			Result *toolResult `json:"result"`
 			Error  string      `json:"error"`
@@ -352,7 +341,6 @@ providers:
 	})
 
 	t.Run("subscribe", func(t *testing.T) {
-		pending(t)
 		var o struct {
 			SubA     attemptObs[json.RawMessage] `json:"subA"`
 			SubB     attemptObs[json.RawMessage] `json:"subB"`
@@ -381,7 +369,6 @@ providers:
 	})
 
 	t.Run("completion", func(t *testing.T) {
-		pending(t)
 		type completion struct {
 			Completion struct {
 				Values []string `json:"values"`
@@ -409,7 +396,6 @@ providers:
 	})
 
 	t.Run("prompts", func(t *testing.T) {
-		pending(t)
 		type prompt struct {
 			Messages []struct {
 				Role    string  `json:"role"`
@@ -437,7 +423,6 @@ providers:
 	})
 
 	t.Run("resources", func(t *testing.T) {
-		pending(t)
 		type read struct {
 			Contents []resourceContents `json:"contents"`
 		}
