@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -277,5 +278,33 @@ func TestReconnect(t *testing.T) {
 	}
 	if got := storetest.MustGet(t, b, "b", "after"); string(got) != "2" {
 		t.Fatalf("after reconnect b reads %q", got)
+	}
+}
+
+// TestChangeLatency measures how long a committed write takes to reach
+// another Store value's Changes (the numbers in docs/deploy.md), and holds
+// the promise: within a second.
+func TestChangeLatency(t *testing.T) {
+	srv := pgtest.Shared(t)
+	dsn := srv.CreateDB(t)
+	a, b := MustOpen(t, dsn), MustOpen(t, dsn)
+	const n = 200
+	lat := make([]time.Duration, 0, n)
+	for i := range n {
+		key := fmt.Sprintf("k%03d", i)
+		start := time.Now()
+		storetest.MustPut(t, a, "lat", key, []byte("v"))
+		committed := time.Now()
+		storetest.WaitChange(t, b.Changes(), "lat", key, 5*time.Second)
+		lat = append(lat, time.Since(committed))
+		if i == 0 {
+			t.Logf("first write took %s to commit", committed.Sub(start))
+		}
+	}
+	slices.Sort(lat)
+	p50, p99, worst := lat[n/2], lat[n*99/100], lat[n-1]
+	t.Logf("commit → other replica's Changes over %d writes: p50 %s, p99 %s, max %s", n, p50, p99, worst)
+	if p99 > time.Second {
+		t.Errorf("p99 %s: changes must reach other replicas within a second", p99)
 	}
 }
