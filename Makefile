@@ -84,6 +84,10 @@ kustomize: $(KUSTOMIZE_STAMP) ## Build the pinned kustomize into bin/
 k8s-check: kustomize ## Render the Kubernetes kustomizations with kustomize and check every cross-reference
 	KUSTOMIZE=$(abspath $(BIN))/kustomize $(GO) test -count=1 ./deploy/
 
+.PHONY: test-cluster
+test-cluster: npm ## Three replicas on PostgreSQL behind HAProxy, 100 users, a replica killed (needs postgresql, haproxy)
+	SWITCHBOARD_CLUSTER=1 $(GO) test -count=1 -run '^TestCluster$$' -timeout 20m -v ./e2e/
+
 .PHONY: soak
 soak: npm ## Long load and leak test (10,000 session cycles, 1,000 vanished clients)
 	SOAK=1 $(GO) test -race -count=1 -run 'TestSessionChurnAndLeaks' -timeout 60m -v ./e2e/
