@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -8,16 +9,16 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/bbolt"
+	"github.com/switchboard-mcp/switchboard"
 )
 
-var prefsBucket = []byte("prefs")
+const prefsBucket = "prefs"
 
 // Prefs stores per-user preferences (which providers a user hid from their own
-// sessions) in bbolt, cached in memory so the per-request filter never reads
-// the file.
+// sessions) in a switchboard.Store, cached in memory so the per-request filter
+// never reads the store.
 type Prefs struct {
-	db *bbolt.DB
+	st switchboard.Store
 	mu sync.RWMutex
 	m  map[string]UserPrefs
 }
@@ -28,37 +29,25 @@ type UserPrefs struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// NewPrefs opens (creating) the prefs bucket in db.
-func NewPrefs(db *bbolt.DB) (*Prefs, error) {
-	p := &Prefs{db: db, m: map[string]UserPrefs{}}
-	if err := db.Update(func(tx *bbolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(prefsBucket)
-		return err
-	}); err != nil && !db.IsReadOnly() {
-		return nil, fmt.Errorf("opening prefs: %w", err)
-	}
+// NewPrefs loads the preferences kept in st.
+func NewPrefs(st switchboard.Store) (*Prefs, error) {
+	p := &Prefs{st: st, m: map[string]UserPrefs{}}
 	return p, p.Reload()
 }
 
-// Reload refreshes the cache from the file.
+// Reload refreshes the cache from the store.
 func (p *Prefs) Reload() error {
 	m := map[string]UserPrefs{}
-	err := p.db.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(prefsBucket)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			var up UserPrefs
-			if err := json.Unmarshal(v, &up); err != nil {
-				return fmt.Errorf("prefs of %q: %w", k, err)
-			}
-			m[string(k)] = up
-			return nil
-		})
-	})
+	es, err := p.st.List(context.Background(), prefsBucket, "")
 	if err != nil {
 		return fmt.Errorf("loading prefs: %w", err)
+	}
+	for _, e := range es {
+		var up UserPrefs
+		if err := json.Unmarshal(e.Value, &up); err != nil {
+			return fmt.Errorf("loading prefs: prefs of %q: %w", e.Key, err)
+		}
+		m[e.Key] = up
 	}
 	p.mu.Lock()
 	p.m = m
@@ -85,16 +74,17 @@ func (p *Prefs) Get(user string) UserPrefs {
 func (p *Prefs) SetHidden(user, provider string, hide bool) (bool, error) {
 	changed := false
 	var next UserPrefs
-	err := p.db.Update(func(tx *bbolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(prefsBucket)
-		if err != nil {
-			return err
-		}
+	err := p.st.Update(context.Background(), func(tx switchboard.StoreTx) error {
+		changed = false
 		var up UserPrefs
-		if v := b.Get([]byte(user)); v != nil {
+		v, err := tx.Get(prefsBucket, user)
+		switch {
+		case err == nil:
 			if err := json.Unmarshal(v, &up); err != nil {
 				return err
 			}
+		case switchboard.ErrorCode(err) != switchboard.ENOTFOUND:
+			return err
 		}
 		has := slices.Contains(up.Hidden, provider)
 		switch {
@@ -106,17 +96,17 @@ func (p *Prefs) SetHidden(user, provider string, hide bool) (bool, error) {
 			up.Hidden = slices.DeleteFunc(up.Hidden, func(s string) bool { return s == provider })
 			changed = true
 		}
+		next = up
 		if !changed {
-			next = up
 			return nil
 		}
 		up.UpdatedAt = time.Now().UTC()
 		next = up
-		v, err := json.Marshal(up)
+		b, err := json.Marshal(up)
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte(user), v)
+		return tx.Put(prefsBucket, user, b)
 	})
 	if err != nil {
 		return false, fmt.Errorf("saving prefs of %q: %w", user, err)

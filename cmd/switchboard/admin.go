@@ -19,6 +19,7 @@ import (
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/audit"
 	"github.com/switchboard-mcp/switchboard/providers"
+	"github.com/switchboard-mcp/switchboard/store/bolt"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -36,6 +37,7 @@ type adminOp func(ctx context.Context, env *adminEnv, args json.RawMessage) (any
 // adminEnv is what ops act on: the stores, and the running gateway if any.
 type adminEnv struct {
 	cfg   *providers.Config
+	store switchboard.Store
 	vault *vault.Vault
 	main  *Main // nil when the CLI runs an op offline
 }
@@ -81,7 +83,7 @@ func startAdmin(m *Main, path string) (*adminServer, error) {
 			writeJSON(w, http.StatusBadRequest, adminReply{Error: "cannot read request"})
 			return
 		}
-		env := &adminEnv{cfg: m.config(), vault: m.vault, main: m}
+		env := &adminEnv{cfg: m.config(), store: m.store, vault: m.vault, main: m}
 		res, err := runOp(r.Context(), env, r.PathValue("op"), args)
 		if err != nil {
 			m.Log.Warn().Str("op", r.PathValue("op")).Str("error", switchboard.ErrorMessage(err)).Msg("admin operation failed")
@@ -115,6 +117,7 @@ type adminClient struct {
 	cfgErr error // the config does not validate: only a running gateway can serve ops
 	socket string
 	// offline state, opened lazily
+	store switchboard.Store
 	vault *vault.Vault
 }
 
@@ -195,13 +198,13 @@ func (c *adminClient) local(ctx context.Context, op string, in []byte) (json.Raw
 		return nil, c.cfgErr
 	}
 	if c.vault == nil {
-		v, err := openVaultOffline(c.cfg, false)
+		v, st, err := openVaultOffline(c.cfg, false)
 		if err != nil {
 			return nil, err
 		}
-		c.vault = v
+		c.vault, c.store = v, st
 	}
-	res, err := runOp(ctx, &adminEnv{cfg: c.cfg, vault: c.vault}, op, in)
+	res, err := runOp(ctx, &adminEnv{cfg: c.cfg, store: c.store, vault: c.vault}, op, in)
 	if err != nil {
 		return nil, err
 	}
@@ -219,10 +222,11 @@ func (c *adminClient) Close() error {
 // config returns the config, or why it does not validate.
 func (c *adminClient) config() (*providers.Config, error) { return c.cfg, c.cfgErr }
 
-// openVaultOffline opens the vault of cfg without a running server.
-func openVaultOffline(cfg *providers.Config, allowGenerate bool) (*vault.Vault, error) {
+// openVaultOffline opens the store and vault of cfg without a running
+// server. Closing the vault closes the store.
+func openVaultOffline(cfg *providers.Config, allowGenerate bool) (*vault.Vault, *bolt.Store, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating data dir: %w", err)
+		return nil, nil, fmt.Errorf("creating data dir: %w", err)
 	}
 	key, _, err := vault.LoadKey(vault.KeySource{
 		EnvValue:      os.Getenv(vault.EnvKey),
@@ -231,10 +235,18 @@ func openVaultOffline(cfg *providers.Config, allowGenerate bool) (*vault.Vault, 
 		AllowGenerate: allowGenerate,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer key.Zero()
-	return vault.Open(filepath.Join(cfg.DataDir, vault.DefaultFileName), key, vault.Options{})
+	st, err := bolt.Open(filepath.Join(cfg.DataDir, bolt.FileName), bolt.Options{})
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := vault.Open(context.Background(), st, key, vault.Options{CloseStore: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, st, nil
 }
 
 // errOnlineOnly is returned by ops that need a running gateway.

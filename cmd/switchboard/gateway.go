@@ -25,6 +25,7 @@ import (
 	"github.com/switchboard-mcp/switchboard/mux"
 	"github.com/switchboard-mcp/switchboard/providers"
 	"github.com/switchboard-mcp/switchboard/skills"
+	"github.com/switchboard-mcp/switchboard/store/bolt"
 	"github.com/switchboard-mcp/switchboard/supervisor"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
@@ -64,6 +65,7 @@ type Main struct {
 	specs          map[string]supervisor.Spec
 	blocked        map[string]string // provider → why it cannot start (missing secret...)
 	vault          *vault.Vault
+	store          switchboard.Store
 	id             *identity
 	users          *userInstances
 	ops            *ops
@@ -110,7 +112,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if err := m.openVault(); err != nil {
 		return err
 	}
-	id, err := openIdentity(m.vault, cfg, m)
+	id, err := openIdentity(m.store, m.vault, cfg, m)
 	if err != nil {
 		return err
 	}
@@ -532,12 +534,16 @@ func (m *Main) openVault() error {
 		m.Log.Warn().Str("key_file", filepath.Join(m.cfg.DataDir, vault.KeyFileName)).
 			Msg("GENERATED A NEW VAULT KEY for local development; back it up, and use SWITCHBOARD_VAULT_KEY or vault.key_file in production")
 	}
-	v, err := vault.Open(filepath.Join(m.cfg.DataDir, vault.DefaultFileName), key, vault.Options{Redactor: m.Redactor, Logger: m.Log})
-	key.Zero()
+	defer key.Zero()
+	st, err := bolt.Open(filepath.Join(m.cfg.DataDir, bolt.FileName), bolt.Options{})
 	if err != nil {
 		return err
 	}
-	m.vault = v
+	v, err := vault.Open(context.Background(), st, key, vault.Options{Redactor: m.Redactor, Logger: m.Log, CloseStore: true})
+	if err != nil {
+		return err
+	}
+	m.vault, m.store = v, st
 	return nil
 }
 

@@ -32,12 +32,12 @@ type identity struct {
 }
 
 // openIdentity builds users, service tokens and the authenticator on the vault.
-func openIdentity(v *vault.Vault, cfg *providers.Config, m *Main) (*identity, error) {
-	users, err := auth.NewUsers(v.DB())
+func openIdentity(st switchboard.Store, v *vault.Vault, cfg *providers.Config, m *Main) (*identity, error) {
+	users, err := auth.NewUsers(st)
 	if err != nil {
 		return nil, err
 	}
-	prefs, err := auth.NewPrefs(v.DB())
+	prefs, err := auth.NewPrefs(st)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +45,7 @@ func openIdentity(v *vault.Vault, cfg *providers.Config, m *Main) (*identity, er
 	if err != nil {
 		return nil, err
 	}
-	tokens, tokLog, err := newServiceTokens(v, key)
+	tokens, tokLog, err := newServiceTokens(st, key)
 	if err != nil {
 		return nil, err
 	}
@@ -68,13 +68,13 @@ func serviceKey(v *vault.Vault) ([]byte, error) {
 	return internalKey(v, serviceKeySecret, "service signing key")
 }
 
-// newServiceTokens signs with key and refuses the tokens revoked in v's token log.
-func newServiceTokens(v *vault.Vault, key []byte) (*auth.ServiceTokens, *auth.TokenLog, error) {
+// newServiceTokens signs with key and refuses the tokens revoked in st's token log.
+func newServiceTokens(st switchboard.Store, key []byte) (*auth.ServiceTokens, *auth.TokenLog, error) {
 	tokens, err := auth.NewServiceTokens(key)
 	if err != nil {
 		return nil, nil, err
 	}
-	tokLog, err := auth.NewTokenLog(v.DB())
+	tokLog, err := auth.NewTokenLog(st)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -347,7 +347,7 @@ func (env *adminEnv) userPrincipal(name string) (*switchboard.Principal, error) 
 		users = env.main.id.users
 	} else {
 		var err error
-		if users, err = auth.NewUsers(env.vault.DB()); err != nil {
+		if users, err = auth.NewUsers(env.store); err != nil {
 			return nil, err
 		}
 	}
@@ -429,7 +429,7 @@ func (env *adminEnv) setHidden(user, provider string, hide bool) error {
 		prefs = env.main.id.prefs
 	} else {
 		var err error
-		if prefs, err = auth.NewPrefs(env.vault.DB()); err != nil {
+		if prefs, err = auth.NewPrefs(env.store); err != nil {
 			return err
 		}
 	}
@@ -640,7 +640,7 @@ func (m *Main) apiRoutes(h *http.ServeMux) {
 				writeJSON(w, http.StatusForbidden, map[string]string{"error": "forbidden"})
 				return
 			}
-			fn(w, r, &adminEnv{cfg: m.config(), vault: m.vault, main: m}, p)
+			fn(w, r, &adminEnv{cfg: m.config(), store: m.store, vault: m.vault, main: m}, p)
 		}))
 	}
 	reply := func(w http.ResponseWriter, err error, ok any) {

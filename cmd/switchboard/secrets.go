@@ -179,12 +179,12 @@ func newVaultCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			v, err := openVaultOffline(cfg, true)
+			v, st, err := openVaultOffline(cfg, true)
 			if err != nil {
 				return err
 			}
 			defer v.Close()
-			fmt.Fprintf(cmd.OutOrStdout(), "vault ready at %s\n", v.Path())
+			fmt.Fprintf(cmd.OutOrStdout(), "vault ready at %s\n", st.Path())
 			return nil
 		},
 	})
@@ -216,7 +216,7 @@ func newVaultCmd() *cobra.Command {
 				return err
 			}
 			defer newKey.Zero()
-			v, err := openVaultOffline(cfg, false)
+			v, _, err := openVaultOffline(cfg, false)
 			if err != nil {
 				return err
 			}

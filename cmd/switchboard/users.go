@@ -44,7 +44,7 @@ func (env *adminEnv) users() (*auth.Users, error) {
 	if env.main != nil {
 		return env.main.id.users, nil
 	}
-	return auth.NewUsers(env.vault.DB())
+	return auth.NewUsers(env.store)
 }
 
 func (env *adminEnv) checkRoles(roles []string) error {
@@ -168,7 +168,7 @@ func (env *adminEnv) serviceTokens() (*auth.ServiceTokens, *auth.TokenLog, error
 	if err != nil {
 		return nil, nil, err
 	}
-	return newServiceTokens(env.vault, key)
+	return newServiceTokens(env.store, key)
 }
 
 type revokeArgs struct {

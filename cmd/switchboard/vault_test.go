@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/store/bolt"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -26,7 +27,11 @@ func vaultGateway(t *testing.T, cfg string, secrets map[string]string, env map[s
 	key := vault.GenerateKey()
 	keyB64 := key.Encode()
 	_ = os.MkdirAll(filepath.Join(dir, "data"), 0o700)
-	v, err := vault.Open(filepath.Join(dir, "data", vault.DefaultFileName), key, vault.Options{})
+	st, err := bolt.Open(filepath.Join(dir, "data", bolt.FileName), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := vault.Open(context.Background(), st, key, vault.Options{CloseStore: true})
 	if err != nil {
 		t.Fatal(err)
 	}
