@@ -46,7 +46,7 @@ func (i instances) Upstream(ctx context.Context, key switchboard.InstanceKey) (s
 	if key.User != "" {
 		return i.m.users.upstream(ctx, key)
 	}
-	if up, ok := i.m.sup.Upstream(key); ok {
+	if up, ok := i.m.sup.Running(key); ok {
 		return up, nil
 	}
 	return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "provider %s is not running", key.Provider)
@@ -74,7 +74,7 @@ func (i instances) Ensure(ctx context.Context, p *switchboard.Principal) {
 			continue
 		}
 		key := switchboard.InstanceKey{Provider: prov.Name, User: p.ID}
-		if _, ok := i.m.sup.Upstream(key); ok {
+		if _, ok := i.m.sup.Running(key); ok {
 			i.m.users.touch(key)
 			continue
 		}
@@ -93,7 +93,7 @@ func (i instances) Ensure(ctx context.Context, p *switchboard.Principal) {
 // connected and the provider is under its cap.
 func (u *userInstances) upstream(ctx context.Context, key switchboard.InstanceKey) (switchboard.Upstream, error) {
 	u.touch(key)
-	if up, ok := u.m.sup.Upstream(key); ok {
+	if up, ok := u.m.sup.Running(key); ok {
 		return up, nil
 	}
 	p := u.m.config().Providers[key.Provider]
@@ -109,7 +109,7 @@ func (u *userInstances) upstream(ctx context.Context, key switchboard.InstanceKe
 	if err := u.m.sup.WaitReady(ctx, key); err != nil {
 		return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "provider %s for %s did not start", key.Provider, key.User)
 	}
-	if up, ok := u.m.sup.Upstream(key); ok {
+	if up, ok := u.m.sup.Running(key); ok {
 		return up, nil
 	}
 	return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "provider %s for %s is not running", key.Provider, key.User)
