@@ -36,6 +36,9 @@ type Changes struct {
 	StopUsers []string
 	// Providers is the providers table after the reload (see SetProviders).
 	Providers map[string]Provider
+	// Background starts the new instances without waiting for them (the
+	// gateway's startup: Status shows how they fare).
+	Background bool
 }
 
 // Failure is an instance that did not start, or did not stop, as asked.
@@ -61,8 +64,8 @@ type Result struct {
 //     instance it replaces (which keeps serving), and waits until each is
 //     ready or has failed its first attempt (bounded by its InitTimeout).
 //     A replacement that fails is stopped; the old instance keeps serving.
-//  2. It installs ch.Providers and calls commit, in which the caller swaps
-//     its configuration (policy, settings).
+//  2. It installs ch.Providers and calls commit with the failures so far, in
+//     which the caller swaps its configuration (policy, settings).
 //  3. It promotes the replacements: calls go to the new process from now on
 //     and OnCatalog gets its catalog for the same key, so what the key
 //     exposes never disappears in between.
@@ -70,7 +73,7 @@ type Result struct {
 //     removed ones and the per-user instances of ch.StopUsers.
 //
 // It returns once all of that is done, with every failure reported.
-func (s *Supervisor) Apply(ctx context.Context, ch Changes, commit func()) Result {
+func (s *Supervisor) Apply(ctx context.Context, ch Changes, commit func(failed []Failure)) Result {
 	var res Result
 	var mu sync.Mutex
 	fail := func(key switchboard.InstanceKey, err error) {
@@ -85,6 +88,9 @@ func (s *Supervisor) Apply(ctx context.Context, ch Changes, commit func()) Resul
 	for _, spec := range ch.Start {
 		if err := s.Start(spec); err != nil {
 			fail(spec.Key, err)
+			continue
+		}
+		if ch.Background {
 			continue
 		}
 		wg.Go(func() {
@@ -118,7 +124,10 @@ func (s *Supervisor) Apply(ctx context.Context, ch Changes, commit func()) Resul
 		s.SetProviders(ch.Providers)
 	}
 	if commit != nil {
-		commit()
+		mu.Lock()
+		failed := append([]Failure(nil), res.Failed...)
+		mu.Unlock()
+		commit(failed)
 	}
 
 	// 3. Promote.

@@ -45,7 +45,7 @@ func TestApplyReplacesMakeBeforeBreak(t *testing.T) {
 	next := spec
 	next.Args = []string{"--changed"}
 	var atCommit int
-	res := s.Apply(t.Context(), Changes{Replace: []Spec{next}}, func() {
+	res := s.Apply(t.Context(), Changes{Replace: []Spec{next}}, func([]Failure) {
 		cur, ok := s.Running(spec.Key)
 		if !ok {
 			t.Error("nothing serves the key while the replacement starts")
@@ -93,10 +93,11 @@ func TestApplyKeepsTheOldProcessWhenTheNewOneFails(t *testing.T) {
 
 	broken := spec
 	broken.Command = "/nonexistent/provider"
+	var atCommit []Failure
 	committed := false
-	res := s.Apply(t.Context(), Changes{Replace: []Spec{broken}}, func() { committed = true })
-	if !committed {
-		t.Error("commit was not called: the rest of a reload must still apply")
+	res := s.Apply(t.Context(), Changes{Replace: []Spec{broken}}, func(f []Failure) { committed, atCommit = true, f })
+	if !committed || len(atCommit) != 1 {
+		t.Errorf("commit called %v with %+v: the rest of a reload must still apply, knowing what failed", committed, atCommit)
 	}
 	if len(res.Failed) != 1 || res.Failed[0].Key != spec.Key || !strings.Contains(res.Failed[0].Err, "/nonexistent/provider") {
 		t.Fatalf("Failed = %+v, want the provider and its error", res.Failed)
