@@ -139,8 +139,7 @@ func TestSecretsSurviveRestartAndStayIsolated(t *testing.T) {
 
 	// Setting a secret restarts only the providers that use it.
 	pids := g2.pids(t)
-	env := &adminEnv{cfg: g2.config(), vault: g2.vault, main: g2.Main}
-	if _, err := opSecretSet(context.Background(), env, []byte(`{"name":"B_TOKEN","value":"`+base64.StdEncoding.EncodeToString([]byte("canary-b-rotated"))+`"}`)); err != nil {
+	if _, err := g2.adminOps().Run(context.Background(), "secret.set", []byte(`{"name":"B_TOKEN","value":"`+base64.StdEncoding.EncodeToString([]byte("canary-b-rotated"))+`"}`)); err != nil {
 		t.Fatal(err)
 	}
 	g2.waitReady(t)

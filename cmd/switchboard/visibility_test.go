@@ -133,10 +133,10 @@ func TestHiddenProvidersCannotBeConnected(t *testing.T) {
 	}
 
 	// The operator is told why.
-	env := &adminEnv{cfg: g.config(), vault: g.vault, main: g.Main}
+	ops := g.adminOps()
 	op := func(name string, args any) error {
 		raw, _ := json.Marshal(args)
-		_, err := runOp(context.Background(), env, name, raw)
+		_, err := ops.Run(context.Background(), name, raw)
 		return err
 	}
 	vals := map[string][]byte{"GITHUB_TOKEN": []byte("x")}
