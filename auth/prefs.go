@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-mcp/switchboard"
@@ -19,8 +21,8 @@ const prefsBucket = "prefs"
 // never reads the store.
 type Prefs struct {
 	st switchboard.Store
-	mu sync.RWMutex
-	m  map[string]UserPrefs
+	mu sync.Mutex                           // serializes writes
+	m  atomic.Pointer[map[string]UserPrefs] // replaced whole; read without a lock
 }
 
 // UserPrefs is one user's preferences.
@@ -31,7 +33,8 @@ type UserPrefs struct {
 
 // NewPrefs loads the preferences kept in st.
 func NewPrefs(st switchboard.Store) (*Prefs, error) {
-	p := &Prefs{st: st, m: map[string]UserPrefs{}}
+	p := &Prefs{st: st}
+	p.m.Store(&map[string]UserPrefs{})
 	return p, p.Reload()
 }
 
@@ -49,29 +52,27 @@ func (p *Prefs) Reload() error {
 		}
 		m[e.Key] = up
 	}
-	p.mu.Lock()
-	p.m = m
-	p.mu.Unlock()
+	p.m.Store(&m)
 	return nil
 }
 
-// Hidden reports whether user hid provider.
+// Hidden reports whether user hid provider. It takes no lock.
 func (p *Prefs) Hidden(user, provider string) bool {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return slices.Contains(p.m[user].Hidden, provider)
+	return slices.Contains((*p.m.Load())[user].Hidden, provider)
 }
 
 // Get returns user's preferences.
 func (p *Prefs) Get(user string) UserPrefs {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return p.m[user]
+	up := (*p.m.Load())[user]
+	up.Hidden = slices.Clone(up.Hidden)
+	return up
 }
 
 // SetHidden hides (hide true) or shows provider for user. It reports whether
 // anything changed.
 func (p *Prefs) SetHidden(user, provider string, hide bool) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	changed := false
 	var next UserPrefs
 	err := p.st.Update(context.Background(), func(tx switchboard.StoreTx) error {
@@ -111,8 +112,8 @@ func (p *Prefs) SetHidden(user, provider string, hide bool) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("saving prefs of %q: %w", user, err)
 	}
-	p.mu.Lock()
-	p.m[user] = next
-	p.mu.Unlock()
+	m := maps.Clone(*p.m.Load())
+	m[user] = next
+	p.m.Store(&m)
 	return changed, nil
 }

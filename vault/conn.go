@@ -147,7 +147,7 @@ func (v *Vault) SetConnection(user, provider string, values map[string][]byte) e
 	if err != nil {
 		return fmt.Errorf("setting connection %s: %w", connDisplay(user, provider), err)
 	}
-	return nil
+	return v.ReloadConnections()
 }
 
 // DeleteConnection removes user's connection to provider and all its values; a
@@ -168,7 +168,7 @@ func (v *Vault) DeleteConnection(user, provider string) error {
 	if err != nil {
 		return fmt.Errorf("deleting connection %s: %w", connDisplay(user, provider), err)
 	}
-	return nil
+	return v.ReloadConnections()
 }
 
 // readConn decodes a connection record.
@@ -271,4 +271,28 @@ func (v *Vault) UserSecret(ctx context.Context, user, provider, name string) (sw
 		return "", fmt.Errorf("getting %s: %w", ename, err)
 	}
 	return v.reveal(pt), nil
+}
+
+// Connected reports whether user has a connection to provider. It reads an
+// index kept in memory (no values, no lock), so the per-request visibility
+// filter can ask it; the vault's own SetConnection and DeleteConnection keep
+// it current, and ReloadConnections reads it again after another replica
+// changed the store.
+func (v *Vault) Connected(user, provider string) bool {
+	m := v.connected.Load()
+	return m != nil && (*m)[user+sep+provider]
+}
+
+// ReloadConnections rebuilds the index Connected reads from the store.
+func (v *Vault) ReloadConnections() error {
+	list, err := v.Connections("")
+	if err != nil {
+		return err
+	}
+	m := make(map[string]bool, len(list))
+	for _, c := range list {
+		m[c.User+sep+c.Provider] = true
+	}
+	v.connected.Store(&m)
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -78,6 +79,8 @@ type Vault struct {
 
 	adminMu sync.Mutex // serializes Rotate and Rekey, whose commits change key state
 
+	connected atomic.Pointer[map[string]bool] // "user␟provider" of every connection; see Connected
+
 	mu     sync.RWMutex
 	closed bool
 	kek    []byte            // key-encryption key derived from the master key
@@ -135,6 +138,9 @@ func Open(ctx context.Context, st switchboard.Store, key Key, opts Options) (*Va
 		if _, err := v.migrateInternal(ctx); err != nil {
 			return fail(fmt.Errorf("opening vault %s: %w", name, err))
 		}
+	}
+	if err := v.ReloadConnections(); err != nil {
+		return fail(fmt.Errorf("opening vault %s: %w", name, err))
 	}
 	if created {
 		v.log.Info().Str("key_id", "k1").Msg("vault created")

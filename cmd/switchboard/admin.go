@@ -39,7 +39,7 @@ type opsEnv struct {
 
 // running is the part of a serving gateway operations reach.
 type running struct {
-	rel  *reloader
+	rel  *providers.Reloader
 	mux  *mux.Server
 	sup  *supervisor.Supervisor
 	live *live
@@ -175,7 +175,7 @@ func (r *running) tools(ctx context.Context, id *identity, a toolsArgs) (toolsVi
 	}
 	pol := r.live.policy()
 	v := toolsView{Principal: p.String(), Tools: r.mux.VisibleTools(ctx, p), Hidden: map[string]string{}}
-	for _, prov := range r.rel.config().SortedProviders() {
+	for _, prov := range r.rel.Config().SortedProviders() {
 		if !prov.IsEnabled() {
 			v.Hidden[prov.Name] = "disabled"
 			continue

@@ -24,6 +24,7 @@ import (
 	"github.com/switchboard-mcp/switchboard/internal/redact"
 	"github.com/switchboard-mcp/switchboard/mux"
 	"github.com/switchboard-mcp/switchboard/providers"
+	"github.com/switchboard-mcp/switchboard/skills"
 	"github.com/switchboard-mcp/switchboard/store/bolt"
 	"github.com/switchboard-mcp/switchboard/supervisor"
 	"github.com/switchboard-mcp/switchboard/vault"
@@ -69,7 +70,7 @@ type parts struct {
 	edge     *auth.Edge
 	sup      *supervisor.Supervisor
 	mux      *mux.Server
-	rel      *reloader
+	rel      *providers.Reloader
 	acc      *access
 	admin    *admin.Server
 	web      *http.Server
@@ -147,10 +148,12 @@ func (m *Main) Open(ctx context.Context) error {
 		Redact:                  m.redactor.String,
 	})
 	m.acc = &access{vault: m.vault, id: m.id, live: m.live, audit: m.ops.event, changed: m.userChanged}
-	m.rel = newReloader(m.ConfigPath, resolver, m.sup, m.Log, reloadHooks{
-		check:  func(next *providers.Config) error { return auth.ValidateConfig(authConfig(next)) },
-		commit: m.commit,
-		record: m.ops.reloaded,
+	m.rel = providers.NewReloader(providers.ReloaderOptions{
+		Path: m.ConfigPath, Logger: m.Log, Resolver: resolver, Executor: executor{m.sup},
+		Check:      func(next *providers.Config) error { return auth.ValidateConfig(authConfig(next)) },
+		Commit:     m.commit,
+		Record:     m.ops.reloaded,
+		SkillsHash: skills.Hash,
 	})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -158,7 +161,7 @@ func (m *Main) Open(ctx context.Context) error {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	m.ln = limitConns(ln, cfg.Server, m.edge)
-	m.rel.start(ctx, cfg)
+	m.rel.Start(ctx, cfg)
 	m.web = httpServer(m.routes(), cfg.Server)
 	go func() {
 		if err := m.web.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -170,8 +173,8 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	m.bg.cancel = cancel
-	for _, f := range []func(context.Context){m.rel.loop, m.rel.watchConfig, m.rel.watchSkills, m.rel.watchSIGHUP,
-		m.edge.FlushRefusals, m.watchStore, func(ctx context.Context) { m.sup.Reap(ctx, time.Second) }} {
+	for _, f := range []func(context.Context){m.rel.Run, m.edge.FlushRefusals, m.watchStore,
+		func(ctx context.Context) { m.sup.Reap(ctx, time.Second) }} {
 		m.bg.wg.Go(func() { f(bg) })
 	}
 	m.Log.Info().Str("listen", m.Addr()).Int("providers", len(cfg.Providers)).Str("version", version).Msg("switchboard serving")
@@ -203,9 +206,6 @@ func (m *Main) commit(st *providers.State, removed []string) {
 // cache of connections, their running instance, the sessions' views.
 func (m *Main) userChanged(ctx context.Context, user, provider string, connection bool) {
 	if connection {
-		if err := m.id.conns.reload(m.vault); err != nil {
-			m.Log.Error().Err(err).Msg("reloading connection state")
-		}
 		// New or no credentials: the user's instance restarts on next use.
 		if err := m.sup.Drain(ctx, switchboard.InstanceKey{Provider: provider, User: user}); err != nil {
 			m.Log.Warn().Err(err).Str("provider", provider).Str("user", user).Msg("stopping the user's instance")
@@ -225,7 +225,7 @@ func (m *Main) watchStore(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-ch:
-			if err := m.id.reload(m.vault); err != nil {
+			if err := m.id.reload(); err != nil {
 				m.Log.Error().Err(err).Msg("reloading users, preferences and connections")
 			}
 			m.mux.PolicyChanged()
@@ -253,7 +253,7 @@ func (m *Main) resourceURL(cfg *providers.Config) string {
 }
 
 // config returns the config in force.
-func (m *Main) config() *providers.Config { return m.rel.config() }
+func (m *Main) config() *providers.Config { return m.rel.Config() }
 
 // Close drains HTTP, stops every provider group and releases everything. It
 // is safe to call more than once.
@@ -381,7 +381,7 @@ type health struct {
 
 func (m *Main) health() health {
 	st := m.sup.Status()
-	for _, in := range m.rel.blocked() {
+	for _, in := range m.rel.Blocked() {
 		st = append(st, switchboard.ProviderStatus{Provider: in.Provider.Name, State: switchboard.StateFailed, LastError: in.Blocked})
 	}
 	sort.Slice(st, func(i, j int) bool { return st[i].Provider+"@"+st[i].User < st[j].Provider+"@"+st[j].User })
@@ -393,7 +393,7 @@ func (m *Main) health() health {
 		}
 	}
 	return health{Status: "ok", Version: version, Uptime: time.Since(m.ops.started).Round(time.Second).String(),
-		Ready: ready, Providers: st, Sessions: m.mux.SessionCount(), Reload: m.rel.lastResult()}
+		Ready: ready, Providers: st, Sessions: m.mux.SessionCount(), Reload: m.rel.Last()}
 }
 
 // probe is the public subset of health: no errors, paths or stderr.

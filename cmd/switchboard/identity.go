@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 
 	"github.com/rs/zerolog"
 
@@ -83,7 +82,7 @@ type identity struct {
 	tokens *auth.ServiceTokens
 	tokLog *auth.TokenLog // issued and revoked service tokens
 	authn  *auth.Authenticator
-	conns  *connState
+	vault  *vault.Vault // its index of connections
 	log    zerolog.Logger
 }
 
@@ -115,16 +114,12 @@ func openIdentity(st switchboard.Store, v *vault.Vault, cfg *providers.Config, l
 	if err != nil {
 		return nil, err
 	}
-	id := &identity{users: users, prefs: prefs, tokens: tokens, tokLog: tokLog, authn: authn, conns: &connState{}, log: log}
-	if err := id.conns.reload(v); err != nil {
-		return nil, err
-	}
-	return id, nil
+	return &identity{users: users, prefs: prefs, tokens: tokens, tokLog: tokLog, authn: authn, vault: v, log: log}, nil
 }
 
 // reload re-reads everything cached from the store (another replica changed it).
-func (id *identity) reload(v *vault.Vault) error {
-	for _, f := range []func() error{id.users.Reload, id.prefs.Reload, id.tokLog.Reload, func() error { return id.conns.reload(v) }} {
+func (id *identity) reload() error {
+	for _, f := range []func() error{id.users.Reload, id.prefs.Reload, id.tokLog.Reload, id.vault.ReloadConnections} {
 		if err := f(); err != nil {
 			return err
 		}
@@ -154,40 +149,15 @@ func (id *identity) principal(name string) (*switchboard.Principal, error) {
 	return &switchboard.Principal{Kind: switchboard.PrincipalUser, ID: u.Name, Roles: u.Roles, Endpoint: switchboard.EndpointPublic}, nil
 }
 
-// userState answers per-user visibility questions from memory.
+// userState answers per-user visibility questions from memory: the vault's
+// index of connections, the users' preferences.
 type userState struct {
 	prefs *auth.Prefs
-	conns *connState
+	vault *vault.Vault
 }
 
-func (id *identity) userState() auth.UserState { return userState{prefs: id.prefs, conns: id.conns} }
-
-func (u userState) Connected(user, provider string) bool { return u.conns.has(user, provider) }
+func (u userState) Connected(user, provider string) bool { return u.vault.Connected(user, provider) }
 func (u userState) Hidden(user, provider string) bool    { return u.prefs.Hidden(user, provider) }
-
-// connState caches which users connected which providers (no values); a
-// lookup takes no lock.
-type connState struct {
-	m atomic.Pointer[map[string]bool] // "user\x00provider"
-}
-
-func (c *connState) has(user, provider string) bool {
-	m := c.m.Load()
-	return m != nil && (*m)[user+"\x00"+provider]
-}
-
-func (c *connState) reload(v *vault.Vault) error {
-	list, err := v.Connections("")
-	if err != nil {
-		return err
-	}
-	m := make(map[string]bool, len(list))
-	for _, cn := range list {
-		m[cn.User+"\x00"+cn.Provider] = true
-	}
-	c.m.Store(&m)
-	return nil
-}
 
 // authConfig is the authenticator's part of cfg.
 func authConfig(cfg *providers.Config) auth.Config {

@@ -173,7 +173,7 @@ func policyOf(cfg *providers.Config, id *identity) *auth.Policy {
 		Services:    map[string][]string{},
 	}
 	if id != nil {
-		pol.Users = id.userState()
+		pol.Users = userState{prefs: id.prefs, vault: id.vault}
 	}
 	for name, p := range cfg.Providers {
 		if !p.IsEnabled() {

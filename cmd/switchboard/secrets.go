@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/switchboard-mcp/switchboard/audit"
+	"github.com/switchboard-mcp/switchboard/providers"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -26,7 +27,7 @@ type secretResult struct {
 	// Restarted names the providers whose env uses the secret.
 	Restarted []string `json:"restarted,omitempty"`
 	// Failed lists the providers that did not come back with the change.
-	Failed []ProviderFailure `json:"failed,omitempty"`
+	Failed []providers.ProviderFailure `json:"failed,omitempty"`
 }
 
 // secretChange sets (set) or removes a shared secret, then, when a gateway is
@@ -56,7 +57,7 @@ func (env *opsEnv) secretChange(ctx context.Context, raw json.RawMessage, set bo
 		}
 	}
 	if env.run != nil && len(res.Restarted) > 0 {
-		res.Failed = env.run.rel.secretsChanged(ctx).Failed
+		res.Failed = env.run.rel.SecretsChanged(ctx).Failed
 	}
 	return res, nil
 }

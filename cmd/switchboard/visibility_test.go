@@ -108,9 +108,6 @@ func TestHiddenProvidersCannotBeConnected(t *testing.T) {
 	if err := g.vault.SetConnection("al", "gh", map[string][]byte{"GITHUB_TOKEN": []byte("old")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.id.conns.reload(g.vault); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := g.id.prefs.SetHidden("al", "gh", true); err != nil {
 		t.Fatal(err)
 	}
