@@ -50,7 +50,7 @@ var errOnlineOnly = errors.New("no gateway is running for this config (start `sw
 
 // adminOps is the serving gateway's table of operations.
 func (m *Main) adminOps() admin.Ops {
-	return opsTable(&opsEnv{cfg: m.config, vault: m.vault, id: m.id, acc: m.acc, audit: m.ops.event,
+	return opsTable(&opsEnv{cfg: m.rel.Config, vault: m.vault, id: m.id, acc: m.acc, audit: m.ops.event,
 		run: &running{rel: m.rel, mux: m.mux, sup: m.sup, live: m.live}})
 }
 

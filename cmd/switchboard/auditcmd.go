@@ -71,29 +71,9 @@ pins). See docs/configuration.md, "What the audit chain proves".`,
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			for _, n := range res.Notes {
-				fmt.Fprintln(out, "note:", n)
+			if code := res.Report(cmd.OutOrStdout()); code != 0 {
+				return &exitError{code: code}
 			}
-			for _, a := range res.Alarms {
-				fmt.Fprintln(out, "ALARM:", a)
-			}
-			switch {
-			case res.Broken != nil:
-				where := fmt.Sprintf("%s:%d", res.Broken.File, res.Broken.Line)
-				if res.Broken.Line == 0 {
-					where = res.Broken.File
-				}
-				fmt.Fprintf(out, "BROKEN at %s (seq %d): %s\n", where, res.Broken.Seq, res.Broken.Reason)
-				return &exitError{code: 1}
-			case len(res.Alarms) > 0:
-				fmt.Fprintf(out, "FAILED: the chain of %d records checks out, but the gateway found the log altered when it opened it (%d alarm(s) above); keep the files as evidence and move them aside to start a new log\n", res.Records, len(res.Alarms))
-				return &exitError{code: 1}
-			case !res.OK:
-				fmt.Fprintf(out, "UNPROVEN (%d records, seq %d..%d): %s\n", res.Records, res.FirstSeq, res.LastSeq, res.Unproven)
-				return &exitError{code: 2}
-			}
-			fmt.Fprintf(out, "ok: %d records in %d files, seq %d..%d; every record and the checkpoint verified under audit key %s\n", res.Records, len(res.Files), res.FirstSeq, res.LastSeq, res.KeyID)
 			return nil
 		},
 	})
