@@ -195,3 +195,27 @@ func TestPerUserInstances(t *testing.T) {
 		t.Fatalf("StopUser: %v", err)
 	}
 }
+
+// TestFlightsWakeADrain: a drain waiting for calls returns as soon as the
+// last one ends, and at once when none is in flight.
+func TestFlightsWakeADrain(t *testing.T) {
+	var f flights
+	if err := f.wait(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		f.begin()
+		done := make(chan error, 1)
+		go func() { done <- f.wait(t.Context()) }()
+		time.Sleep(time.Millisecond)
+		f.end()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the drain was not woken by the last call's end")
+		}
+	}
+}

@@ -89,9 +89,11 @@ func (l *limited) Notify(ctx context.Context, method string, params any) error {
 }
 
 // flights counts an instance's calls and wakes a drain once none is left.
+// A call takes no lock unless a drain waits.
 type flights struct {
 	active  atomic.Int64 // in flight at the child (Status)
 	pending atomic.Int64 // in flight or queued
+	waiters atomic.Int32 // drains waiting
 
 	mu   sync.Mutex
 	idle chan struct{} // closed when pending drops to zero; nil while nobody waits
@@ -100,7 +102,9 @@ type flights struct {
 func (f *flights) begin() { f.pending.Add(1) }
 
 func (f *flights) end() {
-	if f.pending.Add(-1) != 0 {
+	// pending is decremented before waiters is read, and wait counts itself
+	// in waiters before it reads pending: one of the two sees the other.
+	if f.pending.Add(-1) != 0 || f.waiters.Load() == 0 {
 		return
 	}
 	f.mu.Lock()
@@ -113,6 +117,8 @@ func (f *flights) end() {
 
 // wait blocks until no call is in flight or queued, or ctx ends.
 func (f *flights) wait(ctx context.Context) error {
+	f.waiters.Add(1)
+	defer f.waiters.Add(-1)
 	for {
 		f.mu.Lock()
 		if f.pending.Load() == 0 {
