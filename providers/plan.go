@@ -351,6 +351,8 @@ func restartOnly(old, next *Config) []string {
 	}
 	add(old.Listen != next.Listen, "listen")
 	add(old.DataDir != next.DataDir, "data_dir")
+	add(!reflect.DeepEqual(old.Store, next.Store), "store")
+	add(old.Replica != next.Replica, "replica")
 	add(old.Vault != next.Vault, "vault")
 	add(!reflect.DeepEqual(old.Audit, next.Audit), "audit")
 	add(old.Sessions != next.Sessions, "sessions")
@@ -368,6 +370,7 @@ func restartOnly(old, next *Config) []string {
 func (c *Config) keepRestartOnly(old *Config) *Config {
 	k := *c
 	k.Listen, k.DataDir, k.Vault, k.Audit, k.Sessions = old.Listen, old.DataDir, old.Vault, old.Audit, old.Sessions
+	k.Store, k.Replica = old.Store, old.Replica
 	k.Log.SlowCall = old.Log.SlowCall
 	k.Auth.Disabled = old.Auth.Disabled
 	k.Server.ReadHeaderTimeout, k.Server.IdleTimeout = old.Server.ReadHeaderTimeout, old.Server.IdleTimeout

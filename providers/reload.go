@@ -245,12 +245,17 @@ func (r *Reloader) apply(ctx context.Context, trigger, hash string) ReloadResult
 }
 
 // SecretsChanged re-plans the config in force with the secrets as they are
-// now: the providers whose resolved environment changed are replaced.
+// now: the providers whose resolved environment changed are replaced. When
+// nothing changed it does nothing and records nothing.
 func (r *Reloader) SecretsChanged(ctx context.Context) ReloadResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cur := r.state.Load()
 	res := ReloadResult{At: time.Now().UTC(), Trigger: "secret", OldHash: cur.Config.Hash, NewHash: cur.Config.Hash}
+	if NewPlan(ctx, cur, cur.Config, r.opts.Resolver).Empty() {
+		res.OK, res.Unchanged = true, true
+		return res
+	}
 	res = r.report(r.carryOut(ctx, cur, cur.Config, res, false))
 	r.last.Store(&res)
 	return res

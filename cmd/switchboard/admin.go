@@ -17,7 +17,6 @@ import (
 	"github.com/switchboard-mcp/switchboard/internal/admin"
 	"github.com/switchboard-mcp/switchboard/mux"
 	"github.com/switchboard-mcp/switchboard/providers"
-	"github.com/switchboard-mcp/switchboard/store/bolt"
 	"github.com/switchboard-mcp/switchboard/supervisor"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
@@ -336,7 +335,7 @@ func offlineConfig(cmd *cobra.Command, ifOnline string) (*providers.Config, erro
 
 // openOffline opens cfg's store and vault for a command with no gateway
 // serving the data dir; closing the vault closes the store.
-func openOffline(cfg *providers.Config, allowGenerate bool) (*vault.Vault, *bolt.Store, error) {
+func openOffline(cfg *providers.Config, allowGenerate bool) (*vault.Vault, switchboard.Store, error) {
 	st, v, err := openVault(cfg, os.Getenv, allowGenerate, vault.Options{CloseStore: true}, zerolog.Nop())
 	return v, st, err
 }

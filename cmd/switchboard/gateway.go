@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,7 +26,6 @@ import (
 	"github.com/switchboard-mcp/switchboard/mux"
 	"github.com/switchboard-mcp/switchboard/providers"
 	"github.com/switchboard-mcp/switchboard/skills"
-	"github.com/switchboard-mcp/switchboard/store/bolt"
 	"github.com/switchboard-mcp/switchboard/supervisor"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
@@ -62,7 +62,7 @@ type Main struct {
 // parts is everything Open opened; Close releases it in reverse order.
 type parts struct {
 	redactor *redact.Redactor
-	store    *bolt.Store
+	store    switchboard.Store
 	vault    *vault.Vault
 	id       *identity
 	ops      *ops
@@ -214,7 +214,11 @@ func (m *Main) userChanged(ctx context.Context, user, provider string, connectio
 	m.mux.PolicyChanged()
 }
 
-// watchStore refreshes the caches when another replica changes the store.
+// watchStore applies what other replicas change in a shared store: the
+// caches of users, preferences, token revocations and connections are read
+// again; a connection changed stops that user's instance here (it restarts
+// with the new credentials on their next call); a changed secret or data key
+// re-plans the providers, replacing only those whose environment changed.
 func (m *Main) watchStore(ctx context.Context) {
 	ch := m.store.Changes()
 	if ch == nil {
@@ -224,9 +228,21 @@ func (m *Main) watchStore(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-ch:
+		case c, ok := <-ch:
+			if !ok {
+				return
+			}
 			if err := m.id.reload(); err != nil {
-				m.Log.Error().Err(err).Msg("reloading users, preferences and connections")
+				m.Log.Error().Err(err).Msg("reloading users, preferences, tokens and connections")
+			}
+			if c.Bucket == "vault.conn" {
+				if user, provider, ok := strings.Cut(c.Key, switchboard.StoreKeySep); ok {
+					provider, _, _ = strings.Cut(provider, switchboard.StoreKeySep)
+					m.userChanged(ctx, user, provider, true)
+				}
+			}
+			if c.Bucket == "" || c.Bucket == "vault.secret" || c.Bucket == "vault.keys" {
+				m.rel.SecretsChanged(ctx)
 			}
 			m.mux.PolicyChanged()
 		}
@@ -385,7 +401,7 @@ func (m *Main) health() health {
 		st = append(st, switchboard.ProviderStatus{Provider: in.Provider.Name, State: switchboard.StateFailed, LastError: in.Blocked})
 	}
 	sort.Slice(st, func(i, j int) bool { return st[i].Provider+"@"+st[i].User < st[j].Provider+"@"+st[j].User })
-	ready := !m.ops.closing.Load()
+	ready := !m.ops.closing.Load() && m.storeReady()
 	for i, s := range st {
 		st[i].Tools = m.mux.ToolCount(s.Provider)
 		if s.User == "" && s.State != switchboard.StateRunning && s.State != switchboard.StateFailed {
@@ -394,6 +410,18 @@ func (m *Main) health() health {
 	}
 	return health{Status: "ok", Version: version, Uptime: time.Since(m.ops.started).Round(time.Second).String(),
 		Ready: ready, Providers: st, Sessions: m.mux.SessionCount(), Reload: m.rel.Last()}
+}
+
+// storeReady reports whether the store answers (a shared store: and hears
+// other replicas' changes); an embedded file always does.
+func (m *Main) storeReady() bool {
+	r, ok := m.store.(interface{ Ready(context.Context) error })
+	if !ok {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return r.Ready(ctx) == nil
 }
 
 // probe is the public subset of health: no errors, paths or stderr.

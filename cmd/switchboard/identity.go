@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/switchboard-mcp/switchboard/auth"
 	"github.com/switchboard-mcp/switchboard/providers"
 	"github.com/switchboard-mcp/switchboard/store/bolt"
+	"github.com/switchboard-mcp/switchboard/store/postgres"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -29,9 +31,9 @@ const (
 	auditKeySecret = "SWITCHBOARD_AUDIT_DIGEST_KEY"
 )
 
-// openVault loads the master key and opens the store and the vault in the
-// data dir. A wrong key stops here, before any provider starts.
-func openVault(cfg *providers.Config, getenv func(string) string, allowGenerate bool, opts vault.Options, log zerolog.Logger) (*bolt.Store, *vault.Vault, error) {
+// openVault loads the master key and opens the store and the vault in it. A
+// wrong key stops here, before any provider starts.
+func openVault(cfg *providers.Config, getenv func(string) string, allowGenerate bool, opts vault.Options, log zerolog.Logger) (switchboard.Store, *vault.Vault, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("creating data dir: %w", err)
 	}
@@ -46,7 +48,7 @@ func openVault(cfg *providers.Config, getenv func(string) string, allowGenerate 
 		log.Warn().Str("key_file", filepath.Join(cfg.DataDir, vault.KeyFileName)).
 			Msg("GENERATED A NEW VAULT KEY for local development; back it up, and use SWITCHBOARD_VAULT_KEY or vault.key_file in production")
 	}
-	st, err := bolt.Open(filepath.Join(cfg.DataDir, bolt.FileName), bolt.Options{})
+	st, err := openStore(cfg, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -56,6 +58,31 @@ func openVault(cfg *providers.Config, getenv func(string) string, allowGenerate 
 		return nil, nil, err
 	}
 	return st, v, nil
+}
+
+// openStore opens the store cfg names: PostgreSQL, shared by every replica
+// that names the same database, or the bbolt file in the data dir.
+func openStore(cfg *providers.Config, log zerolog.Logger) (switchboard.Store, error) {
+	pg := cfg.Store.Postgres
+	if pg == nil {
+		return bolt.Open(filepath.Join(cfg.DataDir, bolt.FileName), bolt.Options{})
+	}
+	dsn, err := pg.ResolveDSN()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return postgres.Open(ctx, postgres.Config{DSN: dsn, Replica: cfg.Replica, MaxConns: int32(pg.MaxConns),
+		ResyncInterval: pg.ResyncInterval.D()}, log.With().Str("component", "store").Logger())
+}
+
+// storeName says where the store is, for messages.
+func storeName(st switchboard.Store) string {
+	if p, ok := st.(interface{ Path() string }); ok {
+		return p.Path()
+	}
+	return "PostgreSQL (store.postgres)"
 }
 
 // auditKey returns the audit key from the vault (made on first use): serve,

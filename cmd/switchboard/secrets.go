@@ -158,7 +158,7 @@ func newVaultCmd() *cobra.Command {
 				return err
 			}
 			defer v.Close()
-			fmt.Fprintf(cmd.OutOrStdout(), "vault ready at %s\n", st.Path())
+			fmt.Fprintf(cmd.OutOrStdout(), "vault ready at %s\n", storeName(st))
 			return nil
 		},
 	})
