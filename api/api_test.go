@@ -31,7 +31,9 @@ func (f *fakeService) Connect(_ context.Context, who *switchboard.Principal, pro
 	return nil
 }
 func (f *fakeService) Disconnect(context.Context, *switchboard.Principal, string) error { return nil }
-func (f *fakeService) Prefs(context.Context, *switchboard.Principal) (any, error)      { return map[string]any{}, nil }
+func (f *fakeService) Prefs(context.Context, *switchboard.Principal) (any, error) {
+	return map[string]any{}, nil
+}
 func (f *fakeService) SetHidden(context.Context, *switchboard.Principal, string, bool) error {
 	return nil
 }
