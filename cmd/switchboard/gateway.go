@@ -62,6 +62,7 @@ type Main struct {
 // parts is everything Open opened; Close releases it in reverse order.
 type parts struct {
 	redactor *redact.Redactor
+	logs     *levelFilter
 	store    switchboard.Store
 	vault    *vault.Vault
 	id       *identity
@@ -100,8 +101,8 @@ func (m *Main) Open(ctx context.Context) error {
 	if m.Adjust != nil {
 		m.Adjust(cfg)
 	}
-	level := newLevelFilter(m.redactor.Writer(m.Stderr), cfg.Log.Level)
-	m.Log = zerolog.New(level).Level(zerolog.TraceLevel).With().Timestamp().Logger()
+	m.logs = newLevelFilter(m.Stderr, m.redactor, cfg.Log.Level)
+	m.Log = zerolog.New(m.logs).Level(zerolog.TraceLevel).With().Timestamp().Logger()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
@@ -116,7 +117,7 @@ func (m *Main) Open(ctx context.Context) error {
 			return err
 		}
 	}
-	if m.ops, err = openOps(cfg, m.vault, level, m.redactor, m.Log); err != nil {
+	if m.ops, err = openOps(cfg, m.vault, m.logs, m.redactor, m.Log); err != nil {
 		return err
 	}
 	m.live = &live{}
@@ -338,6 +339,9 @@ func (m *Main) close() error {
 	err := errors.Join(errs...)
 	if err == nil && m.web != nil { // a failed Open reports its own error, alone
 		m.Log.Info().Msg("switchboard stopped")
+	}
+	if m.logs != nil {
+		m.logs.close() // nothing held back when the process exits
 	}
 	return err
 }
