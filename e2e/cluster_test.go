@@ -235,6 +235,34 @@ func pidOf(ps []switchboard.ProviderStatus, provider string) int {
 	return 0
 }
 
+// providerEnv returns the environment of a server-everything provider on
+// replica r (its get-env tool), called as the admin directly on r.
+func (c *cluster) providerEnv(r *clusterReplica, provider string) (map[string]string, error) {
+	g := &gateway{t: c.t, url: r.g.url, key: c.admin}
+	s, err := g.tryInit(c.hc)
+	if err != nil {
+		return nil, err
+	}
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"%s__get-env","arguments":{}}}`, provider)
+	resp, b, err := s.try(http.MethodPost, body, nil)
+	if err != nil {
+		return nil, err
+	}
+	rep, ok := parseReply(resp, b)
+	if !ok || rep.Error != nil {
+		return nil, fmt.Errorf("get-env: %s: %.300s", resp.Status, b)
+	}
+	text, isErr := callText(rep.Result)
+	if isErr {
+		return nil, fmt.Errorf("get-env: tool error: %s", text)
+	}
+	env := map[string]string{}
+	if err := json.Unmarshal([]byte(text), &env); err != nil {
+		return nil, fmt.Errorf("get-env: %w: %.200s", err, text)
+	}
+	return env, nil
+}
+
 // auditRecord is the part of an audit record the cluster test reads.
 type auditRecord struct {
 	Type, Principal, Outcome, Replica, Provider, Tool string
@@ -478,6 +506,10 @@ func TestCluster(t *testing.T) {
 		for _, r := range c.replicas {
 			if p := pidOf(c.instances(r), "memory"); p != before[r.name].memory {
 				t.Errorf("%s: memory (no secret) restarted too: pid %d → %d", r.name, before[r.name].memory, p)
+			}
+			// The new process has the new value.
+			if env, err := c.providerEnv(r, "everything"); err != nil || env["ROTATED_TOKEN"] != "v2" {
+				t.Errorf("%s: everything's ROTATED_TOKEN after the rotation: %q (%v), want v2", r.name, env["ROTATED_TOKEN"], err)
 			}
 		}
 	})
