@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -213,41 +212,6 @@ func (m *Main) userChanged(ctx context.Context, user, provider string, connectio
 		}
 	}
 	m.mux.PolicyChanged()
-}
-
-// watchStore applies what other replicas change in a shared store: the
-// caches of users, preferences, token revocations and connections are read
-// again; a connection changed stops that user's instance here (it restarts
-// with the new credentials on their next call); a changed secret or data key
-// re-plans the providers, replacing only those whose environment changed.
-func (m *Main) watchStore(ctx context.Context) {
-	ch := m.store.Changes()
-	if ch == nil {
-		return
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case c, ok := <-ch:
-			if !ok {
-				return
-			}
-			if err := m.id.reload(); err != nil {
-				m.Log.Error().Err(err).Msg("reloading users, preferences, tokens and connections")
-			}
-			if c.Bucket == "vault.conn" {
-				if user, provider, ok := strings.Cut(c.Key, switchboard.StoreKeySep); ok {
-					provider, _, _ = strings.Cut(provider, switchboard.StoreKeySep)
-					m.userChanged(ctx, user, provider, true)
-				}
-			}
-			if c.Bucket == "" || c.Bucket == "vault.secret" || c.Bucket == "vault.keys" {
-				m.rel.SecretsChanged(ctx)
-			}
-			m.mux.PolicyChanged()
-		}
-	}
 }
 
 // Addr returns the address the gateway listens on.

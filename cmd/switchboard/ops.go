@@ -54,6 +54,7 @@ func openOps(cfg *providers.Config, v *vault.Vault, level *levelFilter, r *redac
 		l, err := audit.Open(audit.Config{
 			File: cfg.Audit.File, MaxSizeMB: cfg.Audit.MaxSizeMB, MaxBackups: cfg.Audit.MaxBackups,
 			MaxAgeDays: cfg.Audit.MaxAgeDays, FailOpen: cfg.Audit.FailOpen, DigestKey: key, Fsync: cfg.Audit.Fsync,
+			Replica: cfg.Replica,
 		}, log)
 		if err != nil {
 			return nil, fmt.Errorf("opening the audit log: %w", err)
