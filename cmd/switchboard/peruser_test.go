@@ -215,3 +215,31 @@ func TestWritePolicyRolesAndFailClosed(t *testing.T) {
 		t.Errorf("tools --user al = %s", b)
 	}
 }
+
+// TestFirstListSeesAPerUserProvider: a user who has connected a per-user
+// provider, and whose instance is not running yet, sees its tools in the
+// very first tools/list (the list waits for the instance to start), and so
+// does the first call. Agents that list once would otherwise never see them.
+func TestFirstListSeesAPerUserProvider(t *testing.T) {
+	g := MustOpenGateway(t, perUserConfig)
+	g.waitReady(t)
+	ann := g.userKey(t, "ann", "dev")
+	if code, body := g.connect(t, ann, "gh", `{"secrets":{"GITHUB_TOKEN":"t0ken-of-ann"}}`); code != 200 {
+		t.Fatalf("connect: %d %s", code, body)
+	}
+	if g.sup.Has(switchboard.InstanceKey{Provider: "gh", User: "ann"}) {
+		t.Fatal("connecting started the instance: this test needs it not running")
+	}
+	c := MustConnect(t, g.URL()+"/mcp", ann)
+	if names := strings.Join(toolNames(t, c), ","); !strings.Contains(names, "gh__env") {
+		t.Fatalf("first tools/list after connecting lacks the per-user provider's tools: %s", names)
+	}
+	bob := g.userKey(t, "bob", "dev")
+	if code, body := g.connect(t, bob, "gh", `{"secrets":{"GITHUB_TOKEN":"t0ken-of-bob"}}`); code != 200 {
+		t.Fatalf("connect: %d %s", code, body)
+	}
+	cb := MustConnect(t, g.URL()+"/mcp", bob)
+	if txt, _ := callText(t, cb, "gh__env", map[string]any{"name": "GITHUB_TOKEN"}); txt != "t0ken-of-bob" {
+		t.Fatalf("bob's first call, before any list = %q", txt)
+	}
+}
