@@ -33,7 +33,10 @@ type Config struct {
 	Auth    AuthConfig   `yaml:"auth"`
 	Server  ServerConfig `yaml:"server"`
 	Audit   AuditConfig  `yaml:"audit"`
-	Skills  SkillsConfig `yaml:"skills"`
+	// Tracing and Metrics: see observability.go.
+	Tracing TracingConfig `yaml:"tracing"`
+	Metrics MetricsConfig `yaml:"metrics"`
+	Skills  SkillsConfig  `yaml:"skills"`
 	// SkillsDir is shorthand for skills.dir.
 	SkillsDir   string               `yaml:"skills_dir"`
 	Sessions    SessionConfig        `yaml:"sessions"`
@@ -565,6 +568,7 @@ func (c *Config) applyDefaults() {
 	if c.Sessions.MaxListensPerPrincipal == 0 {
 		c.Sessions.MaxListensPerPrincipal = DefaultListensPerPrincipal
 	}
+	c.applyObservabilityDefaults()
 	if c.Providers == nil {
 		c.Providers = map[string]*Provider{}
 	}
@@ -700,6 +704,7 @@ func (c *Config) validate(file string) []Problem {
 	if s := c.Server; s.MaxConnsPerClient < 0 || s.MaxConns < 0 {
 		add("server", "server: max_conns_per_client and max_conns must not be negative")
 	}
+	c.validateObservability(add)
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":
 	default:

@@ -82,6 +82,12 @@ func Diff(old, cur *Config) Changes {
 	if old.Server != cur.Server {
 		ch.NeedsRestart = append(ch.NeedsRestart, "server")
 	}
+	if !reflect.DeepEqual(old.Tracing, cur.Tracing) {
+		ch.NeedsRestart = append(ch.NeedsRestart, "tracing")
+	}
+	if old.Metrics != cur.Metrics {
+		ch.NeedsRestart = append(ch.NeedsRestart, "metrics")
+	}
 	ch.AccessChanged = !reflect.DeepEqual(old.Roles, cur.Roles) ||
 		old.DefaultRole != cur.DefaultRole ||
 		!reflect.DeepEqual(old.Services, cur.Services) ||

@@ -79,6 +79,7 @@ type Main struct {
 	// FirstAdminKey is the API key of the admin user created on a fresh dev
 	// install (DevKey), shown once; "" otherwise.
 	FirstAdminKey string
+	tel           telemetry // trace pipeline (telemetry.go)
 	closed        bool
 	closeErr      error
 }
@@ -124,7 +125,11 @@ func (m *Main) Open(ctx context.Context) error {
 		}
 	}
 
+	if err := m.openTracing(ctx); err != nil {
+		return err
+	}
 	m.mux = mux.New(mux.Options{
+		Tracer:                  m.tracer(),
 		Logger:                  m.Log,
 		Instances:               instances{m},
 		Filter:                  policyFor(cfg, userState{prefs: id.prefs, conns: id.conns}),
@@ -142,6 +147,7 @@ func (m *Main) Open(ctx context.Context) error {
 		OnNotification: m.mux.ProviderNotification,
 		OnEvent:        m.providerEvent,
 		Redact:         m.Redactor.String,
+		Tracer:         m.tracer(),
 	})
 
 	listen := cfg.Listen
@@ -247,6 +253,7 @@ func (m *Main) Close() error {
 		}
 		cancel()
 	}
+	m.closeTracing()
 	m.auditEvent(audit.Record{Type: audit.TypeStartup, Detail: map[string]string{"event": "shutdown"}})
 	if err := m.closeOps(); err != nil {
 		errs = append(errs, fmt.Errorf("closing the audit log: %w", err))
@@ -387,8 +394,8 @@ func (m *Main) isReady(st []switchboard.ProviderStatus) bool {
 // public and reveal no tool names. No route can create or change a command.
 func (m *Main) routes() http.Handler {
 	h := http.NewServeMux()
-	h.Handle("/mcp", m.edge(switchboard.EndpointPublic, m.mux.Handler(switchboard.EndpointPublic)))
-	h.Handle("/mcp/internal", m.edge(switchboard.EndpointInternal, m.mux.Handler(switchboard.EndpointInternal)))
+	h.Handle("/mcp", m.traced(switchboard.EndpointPublic, m.edge(switchboard.EndpointPublic, m.mux.Handler(switchboard.EndpointPublic))))
+	h.Handle("/mcp/internal", m.traced(switchboard.EndpointInternal, m.edge(switchboard.EndpointInternal, m.mux.Handler(switchboard.EndpointInternal))))
 	meta := auth.ProtectedResourceMetadataFunc(m.resourceURL(), m.id.authn.Issuers)
 	h.Handle("/.well-known/oauth-protected-resource", meta)
 	h.Handle("/.well-known/oauth-protected-resource/mcp", meta)

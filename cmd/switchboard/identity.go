@@ -220,6 +220,7 @@ func (m *Main) buildEdge(ep switchboard.Endpoint, cfg *providers.Config, next ht
 	default:
 		authn = m.id.authn.AuthenticatePublic
 	}
+	authn = m.tracer().WrapAuth(authn)
 	h := m.id.limiter.Middleware(next)
 	h = auth.BodyDeadline(cfg.Server.BodyTimeout.D())(h)
 	h = m.id.fails.Passed(h)

@@ -118,6 +118,8 @@ func (o callObserver) Done(ctx context.Context, c *mux.CallInfo) {
 		Type: audit.TypeToolCall, RequestID: c.RequestID, Session: c.SessionID,
 		Endpoint: string(c.Endpoint), Client: c.Client, Provider: c.Provider, Tool: c.Tool,
 		Decision: c.Decision, Outcome: c.Outcome, LatencyMS: c.Latency.Milliseconds(),
+		LatencyUS: c.Latency.Microseconds(), ReqBytes: int64(c.ReqBytes), RespBytes: int64(c.RespBytes),
+		TraceID: c.TraceID,
 	}
 	if c.Tool == "" {
 		rec.Tool = c.Exposed
