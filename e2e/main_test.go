@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// binDir holds switchboard, echo, notes, testprovider, modernprovider,
+// binDir holds switchboard, echo, notes, testprovider, modernprovider, tracedecho,
 // rawecho and subreaper, built once.
 var binDir string
 
@@ -41,7 +41,7 @@ func run(m *testing.M) int {
 	}
 	builds := [][]string{
 		append(gwArgs, "./cmd/switchboard"),
-		{"build", "-o", dir + string(filepath.Separator), "./examples/providers/echo", "./examples/providers/notes", "./internal/testprovider", "./internal/modernprovider", "./e2e/testdata/rawecho", "./e2e/testdata/subreaper"},
+		{"build", "-o", dir + string(filepath.Separator), "./examples/providers/echo", "./examples/providers/notes", "./internal/testprovider", "./internal/modernprovider", "./e2e/testdata/rawecho", "./e2e/testdata/subreaper", "./e2e/testdata/tracedecho"},
 	}
 	for _, args := range builds {
 		cmd := exec.Command("go", args...)
