@@ -194,6 +194,10 @@ func (s *Server) answerTool(x *exchange, ci *CallInfo, raw json.RawMessage, err 
 			result = []byte(s.opts.Redact(string(raw)))
 		}
 	}
+	if body == nil {
+		// What the client gets: shaped for its era (shapeResult).
+		result = shapeResult(result, x.modern)
+	}
 	ci.RespBytes = len(result) + len(body)
 	x.acc.outcome = ci.Outcome
 	if ci.span != nil {
@@ -208,12 +212,14 @@ func (s *Server) answerTool(x *exchange, ci *CallInfo, raw json.RawMessage, err 
 	s.done(x.ctx, ci)
 }
 
+// send answers with an error frame, or else with result, already shaped
+// for the client's era.
 func (s *Server) send(x *exchange, status int, errFrame, result []byte) {
 	if errFrame != nil {
 		x.finish(status, errFrame)
 		return
 	}
-	x.replyChild(result)
+	x.reply(result)
 }
 
 // toolError is a CallToolResult carrying msg as an error.

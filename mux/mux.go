@@ -73,8 +73,9 @@ type CallInfo struct {
 	Decision  string // "allow" or "deny"
 	Outcome   string // "ok", "tool_error", "error", "timeout", "unavailable", "overloaded", "denied", "refused", "cancelled"
 	Err       error
-	// ReqBytes and RespBytes are the sizes of the call's arguments and of
-	// its result as they crossed the gateway.
+	// ReqBytes and RespBytes are the sizes of the call's arguments as the
+	// client sent them and of the answer it got: the result (shaped for
+	// its protocol era), or the JSON-RPC error.
 	ReqBytes, RespBytes int
 	// TraceID is the call's trace ID when it is traced (sampled), else "".
 	TraceID string

@@ -177,7 +177,7 @@ func (m *Main) Open(ctx context.Context) error {
 	m.admin = admin
 	bg, cancel := context.WithCancel(context.Background())
 	m.bgCancel = cancel
-	for _, f := range []func(context.Context){m.reloader, m.watchConfig, m.watchSIGHUP, m.users.reap, m.flushFloods} {
+	for _, f := range []func(context.Context){m.reloader, m.watchConfig, m.watchSIGHUP, m.users.reap, m.flushFloods, m.seedUsage} {
 		m.bgDone.Add(1)
 		go func() {
 			defer m.bgDone.Done()

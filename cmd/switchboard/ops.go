@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync/atomic"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/switchboard-mcp/switchboard/mux"
 	"github.com/switchboard-mcp/switchboard/statuspage"
 	"github.com/switchboard-mcp/switchboard/supervisor"
+	"github.com/switchboard-mcp/switchboard/usage"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -32,6 +35,10 @@ type ops struct {
 	waitForWrite bool
 	metrics      *metrics.Metrics
 	events       *statuspage.Ring
+	// usage is the last day's calls for the status page (usage.go);
+	// usageSeeded is set once the audit log's earlier calls are in it.
+	usage       *usage.Window
+	usageSeeded atomic.Bool
 }
 
 // auditKey returns the audit key from the vault (made on first use). It is
@@ -45,7 +52,7 @@ func auditKey(v *vault.Vault) ([]byte, error) {
 
 func (m *Main) openOps() error {
 	cfg := m.config()
-	o := &ops{metrics: metrics.New(), events: statuspage.NewRing(100)}
+	o := &ops{metrics: metrics.New(), events: statuspage.NewRing(100), usage: usage.NewWindow(statusHours, 0)}
 	if !cfg.Audit.Disabled {
 		key, err := auditKey(m.vault)
 		if err != nil {
@@ -111,6 +118,8 @@ func (o callObserver) Admit(ctx context.Context, c *mux.CallInfo) error {
 // further calls while the log cannot be written.
 func (o callObserver) Done(ctx context.Context, c *mux.CallInfo) {
 	o.m.ops.metrics.ToolCall(c.Provider, c.Tool, c.Outcome, c.Latency)
+	uc := infoCall(c)
+	o.m.ops.usage.Add(&uc)
 	if o.m.ops.audit == nil {
 		return
 	}
@@ -213,6 +222,7 @@ func (m *Main) status(ctx context.Context) statuspage.Status {
 	if m.ops != nil {
 		st.Events = m.ops.events.List()
 	}
+	st.Usage = m.statusUsage(time.Now())
 	return st
 }
 
