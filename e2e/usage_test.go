@@ -231,7 +231,13 @@ providers:
   raw:
     command: $BIN/rawecho
 `
-	g1, g2 := startGateway(t, cfg), startGateway(t, cfg)
+	// The second replica also counts calls per principal in its metrics,
+	// with room for one principal of its own.
+	g1, g2 := startGateway(t, cfg), startGateway(t, cfg+`
+metrics:
+  principal_label: true
+  max_principals: 1
+`)
 	g1.waitRunning("echo", "tp", "raw")
 	g2.waitRunning("echo", "tp", "raw")
 	bob := *g2
@@ -323,5 +329,24 @@ providers:
 	}
 	if prov["echo"] != 4 || prov["tp"] != 3 || prov["raw"] != 1 || prov[""] != 1 {
 		t.Errorf("status page usage by provider on the first replica: %v", prov)
+	}
+
+	// Per-principal metrics on the second replica: e2e called first and got
+	// the one series; bob's calls count as _other.
+	for series, want := range map[string]int{
+		`switchboard_principal_tool_calls_total{outcome="ok",principal="e2e",principal_kind="user",provider="echo"}`:          1,
+		`switchboard_principal_tool_calls_total{outcome="ok",principal="_other",principal_kind="user",provider="raw"}`:        2,
+		`switchboard_principal_tool_calls_total{outcome="tool_error",principal="_other",principal_kind="user",provider="tp"}`: 1,
+	} {
+		if got := metricSum(t, g2, series); got != want {
+			t.Errorf("%s = %d, want %d", series, got, want)
+		}
+	}
+	var req int64
+	for _, c := range calls[10:] {
+		req += c.req
+	}
+	if got := metricSum(t, g2, `switchboard_principal_tool_call_bytes_total{direction="request",principal="_other",principal_kind="user"}`); int64(got) != req {
+		t.Errorf("bob's request bytes under _other: %d, want %d", got, req)
 	}
 }

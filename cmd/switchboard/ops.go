@@ -53,6 +53,9 @@ func auditKey(v *vault.Vault) ([]byte, error) {
 func (m *Main) openOps() error {
 	cfg := m.config()
 	o := &ops{metrics: metrics.New(), events: statuspage.NewRing(100), usage: usage.NewWindow(statusHours, 0)}
+	if cfg.Metrics.PrincipalLabel {
+		o.metrics.EnablePrincipals(cfg.Metrics.MaxPrincipals)
+	}
 	if !cfg.Audit.Disabled {
 		key, err := auditKey(m.vault)
 		if err != nil {
@@ -118,6 +121,9 @@ func (o callObserver) Admit(ctx context.Context, c *mux.CallInfo) error {
 // further calls while the log cannot be written.
 func (o callObserver) Done(ctx context.Context, c *mux.CallInfo) {
 	o.m.ops.metrics.ToolCall(c.Provider, c.Tool, c.Outcome, c.Latency)
+	if c.Principal != nil {
+		o.m.ops.metrics.PrincipalCall(string(c.Principal.Kind), c.Principal.ID, c.Provider, c.Outcome, c.ReqBytes, c.RespBytes)
+	}
 	uc := infoCall(c)
 	o.m.ops.usage.Add(&uc)
 	if o.m.ops.audit == nil {
