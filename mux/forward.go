@@ -74,11 +74,7 @@ func (s *Server) toolsCall(x *exchange) {
 	visible := e != nil && s.toolVisible(x.ctx, x.p, e)
 	if s.tr != nil {
 		ci.TraceID = tracing.TraceID(x.ctx)
-		provider := ""
-		if e != nil {
-			provider = e.provider
-		}
-		s.tr.Policy(x.ctx, ci.Start, visible, provider, m.P.Name)
+		s.tr.Policy(x.ctx, ci.Start, visible, m.P.Name)
 	}
 	if !visible {
 		// A tool the caller cannot see and one that does not exist get the
@@ -109,7 +105,7 @@ func (s *Server) toolsCall(x *exchange) {
 	}
 	ctx := x.ctx
 	if s.tr != nil {
-		ctx, ci.span = s.startCall(x, "tools/call", m.P.Name, e.provider, tracing.KeyTool.String(e.original))
+		ctx, ci.span = s.startCall(x, "tools/call", m.P.Name, e.provider)
 	}
 	if s.opts.Observer != nil {
 		if err := s.opts.Observer.Admit(ctx, ci); err != nil {
@@ -134,23 +130,23 @@ func (s *Server) toolsCall(x *exchange) {
 // startCall starts the span of a request the gateway forwards to provider
 // (target is the exposed name the client asked for, "" for a URI) and
 // returns the context the call runs in.
-func (s *Server) startCall(x *exchange, method, target, provider string, more ...tracing.KeyValue) (context.Context, trace.Span) {
+func (s *Server) startCall(x *exchange, method, target, provider string) (context.Context, trace.Span) {
 	name := method
 	if target != "" {
 		name = method + " " + target
 	}
-	ctx, sp := s.tr.Start(x.ctx, name, append(more, tracing.KeyMCPMethod.String(method), tracing.KeyProvider.String(provider))...)
-	if sp.IsRecording() {
-		inst := provider
-		if s.opts.Instances != nil && s.opts.Instances.UserScoped(provider) && x.p != nil {
-			inst = switchboard.InstanceKey{Provider: provider, User: x.p.ID}.String()
-		}
-		sp.SetAttributes(tracing.KeyInstance.String(inst))
-		if target != "" {
-			sp.SetAttributes(tracing.KeyToolName.String(target))
-		}
+	// The method and target are in the span's name; the instance is named
+	// when it is a user's own (a shared provider's instance is the
+	// provider).
+	attrs := make([]tracing.KeyValue, 0, 3)
+	attrs = append(attrs, tracing.KeyProvider.String(provider))
+	if target != "" {
+		attrs = append(attrs, tracing.KeyToolName.String(target))
 	}
-	return ctx, sp
+	if s.opts.Instances != nil && s.opts.Instances.UserScoped(provider) && x.p != nil {
+		attrs = append(attrs, tracing.KeyInstance.String(switchboard.InstanceKey{Provider: provider, User: x.p.ID}.String()))
+	}
+	return s.tr.Start(x.ctx, name, attrs...)
 }
 
 // answerTool answers a tools/call and records it: a child's JSON-RPC error
@@ -335,7 +331,7 @@ func (s *Server) visibleTraced(x *exchange, e *entry, target string) bool {
 	}
 	start := time.Now()
 	ok := s.providerVisible(x.ctx, x.p, e.provider)
-	s.tr.Policy(x.ctx, start, ok, e.provider, target)
+	s.tr.Policy(x.ctx, start, ok, target)
 	return ok
 }
 

@@ -69,8 +69,8 @@ func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawM
 // gets the span's trace context in _meta (traceparent, tracestate), so an
 // instrumented provider continues the trace under it.
 func (l *limited) tracedCall(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
-	ctx, sp, ok := l.tr.StartClient(ctx, req.Method,
-		tracing.KeyMCPMethod.String(req.Method), tracing.KeyProvider.String(l.key.Provider), tracing.KeyInstance.String(l.key.String()))
+	// The provider call's span names the provider and instance.
+	ctx, sp, ok := l.tr.StartClient(ctx, req.Method)
 	if !ok {
 		return l.call(ctx, req, nil)
 	}

@@ -34,7 +34,6 @@ type Request struct {
 	ctx      context.Context // the span's context, once begun
 
 	mcpMethod string
-	requestID string
 
 	authed     bool
 	authStart  time.Time
@@ -122,9 +121,6 @@ func (q *Request) Begin(ctx context.Context, traceparent, tracestate, mcpMethod 
 		return ctx
 	}
 	q.mcpMethod = mcpMethod
-	if id := switchboard.RequestIDFromContext(ctx); id != "" {
-		q.requestID = id
-	}
 	if q.span == nil {
 		q.begin(ParseTraceContext(traceparent, tracestate))
 	}
@@ -149,16 +145,18 @@ func (q *Request) begin(meta trace.SpanContext) {
 	if parent.IsValid() {
 		pctx = trace.ContextWithRemoteSpanContext(pctx, parent)
 	}
-	q.ctx, q.span = q.t.t.Start(pctx, spanName(q.method, q.endpoint), kindServer, trace.WithTimestamp(q.start),
-		trace.WithAttributes(KeyHTTPMethod.String(q.method), KeyHTTPRoute.String(q.endpoint)))
+	// The HTTP method is in the span's name ("POST /mcp").
+	attrs := trace.WithAttributes(KeyHTTPRoute.String(q.endpoint))
+	if q.mcpMethod != "" {
+		attrs = trace.WithAttributes(KeyHTTPRoute.String(q.endpoint), KeyMCPMethod.String(q.mcpMethod))
+	}
+	q.ctx, q.span = q.t.t.Start(pctx, spanName(q.method, q.endpoint), kindServer, trace.WithTimestamp(q.start), attrs)
 	if q.authed && q.span.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, 4)
-		attrs = append(attrs, KeyAuthResult.String(q.authResult))
+		var attrs []attribute.KeyValue
 		if p := q.principal; p != nil {
-			attrs = append(attrs, KeyPrincipalKind.String(string(p.Kind)), KeyPrincipal.String(p.ID))
-			if p.Method != "" {
-				attrs = append(attrs, KeyAuthMethod.String(p.Method))
-			}
+			attrs = []attribute.KeyValue{KeyPrincipalKind.String(string(p.Kind)), KeyPrincipal.String(p.ID), KeyAuthMethod.String(p.Method)}
+		} else {
+			attrs = []attribute.KeyValue{KeyAuthResult.String(q.authResult)}
 		}
 		_, sp := q.t.t.Start(q.ctx, "authenticate", kindInternal, trace.WithTimestamp(q.authStart), trace.WithAttributes(attrs...))
 		if q.authResult != "ok" {
@@ -185,18 +183,10 @@ func (q *Request) End(status int) {
 	if status == 0 {
 		status = http.StatusOK
 	}
-	attrs := make([]attribute.KeyValue, 0, 5)
-	attrs = append(attrs, KeyHTTPStatus.Int(status))
-	if q.mcpMethod != "" {
-		attrs = append(attrs, KeyMCPMethod.String(q.mcpMethod))
-	}
-	if q.requestID != "" {
-		attrs = append(attrs, KeyRequestID.String(q.requestID))
-	}
-	if p := q.principal; p != nil {
-		attrs = append(attrs, KeyPrincipalKind.String(string(p.Kind)), KeyPrincipal.String(p.ID))
-	}
-	q.span.SetAttributes(attrs...)
+	// Few attributes: each one is paid for on every call, in the span and
+	// in its export. The principal is on the authentication span; the
+	// request ID is in the access log line, which names the trace.
+	q.span.SetAttributes(KeyHTTPStatus.Int(status))
 	if status >= 500 {
 		q.span.SetStatus(codes.Error, http.StatusText(status))
 	}

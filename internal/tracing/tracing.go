@@ -32,21 +32,18 @@ const ScopeName = "github.com/switchboard-mcp/switchboard"
 // Attribute keys. Those without a "switchboard." prefix follow the
 // OpenTelemetry semantic conventions (HTTP, MCP, GenAI tools, errors).
 const (
-	KeyHTTPMethod    = attribute.Key("http.request.method")
 	KeyHTTPStatus    = attribute.Key("http.response.status_code")
 	KeyHTTPRoute     = attribute.Key("http.route")
 	KeyMCPMethod     = attribute.Key("mcp.method.name")
 	KeyToolName      = attribute.Key("gen_ai.tool.name")
 	KeyErrorType     = attribute.Key("error.type")
-	KeyRequestID     = attribute.Key("switchboard.request_id")
 	KeyPrincipalKind = attribute.Key("switchboard.principal_kind")
 	KeyPrincipal     = attribute.Key("switchboard.principal")
 	KeyAuthMethod    = attribute.Key("switchboard.auth.method")
-	KeyAuthResult    = attribute.Key("switchboard.auth.result")
+	KeyAuthResult    = attribute.Key("switchboard.auth.result") // on a failed authentication
 	KeyDecision      = attribute.Key("switchboard.policy.decision")
 	KeyProvider      = attribute.Key("switchboard.provider")
 	KeyInstance      = attribute.Key("switchboard.instance")
-	KeyTool          = attribute.Key("switchboard.tool")
 	KeyOutcome       = attribute.Key("switchboard.outcome")
 	KeyQueued        = attribute.Key("switchboard.queued")
 	KeyListItems     = attribute.Key("switchboard.list.items")
@@ -70,6 +67,7 @@ func New(tp trace.TracerProvider) *Tracer {
 }
 
 var (
+	allowAttrs   = trace.WithAttributes(KeyDecision.String("allow"))
 	kindServer   = trace.WithSpanKind(trace.SpanKindServer)
 	kindClient   = trace.WithSpanKind(trace.SpanKindClient)
 	kindInternal = trace.WithSpanKind(trace.SpanKindInternal)
@@ -95,34 +93,38 @@ func (t *Tracer) StartClient(ctx context.Context, name string, attrs ...attribut
 	return ctx, sp, true
 }
 
-// Policy records the policy decision for a call as a finished span from
-// start to now.
-func (t *Tracer) Policy(ctx context.Context, start time.Time, allowed bool, provider, exposed string) {
+// Policy records the policy decision on the exposed name of a tool,
+// prompt or resource as a finished span from start to now.
+func (t *Tracer) Policy(ctx context.Context, start time.Time, allowed bool, exposed string) {
 	if t == nil {
 		return
 	}
-	decision := "deny"
-	if allowed {
-		decision = "allow"
+	// An allowed call's tool is named by the provider call's span that
+	// follows; a denied one has none.
+	attrs := allowAttrs
+	if !allowed {
+		attrs = trace.WithAttributes(KeyDecision.String("deny"), KeyToolName.String(exposed))
 	}
-	_, sp := t.t.Start(ctx, "policy", kindInternal, trace.WithTimestamp(start), trace.WithAttributes(
-		KeyDecision.String(decision), KeyToolName.String(exposed), KeyProvider.String(provider)))
+	_, sp := t.t.Start(ctx, "policy", kindInternal, trace.WithTimestamp(start), attrs)
 	sp.End()
 }
 
 // noSpan is the span Start returns when tracing is off.
 var noSpan = trace.SpanFromContext(context.Background())
 
-// End ends sp with the gateway's outcome of the step ("ok" is success; any
-// other outcome marks the span as an error of that type).
+// End ends sp with the gateway's outcome of the step: "ok" sets the span's
+// status to OK; any other outcome sets it to Error and adds the outcome as
+// switchboard.outcome and error.type. (An attribute added after a span
+// starts costs a copy of all of them; success, the common case, adds none.)
 func End(sp trace.Span, outcome string) {
 	if !sp.IsRecording() {
 		sp.End()
 		return
 	}
-	sp.SetAttributes(KeyOutcome.String(outcome))
-	if outcome != "ok" {
-		sp.SetAttributes(KeyErrorType.String(outcome))
+	if outcome == "ok" {
+		sp.SetStatus(codes.Ok, "")
+	} else {
+		sp.SetAttributes(KeyOutcome.String(outcome), KeyErrorType.String(outcome))
 		sp.SetStatus(codes.Error, outcome)
 	}
 	sp.End()

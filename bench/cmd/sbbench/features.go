@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"github.com/switchboard-mcp/switchboard/bench/internal/harness"
 	"github.com/switchboard-mcp/switchboard/bench/internal/mcpclient"
 	"github.com/switchboard-mcp/switchboard/bench/internal/stats"
+	"github.com/switchboard-mcp/switchboard/internal/tracing/otlptest"
 )
 
 // A variant is one gateway configuration in the feature-cost table: the
@@ -21,6 +24,10 @@ type variant struct {
 	noAudit     bool
 	noAccessLog bool     // log.level warn: no per-request "mcp request" line
 	audit       []string // lines under audit: in gateway.yaml
+	tracing     []string // lines under tracing: in gateway.yaml
+	bin         string   // the gateway binary; "" for bin/switchboard
+	rcv         *otlptest.Receiver
+	dir         string
 	sessions    []*mcpclient.Session
 	pids        []int // the gateway, then its echo child
 	c1, c16     []stats.Summary
@@ -71,6 +78,18 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 			{name: "audit log off", noAudit: true},
 		}
 	}
+	if o.featuresTracing {
+		vs, err := tracingVariants(o)
+		if err != nil {
+			return nil, err
+		}
+		r.variants = vs
+		for _, v := range vs {
+			if v.rcv != nil {
+				defer v.rcv.Close()
+			}
+		}
+	}
 	r.rounds = max(o.rounds, len(r.variants))
 	for i, v := range r.variants {
 		cfg := harness.Config{
@@ -79,12 +98,14 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 			NoAuth:    v.noAuth,
 			NoAudit:   v.noAudit,
 			Audit:     v.audit,
+			Tracing:   v.tracing,
 		}
 		if v.noAccessLog {
 			cfg.LogLevel = "warn"
 		}
 		logf("features: starting gateway %d/%d: %s", i+1, len(r.variants), v.name)
-		g, c, s0, _, err := startGateway(ctx, bins, filepath.Join(tmp, fmt.Sprintf("features-%d", i)), cfg, 1, 32)
+		v.dir = filepath.Join(tmp, fmt.Sprintf("features-%d", i))
+		g, c, s0, _, err := startGatewayBin(ctx, bins, v.dir, cfg, 1, 32, v.bin)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", v.name, err)
 		}
@@ -174,6 +195,72 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 	return r, nil
 }
 
+// tracingVariants are the gateways of -features-tracing: tracing on at
+// sample_ratio 1 first (the "saved" column is then what each other setting
+// saves over it), off, on at ratio 0, on with the receiver down, and, with
+// -baseline, a binary built before tracing.
+func tracingVariants(o *options) ([]*variant, error) {
+	on := func(ratio, endpoint, queue string) []string {
+		return []string{"enabled: true", "endpoint: " + endpoint, "sample_ratio: " + ratio, "max_queue: " + queue, "batch_delay: 200ms"}
+	}
+	full, err := otlptest.StartHTTPCounter()
+	if err != nil {
+		return nil, err
+	}
+	none, err := otlptest.StartHTTPCounter()
+	if err != nil {
+		full.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	down := "http://" + ln.Addr().String()
+	ln.Close()
+	vs := []*variant{
+		// A queue large enough that no span is dropped: the cost of
+		// exporting every one of them is measured.
+		{name: "tracing on, sample_ratio 1 (every call recorded and exported)", tracing: on("1", full.URL, "262144"), rcv: full},
+		{name: "tracing off (shipped default)"},
+		{name: "tracing on, sample_ratio 0 (trace context passed on, nothing recorded)", tracing: on("0", none.URL, "2048"), rcv: none},
+		{name: "tracing on, sample_ratio 1, receiver down (spans dropped)", tracing: on("1", down, "2048")},
+	}
+	if o.baseline != "" {
+		vs = append(vs, &variant{name: "tracing off, binary built before tracing", bin: o.baseline})
+	}
+	return vs, nil
+}
+
+// toolCalls counts the tool_call records in a gateway's audit log: every
+// call it served, warm-ups included.
+func toolCalls(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, "data", "audit.log"))
+	if err != nil {
+		return 0
+	}
+	return bytes.Count(b, []byte(`"type":"tool_call"`))
+}
+
+// spanReport says, for each tracing gateway with a receiver, how many spans
+// arrived for how many calls.
+func spanReport(r *featureResults) string {
+	var b strings.Builder
+	for _, v := range r.variants {
+		if v.rcv == nil {
+			continue
+		}
+		time.Sleep(time.Second) // the last batch
+		calls := toolCalls(v.dir)
+		per := 0.0
+		if calls > 0 {
+			per = float64(v.rcv.Count()) / float64(calls)
+		}
+		fmt.Fprintf(&b, "- %s: the receiver got %d spans for %d tool calls (%.2f per call).\n", v.name, v.rcv.Count(), calls, per)
+	}
+	return b.String()
+}
+
 // measureCPU warms up, then runs ops for o.dur and returns the CPU time pids
 // used over that run only, so that it divides by the calls the run made.
 func measureCPU(ctx context.Context, o *options, ops []op, pids ...int) (stats.Summary, []time.Duration, error) {
@@ -197,8 +284,11 @@ func perCall(cpu time.Duration, calls int) time.Duration {
 func featuresReport(o *options, m machine, r *featureResults, took time.Duration) string {
 	var b strings.Builder
 	title := "What each Switchboard feature costs on a small call"
-	if o.featuresAudit {
+	switch {
+	case o.featuresAudit:
 		title = "What each audit log mode costs on a small call"
+	case o.featuresTracing:
+		title = "What tracing costs on a small call"
 	}
 	m.header(&b, title, took)
 	fmt.Fprintf(&b, "%d gateways, each with one `bin/echo` child, run side by side and differ only in what is switched on; metrics are on in all of them (there is no switch). "+
@@ -228,6 +318,19 @@ func featuresReport(o *options, m machine, r *featureResults, took time.Duration
 	fmt.Fprintf(&b, "| bare HTTP floor (no MCP, no provider) | %s |  | %s | %.0f |  | %s |  |  |\n\n", stats.Dur(f1.P50), stats.Dur(f1.P99), f16.Throughput, stats.Dur(perCall(r.floor16, r.fCalls16)))
 	fmt.Fprintf(&b, "All on, 1 client: the p50 is %s above direct stdio's, and the bare HTTP floor's p50 is %s; the rest, %s, is the gateway's own work on the call's critical path.\n",
 		stats.Dur(a1.P50-d1.P50), stats.Dur(f1.P50), signedDur(a1.P50-d1.P50-f1.P50))
+	if o.featuresTracing && len(r.variants) > 1 {
+		off := r.variants[1]
+		offCPU := perCall(off.cpu16, off.calls16)
+		fmt.Fprintf(&b, "\nTracing at sample_ratio 1 costs %s of gateway CPU per call over tracing off (16 clients; spans created, batched, encoded and exported over OTLP/HTTP).\n",
+			signedDur(aCPU-offCPU))
+		for _, v := range r.variants[2:] {
+			if v.bin != "" {
+				fmt.Fprintf(&b, "Tracing off costs %s of gateway CPU per call over the binary built before tracing (%s p50 at 1 client).\n",
+					signedDur(offCPU-perCall(v.cpu16, v.calls16)), signedDur(stats.Median(off.c1...).P50-stats.Median(v.c1...).P50))
+			}
+		}
+		b.WriteString("\n" + spanReport(r))
+	}
 	return b.String()
 }
 

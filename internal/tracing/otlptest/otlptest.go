@@ -34,6 +34,7 @@ type Span struct {
 	End      time.Time
 	Attrs    map[string]string // values as text
 	Error    bool              // status code ERROR
+	OK       bool              // status code OK
 	// Resource is the resource's attributes; Scope the instrumentation
 	// scope's name.
 	Resource map[string]string
@@ -42,11 +43,13 @@ type Span struct {
 
 // Receiver collects the spans of every export request it accepts.
 type Receiver struct {
-	mu       sync.Mutex
-	spans    []Span
-	requests int
-	header   http.Header // of the last HTTP export
-	changed  chan struct{}
+	mu        sync.Mutex
+	countOnly bool // keep no spans, only count them (StartHTTPCounter)
+	count     int
+	spans     []Span
+	requests  int
+	header    http.Header // of the last HTTP export
+	changed   chan struct{}
 
 	// URL is the HTTP receiver's base URL (post to URL+"/v1/traces"), or
 	// the gRPC receiver's "http://host:port".
@@ -68,6 +71,25 @@ func StartHTTP() (*Receiver, error) {
 	r.URL = "http://" + ln.Addr().String()
 	r.stop = func() { _ = srv.Close() }
 	return r, nil
+}
+
+// StartHTTPCounter is StartHTTP for load tests: every request is decoded,
+// but the spans are only counted (see Count), not kept.
+func StartHTTPCounter() (*Receiver, error) {
+	r, err := StartHTTP()
+	if err == nil {
+		r.mu.Lock()
+		r.countOnly = true
+		r.mu.Unlock()
+	}
+	return r, err
+}
+
+// Count returns how many spans arrived.
+func (r *Receiver) Count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count
 }
 
 // StartGRPC serves OTLP/gRPC on a loopback port until Close.
@@ -141,6 +163,18 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 }
 
 func (r *Receiver) add(req *collectortrace.ExportTraceServiceRequest) {
+	r.mu.Lock()
+	if r.countOnly {
+		for _, rs := range req.GetResourceSpans() {
+			for _, ss := range rs.GetScopeSpans() {
+				r.count += len(ss.GetSpans())
+			}
+		}
+		r.requests++
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Unlock()
 	var got []Span
 	for _, rs := range req.GetResourceSpans() {
 		res := attrs(rs.GetResource().GetAttributes())
@@ -156,6 +190,7 @@ func (r *Receiver) add(req *collectortrace.ExportTraceServiceRequest) {
 					End:      time.Unix(0, int64(s.GetEndTimeUnixNano())),
 					Attrs:    attrs(s.GetAttributes()),
 					Error:    s.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR,
+					OK:       s.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_OK,
 					Resource: res,
 					Scope:    ss.GetScope().GetName(),
 				})
@@ -164,6 +199,7 @@ func (r *Receiver) add(req *collectortrace.ExportTraceServiceRequest) {
 	}
 	r.mu.Lock()
 	r.spans = append(r.spans, got...)
+	r.count += len(got)
 	r.requests++
 	close(r.changed)
 	r.changed = make(chan struct{})
