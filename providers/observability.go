@@ -127,15 +127,3 @@ func (c *Config) validateObservability(add func(path, format string, args ...any
 		add("metrics.max_principals", "metrics.max_principals needs metrics.principal_label: true")
 	}
 }
-
-// TracingSecretRefs returns the vault secrets tracing.headers names.
-func (c *Config) TracingSecretRefs() []string {
-	var out []string
-	for _, v := range c.Tracing.Headers {
-		if ref, err := ParseEnvValue(v); err == nil && ref.Kind == RefSecret {
-			out = append(out, ref.Name)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
