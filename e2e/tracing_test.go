@@ -160,7 +160,6 @@ func TestTraceFollowsOneCallFromClientToProvider(t *testing.T) {
 		{srv, "mcp.method.name", "tools/call"},
 		{auth, "switchboard.principal", "e2e"},
 		{auth, "switchboard.principal_kind", "user"},
-		{auth, "switchboard.auth.method", "api_key"},
 		{pol, "switchboard.policy.decision", "allow"},
 		{call, "switchboard.provider", "traced"},
 		{call, "gen_ai.tool.name", "traced__trace"},

@@ -146,19 +146,20 @@ func (q *Request) begin(meta trace.SpanContext) {
 		pctx = trace.ContextWithRemoteSpanContext(pctx, parent)
 	}
 	// The HTTP method is in the span's name ("POST /mcp").
-	attrs := trace.WithAttributes(KeyHTTPRoute.String(q.endpoint))
+	var attrs [3]attribute.KeyValue
+	a := append(attrs[:0], KeyHTTPRoute.String(q.endpoint))
 	if q.mcpMethod != "" {
-		attrs = trace.WithAttributes(KeyHTTPRoute.String(q.endpoint), KeyMCPMethod.String(q.mcpMethod))
+		a = append(a, KeyMCPMethod.String(q.mcpMethod))
 	}
-	q.ctx, q.span = q.t.t.Start(pctx, spanName(q.method, q.endpoint), kindServer, trace.WithTimestamp(q.start), attrs)
+	q.ctx, q.span = q.t.t.Start(pctx, spanName(q.method, q.endpoint), kindServer, trace.WithTimestamp(q.start), trace.WithAttributes(a...))
 	if q.authed && q.span.IsRecording() {
-		var attrs []attribute.KeyValue
+		a = attrs[:0]
 		if p := q.principal; p != nil {
-			attrs = []attribute.KeyValue{KeyPrincipalKind.String(string(p.Kind)), KeyPrincipal.String(p.ID), KeyAuthMethod.String(p.Method)}
+			a = append(a, KeyPrincipalKind.String(string(p.Kind)), KeyPrincipal.String(p.ID))
 		} else {
-			attrs = []attribute.KeyValue{KeyAuthResult.String(q.authResult)}
+			a = append(a, KeyAuthResult.String(q.authResult))
 		}
-		_, sp := q.t.t.Start(q.ctx, "authenticate", kindInternal, trace.WithTimestamp(q.authStart), trace.WithAttributes(attrs...))
+		_, sp := q.t.t.Start(q.ctx, "authenticate", kindInternal, trace.WithTimestamp(q.authStart), trace.WithAttributes(a...))
 		if q.authResult != "ok" {
 			sp.SetStatus(codes.Error, q.authResult)
 		}

@@ -39,7 +39,6 @@ const (
 	KeyErrorType     = attribute.Key("error.type")
 	KeyPrincipalKind = attribute.Key("switchboard.principal_kind")
 	KeyPrincipal     = attribute.Key("switchboard.principal")
-	KeyAuthMethod    = attribute.Key("switchboard.auth.method")
 	KeyAuthResult    = attribute.Key("switchboard.auth.result") // on a failed authentication
 	KeyDecision      = attribute.Key("switchboard.policy.decision")
 	KeyProvider      = attribute.Key("switchboard.provider")

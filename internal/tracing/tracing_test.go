@@ -195,8 +195,7 @@ func TestRequestParentsAndAuth(t *testing.T) {
 					t.Errorf("server span %s = %q, want %q", k, got, want)
 				}
 			}
-			for k, want := range map[string]string{"switchboard.auth.method": "api_key",
-				"switchboard.principal": "alice", "switchboard.principal_kind": "user"} {
+			for k, want := range map[string]string{"switchboard.principal": "alice", "switchboard.principal_kind": "user"} {
 				if got := attr(auth, k); got != want {
 					t.Errorf("auth span %s = %q, want %q", k, got, want)
 				}

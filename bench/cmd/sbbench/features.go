@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,6 +36,8 @@ type variant struct {
 	// and the calls it served.
 	cpu16, child16 time.Duration
 	calls16        int
+	// cpuRounds is the gateway's CPU per call at 16 clients in each round.
+	cpuRounds []time.Duration
 }
 
 // featureScenarios are the two small-call loads of the main table.
@@ -185,6 +188,7 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 					v.cpu16 += cpu[0]
 					v.child16 += cpu[1]
 					v.calls16 += gs.N
+					v.cpuRounds = append(v.cpuRounds, perCall(cpu[0], gs.N))
 				}
 				logf("features: round %d %-18s %-32s p50 %s p99 %s %.0f/s", round+1, sc.label(), v.name, stats.Dur(gs.P50), stats.Dur(gs.P99), gs.Throughput)
 			}
@@ -230,6 +234,42 @@ func tracingVariants(o *options) ([]*variant, error) {
 		vs = append(vs, &variant{name: "tracing off, binary built before tracing", bin: o.baseline})
 	}
 	return vs, nil
+}
+
+// tracingCPUReport compares each gateway's CPU per call with tracing
+// off's, round by round: in every round the gateways ran one after another,
+// so the median of the per-round differences is robust to the machine's
+// load drifting between rounds.
+func tracingCPUReport(r *featureResults) string {
+	off := r.variants[1]
+	var b strings.Builder
+	b.WriteString("Gateway CPU per call at 16 clients, per round, compared with tracing off in the same round:\n\n")
+	b.WriteString("| Gateway | median CPU per call | difference with tracing off: median over rounds | min | max |\n|---|--:|--:|--:|--:|\n")
+	for _, v := range r.variants {
+		var diffs []time.Duration
+		for i := range min(len(v.cpuRounds), len(off.cpuRounds)) {
+			diffs = append(diffs, v.cpuRounds[i]-off.cpuRounds[i])
+		}
+		slices.Sort(diffs)
+		med, lo, hi := "", "", ""
+		if v != off && len(diffs) > 0 {
+			med, lo, hi = signedDur(medianDur(diffs)), signedDur(diffs[0]), signedDur(diffs[len(diffs)-1])
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", v.name, stats.Dur(medianDur(slices.Sorted(slices.Values(v.cpuRounds)))), med, lo, hi)
+	}
+	return b.String()
+}
+
+// medianDur is the median of sorted durations.
+func medianDur(sorted []time.Duration) time.Duration {
+	n := len(sorted)
+	switch {
+	case n == 0:
+		return 0
+	case n%2 == 1:
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
 }
 
 // toolCalls counts the tool_call records in a gateway's audit log: every
@@ -319,17 +359,7 @@ func featuresReport(o *options, m machine, r *featureResults, took time.Duration
 	fmt.Fprintf(&b, "All on, 1 client: the p50 is %s above direct stdio's, and the bare HTTP floor's p50 is %s; the rest, %s, is the gateway's own work on the call's critical path.\n",
 		stats.Dur(a1.P50-d1.P50), stats.Dur(f1.P50), signedDur(a1.P50-d1.P50-f1.P50))
 	if o.featuresTracing && len(r.variants) > 1 {
-		off := r.variants[1]
-		offCPU := perCall(off.cpu16, off.calls16)
-		fmt.Fprintf(&b, "\nTracing at sample_ratio 1 costs %s of gateway CPU per call over tracing off (16 clients; spans created, batched, encoded and exported over OTLP/HTTP).\n",
-			signedDur(aCPU-offCPU))
-		for _, v := range r.variants[2:] {
-			if v.bin != "" {
-				fmt.Fprintf(&b, "Tracing off costs %s of gateway CPU per call over the binary built before tracing (%s p50 at 1 client).\n",
-					signedDur(offCPU-perCall(v.cpu16, v.calls16)), signedDur(stats.Median(off.c1...).P50-stats.Median(v.c1...).P50))
-			}
-		}
-		b.WriteString("\n" + spanReport(r))
+		b.WriteString("\n" + tracingCPUReport(r) + "\n" + spanReport(r))
 	}
 	return b.String()
 }
