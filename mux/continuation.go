@@ -197,6 +197,7 @@ func (s *Server) await(x *exchange, c *continuation) {
 		select {
 		case r := <-c.result:
 			s.conts.forget(c)
+			c.cancel() // the call is over; release its context
 			c.fw.finish(x, r.raw, r.err)
 			return
 		case <-c.suspend:
@@ -299,7 +300,7 @@ func (s *Server) abandon(c *continuation, outcome string) {
 		if ci.span != nil {
 			tracing.End(ci.span, outcome)
 		}
-		s.done(c.ctx, ci)
+		s.done(context.WithoutCancel(c.ctx), ci)
 	}
 	if c.fw.span != nil {
 		tracing.End(c.fw.span, outcome)
