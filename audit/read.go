@@ -68,7 +68,7 @@ func dirFiles(dir string, since time.Time) ([]string, error) {
 		if !e.Type().IsRegular() || strings.HasSuffix(name, ".head") {
 			continue
 		}
-		if t, ok := rotatedAt(name); ok && !since.IsZero() && t.Before(since) {
+		if _, t, ok := parseRotated(name); ok && !since.IsZero() && t.Before(since) {
 			continue
 		}
 		p := filepath.Join(dir, name)
@@ -81,22 +81,6 @@ func dirFiles(dir string, since time.Time) ([]string, error) {
 		return nil, fmt.Errorf("listing audit files: no audit log in %s", dir)
 	}
 	return out, nil
-}
-
-// rotatedAt reads the rotation time from a rotated file's name
-// ("<stem>-<UTC time>-<first seq><ext>").
-func rotatedAt(name string) (time.Time, bool) {
-	stem := strings.TrimSuffix(name, filepath.Ext(name))
-	i := strings.LastIndexByte(stem, '-')
-	if i < 0 {
-		return time.Time{}, false
-	}
-	j := strings.LastIndexByte(stem[:i], '-')
-	if j < 0 {
-		return time.Time{}, false
-	}
-	t, err := time.Parse(backupTime, stem[j+1:i])
-	return t, err == nil
 }
 
 // isLogFile reports whether the file at p starts with an audit record.

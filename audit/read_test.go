@@ -107,15 +107,15 @@ func TestFilesOfAFolderOfReplicas(t *testing.T) {
 	}
 }
 
-func TestRotatedAt(t *testing.T) {
+func TestParseRotated(t *testing.T) {
 	at := time.Date(2026, 2, 3, 4, 5, 6, 7e6, time.UTC)
 	name := filepath.Base(backupName("/x/audit.log", at, 42))
-	if got, ok := rotatedAt(name); !ok || !got.Equal(at) {
-		t.Errorf("rotatedAt(%q) = %v, %v", name, got, ok)
+	if cur, got, ok := parseRotated(name); !ok || !got.Equal(at) || cur != "audit.log" {
+		t.Errorf("parseRotated(%q) = %q, %v, %v", name, cur, got, ok)
 	}
 	for _, n := range []string{"audit.log", "replica-a.log", "a-b-c.log"} {
-		if _, ok := rotatedAt(n); ok {
-			t.Errorf("rotatedAt(%q) found a time", n)
+		if _, _, ok := parseRotated(n); ok {
+			t.Errorf("parseRotated(%q) found a rotated file", n)
 		}
 	}
 }

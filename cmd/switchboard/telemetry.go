@@ -46,6 +46,7 @@ func (m *Main) openTracing(ctx context.Context) error {
 		SampleRatio:        cfg.SampleRatio,
 		ServiceName:        cfg.ServiceName,
 		ServiceVersion:     version,
+		Replica:            m.config().Replica,
 		ResourceAttributes: cfg.ResourceAttributes,
 		Timeout:            cfg.Timeout.D(),
 		MaxQueue:           cfg.MaxQueue,

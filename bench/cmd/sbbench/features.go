@@ -275,11 +275,14 @@ func medianDur(sorted []time.Duration) time.Duration {
 // toolCalls counts the tool_call records in a gateway's audit log: every
 // call it served, warm-ups included.
 func toolCalls(dir string) int {
-	b, err := os.ReadFile(filepath.Join(dir, "data", "audit.log"))
-	if err != nil {
-		return 0
+	files, _ := filepath.Glob(filepath.Join(dir, "data", "audit*.log"))
+	n := 0
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil {
+			n += bytes.Count(b, []byte(`"type":"tool_call"`))
+		}
 	}
-	return bytes.Count(b, []byte(`"type":"tool_call"`))
+	return n
 }
 
 // spanReport says, for each tracing gateway with a receiver, how many spans

@@ -67,8 +67,8 @@ type Config struct {
 	ServiceName string
 	// ServiceVersion is service.version.
 	ServiceVersion string
-	// Replica is service.instance.id when the configuration and the
-	// environment give none (the host name, by default).
+	// Replica is service.instance.id when ResourceAttributes and the
+	// environment give none (the host name when empty).
 	Replica string
 	// ResourceAttributes are added to the resource and win over the
 	// environment's.
