@@ -135,18 +135,14 @@ func (s *Server) startCall(x *exchange, method, target, provider string) (contex
 	if target != "" {
 		name = method + " " + target
 	}
-	// The method and target are in the span's name; the instance is named
-	// when it is a user's own (a shared provider's instance is the
-	// provider).
-	attrs := make([]tracing.KeyValue, 0, 3)
-	attrs = append(attrs, tracing.KeyProvider.String(provider))
-	if target != "" {
-		attrs = append(attrs, tracing.KeyToolName.String(target))
-	}
+	// The method and the tool (or prompt) are in the span's name: each
+	// attribute costs about as much as a span. The instance is named when
+	// it is a user's own (a shared provider's instance is the provider).
 	if s.opts.Instances != nil && s.opts.Instances.UserScoped(provider) && x.p != nil {
-		attrs = append(attrs, tracing.KeyInstance.String(switchboard.InstanceKey{Provider: provider, User: x.p.ID}.String()))
+		return s.tr.Start(x.ctx, name, tracing.KeyProvider.String(provider),
+			tracing.KeyInstance.String(switchboard.InstanceKey{Provider: provider, User: x.p.ID}.String()))
 	}
-	return s.tr.Start(x.ctx, name, attrs...)
+	return s.tr.Start(x.ctx, name, tracing.KeyProvider.String(provider))
 }
 
 // answerTool answers a tools/call and records it: a child's JSON-RPC error

@@ -85,7 +85,7 @@ func TestTracedCall(t *testing.T) {
 		}
 	}
 	if spanAttr(pol[0], "switchboard.policy.decision") != "allow" || spanAttr(call[0], "switchboard.provider") != "fs" ||
-		spanAttr(call[0], "gen_ai.tool.name") != "fs__read" || call[0].Status().Code.String() != "Ok" {
+		call[0].Status().Code.String() != "Ok" {
 		t.Errorf("attributes: policy %v, call %v %v", pol[0].Attributes(), call[0].Attributes(), call[0].Status())
 	}
 	if ts := call[0].SpanContext().TraceState().String(); ts != "v=1" {

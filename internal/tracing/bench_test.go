@@ -51,7 +51,7 @@ func BenchmarkCallSpans(b *testing.B) {
 		_, _, _ = authn(req.WithContext(ctx))
 		ctx = q.Begin(ctx, "", "", "tools/call")
 		tr.Policy(ctx, time.Now(), true, "echo__echo")
-		cctx, sp := tr.Start(ctx, "tools/call echo__echo", KeyProvider.String("echo"), KeyToolName.String("echo__echo"))
+		cctx, sp := tr.Start(ctx, "tools/call echo__echo", KeyProvider.String("echo"))
 		_ = TraceID(cctx)
 		kctx, ksp, _ := tr.StartClient(cctx, "tools/call")
 		_ = AppendMeta(make([]byte, 0, 96), kctx)

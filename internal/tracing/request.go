@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
@@ -145,21 +144,21 @@ func (q *Request) begin(meta trace.SpanContext) {
 	if parent.IsValid() {
 		pctx = trace.ContextWithRemoteSpanContext(pctx, parent)
 	}
-	// The HTTP method is in the span's name ("POST /mcp").
-	var attrs [3]attribute.KeyValue
-	a := append(attrs[:0], KeyHTTPRoute.String(q.endpoint))
+	// Each attribute costs about as much as a span of its own (the SDK
+	// copies, deduplicates and converts every one), so the span's name
+	// carries what it can: the HTTP method and the endpoint ("POST /mcp").
+	var opts [3]trace.SpanStartOption
+	o := append(opts[:0], kindServer, trace.WithTimestamp(q.start))
 	if q.mcpMethod != "" {
-		a = append(a, KeyMCPMethod.String(q.mcpMethod))
+		o = append(o, trace.WithAttributes(KeyMCPMethod.String(q.mcpMethod)))
 	}
-	q.ctx, q.span = q.t.t.Start(pctx, spanName(q.method, q.endpoint), kindServer, trace.WithTimestamp(q.start), trace.WithAttributes(a...))
+	q.ctx, q.span = q.t.t.Start(pctx, spanName(q.method, q.endpoint), o...)
 	if q.authed && q.span.IsRecording() {
-		a = attrs[:0]
+		a := KeyAuthResult.String(q.authResult)
 		if p := q.principal; p != nil {
-			a = append(a, KeyPrincipalKind.String(string(p.Kind)), KeyPrincipal.String(p.ID))
-		} else {
-			a = append(a, KeyAuthResult.String(q.authResult))
+			a = KeyPrincipal.String(p.String()) // "user:alice", as the access log writes it
 		}
-		_, sp := q.t.t.Start(q.ctx, "authenticate", kindInternal, trace.WithTimestamp(q.authStart), trace.WithAttributes(a...))
+		_, sp := q.t.t.Start(q.ctx, "authenticate", kindInternal, trace.WithTimestamp(q.authStart), trace.WithAttributes(a))
 		if q.authResult != "ok" {
 			sp.SetStatus(codes.Error, q.authResult)
 		}

@@ -33,12 +33,10 @@ const ScopeName = "github.com/switchboard-mcp/switchboard"
 // OpenTelemetry semantic conventions (HTTP, MCP, GenAI tools, errors).
 const (
 	KeyHTTPStatus    = attribute.Key("http.response.status_code")
-	KeyHTTPRoute     = attribute.Key("http.route")
 	KeyMCPMethod     = attribute.Key("mcp.method.name")
 	KeyToolName      = attribute.Key("gen_ai.tool.name")
 	KeyErrorType     = attribute.Key("error.type")
-	KeyPrincipalKind = attribute.Key("switchboard.principal_kind")
-	KeyPrincipal     = attribute.Key("switchboard.principal")
+	KeyPrincipal     = attribute.Key("switchboard.principal") // "user:alice", "service:cron"
 	KeyAuthResult    = attribute.Key("switchboard.auth.result") // on a failed authentication
 	KeyDecision      = attribute.Key("switchboard.policy.decision")
 	KeyProvider      = attribute.Key("switchboard.provider")
