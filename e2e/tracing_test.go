@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -298,7 +299,7 @@ func TestTracingReceiverDownLeavesCallsUnaffected(t *testing.T) {
 				})
 			}
 			start := time.Now()
-			if !g.stop(15, 30*time.Second) { // SIGTERM
+			if !g.stop(syscall.SIGTERM, 30*time.Second) {
 				t.Fatal("the gateway did not stop")
 			}
 			if d := time.Since(start); d > 20*time.Second {
