@@ -161,7 +161,8 @@ func recordCall(r *audit.Record) usage.Call {
 
 // infoCall is a finished tools/call as usage counts it.
 func infoCall(c *mux.CallInfo) usage.Call {
-	u := usage.Call{Time: c.Start, Provider: c.Provider, Tool: c.Tool, Decision: c.Decision, Outcome: c.Outcome,
+	// The end of the call, as its audit record's time is.
+	u := usage.Call{Time: c.Start.Add(c.Latency), Provider: c.Provider, Tool: c.Tool, Decision: c.Decision, Outcome: c.Outcome,
 		Latency: c.Latency, ReqBytes: int64(c.ReqBytes), RespBytes: int64(c.RespBytes)}
 	if c.Principal != nil {
 		u.PrincipalKind, u.Principal = string(c.Principal.Kind), c.Principal.ID

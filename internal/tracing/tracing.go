@@ -36,7 +36,7 @@ const (
 	KeyMCPMethod     = attribute.Key("mcp.method.name")
 	KeyToolName      = attribute.Key("gen_ai.tool.name")
 	KeyErrorType     = attribute.Key("error.type")
-	KeyPrincipal     = attribute.Key("switchboard.principal") // "user:alice", "service:cron"
+	KeyPrincipal     = attribute.Key("switchboard.principal")   // "user:alice", "service:cron"
 	KeyAuthResult    = attribute.Key("switchboard.auth.result") // on a failed authentication
 	KeyDecision      = attribute.Key("switchboard.policy.decision")
 	KeyProvider      = attribute.Key("switchboard.provider")
