@@ -280,6 +280,15 @@ type Provider struct {
 	ReadOnly     bool       `yaml:"read_only"`
 	Tools        ToolPolicy `yaml:"tools"`
 	Limits       Limits     `yaml:"limits"`
+	// Skill names the usage skill this provider uses when it is not filed
+	// under its own prefix: the skill of the server it runs ("filesystem"),
+	// with that skill's own prefix replaced by this provider's where it
+	// names tools. Empty: the skill filed under the prefix, if any, else the
+	// one named like the prefix.
+	Skill string `yaml:"skill"`
+	// SkillNote is added to the skill for this provider: what differs for
+	// the callers of this instance (whose files, which account).
+	SkillNote string `yaml:"skill_note"`
 }
 
 // Connection names what each user supplies for a scope: user provider.
@@ -734,6 +743,7 @@ var (
 	envNameRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	secretNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 	roleNameRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+	skillNameRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 	refRe        = regexp.MustCompile(`^\$\{(secret|env):([^}]*)\}$`)
 	replicaRe    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 )
@@ -868,6 +878,9 @@ func (c *Config) validate(file string) []Problem {
 		}
 		if strings.TrimSpace(p.Command) == "" {
 			add(path, "provider %q: command is empty", p.Name)
+		}
+		if p.Skill != "" && (len(p.Skill) > 64 || !skillNameRe.MatchString(p.Skill)) {
+			add(path+".skill", "provider %q: skill %q must name a skill folder: lowercase letters, digits and hyphens", p.Name, p.Skill)
 		}
 		switch p.Protocol {
 		case "", "auto", "2025-11-25", "2026-07-28":

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,8 +27,7 @@ func TestTracedRoundTrip(t *testing.T) {
 	tr := tracing.New(tp)
 
 	conn, p := MustConn(t, ConnOptions{})
-	var inFlight atomic.Int64
-	l := newLimited(conn, Spec{Key: switchboard.InstanceKey{Provider: "notes", User: "alice"}, MaxConcurrent: 1, MaxQueue: 1, CallTimeout: 5 * time.Second}, &inFlight)
+	l := newLimited(conn, Spec{Key: switchboard.InstanceKey{Provider: "notes", User: "alice"}, MaxConcurrent: 1, MaxQueue: 1, CallTimeout: 5 * time.Second}, &flights{})
 	l.tr = tr
 	metas := make(chan map[string]any, 2)
 	go func() {

@@ -7,7 +7,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/redact"
 	"github.com/switchboard-mcp/switchboard/internal/tracing"
 	"github.com/switchboard-mcp/switchboard/internal/tracing/pipeline"
 	"github.com/switchboard-mcp/switchboard/providers"
@@ -27,69 +30,67 @@ const tracingShutdown = 5 * time.Second
 // openTracing starts the trace pipeline when tracing is on (tracing in
 // gateway.yaml, else the OTEL_* environment). Header references to the
 // vault or the environment are resolved here, and their values redacted
-// from the logs.
-func (m *Main) openTracing(ctx context.Context) error {
-	cfg := m.config().Tracing
-	on, why := pipeline.Enabled(cfg.Enabled, m.Getenv)
+// from the logs. Off, it returns the zero telemetry.
+func openTracing(ctx context.Context, cfg *providers.Config, v *vault.Vault, getenv func(string) string, r *redact.Redactor, log zerolog.Logger) (telemetry, error) {
+	tc := cfg.Tracing
+	on, why := pipeline.Enabled(tc.Enabled, getenv)
 	if !on {
-		m.Log.Debug().Str("reason", why).Msg("tracing off")
-		return nil
+		log.Debug().Str("reason", why).Msg("tracing off")
+		return telemetry{}, nil
 	}
-	headers, err := m.tracingHeaders(cfg)
+	headers, err := tracingHeaders(tc, v, getenv, r)
 	if err != nil {
-		return err
+		return telemetry{}, err
 	}
-	pc := pipeline.Config{
-		Protocol:           cfg.Protocol,
-		Endpoint:           cfg.Endpoint,
+	p, err := pipeline.New(ctx, pipeline.Config{
+		Protocol:           tc.Protocol,
+		Endpoint:           tc.Endpoint,
 		Headers:            headers,
-		SampleRatio:        cfg.SampleRatio,
-		ServiceName:        cfg.ServiceName,
+		SampleRatio:        tc.SampleRatio,
+		ServiceName:        tc.ServiceName,
 		ServiceVersion:     version,
-		Replica:            m.config().Replica,
-		ResourceAttributes: cfg.ResourceAttributes,
-		Timeout:            cfg.Timeout.D(),
-		MaxQueue:           cfg.MaxQueue,
-		BatchDelay:         cfg.BatchDelay.D(),
+		Replica:            cfg.Replica,
+		ResourceAttributes: tc.ResourceAttributes,
+		Timeout:            tc.Timeout.D(),
+		MaxQueue:           tc.MaxQueue,
+		BatchDelay:         tc.BatchDelay.D(),
 		OnError: func(err error, suppressed int) {
-			m.Log.Warn().Str("error", m.Redactor.String(err.Error())).Int("not_logged_since", suppressed).
+			log.Warn().Str("error", r.String(err.Error())).Int("not_logged_since", suppressed).
 				Msg("trace export failing; spans are dropped, calls are not affected")
 		},
-	}
-	p, err := pipeline.New(ctx, pc)
+	})
 	if err != nil {
-		return fmt.Errorf("starting tracing: %w", err)
+		return telemetry{}, fmt.Errorf("starting tracing: %w", err)
 	}
-	m.tel = telemetry{pipe: p, tracer: tracing.New(p.TracerProvider())}
-	ev := m.Log.Info().Str("reason", why).Str("exporter", p.Describe())
-	if cfg.SampleRatio != nil {
-		ev = ev.Float64("sample_ratio", *cfg.SampleRatio)
+	ev := log.Info().Str("reason", why).Str("exporter", p.Describe())
+	if tc.SampleRatio != nil {
+		ev = ev.Float64("sample_ratio", *tc.SampleRatio)
 	}
 	ev.Msg("tracing on")
-	return nil
+	return telemetry{pipe: p, tracer: tracing.New(p.TracerProvider())}, nil
 }
 
 // tracingHeaders resolves tracing.headers: literals as they are,
 // ${secret:NAME} from the vault, ${env:NAME} from the environment.
-func (m *Main) tracingHeaders(cfg providers.TracingConfig) (map[string]string, error) {
-	if len(cfg.Headers) == 0 {
+func tracingHeaders(tc providers.TracingConfig, v *vault.Vault, getenv func(string) string, r *redact.Redactor) (map[string]string, error) {
+	if len(tc.Headers) == 0 {
 		return nil, nil
 	}
-	out := make(map[string]string, len(cfg.Headers))
-	for k, v := range cfg.Headers {
-		ref, err := providers.ParseEnvValue(v)
+	out := make(map[string]string, len(tc.Headers))
+	for k, val := range tc.Headers {
+		ref, err := providers.ParseEnvValue(val)
 		if err != nil {
 			return nil, fmt.Errorf("tracing.headers.%s: %w", k, err)
 		}
 		switch ref.Kind {
 		case providers.RefLiteral:
-			out[k] = v
-		case providers.RefEnv:
-			val := m.Getenv(ref.Name)
-			m.Redactor.Add(val)
 			out[k] = val
+		case providers.RefEnv:
+			env := getenv(ref.Name)
+			r.Add(env)
+			out[k] = env
 		case providers.RefSecret:
-			sec, err := m.vault.Get(ref.Name)
+			sec, err := v.Get(ref.Name)
 			switch {
 			case errors.Is(err, vault.ErrNotFound):
 				return nil, fmt.Errorf("tracing.headers.%s: missing secret %s (add it with `switchboard secret set %s`)", k, ref.Name, ref.Name)
@@ -103,21 +104,26 @@ func (m *Main) tracingHeaders(cfg providers.TracingConfig) (map[string]string, e
 }
 
 // tracer is the gateway's tracer, or nil when tracing is off.
-func (m *Main) tracer() *tracing.Tracer { return m.tel.tracer }
+func (m *Main) tracer() *tracing.Tracer {
+	if m.ops == nil {
+		return nil
+	}
+	return m.ops.tel.tracer
+}
 
 // traced wraps an MCP endpoint's handler (the edge included) in its trace.
 func (m *Main) traced(ep switchboard.Endpoint, h http.Handler) http.Handler {
-	return m.tel.tracer.Middleware(string(ep))(h)
+	return m.tracer().Middleware(string(ep))(h)
 }
 
-// closeTracing exports the spans still queued, for at most tracingShutdown.
-func (m *Main) closeTracing() {
-	if m.tel.pipe == nil {
+// close exports the spans still queued, for at most tracingShutdown.
+func (t telemetry) close(log zerolog.Logger) {
+	if t.pipe == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), tracingShutdown)
 	defer cancel()
-	if err := m.tel.pipe.Shutdown(ctx); err != nil {
-		m.Log.Warn().Str("error", m.Redactor.String(err.Error())).Msg("spans not exported at shutdown")
+	if err := t.pipe.Shutdown(ctx); err != nil {
+		log.Warn().Err(err).Msg("spans not exported at shutdown")
 	}
 }

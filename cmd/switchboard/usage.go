@@ -181,7 +181,8 @@ func (m *Main) seedUsage(ctx context.Context) {
 	if cfg.Audit.Disabled || m.ops == nil {
 		return
 	}
-	from := m.started.Add(-statusHours * time.Hour)
+	started := m.ops.started
+	from := started.Add(-statusHours * time.Hour)
 	files, err := audit.Files(cfg.Audit.File, from)
 	if err != nil {
 		m.ops.usageSeeded.Store(true) // a fresh log: nothing before this start
@@ -191,7 +192,7 @@ func (m *Main) seedUsage(ctx context.Context) {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if r.Type == audit.TypeToolCall && !r.Time.Before(from) && r.Time.Before(m.started) {
+		if r.Type == audit.TypeToolCall && !r.Time.Before(from) && r.Time.Before(started) {
 			c := recordCall(r)
 			m.ops.usage.Add(&c)
 		}
@@ -209,14 +210,14 @@ func (m *Main) seedUsage(ctx context.Context) {
 // statusUsage is the status page's usage section: the last statusHours
 // hours, to the hour. Until the audit log has been read back at startup
 // (or when there is none), it covers what this process served.
-func (m *Main) statusUsage(now time.Time) *statuspage.Usage {
-	if m.ops == nil || m.ops.usage == nil {
+func (o *ops) statusUsage(now time.Time) *statuspage.Usage {
+	if o.usage == nil {
 		return nil
 	}
-	principals, providers, total := m.ops.usage.Snapshot(now)
+	principals, providers, total := o.usage.Snapshot(now)
 	u := &statuspage.Usage{Since: now.Truncate(time.Hour).Add(-(statusHours - 1) * time.Hour), Total: row(total, "", "")}
-	if !m.ops.usageSeeded.Load() && m.started.After(u.Since) {
-		u.Since, u.Partial = m.started, true
+	if !o.usageSeeded.Load() && o.started.After(u.Since) {
+		u.Since, u.Partial = o.started, true
 	}
 	for _, r := range principals {
 		kind, name := "user", r.User
