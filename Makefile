@@ -62,6 +62,12 @@ bench-features: build ## What audit, access log and auth each cost per call; wri
 bench-audit: build ## What each audit mode (before/after the answer, fsync) costs per call; writes bench/results/audit.md
 	$(GO) run ./bench/cmd/sbbench -features -features-audit -out bench/results/audit.md
 
+.PHONY: bench-tracing
+bench-tracing: build ## What tracing costs per call (off, on at ratio 1 and 0, receiver down) against main's binary; writes bench/results/tracing.md
+	rm -rf /tmp/sb-baseline && mkdir -p /tmp/sb-baseline && git archive main | tar -x -C /tmp/sb-baseline
+	cd /tmp/sb-baseline && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o /tmp/sb-baseline/switchboard ./cmd/switchboard
+	$(GO) run ./bench/cmd/sbbench -features -features-tracing -baseline /tmp/sb-baseline/switchboard -out bench/results/tracing.md
+
 .PHONY: docker
 docker: ## Build the container images (needs docker, or podman/buildah as docker)
 	@command -v docker >/dev/null || { echo "no docker client; with buildah: buildah bud --target runtime -t switchboard ."; exit 1; }

@@ -210,6 +210,8 @@ type Record struct {
 	// Replica names the gateway replica that wrote the record (Config.Replica).
 	Replica   string `json:"replica,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
+	// TraceID is the OpenTelemetry trace ID of a traced request.
+	TraceID string `json:"trace_id,omitempty"`
 	// Session is the MCP session ID. The log stores only its Digest.
 	Session       string `json:"session,omitempty"`
 	PrincipalKind string `json:"principal_kind,omitempty"`
@@ -219,10 +221,16 @@ type Record struct {
 	Provider      string `json:"provider,omitempty"`
 	Tool          string `json:"tool,omitempty"`
 	// ToolHash is the pinned hash of the tool's definition.
-	ToolHash   string `json:"tool_hash,omitempty"`
-	Decision   string `json:"decision,omitempty"`
-	Outcome    string `json:"outcome,omitempty"`
-	LatencyMS  int64  `json:"latency_ms,omitempty"`
+	ToolHash  string `json:"tool_hash,omitempty"`
+	Decision  string `json:"decision,omitempty"`
+	Outcome   string `json:"outcome,omitempty"`
+	LatencyMS int64  `json:"latency_ms,omitempty"`
+	// LatencyUS is the latency in microseconds (LatencyMS rounds down).
+	LatencyUS int64 `json:"latency_us,omitempty"`
+	// ReqBytes and RespBytes are the sizes of a call's arguments and of its
+	// answer (sizes only: never their contents).
+	ReqBytes   int64  `json:"req_bytes,omitempty"`
+	RespBytes  int64  `json:"resp_bytes,omitempty"`
 	ArgsDigest string `json:"args_digest,omitempty"`
 	// Error is a short, already-redacted error text.
 	Error string `json:"error,omitempty"`

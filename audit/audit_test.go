@@ -219,6 +219,7 @@ type body struct {
 	Type          string            `json:"type"`
 	Replica       string            `json:"replica,omitempty"`
 	RequestID     string            `json:"request_id,omitempty"`
+	TraceID       string            `json:"trace_id,omitempty"`
 	Session       string            `json:"session,omitempty"`
 	PrincipalKind string            `json:"principal_kind,omitempty"`
 	Principal     string            `json:"principal,omitempty"`
@@ -230,6 +231,9 @@ type body struct {
 	Decision      string            `json:"decision,omitempty"`
 	Outcome       string            `json:"outcome,omitempty"`
 	LatencyMS     int64             `json:"latency_ms,omitempty"`
+	LatencyUS     int64             `json:"latency_us,omitempty"`
+	ReqBytes      int64             `json:"req_bytes,omitempty"`
+	RespBytes     int64             `json:"resp_bytes,omitempty"`
 	ArgsDigest    string            `json:"args_digest,omitempty"`
 	Error         string            `json:"error,omitempty"`
 	Detail        map[string]string `json:"detail,omitempty"`
@@ -238,11 +242,12 @@ type body struct {
 // newBody copies rec's caller fields the way appendBody reads them.
 func newBody(rec *Record) *body {
 	return &body{
-		Time: rec.Time.UTC(), Type: limit(rec.Type), Replica: limit(rec.Replica), RequestID: limit(rec.RequestID),
+		Time: rec.Time.UTC(), Type: limit(rec.Type), Replica: limit(rec.Replica), RequestID: limit(rec.RequestID), TraceID: limit(rec.TraceID),
 		Session: limit(rec.Session), PrincipalKind: limit(rec.PrincipalKind), Principal: limit(rec.Principal),
 		Endpoint: limit(rec.Endpoint), Client: limit(rec.Client), Provider: limit(rec.Provider),
 		Tool: limit(rec.Tool), ToolHash: limit(rec.ToolHash), Decision: limit(rec.Decision),
-		Outcome: limit(rec.Outcome), LatencyMS: rec.LatencyMS, ArgsDigest: limit(rec.ArgsDigest),
+		Outcome: limit(rec.Outcome), LatencyMS: rec.LatencyMS, LatencyUS: rec.LatencyUS, ReqBytes: rec.ReqBytes,
+		RespBytes: rec.RespBytes, ArgsDigest: limit(rec.ArgsDigest),
 		Error: limit(rec.Error), Detail: limitDetail(rec.Detail),
 	}
 }
@@ -1225,7 +1230,12 @@ func TestAppendBodyMatchesJSON(t *testing.T) {
 		if r.IntN(4) == 0 {
 			rec.LatencyMS = 0
 		}
-		for _, f := range []*string{&rec.Type, &rec.Replica, &rec.RequestID, &rec.Session, &rec.PrincipalKind, &rec.Principal, &rec.Endpoint,
+		for _, n := range []*int64{&rec.LatencyUS, &rec.ReqBytes, &rec.RespBytes} {
+			if r.IntN(3) > 0 {
+				*n = r.Int64N(1<<50) - 1<<10
+			}
+		}
+		for _, f := range []*string{&rec.Type, &rec.Replica, &rec.RequestID, &rec.TraceID, &rec.Session, &rec.PrincipalKind, &rec.Principal, &rec.Endpoint,
 			&rec.Client, &rec.Provider, &rec.Tool, &rec.ToolHash, &rec.Decision, &rec.Outcome, &rec.ArgsDigest, &rec.Error} {
 			if r.IntN(3) > 0 {
 				*f = randString(r)

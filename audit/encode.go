@@ -40,6 +40,7 @@ func appendBody(dst []byte, rec *Record) ([]byte, error) {
 	dst = appendString(dst, limit(rec.Type))
 	dst = appendField(dst, `,"replica":`, rec.Replica)
 	dst = appendField(dst, `,"request_id":`, rec.RequestID)
+	dst = appendField(dst, `,"trace_id":`, rec.TraceID)
 	dst = appendField(dst, `,"session":`, rec.Session)
 	dst = appendField(dst, `,"principal_kind":`, rec.PrincipalKind)
 	dst = appendField(dst, `,"principal":`, rec.Principal)
@@ -50,10 +51,10 @@ func appendBody(dst []byte, rec *Record) ([]byte, error) {
 	dst = appendField(dst, `,"tool_hash":`, rec.ToolHash)
 	dst = appendField(dst, `,"decision":`, rec.Decision)
 	dst = appendField(dst, `,"outcome":`, rec.Outcome)
-	if rec.LatencyMS != 0 {
-		dst = append(dst, `,"latency_ms":`...)
-		dst = strconv.AppendInt(dst, rec.LatencyMS, 10)
-	}
+	dst = appendInt(dst, `,"latency_ms":`, rec.LatencyMS)
+	dst = appendInt(dst, `,"latency_us":`, rec.LatencyUS)
+	dst = appendInt(dst, `,"req_bytes":`, rec.ReqBytes)
+	dst = appendInt(dst, `,"resp_bytes":`, rec.RespBytes)
 	dst = appendField(dst, `,"args_digest":`, rec.ArgsDigest)
 	dst = appendField(dst, `,"error":`, rec.Error)
 	if d := limitDetail(rec.Detail); len(d) > 0 {
@@ -74,6 +75,14 @@ func appendBody(dst []byte, rec *Record) ([]byte, error) {
 		dst = append(dst, '}')
 	}
 	return append(dst, '}'), nil
+}
+
+// appendInt appends an omitempty integer member.
+func appendInt(dst []byte, name string, n int64) []byte {
+	if n == 0 {
+		return dst
+	}
+	return strconv.AppendInt(append(dst, name...), n, 10)
 }
 
 // appendField appends an omitempty string member.

@@ -248,6 +248,10 @@ func FormatRecord(rec *Record) string {
 		b.WriteString("  error=")
 		b.WriteString(strconv.Quote(rec.Error))
 	}
+	if rec.TraceID != "" {
+		b.WriteString("  trace=")
+		b.WriteString(clean(rec.TraceID))
+	}
 	keys := make([]string, 0, len(rec.Detail))
 	for k := range rec.Detail {
 		keys = append(keys, k)

@@ -621,6 +621,11 @@ func TestFormatRecord(t *testing.T) {
 	if got != want {
 		t.Errorf("FormatRecord:\n got %s\nwant %s", got, want)
 	}
+	call := Record{Seq: 8, Time: rec.Time, Type: TypeToolCall, PrincipalKind: "user", Principal: "alice", Provider: "fs",
+		Tool: "read", Decision: DecisionAllow, Outcome: OutcomeOK, LatencyMS: 12, TraceID: "0af7651916cd43dd8448eb211c80319c"}
+	if got := FormatRecord(&call); !strings.HasSuffix(got, "12ms  trace=0af7651916cd43dd8448eb211c80319c") {
+		t.Errorf("FormatRecord of a traced call: %s", got)
+	}
 }
 
 func TestTailFollowsRotation(t *testing.T) {

@@ -123,23 +123,31 @@ func chainFiles(dir string) ([]string, error) {
 // rotatedOf reports whether name is a rotated file, "<stem>-<time>-<seq><ext>"
 // (see backupName), and returns its current file's name.
 func rotatedOf(name string) (string, bool) {
+	cur, _, ok := parseRotated(name)
+	return cur, ok
+}
+
+// parseRotated splits a rotated file's name into its current file's name
+// and the time it was rotated.
+func parseRotated(name string) (cur string, rotated time.Time, ok bool) {
 	ext := filepath.Ext(name)
 	mid := strings.TrimSuffix(name, ext)
 	i := strings.LastIndexByte(mid, '-')
 	if i < 0 {
-		return "", false
+		return "", time.Time{}, false
 	}
 	if _, err := strconv.ParseUint(mid[i+1:], 10, 64); err != nil {
-		return "", false
+		return "", time.Time{}, false
 	}
 	j := strings.LastIndexByte(mid[:i], '-')
 	if j < 0 {
-		return "", false
+		return "", time.Time{}, false
 	}
-	if _, err := time.Parse(backupTime, mid[j+1:i]); err != nil {
-		return "", false
+	t, err := time.Parse(backupTime, mid[j+1:i])
+	if err != nil {
+		return "", time.Time{}, false
 	}
-	return mid[:j] + ext, true
+	return mid[:j] + ext, t, true
 }
 
 // Report writes what VerifyDir found: one line per log (the replica it

@@ -54,6 +54,9 @@ type EdgeHooks struct {
 	// the endpoint), "rate_limited" (label: the path) or
 	// "connection_refused" (label: the cap).
 	Count func(kind, label string)
+	// WrapAuth, if set, wraps the authentication of every request (tracing
+	// records when it ran and whom it found).
+	WrapAuth func(func(*http.Request) (*switchboard.Principal, bool, error)) func(*http.Request) (*switchboard.Principal, bool, error)
 }
 
 // Edge is the hardened front of the gateway's endpoints, in order: body limit,
@@ -154,6 +157,9 @@ func (e *Edge) build(w *edgeWrap) {
 		authn = e.authn.AuthenticateInternal
 	default:
 		authn = e.authn.AuthenticatePublic
+	}
+	if e.hooks.WrapAuth != nil {
+		authn = e.hooks.WrapAuth(authn)
 	}
 	h := w.next
 	if w.admin {

@@ -6,6 +6,11 @@
 // their own series; later pairs are counted under tool="_other". outcome is
 // capped the same way at maxOutcomes values. Label values are forced to valid
 // UTF-8 (client_golang panics otherwise) and cut to 128 bytes.
+//
+// Per-principal series are opt-in (EnablePrincipals): they carry the
+// principal as the audit log names it (principal_kind, principal), and at
+// most a configured number of distinct principals get their own series;
+// the calls of the others are counted under principal="_other".
 package metrics
 
 import (
@@ -59,6 +64,11 @@ type Metrics struct {
 
 	tools    *labelSet
 	outcomes *labelSet
+
+	// Per-principal counters, nil until EnablePrincipals.
+	principalCalls *prometheus.CounterVec
+	principalBytes *prometheus.CounterVec
+	principals     *labelSet
 }
 
 // New returns Metrics registered on a new registry, with the Go runtime and
@@ -181,6 +191,45 @@ func (m *Metrics) ToolCall(provider, tool, outcome string, d time.Duration) {
 	m.toolLatency.WithLabelValues(provider).Observe(d.Seconds())
 }
 
+// EnablePrincipals adds the per-principal call counters,
+// switchboard_principal_tool_calls_total{principal_kind, principal,
+// provider, outcome} and switchboard_principal_tool_call_bytes_total{
+// principal_kind, principal, direction}, with at most max distinct
+// principals (kind and ID) of their own; the others share OtherLabel. Call
+// it once, before the first PrincipalCall.
+func (m *Metrics) EnablePrincipals(max int) {
+	m.principalCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchboard_principal_tool_calls_total",
+		Help: "Tool calls by principal (capped: the rest count as principal=\"_other\"), provider and outcome.",
+	}, []string{"principal_kind", "principal", "provider", "outcome"})
+	m.principalBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchboard_principal_tool_call_bytes_total",
+		Help: "Bytes of tool-call arguments (direction=request) and answers (direction=response) by principal (capped as the calls are).",
+	}, []string{"principal_kind", "principal", "direction"})
+	m.principals = newLabelSet(max)
+	m.reg.MustRegister(m.principalCalls, m.principalBytes)
+}
+
+// PrincipalCall counts one finished tools/call of a principal (kind "user"
+// or "service", and ID) with the sizes of its arguments and answer. It does
+// nothing unless EnablePrincipals was called.
+func (m *Metrics) PrincipalCall(kind, id, provider, outcome string, reqBytes, respBytes int) {
+	if m.principalCalls == nil {
+		return
+	}
+	kind, id = label(kind), label(id)
+	if !m.principals.admit(kind, id) {
+		id = OtherLabel
+	}
+	outcome = label(outcome)
+	if !m.outcomes.admit(outcome, "") {
+		outcome = OtherLabel
+	}
+	m.principalCalls.WithLabelValues(kind, id, label(provider), outcome).Inc()
+	m.principalBytes.WithLabelValues(kind, id, "request").Add(float64(reqBytes))
+	m.principalBytes.WithLabelValues(kind, id, "response").Add(float64(respBytes))
+}
+
 // ProviderState records a provider instance's state. Pass the instance key's
 // String() ("fs", or "notes@alice" for a user's own instance) as provider.
 func (m *Metrics) ProviderState(provider string, state switchboard.ProviderState) {
@@ -214,6 +263,9 @@ func (m *Metrics) RemoveProvider(provider string) {
 	m.state.DeletePartialMatch(match)
 	m.up.DeletePartialMatch(match)
 	m.restarts.DeletePartialMatch(match)
+	if m.principalCalls != nil {
+		m.principalCalls.DeletePartialMatch(match)
+	}
 	m.tools.forget(provider)
 }
 

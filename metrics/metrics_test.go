@@ -218,3 +218,35 @@ func BenchmarkToolCall(b *testing.B) {
 		}
 	})
 }
+
+func TestPrincipalSeriesAreOptInAndCapped(t *testing.T) {
+	off := New()
+	off.PrincipalCall("user", "alice", "fs", "ok", 10, 20)
+	if out := scrape(t, off); strings.Contains(out, "switchboard_principal_") {
+		t.Error("per-principal series without EnablePrincipals")
+	}
+
+	m := New()
+	m.EnablePrincipals(2)
+	m.PrincipalCall("user", "alice", "fs", "ok", 10, 100)
+	m.PrincipalCall("user", "alice", "fs", "ok", 5, 50)
+	m.PrincipalCall("service", "cron", "gh", "timeout", 1, 0)
+	for i := range 50 { // a flood of principals: one series more, not fifty
+		m.PrincipalCall("user", fmt.Sprintf("u%d", i), "fs", "denied", 2, 0)
+	}
+	m.PrincipalCall("user", "alice", "gh", "ok", 1, 1) // alice keeps her own series
+	out := scrape(t, m)
+	checkLines(t, out, []string{
+		`switchboard_principal_tool_calls_total{outcome="ok",principal="alice",principal_kind="user",provider="fs"} 2`,
+		`switchboard_principal_tool_calls_total{outcome="ok",principal="alice",principal_kind="user",provider="gh"} 1`,
+		`switchboard_principal_tool_calls_total{outcome="timeout",principal="cron",principal_kind="service",provider="gh"} 1`,
+		`switchboard_principal_tool_calls_total{outcome="denied",principal="_other",principal_kind="user",provider="fs"} 50`,
+		`switchboard_principal_tool_call_bytes_total{direction="request",principal="alice",principal_kind="user"} 16`,
+		`switchboard_principal_tool_call_bytes_total{direction="response",principal="alice",principal_kind="user"} 151`,
+		`switchboard_principal_tool_call_bytes_total{direction="request",principal="_other",principal_kind="user"} 100`,
+	}, []string{`principal="u0"`, `principal="u49"`})
+	m.RemoveProvider("gh")
+	if out := scrape(t, m); strings.Contains(out, `provider="gh"`) {
+		t.Error("a removed provider's per-principal series remain")
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+	"github.com/switchboard-mcp/switchboard/internal/tracing"
 )
 
 // Multi-round-trip requests (2026-07-28). A stateless-era client cannot be
@@ -108,6 +109,9 @@ func (cs *continuations) newCall(x *exchange, fw *forwarded, f *flight) *continu
 	ctx, cancel := context.WithCancel(context.Background())
 	ctx = switchboard.NewContextWithPrincipal(ctx, x.p)
 	ctx = switchboard.NewContextWithRequestID(ctx, switchboard.RequestIDFromContext(x.ctx))
+	if fw.ctx != nil {
+		ctx = tracing.Carry(ctx, fw.ctx)
+	}
 	c := &continuation{
 		id: base64.RawURLEncoding.EncodeToString(buf[:]), owner: continuationOwner(x.p, x.ep),
 		method: x.m.Method, name: requestName(x.m), fw: fw, f: f, ctx: ctx, cancel: cancel,
@@ -293,7 +297,14 @@ func (s *Server) abandon(c *continuation, outcome string) {
 		if outcome == "cancelled" {
 			ci.Err = context.Canceled
 		}
+		if ci.span != nil {
+			tracing.End(ci.span, outcome)
+		}
 		s.done(context.WithoutCancel(c.ctx), ci)
+	}
+	if c.fw.span != nil {
+		tracing.End(c.fw.span, outcome)
+		c.fw.span = nil
 	}
 }
 

@@ -9,8 +9,11 @@ import (
 	"strconv"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+	"github.com/switchboard-mcp/switchboard/internal/tracing"
 )
 
 // exchange is one client request being served, in either era.
@@ -299,11 +302,23 @@ func (s *Server) discover(x *exchange) {
 // listOf serves one of the four lists: the caller's view, one page.
 func listOf(k kind) func(*Server, *exchange) {
 	return func(s *Server, x *exchange) {
-		if s.opts.Instances != nil {
-			s.opts.Instances.Ensure(x.ctx, x.p)
+		ctx, sp := x.ctx, trace.Span(nil)
+		if s.tr != nil {
+			ctx, sp = s.tr.Start(x.ctx, "merge "+x.m.Method, tracing.KeyMCPMethod.String(x.m.Method))
 		}
-		v := s.view(x.ctx, x.p)
+		if s.opts.Instances != nil {
+			s.opts.Instances.Ensure(ctx, x.p)
+		}
+		v := s.view(ctx, x.p)
 		items, next, ok := s.page(v, k, x.m.P.Cursor, x.m.P.HasCursor)
+		if sp != nil {
+			sp.SetAttributes(tracing.KeyListItems.Int(len(items)), tracing.KeyListProviders.Int(len(v.providers)))
+			outcome := "ok"
+			if !ok {
+				outcome = "invalid_cursor"
+			}
+			tracing.End(sp, outcome)
+		}
 		if !ok {
 			x.fail(jsonrpc.CodeInvalidParams, "invalid cursor", nil)
 			return
@@ -371,7 +386,7 @@ func (s *Server) complete(x *exchange) {
 		params = append(params, x.m.P.Context...)
 	}
 	params = append(params, '}')
-	s.forwardPlain(x, e.provider, "completion/complete", params, false)
+	s.forwardPlain(x, e.provider, "completion/complete", "", params, false)
 }
 
 // Log levels of notifications/message, least severe first.

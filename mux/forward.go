@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+	"github.com/switchboard-mcp/switchboard/internal/tracing"
 )
 
 // Requests that reach a provider (tools/call, prompts/get, resources/read,
@@ -69,7 +71,12 @@ func (s *Server) toolsCall(x *exchange) {
 		x.fail(jsonrpc.CodeInvalidParams, "tools/call needs params.name", nil)
 		return
 	}
-	if e == nil || !s.toolVisible(x.ctx, x.p, e) {
+	visible := e != nil && s.toolVisible(x.ctx, x.p, e)
+	if s.tr != nil {
+		ci.TraceID = tracing.TraceID(x.ctx)
+		s.tr.Policy(x.ctx, ci.Start, visible, m.P.Name)
+	}
+	if !visible {
 		// A tool the caller cannot see and one that does not exist get the
 		// same answer; the audit log says which.
 		ci.Decision, ci.Outcome, ci.Err = "deny", "denied", errNoSuchTool
@@ -96,24 +103,46 @@ func (s *Server) toolsCall(x *exchange) {
 			return
 		}
 	}
+	ctx := x.ctx
+	if s.tr != nil {
+		ctx, ci.span = s.startCall(x, "tools/call", m.P.Name, e.provider)
+	}
 	if s.opts.Observer != nil {
-		if err := s.opts.Observer.Admit(x.ctx, ci); err != nil {
+		if err := s.opts.Observer.Admit(ctx, ci); err != nil {
 			ci.Outcome, ci.Err = "refused", err
 			x.acc.outcome = ci.Outcome
 			s.answerTool(x, ci, nil, err, e.provider)
 			return
 		}
 	}
-	up, err := s.upstream(x.ctx, e.provider, x.p)
+	up, err := s.upstream(ctx, e.provider, x.p)
 	if err != nil {
 		s.answerTool(x, ci, nil, err, e.provider)
 		return
 	}
-	fw := &forwarded{ci: ci, provider: e.provider, suspendable: true, finish: func(x *exchange, raw json.RawMessage, err error) {
+	fw := &forwarded{ci: ci, ctx: ctx, provider: e.provider, suspendable: true, finish: func(x *exchange, raw json.RawMessage, err error) {
 		s.answerTool(x, ci, raw, err, e.provider)
 	}}
-	req := &switchboard.Request{Method: "tools/call", Params: rawCallParams(e.original, m.P.Arguments), Progress: m.P.M.ProgressToken, Meta: traceMeta(&m.P.M), LogLevel: x.logLevel()}
+	req := &switchboard.Request{Method: "tools/call", Params: rawCallParams(e.original, m.P.Arguments), Progress: m.P.M.ProgressToken, Meta: s.traceMeta(&m.P.M), LogLevel: x.logLevel()}
 	s.run(x, fw, up, req)
+}
+
+// startCall starts the span of a request the gateway forwards to provider
+// (target is the exposed name the client asked for, "" for a URI) and
+// returns the context the call runs in.
+func (s *Server) startCall(x *exchange, method, target, provider string) (context.Context, trace.Span) {
+	name := method
+	if target != "" {
+		name = method + " " + target
+	}
+	// The method and the tool (or prompt) are in the span's name: each
+	// attribute costs about as much as a span. The instance is named when
+	// it is a user's own (a shared provider's instance is the provider).
+	if s.opts.Instances != nil && s.opts.Instances.UserScoped(provider) && x.p != nil {
+		return s.tr.Start(x.ctx, name, tracing.KeyProvider.String(provider),
+			tracing.KeyInstance.String(switchboard.InstanceKey{Provider: provider, User: x.p.ID}.String()))
+	}
+	return s.tr.Start(x.ctx, name, tracing.KeyProvider.String(provider))
 }
 
 // answerTool answers a tools/call and records it: a child's JSON-RPC error
@@ -157,8 +186,15 @@ func (s *Server) answerTool(x *exchange, ci *CallInfo, raw json.RawMessage, err 
 			result = []byte(s.opts.Redact(string(raw)))
 		}
 	}
+	if body == nil {
+		// What the client gets: shaped for its era (shapeResult).
+		result = shapeResult(result, x.modern)
+	}
 	ci.RespBytes = len(result) + len(body)
 	x.acc.outcome = ci.Outcome
+	if ci.span != nil {
+		tracing.End(ci.span, ci.Outcome)
+	}
 	if rf, ok := s.opts.Observer.(RecordFirst); ok && rf.RecordBeforeAnswer() {
 		s.done(x.ctx, ci)
 		s.send(x, status, body, result)
@@ -168,12 +204,14 @@ func (s *Server) answerTool(x *exchange, ci *CallInfo, raw json.RawMessage, err 
 	s.done(x.ctx, ci)
 }
 
+// send answers with an error frame, or else with result, already shaped
+// for the client's era.
 func (s *Server) send(x *exchange, status int, errFrame, result []byte) {
 	if errFrame != nil {
 		x.finish(status, errFrame)
 		return
 	}
-	x.replyChild(result)
+	x.reply(result)
 }
 
 // toolError is a CallToolResult carrying msg as an error.
@@ -189,8 +227,12 @@ func (s *Server) done(ctx context.Context, ci *CallInfo) {
 		s.opts.Observer.Done(ctx, ci)
 	}
 	if s.opts.SlowCall > 0 && ci.Latency > s.opts.SlowCall {
-		s.log.Warn().Str("request_id", ci.RequestID).Str("provider", ci.Provider).Str("tool", ci.Tool).
-			Dur("latency", ci.Latency).Dur("threshold", s.opts.SlowCall).Msg("slow tool call")
+		e := s.log.Warn().Str("request_id", ci.RequestID).Str("provider", ci.Provider).Str("tool", ci.Tool).
+			Dur("latency", ci.Latency).Dur("threshold", s.opts.SlowCall)
+		if ci.TraceID != "" {
+			e = e.Str("trace_id", ci.TraceID)
+		}
+		e.Msg("slow tool call")
 	}
 }
 
@@ -226,9 +268,11 @@ func rawCallParams(name string, args json.RawMessage) json.RawMessage {
 	return append(buf, '}')
 }
 
-// traceMeta carries the client's W3C trace context to the child in _meta.
-func traceMeta(m *jsonrpc.Meta) []byte {
-	if m.TraceParent == "" {
+// traceMeta carries the client's W3C trace context to the child in _meta
+// when the gateway does not trace; when it does, the supervisor gives the
+// child the context of the gateway's own span instead.
+func (s *Server) traceMeta(m *jsonrpc.Meta) []byte {
+	if m.TraceParent == "" || s.tr != nil {
 		return nil
 	}
 	b := append([]byte(`"traceparent":`), jsonrpc.AppendString(nil, m.TraceParent)...)
@@ -248,7 +292,8 @@ func (s *Server) promptsGet(x *exchange) {
 		return
 	}
 	e := s.tbl.Load().byKey[kindPrompts][m.P.Name]
-	if e == nil || !s.providerVisible(x.ctx, x.p, e.provider) {
+	visible := e != nil && s.visibleTraced(x, e, m.P.Name)
+	if !visible {
 		x.fail(jsonrpc.CodeInvalidParams, "prompt not found: "+m.P.Name, nil)
 		return
 	}
@@ -271,7 +316,19 @@ func (s *Server) promptsGet(x *exchange) {
 		params = append(params, args...)
 	}
 	params = append(params, '}')
-	s.forwardPlain(x, e.provider, "prompts/get", params, true)
+	s.forwardPlain(x, e.provider, "prompts/get", m.P.Name, params, true)
+}
+
+// visibleTraced reports whether the caller may see e's provider, recording
+// the decision in the trace.
+func (s *Server) visibleTraced(x *exchange, e *entry, target string) bool {
+	if s.tr == nil {
+		return s.providerVisible(x.ctx, x.p, e.provider)
+	}
+	start := time.Now()
+	ok := s.providerVisible(x.ctx, x.p, e.provider)
+	s.tr.Policy(x.ctx, start, ok, target)
+	return ok
 }
 
 // resourcesRead serves resources/read: the gateway's own resources by the
@@ -285,7 +342,7 @@ func (s *Server) resourcesRead(x *exchange) {
 	}
 	uri := x.m.P.URI
 	e := s.tbl.Load().resource(uri)
-	if e == nil || !s.providerVisible(x.ctx, x.p, e.provider) {
+	if e == nil || !s.visibleTraced(x, e, "") {
 		code := codeResourceNotFoundLegacy
 		if x.modern {
 			code = jsonrpc.CodeInvalidParams
@@ -310,7 +367,12 @@ func (s *Server) resourcesRead(x *exchange) {
 	}
 	params := append([]byte(`{"uri":`), jsonrpc.AppendString(nil, original)...)
 	params = append(params, '}')
-	fw := &forwarded{provider: e.provider, suspendable: true, finish: func(x *exchange, raw json.RawMessage, err error) {
+	ctx, sp := x.ctx, trace.Span(nil)
+	if s.tr != nil {
+		ctx, sp = s.startCall(x, "resources/read", "", e.provider)
+	}
+	fw := &forwarded{ctx: ctx, span: sp, provider: e.provider, suspendable: true}
+	fw.finish = func(x *exchange, raw json.RawMessage, err error) {
 		if err == nil && original != uri {
 			raw = exposedContents(raw, original, uri)
 		}
@@ -320,14 +382,16 @@ func (s *Server) resourcesRead(x *exchange) {
 			raw = bytes.TrimSpace(raw)
 			raw = append(append([]byte(nil), raw[:len(raw)-1]...), `,"ttlMs":0,"cacheScope":"private"}`...)
 		}
+		fw.end(err)
 		s.answerPlain(x, e.provider, raw, err)
-	}}
-	up, err := s.upstream(x.ctx, e.provider, x.p)
+	}
+	up, err := s.upstream(ctx, e.provider, x.p)
 	if err != nil {
+		fw.end(err)
 		s.answerPlain(x, e.provider, nil, err)
 		return
 	}
-	s.run(x, fw, up, &switchboard.Request{Method: "resources/read", Params: params, Progress: x.m.P.M.ProgressToken, Meta: traceMeta(&x.m.P.M), LogLevel: x.logLevel()})
+	s.run(x, fw, up, &switchboard.Request{Method: "resources/read", Params: params, Progress: x.m.P.M.ProgressToken, Meta: s.traceMeta(&x.m.P.M), LogLevel: x.logLevel()})
 }
 
 // exposedContents rewrites the uri of a read result's contents from the
@@ -360,18 +424,24 @@ func exposedContents(raw []byte, original, exposed string) []byte {
 }
 
 // forwardPlain forwards a request whose answer is the child's result as it
-// is, or its error.
-func (s *Server) forwardPlain(x *exchange, provider, method string, params []byte, suspendable bool) {
+// is, or its error. target is the exposed name the client asked for.
+func (s *Server) forwardPlain(x *exchange, provider, method, target string, params []byte, suspendable bool) {
 	x.acc.provider = provider
-	up, err := s.upstream(x.ctx, provider, x.p)
+	fw := &forwarded{ctx: x.ctx, provider: provider, suspendable: suspendable}
+	if s.tr != nil {
+		fw.ctx, fw.span = s.startCall(x, method, target, provider)
+	}
+	fw.finish = func(x *exchange, raw json.RawMessage, err error) {
+		fw.end(err)
+		s.answerPlain(x, provider, raw, err)
+	}
+	up, err := s.upstream(fw.ctx, provider, x.p)
 	if err != nil {
+		fw.end(err)
 		s.answerPlain(x, provider, nil, err)
 		return
 	}
-	fw := &forwarded{provider: provider, suspendable: suspendable, finish: func(x *exchange, raw json.RawMessage, err error) {
-		s.answerPlain(x, provider, raw, err)
-	}}
-	s.run(x, fw, up, &switchboard.Request{Method: method, Params: params, Progress: x.m.P.M.ProgressToken, Meta: traceMeta(&x.m.P.M), LogLevel: x.logLevel()})
+	s.run(x, fw, up, &switchboard.Request{Method: method, Params: params, Progress: x.m.P.M.ProgressToken, Meta: s.traceMeta(&x.m.P.M), LogLevel: x.logLevel()})
 }
 
 // answerPlain answers with a child's result or error.
@@ -395,12 +465,35 @@ func (s *Server) answerPlain(x *exchange, provider string, raw json.RawMessage, 
 // forwarded is one request on its way to a provider: how to answer it once
 // the child has.
 type forwarded struct {
-	ci       *CallInfo // tools/call only
+	ci *CallInfo // tools/call only
+	// ctx is the context the call runs in (the request's, with the
+	// provider call's span when traced); span is that span for methods
+	// other than tools/call (whose span is ci's), or nil.
+	ctx      context.Context
+	span     trace.Span
 	provider string
 	// suspendable: the method may answer input_required (tools/call,
 	// prompts/get, resources/read).
 	suspendable bool
 	finish      func(x *exchange, raw json.RawMessage, err error)
+}
+
+// end ends the span of a forwarded request other than tools/call with the
+// outcome err makes.
+func (fw *forwarded) end(err error) {
+	if fw.span == nil {
+		return
+	}
+	outcome := "ok"
+	var rpcErr *switchboard.RPCError
+	switch {
+	case err != nil && errors.As(err, &rpcErr):
+		outcome = "error"
+	case err != nil:
+		outcome = outcomeOf(err)
+	}
+	tracing.End(fw.span, outcome)
+	fw.span = nil
 }
 
 // run forwards req through up and answers x. A stateless-era client that
@@ -412,8 +505,11 @@ func (s *Server) run(x *exchange, fw *forwarded, up switchboard.Upstream, req *s
 	f := &flight{s: s, provider: fw.provider}
 	f.attach(x)
 	req.Caller = f
+	if fw.ctx == nil {
+		fw.ctx = x.ctx
+	}
 	if !x.modern || !fw.suspendable || !clientCanRelay(x.caps) {
-		ctx, cancel := context.WithCancel(x.ctx)
+		ctx, cancel := context.WithCancel(fw.ctx)
 		defer cancel()
 		f.abort = cancel
 		raw, err := up.Call(ctx, req)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+	"github.com/switchboard-mcp/switchboard/internal/tracing"
 )
 
 // Protocol versions the front end speaks.
@@ -59,6 +60,13 @@ func (h endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Request-Id", reqID)
 	ctx := switchboard.NewContextWithRequestID(r.Context(), reqID)
 	acc := &access{}
+	if h.s.tr != nil && tracing.RequestFrom(ctx) == nil {
+		// Served without the edge's tracing middleware: trace the request
+		// from here.
+		var q *tracing.Request
+		ctx, q = h.s.tr.StartRequest(ctx, r, string(h.ep))
+		defer func() { q.End(acc.status) }()
+	}
 	switch r.Method {
 	case http.MethodPost:
 		h.s.post(ctx, h.ep, w, r, acc)
@@ -112,6 +120,9 @@ func (s *Server) post(ctx context.Context, ep switchboard.Endpoint, w http.Respo
 		return
 	}
 	acc.method = m.Method
+	if s.tr != nil {
+		ctx = tracing.RequestFrom(ctx).Begin(ctx, m.P.M.TraceParent, m.P.M.TraceState, m.Method)
+	}
 	if m.JSONRPC != "2.0" {
 		reply(http.StatusBadRequest, rpcError(m.ID, jsonrpc.CodeInvalidRequest, `"jsonrpc" must be "2.0"`, nil))
 		return
@@ -492,6 +503,11 @@ func (s *Server) logRequest(ctx context.Context, ep switchboard.Endpoint, r *htt
 	}
 	if acc.outcome != "" {
 		e = e.Str("outcome", acc.outcome)
+	}
+	if s.tr != nil {
+		if id := tracing.RequestFrom(ctx).TraceID(); id != "" {
+			e = e.Str("trace_id", id)
+		}
 	}
 	e.Msg("mcp request")
 }

@@ -20,8 +20,10 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/tracing"
 )
 
 // Filter decides, per request, what a principal may see. It is consulted on every
@@ -71,9 +73,14 @@ type CallInfo struct {
 	Decision  string // "allow" or "deny"
 	Outcome   string // "ok", "tool_error", "error", "timeout", "unavailable", "overloaded", "denied", "refused", "cancelled"
 	Err       error
-	// ReqBytes and RespBytes are the sizes of the call's arguments and of
-	// its result as they crossed the gateway.
+	// ReqBytes and RespBytes are the sizes of the call's arguments as the
+	// client sent them and of the answer it got: the result (shaped for
+	// its protocol era), or the JSON-RPC error.
 	ReqBytes, RespBytes int
+	// TraceID is the call's trace ID when it is traced (sampled), else "".
+	TraceID string
+
+	span trace.Span // the provider call's span; nil when not traced
 }
 
 // CallObserver sees every tools/call.
@@ -145,12 +152,18 @@ type Options struct {
 	// Redact scrubs known secret values from a provider's error texts before
 	// they reach a client. Nil: identity.
 	Redact func(string) string
+	// Tracer traces requests (see internal/tracing); nil is off. With it,
+	// a provider gets the trace context of the gateway's own span in
+	// _meta; without it, the client's traceparent and tracestate are
+	// passed on as they came.
+	Tracer *tracing.Tracer
 }
 
 // Server is the MCP front end.
 type Server struct {
 	opts   Options
 	log    zerolog.Logger
+	tr     *tracing.Tracer
 	filter atomic.Pointer[filterBox]
 
 	mu     sync.Mutex // guards cats, latest, kept, ups and serializes rebuilds
@@ -252,6 +265,7 @@ func New(opts Options) *Server {
 	s := &Server{
 		opts:     opts,
 		log:      opts.Logger.With().Str("component", "mux").Logger(),
+		tr:       opts.Tracer,
 		cats:     map[switchboard.InstanceKey]*switchboard.Catalog{},
 		ups:      map[switchboard.InstanceKey]switchboard.Upstream{},
 		latest:   map[string]switchboard.InstanceKey{},

@@ -38,8 +38,11 @@ type Config struct {
 	// every audit record, in the store's change log and in PostgreSQL's
 	// pg_stat_activity. Default: the host name up to its first dot (the pod
 	// name on Kubernetes).
-	Replica string       `yaml:"replica"`
-	Skills  SkillsConfig `yaml:"skills"`
+	Replica string `yaml:"replica"`
+	// Tracing and Metrics: see observability.go.
+	Tracing TracingConfig `yaml:"tracing"`
+	Metrics MetricsConfig `yaml:"metrics"`
+	Skills  SkillsConfig  `yaml:"skills"`
 	// SkillsDir is shorthand for skills.dir.
 	SkillsDir   string               `yaml:"skills_dir"`
 	Sessions    SessionConfig        `yaml:"sessions"`
@@ -666,6 +669,7 @@ func (c *Config) applyDefaults() {
 	if c.Sessions.MaxListensPerPrincipal == 0 {
 		c.Sessions.MaxListensPerPrincipal = DefaultListensPerPrincipal
 	}
+	c.applyObservabilityDefaults()
 	if c.Providers == nil {
 		c.Providers = map[string]*Provider{}
 	}
@@ -852,6 +856,7 @@ func (c *Config) validate(file string) []Problem {
 	if s := c.Server; s.MaxConnsPerClient < 0 || s.MaxConns < 0 {
 		add("server", "server: max_conns_per_client and max_conns must not be negative")
 	}
+	c.validateObservability(add)
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":
 	default:

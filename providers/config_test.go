@@ -141,6 +141,17 @@ func TestBadConfigs(t *testing.T) {
 			`:5: provider "notes": env SIGNING: secret name "SWITCHBOARD_SERVICE_SIGNING_KEY" is reserved: names starting with SWITCHBOARD_ belong to the gateway's internal keys`,
 			`:6: provider "notes": env DIGEST: secret name "switchboard_audit_digest_key" is reserved`,
 		}},
+		{"bad_tracing.bad.yaml", []string{
+			`:2: tracing.protocol "thrift" must be http/protobuf or grpc`,
+			`:3: tracing.endpoint "collector:4318" must be a URL like http://collector:4318`,
+			`:4: tracing.sample_ratio must be a number from 0 to 1`,
+			`:6: tracing.headers: "bad header" is not a valid header name`,
+			`:7: tracing.headers.Authorization: a reference must be the whole value`,
+			`:8: tracing.headers.X-Key: secret name "SWITCHBOARD_AUDIT_DIGEST_KEY" is reserved`,
+			`:1: tracing: timeout, batch_delay and max_queue must not be negative`,
+			`:11: metrics.max_principals needs metrics.principal_label: true`,
+		}},
+		{"bad_tracing_key.bad.yaml", []string{`:3: unknown key "sampling"`}},
 		{"bad_server.bad.yaml", []string{
 			`:1: server: max_conns_per_client and max_conns must not be negative`,
 			`:3: server.body_timeout must not be negative`,

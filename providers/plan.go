@@ -355,6 +355,8 @@ func restartOnly(old, next *Config) []string {
 	add(old.Replica != next.Replica, "replica")
 	add(old.Vault != next.Vault, "vault")
 	add(!reflect.DeepEqual(old.Audit, next.Audit), "audit")
+	add(!reflect.DeepEqual(old.Tracing, next.Tracing), "tracing")
+	add(old.Metrics != next.Metrics, "metrics")
 	add(old.Sessions != next.Sessions, "sessions")
 	add(old.Log.SlowCall != next.Log.SlowCall, "log.slow_call")
 	add(old.Auth.Disabled != next.Auth.Disabled, "auth.disabled")
@@ -371,6 +373,7 @@ func (c *Config) keepRestartOnly(old *Config) *Config {
 	k := *c
 	k.Listen, k.DataDir, k.Vault, k.Audit, k.Sessions = old.Listen, old.DataDir, old.Vault, old.Audit, old.Sessions
 	k.Store, k.Replica = old.Store, old.Replica
+	k.Tracing, k.Metrics = old.Tracing, old.Metrics
 	k.Log.SlowCall = old.Log.SlowCall
 	k.Auth.Disabled = old.Auth.Disabled
 	k.Server.ReadHeaderTimeout, k.Server.IdleTimeout = old.Server.ReadHeaderTimeout, old.Server.IdleTimeout

@@ -14,6 +14,7 @@ import (
 	"mime"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,37 @@ type Status struct {
 	Sessions   []Session                    `json:"sessions"`
 	LastReload ReloadStatus                 `json:"last_reload"`
 	Events     []Event                      `json:"events"`
+	// Usage is the tool calls this gateway served in the last 24 hours;
+	// nil hides the section.
+	Usage *Usage `json:"usage_24h,omitempty"`
+}
+
+// Usage sums the tool calls of a period by principal and by provider.
+type Usage struct {
+	// Since is the start of the period; Partial says the gateway has not
+	// seen all of it (it started later and its audit log did not cover
+	// the rest).
+	Since      time.Time  `json:"since"`
+	Partial    bool       `json:"partial,omitempty"`
+	Principals []UsageRow `json:"by_principal"`
+	Providers  []UsageRow `json:"by_provider"`
+	Total      UsageRow   `json:"total"`
+}
+
+// UsageRow is the calls of one principal or provider. P50MS and P95MS are
+// latency percentiles, in milliseconds, over the calls the policy allowed.
+type UsageRow struct {
+	Name       string  `json:"name"`
+	Kind       string  `json:"kind,omitempty"` // for a principal: user or service
+	Calls      int64   `json:"calls"`
+	ToolErrors int64   `json:"tool_errors"`
+	Errors     int64   `json:"errors"`
+	Denied     int64   `json:"denied"`
+	Timeouts   int64   `json:"timeouts"`
+	P50MS      float64 `json:"p50_ms"`
+	P95MS      float64 `json:"p95_ms"`
+	ReqBytes   int64   `json:"req_bytes"`
+	RespBytes  int64   `json:"resp_bytes"`
 }
 
 // Session is one open MCP session.
@@ -78,7 +110,7 @@ var files embed.FS
 var (
 	css     = mustRead("style.css")
 	csp     = "default-src 'none'; style-src 'sha256-" + cssHash() + "'; img-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-	funcs   = template.FuncMap{"ts": ts, "ago": ago, "short": short, "badge": badge}
+	funcs   = template.FuncMap{"ts": ts, "ago": ago, "short": short, "badge": badge, "ms": fmtMS, "bytes": fmtBytes}
 	page    = template.Must(template.New("status.html").Funcs(funcs).ParseFS(files, "status.html"))
 	stateOK = map[switchboard.ProviderState]string{
 		switchboard.StateRunning:  "running",
@@ -305,6 +337,33 @@ func human(d time.Duration) string {
 		return fmt.Sprintf("%dm %ds", mins, secs)
 	}
 	return fmt.Sprintf("%ds", secs)
+}
+
+// fmtMS renders a latency in milliseconds with three significant digits.
+func fmtMS(v float64) string {
+	switch {
+	case v == 0:
+		return "—"
+	case v < 1:
+		return fmt.Sprintf("%.0f µs", v*1000)
+	case v < 1000:
+		return strconv.FormatFloat(v, 'g', 3, 64) + " ms"
+	}
+	return strconv.FormatFloat(v/1000, 'g', 3, 64) + " s"
+}
+
+// fmtBytes renders a byte count in binary units.
+func fmtBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }
 
 // short is a hash's first 12 characters.

@@ -308,3 +308,46 @@ func TestRingConcurrent(t *testing.T) {
 		t.Errorf("%d events kept, want the default 100", n)
 	}
 }
+
+func TestUsageSection(t *testing.T) {
+	st := fixture()
+	st.Usage = &Usage{
+		Since: t0.Add(-24 * time.Hour),
+		Principals: []UsageRow{
+			{Name: "alice", Kind: "user", Calls: 12, ToolErrors: 1, Denied: 2, P50MS: 12.345, P95MS: 1500, ReqBytes: 2048, RespBytes: 5 << 20},
+			{Name: "<ci>", Kind: "service", Calls: 3, Timeouts: 1, P50MS: 0.25},
+		},
+		Providers: []UsageRow{{Name: "fs", Calls: 15, P50MS: 3}},
+		Total:     UsageRow{Calls: 15},
+	}
+	srv := serve(t, st)
+	_, body := get(t, srv.URL+"/status", "text/html")
+	for _, want := range []string{
+		"<h2>Usage, last 24 hours</h2>",
+		"15 calls",
+		`<td>alice</td><td class="num">12</td><td class="num">1</td><td class="num">0</td>`,
+		`<td class="num">12.3 ms</td><td class="num">1.5 s</td>`,
+		`<td class="num" title="2048">2.0 KiB</td><td class="num" title="5242880">5.0 MiB</td>`,
+		`<td>&lt;ci&gt; <span class="muted">(service)</span></td>`,
+		`<td class="num">250 µs</td>`,
+		"<th>User or service</th>",
+		"<th>Provider</th>",
+		`<td>fs</td><td class="num">15</td>`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	_, js := get(t, srv.URL+"/status?format=json", "")
+	var doc struct {
+		Usage *Usage `json:"usage_24h"`
+	}
+	if err := json.Unmarshal([]byte(js), &doc); err != nil || doc.Usage == nil || len(doc.Usage.Principals) != 2 || doc.Usage.Principals[0].P95MS != 1500 {
+		t.Errorf("json usage %+v (%v)", doc.Usage, err)
+	}
+	// Without usage the section is absent.
+	_, body = get(t, serve(t, fixture()).URL+"/status", "text/html")
+	if strings.Contains(body, "Usage, last 24 hours") {
+		t.Error("usage section without usage")
+	}
+}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+	"github.com/switchboard-mcp/switchboard/internal/tracing"
 )
 
 // ProtocolVersion is the MCP protocol version the supervisor asks children for.
@@ -115,6 +116,10 @@ type Options struct {
 	// Usable returns the user-scoped providers p may use right now (which
 	// Ensure starts). Nil: none.
 	Usable func(p *switchboard.Principal) []string
+	// Tracer traces the round trip of every traced call to a child (one
+	// whose context carries a span) and gives the child that span's trace
+	// context in _meta. Nil is off.
+	Tracer *tracing.Tracer
 }
 
 // Supervisor runs provider instances as child processes. Its methods are safe
@@ -804,6 +809,7 @@ func (in *instance) runOnce() (res runResult) {
 
 	up := newLimited(conn, spec, &in.flights)
 	up.timeouts = newTimeoutStreak(spec.MaxConsecutiveTimeouts)
+	up.tr = in.s.opts.Tracer
 	if conn.Modern() {
 		up.lis = newListener(conn, func(err error) {
 			in.log.Warn().Str("error", redact(err.Error())).Msg("the provider's subscriptions/listen stream ended")

@@ -334,7 +334,7 @@ func TestHappyPath(t *testing.T) {
 		_ = json.Unmarshal(raw, &tool)
 		names = append(names, tool.Name)
 	}
-	if want := []string{"echo", "env", "sleep", "pid", "crash", "add_tool", "log"}; !slices.Equal(names, want) {
+	if want := []string{"echo", "env", "sleep", "pid", "crash", "add_tool", "log", "fail"}; !slices.Equal(names, want) {
 		t.Errorf("tools = %v, want %v", names, want)
 	}
 	if len(cat.Prompts) != 1 || len(cat.Resources) != 1 || len(cat.ResourceTemplates) != 0 || cat.Instructions != "A test provider." {

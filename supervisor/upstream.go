@@ -3,12 +3,16 @@ package supervisor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+	"github.com/switchboard-mcp/switchboard/internal/tracing"
 )
 
 // limited is the Upstream handed out for a running instance: a Conn behind a
@@ -24,6 +28,9 @@ type limited struct {
 	// lis is the stateless-era child's subscriptions/listen stream, which
 	// carries resource subscriptions; nil for a session-era child.
 	lis *listener
+	// key names the instance in traces; tr traces calls (nil: off).
+	key switchboard.InstanceKey
+	tr  *tracing.Tracer
 }
 
 var _ switchboard.Upstream = (*limited)(nil)
@@ -35,6 +42,7 @@ func newLimited(conn *Conn, spec Spec, f *flights) *limited {
 		flights:  f,
 		maxQueue: int64(spec.MaxQueue),
 		timeout:  spec.CallTimeout,
+		key:      spec.Key,
 	}
 }
 
@@ -53,12 +61,68 @@ func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawM
 		l.lis.subscribe(uri, req.Method == "resources/subscribe")
 		return json.RawMessage(`{}`), nil
 	}
+	if l.tr != nil {
+		return l.tracedCall(ctx, req)
+	}
+	return l.call(ctx, req, nil)
+}
+
+// tracedCall is call inside a client span (the child round trip, from the
+// wait for a slot to the child's answer), when ctx is traced: the child
+// gets the span's trace context in _meta (traceparent, tracestate), so an
+// instrumented provider continues the trace under it.
+func (l *limited) tracedCall(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
+	// The provider call's span names the provider and instance.
+	ctx, sp, ok := l.tr.StartClient(ctx, req.Method)
+	if !ok {
+		return l.call(ctx, req, nil)
+	}
+	r := *req
+	meta := tracing.AppendMeta(make([]byte, 0, 96+len(req.Meta)), ctx)
+	if len(req.Meta) > 0 {
+		meta = append(append(meta, ','), req.Meta...)
+	}
+	r.Meta = meta
+	res, err := l.call(ctx, &r, sp)
+	tracing.End(sp, callOutcome(err))
+	return res, err
+}
+
+// callOutcome names how a call to the child ended, for its span.
+func callOutcome(err error) string {
+	var rpcErr *switchboard.RPCError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &rpcErr):
+		return "error"
+	}
+	switch switchboard.ErrorCode(err) {
+	case switchboard.ETIMEOUT:
+		return "timeout"
+	case switchboard.EUNAVAILABLE:
+		return "unavailable"
+	case switchboard.EOVERLOADED:
+		return "overloaded"
+	}
+	if errors.Is(err, context.Canceled) {
+		return "cancelled"
+	}
+	return "error"
+}
+
+// call waits for a slot, then calls the child; sp, when traced, learns
+// whether the call had to queue.
+func (l *limited) call(ctx context.Context, req *switchboard.Request, sp trace.Span) (json.RawMessage, error) {
 	select {
 	case l.slots <- struct{}{}:
 	default:
 		if l.waiting.Add(1) > l.maxQueue {
 			l.waiting.Add(-1)
 			return nil, switchboard.Errorf(switchboard.EOVERLOADED, "calling %s: provider is overloaded", req.Method)
+		}
+		if sp != nil {
+			sp.SetAttributes(tracing.KeyQueued.Bool(true))
 		}
 		select {
 		case l.slots <- struct{}{}:

@@ -119,6 +119,9 @@ func (m *Main) Open(ctx context.Context) error {
 	if m.ops, err = openOps(cfg, m.vault, m.logs, m.redactor, m.Log); err != nil {
 		return err
 	}
+	if m.ops.tel, err = openTracing(ctx, cfg, m.vault, m.Getenv, m.redactor, m.Log); err != nil {
+		return err
+	}
 	m.live = &live{}
 	m.live.set(cfg, m.id)
 	m.edge = auth.NewEdge(m.id.authn, auth.EdgeConfig{}, m.ops.edgeHooks(), m.Log.With().Str("component", "edge").Logger())
@@ -134,6 +137,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Redact:   m.redactor.String,
 		UserSpec: m.userSpec(resolver),
 		Usable:   m.live.usable,
+		Tracer:   m.tracer(),
 	})
 	m.mux = mux.New(mux.Options{
 		Logger:                  m.Log,
@@ -146,6 +150,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Instructions:            m.live.instructions,
 		Observer:                callObserver{o: m.ops, redact: m.redactor.String},
 		Redact:                  m.redactor.String,
+		Tracer:                  m.tracer(),
 	})
 	m.acc = &access{vault: m.vault, id: m.id, live: m.live, audit: m.ops.event, changed: m.userChanged}
 	m.rel = providers.NewReloader(providers.ReloaderOptions{
@@ -174,7 +179,7 @@ func (m *Main) Open(ctx context.Context) error {
 	bg, cancel := context.WithCancel(context.Background())
 	m.bg.cancel = cancel
 	for _, f := range []func(context.Context){m.rel.Run, m.edge.FlushRefusals, m.watchStore,
-		func(ctx context.Context) { m.sup.Reap(ctx, time.Second) }} {
+		func(ctx context.Context) { m.sup.Reap(ctx, time.Second) }, m.seedUsage} {
 		m.bg.wg.Go(func() { f(bg) })
 	}
 	m.Log.Info().Str("listen", m.Addr()).Int("providers", len(cfg.Providers)).Str("version", version).Msg("switchboard serving")
@@ -326,8 +331,8 @@ func (m *Main) Run(ctx context.Context) error {
 // are public and reveal no tool names. No route can create or change a command.
 func (m *Main) routes() http.Handler {
 	h := http.NewServeMux()
-	h.Handle("/mcp", m.edge.Wrap(switchboard.EndpointPublic, m.mux.Handler(switchboard.EndpointPublic)))
-	h.Handle("/mcp/internal", m.edge.Wrap(switchboard.EndpointInternal, m.mux.Handler(switchboard.EndpointInternal)))
+	h.Handle("/mcp", m.traced(switchboard.EndpointPublic, m.edge.Wrap(switchboard.EndpointPublic, m.mux.Handler(switchboard.EndpointPublic))))
+	h.Handle("/mcp/internal", m.traced(switchboard.EndpointInternal, m.edge.Wrap(switchboard.EndpointInternal, m.mux.Handler(switchboard.EndpointInternal))))
 	meta := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		auth.ProtectedResourceMetadataFunc(m.resourceURL(m.config()), m.id.authn.Issuers).ServeHTTP(w, r)
 	})

@@ -22,6 +22,7 @@ import (
 	"github.com/switchboard-mcp/switchboard/providers"
 	"github.com/switchboard-mcp/switchboard/statuspage"
 	"github.com/switchboard-mcp/switchboard/supervisor"
+	"github.com/switchboard-mcp/switchboard/usage"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -38,6 +39,11 @@ type ops struct {
 	log          zerolog.Logger
 	started      time.Time
 	closing      atomic.Bool // Close began: not ready any more
+	tel          telemetry   // the trace pipeline (telemetry.go); zero when tracing is off
+	// usage is the last day's calls for the status page (usage.go);
+	// usageSeeded is set once the audit log's earlier calls are in it.
+	usage       *usage.Window
+	usageSeeded atomic.Bool
 }
 
 // openOps opens the audit log of cfg (keyed with the vault's audit key),
@@ -45,7 +51,10 @@ type ops struct {
 // at startup only.
 func openOps(cfg *providers.Config, v *vault.Vault, level *levelFilter, r *redact.Redactor, log zerolog.Logger) (*ops, error) {
 	o := &ops{metrics: metrics.New(), events: statuspage.NewRing(100), level: level, redact: r.String, log: log,
-		started: time.Now(), failOpen: cfg.Audit.FailOpen}
+		started: time.Now(), failOpen: cfg.Audit.FailOpen, usage: usage.NewWindow(statusHours, 0)}
+	if cfg.Metrics.PrincipalLabel {
+		o.metrics.EnablePrincipals(cfg.Metrics.MaxPrincipals)
+	}
 	if !cfg.Audit.Disabled {
 		key, err := auditKey(v)
 		if err != nil {
@@ -84,6 +93,7 @@ func (o *ops) event(rec audit.Record) {
 }
 
 func (o *ops) close() error {
+	o.tel.close(o.log)
 	if o.audit != nil {
 		return o.audit.Close()
 	}
@@ -121,6 +131,11 @@ func (c callObserver) Admit(ctx context.Context, ci *mux.CallInfo) error {
 // further calls while the log cannot be written.
 func (c callObserver) Done(ctx context.Context, ci *mux.CallInfo) {
 	c.o.metrics.ToolCall(ci.Provider, ci.Tool, ci.Outcome, ci.Latency)
+	if ci.Principal != nil {
+		c.o.metrics.PrincipalCall(string(ci.Principal.Kind), ci.Principal.ID, ci.Provider, ci.Outcome, ci.ReqBytes, ci.RespBytes)
+	}
+	uc := infoCall(ci)
+	c.o.usage.Add(&uc)
 	l := c.o.audit
 	if l == nil {
 		return
@@ -129,6 +144,8 @@ func (c callObserver) Done(ctx context.Context, ci *mux.CallInfo) {
 		Type: audit.TypeToolCall, RequestID: ci.RequestID, Session: ci.SessionID,
 		Endpoint: string(ci.Endpoint), Client: ci.Client, Provider: ci.Provider, Tool: ci.Tool,
 		Decision: ci.Decision, Outcome: ci.Outcome, LatencyMS: ci.Latency.Milliseconds(),
+		LatencyUS: ci.Latency.Microseconds(), ReqBytes: int64(ci.ReqBytes), RespBytes: int64(ci.RespBytes),
+		TraceID: ci.TraceID,
 	}
 	if ci.Tool == "" {
 		rec.Tool = ci.Exposed
@@ -218,9 +235,11 @@ func (o *ops) providerEvent(ev supervisor.Event) {
 	}
 }
 
-// edgeHooks records the edge's refusals and counts them.
+// edgeHooks records the edge's refusals and counts them, and traces
+// authentication when tracing is on.
 func (o *ops) edgeHooks() auth.EdgeHooks {
 	return auth.EdgeHooks{
+		WrapAuth: o.tel.tracer.WrapAuth,
 		Refused: func(r auth.Refusal) {
 			rec := audit.Record{Type: r.Type, Principal: r.Principal, Endpoint: r.Endpoint, Decision: audit.DecisionDeny,
 				Outcome: r.Outcome, Error: r.Error, Detail: r.Detail}
@@ -278,6 +297,7 @@ func (m *Main) status(ctx context.Context) statuspage.Status {
 	}
 	r := h.Reload
 	st.LastReload = statuspage.ReloadStatus{At: r.At, OK: r.OK, Error: r.Error, ConfigHash: r.NewHash, NeedsRestart: r.NeedsRestart}
+	st.Usage = m.ops.statusUsage(time.Now())
 	return st
 }
 

@@ -63,6 +63,7 @@ func newRootCmd() *cobra.Command {
 		newUserCmd(),
 		newServiceCmd(),
 		newAuditCmd(),
+		newUsageCmd(),
 		newPrefsCmd(),
 		newToolsCmd(),
 		newStoreCmd(),

@@ -16,6 +16,7 @@
 //	crash    exits with status 3 in the middle of the call
 //	add_tool adds a tool called "name" and sends notifications/tools/list_changed
 //	log      writes its "text" argument to stderr
+//	fail     answers with its "text" argument as a tool error (isError)
 //
 // prompts/list lists one prompt ("greet", readable with prompts/get);
 // resources/list lists test://hello, readable with resources/read. Every
@@ -422,7 +423,7 @@ func (s *server) notification(m message) {
 	}
 }
 
-var baseTools = []string{"echo", "env", "sleep", "pid", "crash", "add_tool", "log"}
+var baseTools = []string{"echo", "env", "sleep", "pid", "crash", "add_tool", "log", "fail"}
 
 func tool(name string) map[string]any {
 	return map[string]any{
@@ -538,6 +539,8 @@ func (s *server) call(m message) {
 	case "log":
 		fmt.Fprintln(os.Stderr, str("text"))
 		s.reply(m.ID, text("logged"))
+	case "fail":
+		s.reply(m.ID, map[string]any{"content": []any{map[string]any{"type": "text", "text": str("text")}}, "isError": true})
 	case "crash":
 		fmt.Fprintln(os.Stderr, "crashing")
 		os.Exit(3)

@@ -1,16 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/switchboard-mcp/switchboard/bench/internal/harness"
 	"github.com/switchboard-mcp/switchboard/bench/internal/mcpclient"
 	"github.com/switchboard-mcp/switchboard/bench/internal/stats"
+	"github.com/switchboard-mcp/switchboard/internal/tracing/otlptest"
 )
 
 // A variant is one gateway configuration in the feature-cost table: the
@@ -21,6 +25,10 @@ type variant struct {
 	noAudit     bool
 	noAccessLog bool     // log.level warn: no per-request "mcp request" line
 	audit       []string // lines under audit: in gateway.yaml
+	tracing     []string // lines under tracing: in gateway.yaml
+	bin         string   // the gateway binary; "" for bin/switchboard
+	rcv         *otlptest.Receiver
+	dir         string
 	sessions    []*mcpclient.Session
 	pids        []int // the gateway, then its echo child
 	c1, c16     []stats.Summary
@@ -28,6 +36,8 @@ type variant struct {
 	// and the calls it served.
 	cpu16, child16 time.Duration
 	calls16        int
+	// cpuRounds is the gateway's CPU per call at 16 clients in each round.
+	cpuRounds []time.Duration
 }
 
 // featureScenarios are the two small-call loads of the main table.
@@ -71,6 +81,18 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 			{name: "audit log off", noAudit: true},
 		}
 	}
+	if o.featuresTracing {
+		vs, err := tracingVariants(o)
+		if err != nil {
+			return nil, err
+		}
+		r.variants = vs
+		for _, v := range vs {
+			if v.rcv != nil {
+				defer v.rcv.Close()
+			}
+		}
+	}
 	r.rounds = max(o.rounds, len(r.variants))
 	for i, v := range r.variants {
 		cfg := harness.Config{
@@ -79,12 +101,14 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 			NoAuth:    v.noAuth,
 			NoAudit:   v.noAudit,
 			Audit:     v.audit,
+			Tracing:   v.tracing,
 		}
 		if v.noAccessLog {
 			cfg.LogLevel = "warn"
 		}
 		logf("features: starting gateway %d/%d: %s", i+1, len(r.variants), v.name)
-		g, c, s0, _, err := startGateway(ctx, bins, filepath.Join(tmp, fmt.Sprintf("features-%d", i)), cfg, 1, 32)
+		v.dir = filepath.Join(tmp, fmt.Sprintf("features-%d", i))
+		g, c, s0, _, err := startGatewayBin(ctx, bins, v.dir, cfg, 1, 32, v.bin)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", v.name, err)
 		}
@@ -164,6 +188,7 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 					v.cpu16 += cpu[0]
 					v.child16 += cpu[1]
 					v.calls16 += gs.N
+					v.cpuRounds = append(v.cpuRounds, perCall(cpu[0], gs.N))
 				}
 				logf("features: round %d %-18s %-32s p50 %s p99 %s %.0f/s", round+1, sc.label(), v.name, stats.Dur(gs.P50), stats.Dur(gs.P99), gs.Throughput)
 			}
@@ -172,6 +197,111 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 		}
 	}
 	return r, nil
+}
+
+// tracingVariants are the gateways of -features-tracing: tracing on at
+// sample_ratio 1 first (the "saved" column is then what each other setting
+// saves over it), off, on at ratio 0, on with the receiver down, and, with
+// -baseline, a binary built before tracing.
+func tracingVariants(o *options) ([]*variant, error) {
+	on := func(ratio, endpoint, queue string) []string {
+		return []string{"enabled: true", "endpoint: " + endpoint, "sample_ratio: " + ratio, "max_queue: " + queue, "batch_delay: 200ms"}
+	}
+	full, err := otlptest.StartHTTPCounter()
+	if err != nil {
+		return nil, err
+	}
+	none, err := otlptest.StartHTTPCounter()
+	if err != nil {
+		full.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	down := "http://" + ln.Addr().String()
+	ln.Close()
+	vs := []*variant{
+		// A queue large enough that no span is dropped: the cost of
+		// exporting every one of them is measured.
+		{name: "tracing on, sample_ratio 1 (every call recorded and exported)", tracing: on("1", full.URL, "262144"), rcv: full},
+		{name: "tracing off (shipped default)"},
+		{name: "tracing on, sample_ratio 0 (trace context passed on, nothing recorded)", tracing: on("0", none.URL, "2048"), rcv: none},
+		{name: "tracing on, sample_ratio 1, receiver down (spans dropped)", tracing: on("1", down, "2048")},
+	}
+	if o.baseline != "" {
+		vs = append(vs, &variant{name: "tracing off, binary built before tracing", bin: o.baseline})
+	}
+	return vs, nil
+}
+
+// tracingCPUReport compares each gateway's CPU per call with tracing
+// off's, round by round: in every round the gateways ran one after another,
+// so the median of the per-round differences is robust to the machine's
+// load drifting between rounds.
+func tracingCPUReport(r *featureResults) string {
+	off := r.variants[1]
+	var b strings.Builder
+	b.WriteString("Gateway CPU per call at 16 clients, per round, compared with tracing off in the same round:\n\n")
+	b.WriteString("| Gateway | median CPU per call | difference with tracing off: median over rounds | min | max |\n|---|--:|--:|--:|--:|\n")
+	for _, v := range r.variants {
+		var diffs []time.Duration
+		for i := range min(len(v.cpuRounds), len(off.cpuRounds)) {
+			diffs = append(diffs, v.cpuRounds[i]-off.cpuRounds[i])
+		}
+		slices.Sort(diffs)
+		med, lo, hi := "", "", ""
+		if v != off && len(diffs) > 0 {
+			med, lo, hi = signedDur(medianDur(diffs)), signedDur(diffs[0]), signedDur(diffs[len(diffs)-1])
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", v.name, stats.Dur(medianDur(slices.Sorted(slices.Values(v.cpuRounds)))), med, lo, hi)
+	}
+	return b.String()
+}
+
+// medianDur is the median of sorted durations.
+func medianDur(sorted []time.Duration) time.Duration {
+	n := len(sorted)
+	switch {
+	case n == 0:
+		return 0
+	case n%2 == 1:
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+// toolCalls counts the tool_call records in a gateway's audit log: every
+// call it served, warm-ups included.
+func toolCalls(dir string) int {
+	files, _ := filepath.Glob(filepath.Join(dir, "data", "audit*.log"))
+	n := 0
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil {
+			n += bytes.Count(b, []byte(`"type":"tool_call"`))
+		}
+	}
+	return n
+}
+
+// spanReport says, for each tracing gateway with a receiver, how many spans
+// arrived for how many calls.
+func spanReport(r *featureResults) string {
+	var b strings.Builder
+	for _, v := range r.variants {
+		if v.rcv == nil {
+			continue
+		}
+		time.Sleep(time.Second) // the last batch
+		calls := toolCalls(v.dir)
+		per := 0.0
+		if calls > 0 {
+			per = float64(v.rcv.Count()) / float64(calls)
+		}
+		fmt.Fprintf(&b, "- %s: the receiver got %d spans for %d tool calls (%.2f per call).\n", v.name, v.rcv.Count(), calls, per)
+	}
+	return b.String()
 }
 
 // measureCPU warms up, then runs ops for o.dur and returns the CPU time pids
@@ -197,8 +327,11 @@ func perCall(cpu time.Duration, calls int) time.Duration {
 func featuresReport(o *options, m machine, r *featureResults, took time.Duration) string {
 	var b strings.Builder
 	title := "What each Switchboard feature costs on a small call"
-	if o.featuresAudit {
+	switch {
+	case o.featuresAudit:
 		title = "What each audit log mode costs on a small call"
+	case o.featuresTracing:
+		title = "What tracing costs on a small call"
 	}
 	m.header(&b, title, took)
 	fmt.Fprintf(&b, "%d gateways, each with one `bin/echo` child, run side by side and differ only in what is switched on; metrics are on in all of them (there is no switch). "+
@@ -228,6 +361,9 @@ func featuresReport(o *options, m machine, r *featureResults, took time.Duration
 	fmt.Fprintf(&b, "| bare HTTP floor (no MCP, no provider) | %s |  | %s | %.0f |  | %s |  |  |\n\n", stats.Dur(f1.P50), stats.Dur(f1.P99), f16.Throughput, stats.Dur(perCall(r.floor16, r.fCalls16)))
 	fmt.Fprintf(&b, "All on, 1 client: the p50 is %s above direct stdio's, and the bare HTTP floor's p50 is %s; the rest, %s, is the gateway's own work on the call's critical path.\n",
 		stats.Dur(a1.P50-d1.P50), stats.Dur(f1.P50), signedDur(a1.P50-d1.P50-f1.P50))
+	if o.featuresTracing && len(r.variants) > 1 {
+		b.WriteString("\n" + tracingCPUReport(r) + "\n" + spanReport(r))
+	}
 	return b.String()
 }
 

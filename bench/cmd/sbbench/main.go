@@ -12,6 +12,7 @@
 //	go run ./bench/cmd/sbbench -scaling -out bench/results/scaling.md
 //	go run ./bench/cmd/sbbench -features -out bench/results/features.md
 //	go run ./bench/cmd/sbbench -features -features-audit -out bench/results/audit.md
+//	go run ./bench/cmd/sbbench -features -features-tracing -baseline /tmp/switchboard-main -out bench/results/tracing.md
 //	go run ./bench/cmd/sbbench -profile /tmp/prof                  # plus CPU and heap profiles
 package main
 
@@ -37,8 +38,13 @@ type options struct {
 	features bool
 	// featuresAudit makes -features compare the audit log's modes instead.
 	featuresAudit bool
-	keep          bool
-	logLevel      string
+	// featuresTracing makes -features compare tracing off and on instead;
+	// baseline, if set, is a gateway binary built before tracing existed,
+	// run as one more variant with tracing off.
+	featuresTracing bool
+	baseline        string
+	keep            bool
+	logLevel        string
 
 	dur      time.Duration
 	warm     time.Duration
@@ -78,6 +84,8 @@ func main() {
 	flag.BoolVar(&o.scaling, "scaling", false, "run the scaling curve (providers, tools, sessions) instead of the main table")
 	flag.BoolVar(&o.features, "features", false, "measure what each feature (audit, access log, auth) costs on a small call, instead of the main table")
 	flag.BoolVar(&o.featuresAudit, "features-audit", false, "with -features: compare the audit log's modes (record written before the answer with group commit, with fsync, queued after the answer, off) instead")
+	flag.BoolVar(&o.featuresTracing, "features-tracing", false, "with -features: compare tracing off and on (sample_ratio 1 and 0, receiver down) instead")
+	flag.StringVar(&o.baseline, "baseline", "", "with -features-tracing: also run this gateway binary (built before tracing) with tracing off")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, gateway logs, audit logs)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "gateway log.level (info is the shipped default)")
 	flag.DurationVar(&o.dur, "dur", 2*time.Second, "measuring time of each load phase")
@@ -117,6 +125,10 @@ func main() {
 	}
 	if o.scaling && o.features {
 		fmt.Fprintln(os.Stderr, "sbbench: -scaling and -features are separate runs; pick one")
+		os.Exit(2)
+	}
+	if o.featuresAudit && o.featuresTracing {
+		fmt.Fprintln(os.Stderr, "sbbench: -features-audit and -features-tracing are separate runs; pick one")
 		os.Exit(2)
 	}
 	if o.rounds < 1 {

@@ -124,6 +124,12 @@ func startScaled(ctx context.Context, o *options, bins harness.Bins, dir string,
 // startGateway starts a gateway for cfg as is, with an admin user, and waits
 // until it lists want tools. It returns the time from exec to that list.
 func startGateway(ctx context.Context, bins harness.Bins, dir string, cfg harness.Config, want, idle int) (*harness.Gateway, *mcpclient.Client, *mcpclient.Session, time.Duration, error) {
+	return startGatewayBin(ctx, bins, dir, cfg, want, idle, "")
+}
+
+// startGatewayBin is startGateway running binary instead of bin/switchboard
+// ("" for bin/switchboard).
+func startGatewayBin(ctx context.Context, bins harness.Bins, dir string, cfg harness.Config, want, idle int, binary string) (*harness.Gateway, *mcpclient.Client, *mcpclient.Session, time.Duration, error) {
 	env, err := harness.NewEnv(bins, dir, cfg)
 	if err != nil {
 		return nil, nil, nil, 0, err
@@ -132,7 +138,7 @@ func startGateway(ctx context.Context, bins harness.Bins, dir string, cfg harnes
 	if err != nil {
 		return nil, nil, nil, 0, err
 	}
-	g, err := env.Start(ctx, "")
+	g, err := env.Start(ctx, binary)
 	if err != nil {
 		return nil, nil, nil, 0, err
 	}

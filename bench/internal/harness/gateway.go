@@ -150,6 +150,9 @@ type Config struct {
 	// Audit lines go under audit: (e.g. "wait_for_write: false"), unless
 	// NoAudit. sbbench -features-audit uses them to compare the log's modes.
 	Audit []string
+	// Tracing lines go under tracing: (e.g. "enabled: true").
+	// sbbench -features-tracing uses them.
+	Tracing []string
 }
 
 // GatewayEnv is added to the environment of every gateway process the
@@ -224,6 +227,12 @@ func (c Config) yaml() string {
 	} else if len(c.Audit) > 0 {
 		b.WriteString("audit:\n")
 		for _, l := range c.Audit {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
+	}
+	if len(c.Tracing) > 0 {
+		b.WriteString("tracing:\n")
+		for _, l := range c.Tracing {
 			fmt.Fprintf(&b, "  %s\n", l)
 		}
 	}
