@@ -1022,7 +1022,9 @@ func (c *client) send(ctx context.Context, method string, u *url.URL, h http.Hea
 		sent := ""
 		if c.cfg.auth != nil {
 			if sent, err = c.cfg.auth.Authorization(ctx); err != nil {
-				return nil, fmt.Errorf("authorizing: %w", err)
+				err = fmt.Errorf("authorizing: %w", err)
+				c.unauthorized(err)
+				return nil, err
 			}
 			if sent != "" {
 				req.Header.Set("Authorization", sent)
@@ -1048,11 +1050,25 @@ func (c *client) send(ctx context.Context, method string, u *url.URL, h http.Hea
 		challenge := resp.Header.Get("WWW-Authenticate")
 		drain(resp)
 		if c.cfg.auth == nil || attempt > 0 {
-			return nil, switchboard.Errorf(switchboard.EUNAUTHORIZED, "the remote provider refused the gateway's credentials (HTTP 401)")
+			err := switchboard.Errorf(switchboard.EUNAUTHORIZED, "the remote provider refused the gateway's credentials (HTTP 401)")
+			c.unauthorized(err)
+			return nil, err
 		}
 		if err := c.cfg.auth.Rejected(ctx, sent, challenge); err != nil {
-			return nil, fmt.Errorf("the remote provider refused the credentials: %w", err)
+			err = fmt.Errorf("the remote provider refused the credentials: %w", err)
+			c.unauthorized(err)
+			return nil, err
 		}
+	}
+}
+
+// unauthorized kills the connection when err says that no credential can
+// be had (the user's connection expired): nothing will work on it until
+// the user connects again, and the manager's reconnects show why. A passing
+// failure to get a token (the authorization server unreachable) leaves it.
+func (c *client) unauthorized(err error) {
+	if switchboard.ErrorCode(err) == switchboard.EUNAUTHORIZED {
+		c.fail(err)
 	}
 }
 
