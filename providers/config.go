@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -203,7 +204,52 @@ type Provider struct {
 	ReadOnly     bool       `yaml:"read_only"`
 	Tools        ToolPolicy `yaml:"tools"`
 	Limits       Limits     `yaml:"limits"`
+
+	// URL, instead of Command, makes a remote provider: an MCP server the
+	// gateway reaches as a client over streamable HTTP (or legacy SSE).
+	URL string `yaml:"url"`
+	// Transport of a URL provider: auto (default), streamable-http or sse.
+	Transport string `yaml:"transport"`
+	// Headers are sent with every request to a URL provider; values may be
+	// ${secret:NAME} or ${env:NAME}.
+	Headers map[string]string `yaml:"headers"`
+	// OAuth makes a scope: user provider's connection an OAuth one.
+	OAuth *OAuth `yaml:"oauth"`
 }
+
+// OAuth is a provider's OAuth connection. For a URL provider everything
+// may be discovered from the server (protected resource metadata, then the
+// authorization server's metadata, then dynamic registration); the fields
+// narrow or replace discovery. A command provider needs the authorization
+// server (issuer, or both endpoints) and how its process gets the token.
+type OAuth struct {
+	// Issuer is the authorization server's issuer identifier; its metadata
+	// is discovered (RFC 8414, OpenID Connect).
+	Issuer string `yaml:"issuer"`
+	// AuthorizationURL and TokenURL replace discovery; RevocationURL is
+	// optional.
+	AuthorizationURL string `yaml:"authorization_url"`
+	TokenURL         string `yaml:"token_url"`
+	RevocationURL    string `yaml:"revocation_url"`
+	// ClientID is a pre-registered client; ClientSecret (a ${secret:NAME}
+	// reference only) its secret. Without one the gateway registers itself.
+	ClientID     string `yaml:"client_id"`
+	ClientSecret string `yaml:"client_secret"`
+	// Scopes to ask for (default: what the server asks for).
+	Scopes []string `yaml:"scopes"`
+	// TokenEnv (command providers) names the environment variable that
+	// carries the access token; the instance restarts, after draining its
+	// calls, when the token is refreshed.
+	TokenEnv string `yaml:"token_env"`
+	// TokenFile (command providers) names the environment variable that
+	// carries the path of a file holding the access token, in a directory
+	// of the instance's own; the gateway rewrites it on refresh, with no
+	// restart, for servers that read it again.
+	TokenFile string `yaml:"token_file"`
+}
+
+// Remote reports whether p is reached over HTTP (url:) rather than run.
+func (p *Provider) Remote() bool { return p.URL != "" }
 
 // Connection names what each user supplies for a scope: user provider.
 type Connection struct {
@@ -719,8 +765,17 @@ func (c *Config) validate(file string) []Problem {
 		if !switchboard.ValidPrefix(p.Name) {
 			add(path, "provider %q: the key is the tool prefix and must match [a-z0-9][a-z0-9-]* (at most 32 characters, no \"__\")", p.Name)
 		}
-		if strings.TrimSpace(p.Command) == "" {
+		switch {
+		case p.URL != "":
+			ps = append(ps, c.validateRemote(file, p)...)
+		case strings.TrimSpace(p.Command) == "":
 			add(path, "provider %q: command is empty", p.Name)
+		}
+		if p.URL == "" && (p.Transport != "" || len(p.Headers) > 0) {
+			add(path, "provider %q: transport and headers apply only to a url provider", p.Name)
+		}
+		if p.OAuth != nil {
+			ps = append(ps, c.validateOAuth(file, p)...)
 		}
 		switch p.Protocol {
 		case "", "auto", "2025-11-25", "2026-07-28":
@@ -733,8 +788,8 @@ func (c *Config) validate(file string) []Problem {
 		if p.Scope == ScopeShared && len(p.Connection.Secrets) > 0 {
 			add(path+".connection", "provider %q: connection secrets need scope: user", p.Name)
 		}
-		if p.Scope == ScopeUser && len(p.Connection.Secrets) == 0 {
-			add(path+".connection", "provider %q: scope: user needs connection.secrets naming what each user supplies", p.Name)
+		if p.Scope == ScopeUser && len(p.Connection.Secrets) == 0 && p.OAuth == nil {
+			add(path+".connection", "provider %q: scope: user needs connection.secrets naming what each user supplies, or an oauth connection", p.Name)
 		}
 		for _, s := range p.Connection.Secrets {
 			if !envNameRe.MatchString(s) {
@@ -873,11 +928,22 @@ func ParseEnvValue(v string) (EnvRef, error) {
 	return EnvRef{Kind: RefLiteral, Value: v}, nil
 }
 
-// SecretRefs returns the vault secret names the provider's env references, sorted.
+// SecretRefs returns the vault secret names the provider references (its
+// env, its headers, its OAuth client secret), sorted.
 func (p *Provider) SecretRefs() []string {
 	var out []string
+	vals := make([]string, 0, len(p.Env)+len(p.Headers)+1)
 	for _, v := range p.Env {
-		if r, err := ParseEnvValue(v); err == nil && r.Kind == RefSecret {
+		vals = append(vals, v)
+	}
+	for _, v := range p.Headers {
+		vals = append(vals, v)
+	}
+	if p.OAuth != nil && p.OAuth.ClientSecret != "" {
+		vals = append(vals, p.OAuth.ClientSecret)
+	}
+	for _, v := range vals {
+		if r, err := ParseEnvValue(v); err == nil && r.Kind == RefSecret && !slices.Contains(out, r.Name) {
 			out = append(out, r.Name)
 		}
 	}

@@ -36,7 +36,8 @@ func (c Changes) Empty() bool {
 }
 
 // Diff compares two configs. A provider restarts when anything about its process
-// changes (command, args, env, dir, scope, connection, limits, enabled); changes to
+// changes (command or url, args, env, headers, oauth, dir, scope, connection,
+// limits, enabled); changes to
 // its policy (description, tools, read_only, internal_only, public) apply live.
 // Secret values are not visible here: the caller restarts providers whose resolved
 // secrets changed.
@@ -99,7 +100,10 @@ func SameProcess(a, b *Provider) bool {
 		reflect.DeepEqual(nilIfEmptyMap(a.Env), nilIfEmptyMap(b.Env)) &&
 		a.Dir == b.Dir && a.Scope == b.Scope && a.Protocol == b.Protocol &&
 		reflect.DeepEqual(a.Connection, b.Connection) &&
-		a.Limits == b.Limits && a.IsEnabled() == b.IsEnabled()
+		a.Limits == b.Limits && a.IsEnabled() == b.IsEnabled() &&
+		a.URL == b.URL && a.Transport == b.Transport &&
+		reflect.DeepEqual(nilIfEmptyMap(a.Headers), nilIfEmptyMap(b.Headers)) &&
+		reflect.DeepEqual(a.OAuth, b.OAuth)
 }
 
 func samePolicy(a, b *Provider) bool {
