@@ -27,6 +27,8 @@ type fakeAS struct {
 	token     func(form url.Values) (int, any) // the token endpoint's answer
 	exchanges atomic.Int64
 	refreshes atomic.Int64
+	registers atomic.Int64
+	cimd      atomic.Bool
 }
 
 func newFakeAS(t *testing.T) *fakeAS {
@@ -47,9 +49,11 @@ func newFakeAS(t *testing.T) *fakeAS {
 			"issuer": f.URL, "authorization_endpoint": f.URL + "/auth", "token_endpoint": f.URL + "/token",
 			"registration_endpoint": f.URL + "/reg", "code_challenge_methods_supported": []string{"S256"},
 			"authorization_response_iss_parameter_supported": true,
+			"client_id_metadata_document_supported":          f.cimd.Load(),
 		})
 	})
 	mux.HandleFunc("POST /reg", func(w http.ResponseWriter, r *http.Request) {
+		f.registers.Add(1)
 		w.WriteHeader(http.StatusCreated)
 		_ = json.NewEncoder(w).Encode(map[string]any{"client_id": "dyn-1", "client_secret": "dyn-secret-0123", "token_endpoint_auth_method": "client_secret_basic"})
 	})
@@ -284,5 +288,62 @@ func TestRejected(t *testing.T) {
 	}
 	if events.count(oauth.EventExpired, "alice") != 0 {
 		t.Error("insufficient scope expired the connection")
+	}
+}
+
+// TestClientChoice: a pre-registered client first, then the gateway's
+// client ID metadata document where the server supports it, then one
+// dynamic registration, kept for the next flow.
+func TestClientChoice(t *testing.T) {
+	ctx := context.Background()
+	newM := func(as *fakeAS, cfg oauth.Config) *oauth.Manager {
+		m, err := oauth.New(zerolog.New(zerolog.NewTestWriter(t)), oauth.Options{
+			Store: &oauth.MemoryStore{}, RedirectURL: "http://127.0.0.1:1/callback",
+			ClientMetadataURL: "https://gw.example.com/oauth/client.json",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Provider, cfg.Issuer = "fx", as.URL
+		if err := m.SetConfigs([]*oauth.Config{&cfg}); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	clientID := func(m *oauth.Manager) string {
+		f, err := m.Begin(ctx, "alice", "fx")
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, _ := url.Parse(f.URL)
+		return u.Query().Get("client_id")
+	}
+
+	as := newFakeAS(t)
+	as.cimd.Store(true)
+	if got := clientID(newM(as, oauth.Config{ClientID: "pre-1"})); got != "pre-1" {
+		t.Errorf("pre-registered: client_id %q", got)
+	}
+	m := newM(as, oauth.Config{})
+	if got := clientID(m); got != "https://gw.example.com/oauth/client.json" {
+		t.Errorf("metadata document: client_id %q", got)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(m.ClientMetadata(), &doc); err != nil || doc["client_id"] != "https://gw.example.com/oauth/client.json" ||
+		doc["token_endpoint_auth_method"] != "none" {
+		t.Errorf("client metadata document = %v, %v", doc, err)
+	}
+	if as.registers.Load() != 0 {
+		t.Error("registered although a client was at hand")
+	}
+	as.cimd.Store(false)
+	m = newM(as, oauth.Config{})
+	for range 2 {
+		if got := clientID(m); got != "dyn-1" {
+			t.Errorf("registration: client_id %q", got)
+		}
+	}
+	if n := as.registers.Load(); n != 1 {
+		t.Errorf("%d registrations, want 1 (kept for the second flow)", n)
 	}
 }

@@ -399,3 +399,53 @@ func TestAuthorizer(t *testing.T) {
 		}
 	}
 }
+
+// TestCancel: a call whose caller gives up is cancelled at the server too:
+// by closing its response stream (2026-07-28), or by
+// notifications/cancelled (the session era).
+func TestCancel(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		opts   []server.StreamableHTTPOption
+		legacy bool
+	}{
+		{"stateless", nil, false},
+		{"session", []server.StreamableHTTPOption{server.WithStateful(true), server.WithStreamableHTTPProtocolVersions("2025-11-25")}, false},
+		{"legacy-sse", nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fx := newFixtureServer()
+			var started, cancelled atomic.Int64
+			fx.AddTool(mcp.NewTool("wait"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				started.Add(1)
+				select {
+				case <-ctx.Done():
+					cancelled.Add(1)
+					return nil, ctx.Err()
+				case <-time.After(30 * time.Second):
+					return mcp.NewToolResultText("waited"), nil
+				}
+			})
+			url := ""
+			if tc.legacy {
+				url = MustServe(t, server.NewSSEServer(fx)).URL + "/sse"
+			} else {
+				url = MustServe(t, server.NewStreamableHTTPServer(fx, tc.opts...)).URL + "/mcp"
+			}
+			m := MustManager(t, Options{})
+			up := MustStart(t, m, Spec{Key: switchboard.InstanceKey{Provider: "fx"}, URL: url})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				_, err := up.Call(ctx, &switchboard.Request{Method: "tools/call", Params: json.RawMessage(`{"name":"wait","arguments":{}}`)})
+				done <- err
+			}()
+			eventually(t, 5*time.Second, "the call to start", func() bool { return started.Load() == 1 })
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Fatalf("cancelled call: %v", err)
+			}
+			eventually(t, 5*time.Second, "the server to see the cancellation", func() bool { return cancelled.Load() == 1 })
+		})
+	}
+}
