@@ -209,6 +209,7 @@ func (m *Manager) Start(spec Spec) error {
 		kick:      make(chan struct{}, 1),
 		state:     switchboard.StateStarting,
 	}
+	in.lastUsed.Store(time.Now().UnixNano())
 	m.insts[spec.Key] = in
 	go in.run()
 	return nil
@@ -349,6 +350,28 @@ func (m *Manager) WaitReady(ctx context.Context, key switchboard.InstanceKey) er
 	}
 }
 
+// Reap stops the users' own instances (key.User set) that no call has
+// reached for idle, and returns how many it stopped. The gateway calls it
+// periodically with the provider's connection idle_timeout.
+func (m *Manager) Reap(ctx context.Context, provider string, idle time.Duration) int {
+	if idle <= 0 {
+		return 0
+	}
+	cutoff := time.Now().Add(-idle).UnixNano()
+	m.mu.Lock()
+	var stale []switchboard.InstanceKey
+	for k, in := range m.insts {
+		if k.Provider == provider && k.User != "" && in.inFlight.Load() == 0 && in.lastUsed.Load() < cutoff {
+			stale = append(stale, k)
+		}
+	}
+	m.mu.Unlock()
+	for _, k := range stale {
+		_ = m.Stop(ctx, k)
+	}
+	return len(stale)
+}
+
 // Status returns a snapshot of every kept instance, sorted by key.
 func (m *Manager) Status() []switchboard.ProviderStatus {
 	m.mu.Lock()
@@ -383,6 +406,7 @@ type instance struct {
 
 	inFlight atomic.Int64
 	garbage  atomic.Int64
+	lastUsed atomic.Int64 // UnixNano of the last call's start (or of Start)
 
 	mu        sync.Mutex
 	state     switchboard.ProviderState
@@ -622,6 +646,7 @@ func (in *instance) runOnce() (res runResult) {
 	defer func() { res.ran = in.m.opts.Clock.Now().Sub(start) }()
 
 	up := newLimited(cl, spec, &in.inFlight)
+	up.lastUsed = &in.lastUsed
 	up.timeouts = newTimeoutStreak(spec.MaxConsecutiveTimeouts)
 	in.mu.Lock()
 	in.up = up
@@ -829,6 +854,7 @@ type limited struct {
 	maxQueue int64
 	timeout  time.Duration
 	timeouts *timeoutStreak
+	lastUsed *atomic.Int64
 }
 
 var _ switchboard.Upstream = (*limited)(nil)
@@ -846,6 +872,9 @@ func newLimited(cl *client, spec Spec, inFlight *atomic.Int64) *limited {
 // Call waits for a slot (failing at once with EOVERLOADED when the queue is
 // full), then calls the server with the per-call timeout.
 func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
+	if l.lastUsed != nil {
+		l.lastUsed.Store(time.Now().UnixNano())
+	}
 	select {
 	case l.slots <- struct{}{}:
 	default:

@@ -449,3 +449,29 @@ func TestCancel(t *testing.T) {
 		})
 	}
 }
+
+// TestReap: a user's instance no call reached for the idle time is
+// stopped; one in use, and the shared one, are not.
+func TestReap(t *testing.T) {
+	srv := MustServe(t, server.NewStreamableHTTPServer(newFixtureServer()))
+	m := MustManager(t, Options{})
+	shared := switchboard.InstanceKey{Provider: "fx"}
+	alice := switchboard.InstanceKey{Provider: "fx", User: "alice"}
+	bob := switchboard.InstanceKey{Provider: "fx", User: "bob"}
+	for _, k := range []switchboard.InstanceKey{shared, alice, bob} {
+		MustStart(t, m, Spec{Key: k, URL: srv.URL + "/mcp"})
+	}
+	time.Sleep(300 * time.Millisecond)
+	up, _ := m.Upstream(bob)
+	if _, err := callTool(t, up, nil, nil, "echo", `{"text":"x"}`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if n := m.Reap(ctx, "fx", 200*time.Millisecond); n != 1 {
+		t.Fatalf("reaped %d, want 1", n)
+	}
+	if m.Has(alice) || !m.Has(bob) || !m.Has(shared) {
+		t.Errorf("after reaping: alice %v, bob %v, shared %v; want false, true, true", m.Has(alice), m.Has(bob), m.Has(shared))
+	}
+}
