@@ -41,11 +41,12 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 
 # ---------------------------------------------------------------------------------------
 FROM docker.io/library/node:20-bookworm-slim AS npm-servers
-# The reference MCP servers at the exact versions in e2e/package-lock.json.
+# The reference MCP servers at the exact versions in e2e/package-lock.json: its
+# dependencies only, not the test tools (dev) or the Node 22 binary (optional) beside them.
 WORKDIR /opt/switchboard/mcp
 COPY e2e/package.json e2e/package-lock.json ./
 RUN --mount=type=cache,target=/root/.npm \
-    npm ci --omit=dev --no-audit --no-fund
+    npm ci --omit=dev --omit=optional --no-audit --no-fund
 
 # ---------------------------------------------------------------------------------------
 FROM gcr.io/distroless/static-debian12:nonroot AS runtime

@@ -30,7 +30,7 @@ e2e/node_modules/.installed: e2e/package.json e2e/package-lock.json
 	@touch $@
 
 .PHONY: test
-test: npm ## Run the whole test suite (race detector on)
+test: npm kustomize ## Run the whole test suite (race detector on)
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -67,9 +67,26 @@ docker: ## Build the container images (needs docker, or podman/buildah as docker
 	docker build --target runtime -t switchboard:$(VERSION) .
 	docker build --target runtime-node -t switchboard:$(VERSION)-node .
 
+# kustomize, pinned, built from the Go module proxy into bin/ (the version
+# builds with this repository's Go).
+KUSTOMIZE_VERSION := v5.8.1
+KUSTOMIZE_STAMP := $(BIN)/.kustomize-$(KUSTOMIZE_VERSION)
+
+$(KUSTOMIZE_STAMP):
+	@mkdir -p $(BIN)
+	GOBIN=$(abspath $(BIN)) $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	@rm -f $(BIN)/.kustomize-*; touch $@
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE_STAMP) ## Build the pinned kustomize into bin/
+
 .PHONY: k8s-check
-k8s-check: ## Parse the Kubernetes manifests and check their cross-references
-	$(GO) test -count=1 ./deploy/
+k8s-check: kustomize ## Render the Kubernetes kustomizations with kustomize and check every cross-reference
+	KUSTOMIZE=$(abspath $(BIN))/kustomize $(GO) test -count=1 ./deploy/
+
+.PHONY: test-cluster
+test-cluster: npm ## Three replicas on PostgreSQL behind HAProxy, 100 users, a replica killed (needs postgresql, haproxy)
+	SWITCHBOARD_CLUSTER=1 $(GO) test -count=1 -run '^TestCluster$$' -timeout 20m -v ./e2e/
 
 .PHONY: soak
 soak: npm ## Long load and leak test (10,000 session cycles, 1,000 vanished clients)

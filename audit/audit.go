@@ -192,6 +192,10 @@ type Config struct {
 	QueueBytes int
 	// MaxSizeBytes, when positive, overrides MaxSizeMB. It exists for tests.
 	MaxSizeBytes int64
+	// Replica names the gateway replica writing this log; it is set on
+	// every record (including the log's own). Each replica keeps its own
+	// file and chain; VerifyDir checks a folder of several.
+	Replica string
 }
 
 // Record is one audit event. Seq, PrevHash and Hash are set by Append and
@@ -199,11 +203,13 @@ type Config struct {
 // already be redacted; never put tool arguments or results here, only their
 // Digest.
 type Record struct {
-	Seq       uint64    `json:"seq"`
-	PrevHash  string    `json:"prev_hash"`
-	Time      time.Time `json:"time"`
-	Type      string    `json:"type"`
-	RequestID string    `json:"request_id,omitempty"`
+	Seq      uint64    `json:"seq"`
+	PrevHash string    `json:"prev_hash"`
+	Time     time.Time `json:"time"`
+	Type     string    `json:"type"`
+	// Replica names the gateway replica that wrote the record (Config.Replica).
+	Replica   string `json:"replica,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
 	// Session is the MCP session ID. The log stores only its Digest.
 	Session       string `json:"session,omitempty"`
 	PrincipalKind string `json:"principal_kind,omitempty"`
@@ -517,6 +523,9 @@ func (l *Log) enqueue(rec *Record, wait bool) (chan struct{}, error) {
 	if rec.Time.IsZero() {
 		rec.Time = time.Now()
 	}
+	if l.cfg.Replica != "" {
+		rec.Replica = l.cfg.Replica
+	}
 	if rec.Session != "" && !strings.HasPrefix(rec.Session, DigestPrefix) {
 		rec.Session = l.sessionDigest(rec.Session)
 	}
@@ -696,6 +705,7 @@ func (l *Log) drop(rec *Record, err error) error {
 // internal chains a record the log writes about itself. l.mu is held.
 func (l *Log) internal(rec Record) {
 	rec.Time = time.Now()
+	rec.Replica = l.cfg.Replica
 	enc, err := appendBody(nil, &rec)
 	if err != nil { // not reachable: the time is now
 		l.log.Error().Err(err).Msg("encoding an audit record about the log")

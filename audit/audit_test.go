@@ -217,6 +217,7 @@ func TestHashIsOverCanonicalJSON(t *testing.T) {
 type body struct {
 	Time          time.Time         `json:"time"`
 	Type          string            `json:"type"`
+	Replica       string            `json:"replica,omitempty"`
 	RequestID     string            `json:"request_id,omitempty"`
 	Session       string            `json:"session,omitempty"`
 	PrincipalKind string            `json:"principal_kind,omitempty"`
@@ -237,7 +238,7 @@ type body struct {
 // newBody copies rec's caller fields the way appendBody reads them.
 func newBody(rec *Record) *body {
 	return &body{
-		Time: rec.Time.UTC(), Type: limit(rec.Type), RequestID: limit(rec.RequestID),
+		Time: rec.Time.UTC(), Type: limit(rec.Type), Replica: limit(rec.Replica), RequestID: limit(rec.RequestID),
 		Session: limit(rec.Session), PrincipalKind: limit(rec.PrincipalKind), Principal: limit(rec.Principal),
 		Endpoint: limit(rec.Endpoint), Client: limit(rec.Client), Provider: limit(rec.Provider),
 		Tool: limit(rec.Tool), ToolHash: limit(rec.ToolHash), Decision: limit(rec.Decision),
@@ -1224,7 +1225,7 @@ func TestAppendBodyMatchesJSON(t *testing.T) {
 		if r.IntN(4) == 0 {
 			rec.LatencyMS = 0
 		}
-		for _, f := range []*string{&rec.Type, &rec.RequestID, &rec.Session, &rec.PrincipalKind, &rec.Principal, &rec.Endpoint,
+		for _, f := range []*string{&rec.Type, &rec.Replica, &rec.RequestID, &rec.Session, &rec.PrincipalKind, &rec.Principal, &rec.Endpoint,
 			&rec.Client, &rec.Provider, &rec.Tool, &rec.ToolHash, &rec.Decision, &rec.Outcome, &rec.ArgsDigest, &rec.Error} {
 			if r.IntN(3) > 0 {
 				*f = randString(r)

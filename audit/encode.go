@@ -38,6 +38,7 @@ func appendBody(dst []byte, rec *Record) ([]byte, error) {
 	dst = t.AppendFormat(dst, time.RFC3339Nano)
 	dst = append(dst, `","type":`...)
 	dst = appendString(dst, limit(rec.Type))
+	dst = appendField(dst, `,"replica":`, rec.Replica)
 	dst = appendField(dst, `,"request_id":`, rec.RequestID)
 	dst = appendField(dst, `,"session":`, rec.Session)
 	dst = appendField(dst, `,"principal_kind":`, rec.PrincipalKind)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -29,6 +30,10 @@ type VerifyResult struct {
 	FirstSeq uint64 `json:"first_seq"`
 	LastSeq  uint64 `json:"last_seq"`
 	LastHash string `json:"last_hash,omitempty"`
+	// Replicas are the replica names the checked records carry, in order of
+	// first appearance (none for records written before records named their
+	// replica).
+	Replicas []string `json:"replicas,omitempty"`
 	// KeyID names the audit key the records were checked with ("" without one).
 	KeyID string `json:"key_id,omitempty"`
 	// Legacy counts the records at the start of the chain that were written
@@ -208,6 +213,9 @@ func verify(file string, k *keys) (VerifyResult, error) {
 				default:
 					res.Notes = append(res.Notes, fmt.Sprintf("seq %d at %s: %s: %s (%v)", rec.Seq, at, rec.Detail["event"], rec.Error, rec.Detail))
 				}
+			}
+			if rec.Replica != "" && !slices.Contains(res.Replicas, rec.Replica) {
+				res.Replicas = append(res.Replicas, rec.Replica)
 			}
 			prev = rec.Hash
 			res.LastSeq, res.LastHash = rec.Seq, rec.Hash

@@ -37,6 +37,7 @@ auth:
 type gateway struct {
 	t    testing.TB
 	dir  string // holds gateway.yaml; $DIR in configs
+	base string // what every gateway.yaml it serves starts with
 	cfg  string
 	env  []string
 	key  string // the admin user's API key
@@ -71,6 +72,12 @@ func withEnv(kv ...string) gatewayOption {
 // stops the gateway with SIGTERM and checks it left no provider behind.
 func startGateway(t testing.TB, config string, opts ...gatewayOption) *gateway {
 	t.Helper()
+	return startGatewayBase(t, baseConfig, config, opts...)
+}
+
+// startGatewayBase is startGateway with base in place of baseConfig.
+func startGatewayBase(t testing.TB, base, config string, opts ...gatewayOption) *gateway {
+	t.Helper()
 	// A short folder: the admin socket lives in data_dir and unix socket
 	// paths are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "sbe")
@@ -78,8 +85,8 @@ func startGateway(t testing.TB, config string, opts ...gatewayOption) *gateway {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	config = strings.NewReplacer("$BIN", binDir, "$NPM", npmBin, "$DIR", dir).Replace(baseConfig + config)
-	g := &gateway{t: t, dir: dir, cfg: filepath.Join(dir, "gateway.yaml"), log: newLineLog(), done: make(chan struct{})}
+	g := &gateway{t: t, dir: dir, base: base, cfg: filepath.Join(dir, "gateway.yaml"), log: newLineLog(), done: make(chan struct{})}
+	config = g.expand(config)
 	if err := os.WriteFile(g.cfg, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -143,11 +150,23 @@ func startGateway(t testing.TB, config string, opts ...gatewayOption) *gateway {
 	return g
 }
 
+// expand prepends the gateway's base config to config and replaces $BIN,
+// $NPM and $DIR.
+func (g *gateway) expand(config string) string {
+	return strings.NewReplacer("$BIN", binDir, "$NPM", npmBin, "$DIR", g.dir).Replace(g.base + config)
+}
+
 // addUser creates an admin user with `switchboard user add` (offline before
 // serving, through the admin socket after) and returns its API key.
 func (g *gateway) addUser(name string) string {
 	g.t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "switchboard"), "user", "add", name, "--role", "admin", "--config", g.cfg)
+	return g.addUserRole(name, "admin")
+}
+
+// addUserRole is addUser with a role of gateway.yaml in place of admin.
+func (g *gateway) addUserRole(name, role string) string {
+	g.t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "switchboard"), "user", "add", name, "--role", role, "--config", g.cfg)
 	cmd.Env = g.env
 	cmd.Dir = g.dir
 	out, err := cmd.CombinedOutput()

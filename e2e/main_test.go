@@ -10,7 +10,7 @@ import (
 )
 
 // binDir holds switchboard, echo, notes, testprovider, modernprovider,
-// rawecho and subreaper, built once.
+// rawecho, subreaper and asker, built once.
 var binDir string
 
 // npmBin is e2e/node_modules/.bin, absolute.
@@ -41,7 +41,7 @@ func run(m *testing.M) int {
 	}
 	builds := [][]string{
 		append(gwArgs, "./cmd/switchboard"),
-		{"build", "-o", dir + string(filepath.Separator), "./examples/providers/echo", "./examples/providers/notes", "./internal/testprovider", "./internal/modernprovider", "./e2e/testdata/rawecho", "./e2e/testdata/subreaper"},
+		{"build", "-o", dir + string(filepath.Separator), "./examples/providers/echo", "./examples/providers/notes", "./internal/testprovider", "./internal/modernprovider", "./e2e/testdata/rawecho", "./e2e/testdata/subreaper", "./e2e/testdata/asker"},
 	}
 	for _, args := range builds {
 		cmd := exec.Command("go", args...)

@@ -193,6 +193,7 @@ func (s *Server) await(x *exchange, c *continuation) {
 		select {
 		case r := <-c.result:
 			s.conts.forget(c)
+			c.cancel() // the call is over; release its context
 			c.fw.finish(x, r.raw, r.err)
 			return
 		case <-c.suspend:
@@ -292,7 +293,7 @@ func (s *Server) abandon(c *continuation, outcome string) {
 		if outcome == "cancelled" {
 			ci.Err = context.Canceled
 		}
-		s.done(c.ctx, ci)
+		s.done(context.WithoutCancel(c.ctx), ci)
 	}
 }
 

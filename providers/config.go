@@ -34,6 +34,12 @@ type Config struct {
 	Auth    AuthConfig   `yaml:"auth"`
 	Server  ServerConfig `yaml:"server"`
 	Audit   AuditConfig  `yaml:"audit"`
+	Store   StoreConfig  `yaml:"store"`
+	// Replica names this gateway process among replicas sharing a store: in
+	// every audit record, in the store's change log and in PostgreSQL's
+	// pg_stat_activity. Default: the host name up to its first dot (the pod
+	// name on Kubernetes).
+	Replica string       `yaml:"replica"`
 	Skills  SkillsConfig `yaml:"skills"`
 	// SkillsDir is shorthand for skills.dir.
 	SkillsDir   string               `yaml:"skills_dir"`
@@ -151,6 +157,74 @@ type AuditConfig struct {
 func (a AuditConfig) WaitsForWrite() bool {
 	return !a.Disabled && (a.WaitForWrite == nil || *a.WaitForWrite)
 }
+
+// StoreConfig says where users, API-key hashes, vault entries, per-user
+// connections and preferences live. Unset, they live in one bbolt file in
+// data_dir, which one gateway process at a time may open.
+type StoreConfig struct {
+	// Postgres keeps them in PostgreSQL instead, shared by every replica
+	// that names the same database.
+	Postgres *PostgresConfig `yaml:"postgres"`
+}
+
+// PostgresConfig is the PostgreSQL store. Exactly one of DSN and DSNFile is
+// set. The DSN is a libpq connection string or a postgres:// URL.
+type PostgresConfig struct {
+	// DSN is "${env:NAME}" (read from the gateway's environment at start) or
+	// a literal DSN without a password (peer, certificate or .pgpass
+	// authentication): a password never sits in gateway.yaml.
+	DSN string `yaml:"dsn"`
+	// DSNFile is a file holding the DSN (a mounted Secret), relative to the
+	// config file's folder.
+	DSNFile string `yaml:"dsn_file"`
+	// MaxConns bounds each replica's connection pool (default 10), plus
+	// one connection that listens for other replicas' changes.
+	MaxConns int `yaml:"max_conns"`
+	// ResyncInterval is how often each replica re-reads the change log
+	// even without a notification (default 2s): the longest a lost
+	// notification can delay a change.
+	ResyncInterval Duration `yaml:"resync_interval"`
+}
+
+// Defaults of the postgres store.
+const (
+	DefaultPostgresMaxConns = 10
+	DefaultResyncInterval   = 2 * time.Second
+)
+
+// ResolveDSN reads the DSN: from DSNFile (trimmed), from the environment
+// variable DSN names, or DSN itself. The error never contains the DSN.
+func (p *PostgresConfig) ResolveDSN() (string, error) {
+	switch {
+	case p.DSNFile != "":
+		b, err := os.ReadFile(p.DSNFile)
+		if err != nil {
+			return "", fmt.Errorf("reading store.postgres.dsn_file: %s", unwrapPathError(err))
+		}
+		dsn := strings.TrimSpace(string(b))
+		if dsn == "" {
+			return "", fmt.Errorf("store.postgres.dsn_file %s is empty", p.DSNFile)
+		}
+		return dsn, nil
+	case p.DSN != "":
+		ref, err := ParseEnvValue(p.DSN)
+		if err != nil {
+			return "", fmt.Errorf("store.postgres.dsn: %w", err)
+		}
+		if ref.Kind != RefEnv {
+			return p.DSN, nil
+		}
+		dsn := strings.TrimSpace(os.Getenv(ref.Name))
+		if dsn == "" {
+			return "", fmt.Errorf("store.postgres.dsn: environment variable %s is unset or empty", ref.Name)
+		}
+		return dsn, nil
+	}
+	return "", errors.New("store.postgres: set dsn or dsn_file")
+}
+
+// dsnPasswordRe finds a password in a key=value DSN or a URL's userinfo.
+var dsnPasswordRe = regexp.MustCompile(`(?i)(^|\s)password\s*=|^[a-z]+://[^/@?#]*:[^/@?#]*@|[?&]password=`)
 
 // SkillsConfig configures usage skills.
 type SkillsConfig struct {
@@ -582,7 +656,14 @@ func (c *Config) applyDefaults() {
 	if c.Vault.KeyFile != "" {
 		c.Vault.KeyFile = c.Resolve(c.Vault.KeyFile)
 	}
-	if c.Audit.File == "" {
+	if c.Replica == "" {
+		c.Replica = DefaultReplica()
+	}
+	if c.Audit.File == "" && c.Store.Postgres != nil {
+		// Replicas' logs are gathered in one place to be verified; their
+		// names tell them apart there.
+		c.Audit.File = filepath.Join(c.DataDir, "audit-"+c.Replica+".log")
+	} else if c.Audit.File == "" {
 		c.Audit.File = filepath.Join(c.DataDir, "audit.log")
 	} else {
 		c.Audit.File = c.Resolve(c.Audit.File)
@@ -592,6 +673,17 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Audit.MaxBackups == 0 {
 		c.Audit.MaxBackups = 10
+	}
+	if pg := c.Store.Postgres; pg != nil {
+		if pg.DSNFile != "" {
+			pg.DSNFile = c.Resolve(pg.DSNFile)
+		}
+		if pg.MaxConns == 0 {
+			pg.MaxConns = DefaultPostgresMaxConns
+		}
+		if pg.ResyncInterval == 0 {
+			pg.ResyncInterval = Duration(DefaultResyncInterval)
+		}
 	}
 	if c.Skills.Dir == "" {
 		c.Skills.Dir = c.SkillsDir
@@ -685,7 +777,32 @@ var (
 	secretNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 	roleNameRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 	refRe        = regexp.MustCompile(`^\$\{(secret|env):([^}]*)\}$`)
+	replicaRe    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 )
+
+// DefaultReplica is the default replica name: the host name up to its first
+// dot, with characters a replica name cannot hold replaced by "-"
+// ("gateway" if there is no host name).
+func DefaultReplica() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "gateway"
+	}
+	h, _, _ = strings.Cut(h, ".")
+	b := []byte(h)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 63 {
+		b = b[:63]
+	}
+	if b[0] == '-' || b[0] == '_' {
+		b[0] = 'h'
+	}
+	return string(b)
+}
 
 // SortedProviders returns the providers ordered by prefix.
 func (c *Config) SortedProviders() []*Provider {
@@ -719,6 +836,31 @@ func (c *Config) validate(file string) []Problem {
 	}
 	if c.Audit.Disabled && c.Audit.Fsync {
 		add("audit.fsync", "audit.fsync needs the audit log, which audit.disabled turns off: set one")
+	}
+	if !replicaRe.MatchString(c.Replica) {
+		add("replica", "replica %q must match [A-Za-z0-9][A-Za-z0-9._-]* (at most 63 characters)", c.Replica)
+	}
+	if pg := c.Store.Postgres; pg != nil {
+		switch {
+		case pg.DSN == "" && pg.DSNFile == "":
+			add("store.postgres", "store.postgres: set dsn (${env:NAME}) or dsn_file")
+		case pg.DSN != "" && pg.DSNFile != "":
+			add("store.postgres", "store.postgres: dsn and dsn_file are both set: set one")
+		case pg.DSN != "":
+			if ref, err := ParseEnvValue(pg.DSN); err != nil {
+				add("store.postgres.dsn", "store.postgres.dsn: %v", err)
+			} else if ref.Kind == RefSecret {
+				add("store.postgres.dsn", "store.postgres.dsn: the vault lives in the store, so the store's DSN cannot come from it: use ${env:NAME} or dsn_file")
+			} else if ref.Kind == RefLiteral && dsnPasswordRe.MatchString(pg.DSN) {
+				add("store.postgres.dsn", "store.postgres.dsn holds a password: never write one in gateway.yaml; use ${env:NAME} or dsn_file")
+			}
+		}
+		if pg.MaxConns < 0 {
+			add("store.postgres.max_conns", "store.postgres.max_conns must not be negative")
+		}
+		if pg.ResyncInterval < Duration(100*time.Millisecond) || pg.ResyncInterval > Duration(time.Minute) {
+			add("store.postgres.resync_interval", "store.postgres.resync_interval must be between 100ms and 1m")
+		}
 	}
 	if c.Auth.MaxBodyMB < 0 {
 		add("auth.max_body_mb", "auth.max_body_mb must be positive")

@@ -77,6 +77,12 @@ func Diff(old, cur *Config) Changes {
 	if !reflect.DeepEqual(old.Audit, cur.Audit) {
 		ch.NeedsRestart = append(ch.NeedsRestart, "audit")
 	}
+	if !reflect.DeepEqual(old.Store, cur.Store) {
+		ch.NeedsRestart = append(ch.NeedsRestart, "store")
+	}
+	if old.Replica != cur.Replica {
+		ch.NeedsRestart = append(ch.NeedsRestart, "replica")
+	}
 	if old.Sessions != cur.Sessions {
 		ch.NeedsRestart = append(ch.NeedsRestart, "sessions")
 	}

@@ -774,14 +774,15 @@ func (c *Conn) request(m inbound) {
 		defer c.wg.Done()
 		defer func() { <-c.relays }()
 		res, err := m.caller.Request(ctx, m.method, m.params)
+		abandoned := ctx.Err() != nil // the child cancelled it, or the Conn died
 		c.mu.Lock()
-		if cur := c.relaying[key]; cur != nil && ctx.Err() == nil {
+		if !abandoned {
 			delete(c.relaying, key)
 		}
 		c.mu.Unlock()
 		cancel()
-		if ctx.Err() != nil && err != nil {
-			return // the child cancelled it, or the Conn died: no answer
+		if abandoned && err != nil {
+			return // nobody is waiting for an answer
 		}
 		var rpcErr *switchboard.RPCError
 		switch {

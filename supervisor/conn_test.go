@@ -757,3 +757,22 @@ func FuzzConnHandle(f *testing.F) {
 		c.handle(line, &msg)
 	})
 }
+
+// TestConnAnswersRefusedRelays: a request the client side refuses gets the
+// refusal as its answer, at once.
+func TestConnAnswersRefusedRelays(t *testing.T) {
+	c, p := MustConn(t, ConnOptions{})
+	caller := &testCaller{key: "k", answer: func(string, json.RawMessage) (json.RawMessage, error) {
+		return nil, &switchboard.RPCError{Code: -32601, Message: "the client did not declare the sampling capability"}
+	}}
+	go func() {
+		_, _ = c.Call(t.Context(), &switchboard.Request{Method: "tools/call", Caller: caller})
+	}()
+	call := p.next(t)
+	p.send(`{"method":"sampling/createMessage","params":{},"jsonrpc":"2.0","id":1}`)
+	line, err := p.in.ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != `{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"the client did not declare the sampling capability"}}` {
+		t.Fatalf("the child got %q, %v", line, err)
+	}
+	p.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{}}`, call.ID))
+}

@@ -49,16 +49,21 @@
 // its OS thread, so it fires only when the gateway dies, not when the Go
 // runtime retires the thread that forked the child (golang/go#27505). A reaper
 // helper (the gateway's own binary re-executed; a package init lets any binary
-// importing this package act as it) is told over a pipe of every provider's
-// process group, its cgroups or, in the subreaper way, its subtree, and kills
-// all that is still registered when that pipe reaches EOF; a helper that dies
-// is restarted. The parent-death signal is SIGKILL, except in the subreaper
-// way, where it is SIGSTOP: a stopped provider keeps its subtree together
-// until the reaper has stopped every process in it and killed them all. Only
-// if the reaper helper dies with the gateway (killed by the same hand) can
-// processes be left behind: descendants outside the process group, or in the
-// subreaper way the stopped provider too. Processes that are killed are
-// reaped by whatever adopts them, normally init.
+// importing this package act as it) is told over a socket of every
+// provider's process group, its cgroups or, in the subreaper way, its
+// subtree, and kills all that is still registered when that socket reaches
+// EOF; a helper that dies is restarted. The parent-death signal is SIGKILL,
+// except in the subreaper way, where it is SIGSTOP: a stopped provider keeps
+// its subtree together until the reaper has stopped every process in it and
+// killed them all. There the helper also holds copies of the provider's
+// pipes (released before a graceful stop closes its stdin), so that the
+// provider cannot see EOF or EPIPE from the dead gateway and exit, leaving
+// its orphans to init, before that signal stops it. Only if the reaper
+// helper dies with the gateway (killed by the same hand) can processes be
+// left behind: descendants outside the process group, or in the subreaper
+// way the stopped provider too (docs/limits.md lists the narrower cases).
+// Processes that are killed are reaped by whatever adopts them, normally
+// init.
 //
 // # Lifecycle
 //

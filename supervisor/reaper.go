@@ -3,10 +3,9 @@
 package supervisor
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -22,17 +21,30 @@ import (
 // that kills every provider process the gateway leaves behind when it dies
 // without stopping them (SIGKILL, OOM kill, panic). Pdeathsig covers only the
 // direct children; the reaper covers their descendants. The gateway keeps a
-// pipe to the reaper's stdin and registers, when a provider starts, one line
-// per thing to kill, and unregisters them once the provider is gone:
+// Unix stream socket to the reaper's stdin and registers, when a provider
+// starts, one line per thing to kill, and unregisters them once the provider
+// is gone:
 //
 //	+PGID   its process group
 //	+cDIR   a cgroup of it: every process in it (then the group is removed)
 //	+tPID   the subtree of PID, a child subreaper (the subreaper mode)
+//	+hPID   not a kill: the line carries (SCM_RIGHTS) copies of the
+//	        gateway's ends of PID's stdin, stdout and stderr, which the
+//	        reaper holds open
 //
-// ("-" instead of "+" unregisters). When the pipe reaches EOF, which the
-// kernel guarantees however the gateway dies, the reaper kills everything
-// still registered and exits: subtrees first (stopping every process of one
-// before killing any, so that nothing leaves it), then groups and cgroups.
+// ("-" instead of "+" unregisters; "-hPID" closes the copies). When the
+// socket reaches EOF, which the kernel guarantees however the gateway dies,
+// the reaper kills everything still registered and exits: subtrees first
+// (stopping every process of one before killing any, so that nothing leaves
+// it), then groups and cgroups.
+//
+// The held pipes keep a subreaper-mode provider from learning of the
+// gateway's death by EOF on its stdin or EPIPE on its stdout before the
+// reaper has stopped it. Its parent-death SIGSTOP usually comes first, but
+// the kernel closes the dead gateway's files and sends that signal at
+// different points of its exit, so under load a provider that exits at EOF
+// (as MCP servers do) could exit first; its orphans were then reparented
+// past the dead gateway, out of the subtree the reaper walks, and survived.
 const (
 	reaperEnv = "SWITCHBOARD_SUPERVISOR_REAPER"
 	reaperArg = "switchboard-supervisor-reaper"
@@ -47,23 +59,36 @@ func init() {
 	}
 }
 
-// runReaper reads registrations from r until it ends, then kills what is left.
-func runReaper(r io.Reader) {
+// heldPipes is how many files a "+h" registration carries.
+const heldPipes = 3
+
+// runReaper reads registrations from f (the gateway's socket) until it ends,
+// then kills what is left. The pipes it holds close when it exits, after the
+// kills.
+func runReaper(f *os.File) {
 	regs := map[string]bool{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 64<<10)
-	for sc.Scan() {
-		line := sc.Text()
+	held := map[string][]int{}
+	var rights [][]int // received with "+h" lines not yet parsed, in order
+	readLines(f, func(fds []int) { rights = append(rights, fds) }, func(line string) {
 		if len(line) < 2 {
-			continue
+			return
 		}
-		switch line[0] {
-		case '+':
-			regs[line[1:]] = true
-		case '-':
-			delete(regs, line[1:])
+		reg := line[1:]
+		switch {
+		case reg[0] == 'h' && line[0] == '+':
+			if len(rights) > 0 {
+				closeFDs(held[reg])
+				held[reg], rights = rights[0], rights[1:]
+			}
+		case reg[0] == 'h':
+			closeFDs(held[reg])
+			delete(held, reg)
+		case line[0] == '+':
+			regs[reg] = true
+		case line[0] == '-':
+			delete(regs, reg)
 		}
-	}
+	})
 	var groups, trees []int
 	var dirs []string
 	for reg := range regs {
@@ -94,6 +119,59 @@ func runReaper(r io.Reader) {
 	wg.Wait()
 }
 
+// readLines reads f until EOF or an error, calling line for every complete
+// line and rights, before it, for the files passed with the bytes read.
+// Linux hands files over with the first byte of the message they were sent
+// with and never with another message's, so a line's files arrive before
+// its end.
+func readLines(f *os.File, rights func([]int), line func(string)) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, syscall.CmsgSpace(4*heldPipes))
+	var pending []byte
+	for {
+		var n, oobn int
+		var rerr error
+		cerr := rc.Read(func(fd uintptr) bool { // the socket blocks
+			n, oobn, _, _, rerr = syscall.Recvmsg(int(fd), buf, oob, 0)
+			return true
+		})
+		if errors.Is(rerr, syscall.EINTR) {
+			continue
+		}
+		if oobn > 0 {
+			if msgs, err := syscall.ParseSocketControlMessage(oob[:oobn]); err == nil {
+				for _, m := range msgs {
+					if fds, err := syscall.ParseUnixRights(&m); err == nil {
+						rights(fds)
+					}
+				}
+			}
+		}
+		pending = append(pending, buf[:max(n, 0)]...)
+		for {
+			i := bytes.IndexByte(pending, '\n')
+			if i < 0 {
+				break
+			}
+			line(string(pending[:i]))
+			pending = pending[i+1:]
+		}
+		if n <= 0 || rerr != nil || cerr != nil || len(pending) > 64<<10 {
+			return
+		}
+	}
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		_ = syscall.Close(fd)
+	}
+}
+
 // reaper is the gateway's side: it starts the helper on first use and keeps
 // it informed. A helper that died is restarted at once with the current
 // registrations.
@@ -102,14 +180,15 @@ type reaper struct {
 
 	mu      sync.Mutex
 	regs    map[string]int // registration (without its sign) -> how many hold it
-	w       *os.File       // the helper's stdin; nil when not running
+	held    map[int][]int  // provider pid -> our duplicates of its pipe ends (hold)
+	w       *os.File       // our end of the helper's stdin socket; nil when not running
 	done    chan struct{}  // closed when the helper exited
 	closing bool           // close was called: an exit is not a death
 	warned  bool
 }
 
 func newReaper(log zerolog.Logger) *reaper {
-	return &reaper{log: log, regs: map[string]int{}}
+	return &reaper{log: log, regs: map[string]int{}, held: map[int][]int{}}
 }
 
 // ensure starts the helper if it is not running, and reports whether it runs.
@@ -167,8 +246,105 @@ func (r *reaper) remove(lines ...string) {
 	}
 }
 
+// hold makes the helper hold the pipe ends of provider pid (its stdin's
+// write end, its stdout's and stderr's read ends) until release, or, if the
+// gateway dies first, until it has killed everything registered: the
+// provider sees no EOF and no EPIPE from the gateway's death before it is
+// stopped. The subreaper mode needs it (see the top of this file). A
+// provider that is to see EOF on its stdin (a graceful stop) must be
+// released first.
+func (r *reaper) hold(pid int, files ...*os.File) error {
+	fds := make([]int, 0, len(files))
+	for _, f := range files {
+		fd, err := dupCloexec(f)
+		if err != nil {
+			closeFDs(fds)
+			return fmt.Errorf("holding the pipes of provider %d: %w", pid, err)
+		}
+		fds = append(fds, fd)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	closeFDs(r.held[pid])
+	r.held[pid] = fds
+	if r.w == nil {
+		r.closing = false
+		if err := r.startLocked(); err != nil {
+			r.warnLocked(err)
+		}
+		return nil // startLocked passed every held pipe, these included
+	}
+	r.sendHeldLocked(pid, fds)
+	return nil
+}
+
+// release closes our and the helper's copies of pid's pipes. Idempotent.
+func (r *reaper) release(pid int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fds, ok := r.held[pid]
+	if !ok {
+		return
+	}
+	delete(r.held, pid)
+	closeFDs(fds)
+	if r.w != nil {
+		r.sendLocked('-', "h"+strconv.Itoa(pid))
+	}
+}
+
+// dupCloexec duplicates f's descriptor (close-on-exec) without changing f's
+// mode: (*os.File).Fd would make it blocking and break its deadlines.
+func dupCloexec(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		syscall.ForkLock.RLock()
+		defer syscall.ForkLock.RUnlock()
+		if nfd, derr = syscall.Dup(int(fd)); derr == nil {
+			syscall.CloseOnExec(nfd)
+		}
+	}); err != nil {
+		return -1, err
+	}
+	return nfd, derr
+}
+
 func (r *reaper) sendLocked(op byte, reg string) {
-	if _, err := fmt.Fprintf(r.w, "%c%s\n", op, reg); err != nil {
+	r.sendMsgLocked(fmt.Sprintf("%c%s\n", op, reg), nil)
+}
+
+func (r *reaper) sendHeldLocked(pid int, fds []int) {
+	r.sendMsgLocked("+h"+strconv.Itoa(pid)+"\n", syscall.UnixRights(fds...))
+}
+
+// sendMsgLocked writes line with oob, its ancillary data, sent with the
+// line's first byte. The socket blocks.
+func (r *reaper) sendMsgLocked(line string, oob []byte) {
+	rc, err := r.w.SyscallConn()
+	if err == nil {
+		b := []byte(line)
+		cerr := rc.Write(func(fd uintptr) bool {
+			for len(b) > 0 && err == nil {
+				var n int
+				n, err = syscall.SendmsgN(int(fd), b, oob, nil, 0)
+				switch {
+				case errors.Is(err, syscall.EINTR):
+					err = nil
+				case err == nil:
+					b, oob = b[n:], nil
+				}
+			}
+			return true
+		})
+		if err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
 		r.log.Warn().Err(err).Msg("process reaper gone; restarting it on the next spawn")
 		_ = r.w.Close()
 		r.w = nil
@@ -183,7 +359,7 @@ func (r *reaper) startLocked() error {
 			return fmt.Errorf("starting reaper: %w", err)
 		}
 	}
-	pr, pw, err := os.Pipe()
+	pr, pw, err := socketPair()
 	if err != nil {
 		return fmt.Errorf("starting reaper: %w", err)
 	}
@@ -220,11 +396,33 @@ func (r *reaper) startLocked() error {
 			return errors.New("starting reaper: it exited at once")
 		}
 	}
+	for pid, fds := range r.held {
+		r.sendHeldLocked(pid, fds)
+		if r.w == nil {
+			return errors.New("starting reaper: it exited at once")
+		}
+	}
 	return nil
 }
 
+// socketPair returns the two ends of a Unix stream socket, close-on-exec:
+// one for the helper's stdin, one for us.
+func socketPair() (theirs, ours *os.File, err error) {
+	syscall.ForkLock.RLock() // no fork may inherit them before close-on-exec
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fds[0])
+		syscall.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating a socket pair: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "reaper"), os.NewFile(uintptr(fds[1]), "reaper"), nil
+}
+
 // exited is called when the helper fed by w has exited. If nobody closed it,
-// it died: it is restarted with the current registrations.
+// it died: it is restarted with the current registrations and held pipes.
 func (r *reaper) exited(w *os.File) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -235,7 +433,7 @@ func (r *reaper) exited(w *os.File) {
 		_ = w.Close()
 		r.w = nil
 	}
-	if len(r.regs) == 0 {
+	if len(r.regs) == 0 && len(r.held) == 0 {
 		return
 	}
 	r.log.Warn().Msg("process reaper died; restarting it")

@@ -590,6 +590,13 @@ func (in *instance) runOnce() (res runResult) {
 	}
 	regs := lim.registrations(p.pid)
 	in.s.reaper.add(regs...)
+	if deathSig == syscall.SIGSTOP {
+		// Should the gateway die, the provider must see no EOF or EPIPE on
+		// its pipes before the reaper stopped its subtree (reaper.go).
+		if err := in.s.reaper.hold(p.pid, p.stdin, p.stdout, p.stderr); err != nil {
+			in.log.Warn().Err(err).Msg("process tracking: a killed gateway may leave this provider's descendants behind")
+		}
+	}
 	in.mu.Lock()
 	in.pid = p.pid
 	in.startedAt = time.Now()
@@ -655,8 +662,10 @@ func (in *instance) runOnce() (res runResult) {
 			_ = conn.Close()
 			<-stderrDone
 			p.closePipes()
+			in.s.reaper.release(p.pid)
 			in.s.reaper.remove(regs...) // reaped, and the rest killed
 		default: // could not kill it: do not wait on its pipes
+			in.s.reaper.release(p.pid)
 			_ = conn.Close()
 			p.closePipes()
 			<-stderrDone
@@ -845,6 +854,7 @@ func (in *instance) shutdown(p *proc, conn *Conn) {
 	spec := in.spec
 	in.setState(switchboard.StateStopping)
 	in.unpublish()
+	in.s.reaper.release(p.pid) // else the reaper's copy keeps its stdin open
 	_ = conn.CloseWrite()
 	in.log.Info().Int("pid", p.pid).Msg("stopping provider: closed its stdin")
 	if waitFor(p.exited, spec.StopGrace) {

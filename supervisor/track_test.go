@@ -12,11 +12,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 )
 
 // trackedGateway is a running trackGateway.
@@ -180,6 +182,98 @@ func TestTrackedDaemonDies(t *testing.T) {
 	}
 }
 
+// TestProviderOutlivesTheKilledGatewaysPipes: in the subreaper mode a
+// provider that exits at EOF on its stdin, as MCP servers do, must not learn
+// of the gateway's death through its pipes before the reaper has killed its
+// subtree: once it has exited, its orphans are reparented past the dead
+// gateway, out of the subtree the reaper walks. Its parent-death SIGSTOP
+// usually wins that race, but not always under load. The test makes the
+// losing order certain: it keeps the reaper from seeing the gateway die by
+// holding copies (pidfd_getfd) of the gateway's descriptors (but the
+// provider's pipes), SIGKILLs the gateway, cancels the provider's SIGSTOP
+// with SIGCONT, gives it a second to exit, and only then closes the copies.
+// The provider's setsid daemon must die.
+func TestProviderOutlivesTheKilledGatewaysPipes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a gateway as a child process")
+	}
+	g := startTrackGateway(t, "daemon", trackingEnv+"=subreaper")
+	if g.tracking != trackSubreaper {
+		t.Fatalf("tracking = %s, want subreaper", g.tracking)
+	}
+	daemon := readPID(t, g.pidFile+".daemon")
+	killLaterPID(t, daemon)
+	killLaterPID(t, g.provider)
+	release := MustHoldFDs(t, g.cmd.Process.Pid, fdLinks(g.provider))
+
+	_ = g.cmd.Process.Kill()
+	_ = g.cmd.Wait() // every thread of it is gone: the parent-death signal was sent
+	if err := syscall.Kill(g.provider, syscall.SIGCONT); err != nil {
+		t.Fatalf("continuing the provider: %v", err)
+	}
+	for deadline := time.Now().Add(time.Second); alive(g.provider) && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("provider alive a second after the gateway died: %v", alive(g.provider))
+	release() // the reaper sees EOF now
+	// Dead is enough: an orphan may wait as a zombie for a slow init.
+	waitUntil(t, 5*time.Second, func() bool { return !alive(daemon) }, fmt.Sprintf("daemon %d to die", daemon))
+	waitUntil(t, 5*time.Second, func() bool { return !alive(g.provider) }, "the provider to die")
+}
+
+// fdLinks returns what the descriptors of pid point to ("pipe:[123]", ...).
+func fdLinks(pid int) map[string]bool {
+	out := map[string]bool{}
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, e := range ents {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err == nil {
+			out[l] = true
+		}
+	}
+	return out
+}
+
+// MustHoldFDs copies into this process (pidfd_getfd) every descriptor of pid
+// but its standard streams that points to nothing in except, and returns a function that closes the
+// copies (once; the end of the test calls it too). It skips the test where
+// the kernel cannot (before Linux 5.6).
+func MustHoldFDs(tb testing.TB, pid int, except map[string]bool) (release func()) {
+	tb.Helper()
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		tb.Skipf("pidfd_open: %v", err)
+	}
+	defer unix.Close(pidfd)
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var held []int
+	release = sync.OnceFunc(func() {
+		for _, fd := range held {
+			_ = unix.Close(fd)
+		}
+	})
+	tb.Cleanup(release)
+	for _, e := range ents {
+		n, _ := strconv.Atoi(e.Name())
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err != nil || except[l] || n <= 2 {
+			continue
+		}
+		fd, err := unix.PidfdGetfd(pidfd, n, 0)
+		if errors.Is(err, unix.ENOSYS) {
+			tb.Skipf("pidfd_getfd: %v", err)
+		}
+		if err == nil {
+			held = append(held, fd)
+		}
+	}
+	if len(held) == 0 {
+		tb.Fatalf("no descriptor of %d copied", pid)
+	}
+	return release
+}
+
 // TestTrampolineSetsDataLimit: in the subreaper mode the trampoline, not a
 // prlimit after the start, sets RLIMIT_DATA, so the provider never runs
 // without it.
@@ -240,9 +334,12 @@ func TestTrackingPlacementFailureIsNotFatal(t *testing.T) {
 }
 
 // reaperPIDs lists this process's live reaper helpers.
-func reaperPIDs() []int {
+func reaperPIDs() []int { return reapersOf(os.Getpid()) }
+
+// reapersOf lists the live reaper helpers that are children of parent.
+func reapersOf(parent int) []int {
 	var out []int
-	for _, pid := range childrenOf(os.Getpid()) {
+	for _, pid := range childrenOf(parent) {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		if strings.Contains(string(b), reaperArg) && alive(pid) {
 			out = append(out, pid)
@@ -275,6 +372,68 @@ func TestReaperRestartsWhenItDies(t *testing.T) {
 	}, "a new reaper")
 	r.close() // as the gateway dying would: EOF to the new one
 	waitUntil(t, 5*time.Second, func() bool { return !alive(sleeper.Process.Pid) }, "the registered group to be killed by the new reaper")
+}
+
+// TestSubreaperStopClosesStdin: the pipes the reaper holds for a provider
+// in the subreaper mode are released before a graceful stop closes its
+// stdin, so the provider sees EOF and exits by itself, with no SIGTERM
+// (StopGrace is long enough that only an EOF that never comes could let it
+// run out).
+func TestSubreaperStopClosesStdin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a gateway as a child process")
+	}
+	g := startTrackGateway(t, "", trackingEnv+"=subreaper", "SB_STOP_GRACE=10s")
+	if g.tracking != trackSubreaper {
+		t.Fatalf("tracking = %s, want subreaper", g.tracking)
+	}
+	killLaterPID(t, g.provider)
+	g.do(t, "stop", "stopped")
+	log := g.log.String()
+	if strings.Contains(log, "sending SIGTERM") || !strings.Contains(log, `"exit_code":0,"signal":""`) {
+		t.Errorf("the provider did not exit by itself at EOF; log:\n%s", log)
+	}
+}
+
+// TestReaperHoldsPipesUntilReleased: the pipes given to hold stay open in
+// the reaper helper after the gateway closed its own ends, also in a helper
+// restarted after the first died, and close when released: then the reader
+// sees EOF.
+func TestReaperHoldsPipesUntilReleased(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	inode, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", pr.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReaper(zerolog.New(zerolog.NewTestWriter(t)))
+	t.Cleanup(r.close)
+	const pid = 1 << 30 // a key only: holding kills nothing
+	if err := r.hold(pid, pw); err != nil {
+		t.Fatal(err)
+	}
+	_ = pw.Close()
+	holding := func(reaper int) bool { return fdLinks(reaper)[inode] }
+	var first []int
+	waitUntil(t, 5*time.Second, func() bool { first = reaperPIDs(); return len(first) == 1 && holding(first[0]) }, "the reaper to hold the pipe")
+
+	if err := syscall.Kill(first[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, func() bool {
+		now := reaperPIDs()
+		return len(now) == 1 && now[0] != first[0] && holding(now[0])
+	}, "a new reaper holding the pipe")
+
+	r.release(pid)
+	r.release(pid) // idempotent
+	_ = pr.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := pr.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("read after release = %d, %v; want EOF", n, err)
+	}
 }
 
 // TestCgroup2Tracking runs the cgroup v2 tracking path on the v2 hierarchy

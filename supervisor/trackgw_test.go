@@ -25,7 +25,8 @@ const trackGatewayEnv = "SB_SUPERVISOR_TRACK_GATEWAY"
 // one testprovider (SB_TP_BIN, TP_MODE from SB_TP_MODE, pid files at
 // SB_TP_PIDFILE) with the real tracking detection (the test may set
 // SWITCHBOARD_PROCESS_TRACKING), optionally with the rlimit mechanism and a
-// memory limit (SB_LIMITS=rlimit, SB_MEMORY bytes). It also starts a child of
+// memory limit (SB_LIMITS=rlimit, SB_MEMORY bytes), and a StopGrace other
+// than 200ms (SB_STOP_GRACE, a duration). It also starts a child of
 // its own, as other code in a gateway might ("sleep 60", in its session),
 // which no sweep may touch. It prints "ready <provider pid> <foreign pid>
 // <tracking>", then obeys lines on stdin, answering each: "stop" (Stop the
@@ -41,11 +42,15 @@ func trackGateway() {
 		s.limits.detect = func() mechanism { return mechanism{kind: kindRlimit} }
 	}
 	mem, _ := strconv.ParseInt(os.Getenv("SB_MEMORY"), 10, 64)
+	grace, err := time.ParseDuration(os.Getenv("SB_STOP_GRACE"))
+	if err != nil {
+		grace = 200 * time.Millisecond
+	}
 	spec := Spec{
 		Key:            switchboard.InstanceKey{Provider: "tracked"},
 		Command:        os.Getenv("SB_TP_BIN"),
 		Env:            map[string]string{"TP_PIDFILE": os.Getenv("SB_TP_PIDFILE"), "TP_MODE": os.Getenv("SB_TP_MODE")},
-		StopGrace:      200 * time.Millisecond,
+		StopGrace:      grace,
 		KillGrace:      200 * time.Millisecond,
 		Backoff:        BackoffPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond},
 		MaxMemoryBytes: mem,

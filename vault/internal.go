@@ -213,3 +213,22 @@ func (v *Vault) migrateInternal() ([]string, error) {
 	v.log.Info().Strs("names", moved).Msg("vault internal keys moved out of the shared secrets")
 	return moved, nil
 }
+
+// ForgetInternalKey deletes the gateway's internal key name, so that its next
+// use generates a new one. Whatever the old key protected can no longer be
+// proven with it: service tokens it signed stop verifying, and an audit log it
+// keyed fails `audit verify`. For operators recovering from a leaked key, and
+// for tests of exactly that. Forgetting a key that does not exist is not an
+// error.
+func (v *Vault) ForgetInternalKey(name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	return v.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketInternal)
+		if b == nil {
+			return nil
+		}
+		return b.Delete([]byte(name))
+	})
+}

@@ -153,3 +153,24 @@ func TestLegacyInternalKeysMigrateOnOpen(t *testing.T) {
 		t.Errorf("internal keys after migration = %v (nothing may be lost)", internalNames)
 	}
 }
+
+func TestForgetInternalKey(t *testing.T) {
+	v, _, _ := MustOpen(t)
+	k1, err := v.InternalKey("SWITCHBOARD_AUDIT_DIGEST_KEY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.ForgetInternalKey("SWITCHBOARD_AUDIT_DIGEST_KEY"); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.ForgetInternalKey("SWITCHBOARD_NEVER_MADE"); err != nil {
+		t.Errorf("forgetting a key that does not exist: %v", err)
+	}
+	k2, err := v.InternalKey("SWITCHBOARD_AUDIT_DIGEST_KEY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(k1) == string(k2) {
+		t.Error("the forgotten key came back")
+	}
+}

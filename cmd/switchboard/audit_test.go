@@ -84,7 +84,7 @@ func forgeAuditLog(t *testing.T, file, old, new string) {
 // removeAuditKey deletes the audit key from the vault, as `secret rm` could.
 func removeAuditKey(t *testing.T, v *vault.Vault) {
 	t.Helper()
-	if err := v.Delete(auditKeySecret); err != nil {
+	if err := v.ForgetInternalKey(auditKeySecret); err != nil {
 		t.Fatal(err)
 	}
 }
