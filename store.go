@@ -58,3 +58,9 @@ type StoreEntry struct {
 type StoreChange struct {
 	Bucket, Key string
 }
+
+// StoreKeySep joins the parts of a composite key ("user\x1fprovider"): the
+// ASCII unit separator, which no user name, provider prefix or secret name
+// contains. Records that older files kept in nested buckets are found under
+// their bucket path joined with it.
+const StoreKeySep = "\x1f"

@@ -313,3 +313,34 @@ func checkLine(line []byte) (Record, string) {
 	}
 	return rec, ""
 }
+
+// Report writes what verification found, one line each: notes, alarms,
+// then the verdict, and returns the exit status `audit verify` gives: 0 the
+// log is proven; 1 it is broken, cut, forged, keyed under another key, its
+// checkpoint is missing or altered, or the gateway recorded an alarm; 2
+// nothing wrong was found but the log cannot be proven.
+func (res VerifyResult) Report(w io.Writer) int {
+	for _, n := range res.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+	for _, a := range res.Alarms {
+		fmt.Fprintln(w, "ALARM:", a)
+	}
+	switch {
+	case res.Broken != nil:
+		where := fmt.Sprintf("%s:%d", res.Broken.File, res.Broken.Line)
+		if res.Broken.Line == 0 {
+			where = res.Broken.File
+		}
+		fmt.Fprintf(w, "BROKEN at %s (seq %d): %s\n", where, res.Broken.Seq, res.Broken.Reason)
+		return 1
+	case len(res.Alarms) > 0:
+		fmt.Fprintf(w, "FAILED: the chain of %d records checks out, but the gateway found the log altered when it opened it (%d alarm(s) above); keep the files as evidence and move them aside to start a new log\n", res.Records, len(res.Alarms))
+		return 1
+	case !res.OK:
+		fmt.Fprintf(w, "UNPROVEN (%d records, seq %d..%d): %s\n", res.Records, res.FirstSeq, res.LastSeq, res.Unproven)
+		return 2
+	}
+	fmt.Fprintf(w, "ok: %d records in %d files, seq %d..%d; every record and the checkpoint verified under audit key %s\n", res.Records, len(res.Files), res.FirstSeq, res.LastSeq, res.KeyID)
+	return 0
+}

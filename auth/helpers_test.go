@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,8 +19,10 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/rs/zerolog"
-	"go.etcd.io/bbolt"
 	"go.uber.org/goleak"
+
+	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/store/bolt"
 )
 
 func TestMain(m *testing.M) {
@@ -38,15 +41,35 @@ func newFakeClock() *fakeClock {
 func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.t.Load()) }
 func (c *fakeClock) Advance(d time.Duration) { c.t.Add(int64(d)) }
 
-// MustDB opens a bbolt file in a temp dir, closed at test end.
-func MustDB(tb testing.TB) *bbolt.DB {
+// MustDB opens a store on a bbolt file in a temp dir, closed at test end.
+func MustDB(tb testing.TB) *bolt.Store {
 	tb.Helper()
-	db, err := bbolt.Open(filepath.Join(tb.TempDir(), "switchboard.db"), 0o600, &bbolt.Options{Timeout: time.Second})
+	return MustOpenStore(tb, filepath.Join(tb.TempDir(), bolt.FileName))
+}
+
+// MustOpenStore opens the store at path, closed at test end.
+func MustOpenStore(tb testing.TB, path string) *bolt.Store {
+	tb.Helper()
+	st, err := bolt.Open(path, bolt.Options{LockTimeout: time.Second})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { _ = db.Close() })
-	return db
+	tb.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// allEntries returns every key and value in the store's buckets.
+func allEntries(tb testing.TB, st switchboard.Store, buckets ...string) []switchboard.StoreEntry {
+	tb.Helper()
+	var out []switchboard.StoreEntry
+	for _, b := range buckets {
+		es, err := st.List(context.Background(), b, "")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, es...)
+	}
+	return out
 }
 
 // MustUsers returns a Users on a fresh bbolt file.

@@ -659,31 +659,3 @@ func TestEdgeChain(t *testing.T) {
 		})
 	}
 }
-
-func TestAllowedPrefix(t *testing.T) {
-	tests := []struct {
-		name    string
-		allowed []string
-		prefix  string
-		want    bool
-	}{
-		{"exact", []string{"fs", "github"}, "fs", true},
-		{"second", []string{"fs", "github"}, "github", true},
-		{"longer", []string{"fs"}, "fsx", false},
-		{"shorter", []string{"fsx"}, "fs", false},
-		{"case", []string{"fs"}, "FS", false},
-		{"homoglyph", []string{"fs"}, "fѕ", false}, // Cyrillic ѕ
-		{"trailing space", []string{"fs"}, "fs ", false},
-		{"with separator", []string{"fs"}, "fs__read", false},
-		{"empty prefix", []string{"fs", ""}, "", false},
-		{"empty allowlist", []string{}, "fs", false},
-		{"nil allowlist", nil, "fs", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := AllowedPrefix(tt.allowed, tt.prefix); got != tt.want {
-				t.Fatalf("AllowedPrefix(%q, %q) = %t", tt.allowed, tt.prefix, got)
-			}
-		})
-	}
-}

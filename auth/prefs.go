@@ -1,25 +1,28 @@
 package auth
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"go.etcd.io/bbolt"
+	"github.com/switchboard-mcp/switchboard"
 )
 
-var prefsBucket = []byte("prefs")
+const prefsBucket = "prefs"
 
 // Prefs stores per-user preferences (which providers a user hid from their own
-// sessions) in bbolt, cached in memory so the per-request filter never reads
-// the file.
+// sessions) in a switchboard.Store, cached in memory so the per-request filter
+// never reads the store.
 type Prefs struct {
-	db *bbolt.DB
-	mu sync.RWMutex
-	m  map[string]UserPrefs
+	st switchboard.Store
+	mu sync.Mutex                           // serializes writes
+	m  atomic.Pointer[map[string]UserPrefs] // replaced whole; read without a lock
 }
 
 // UserPrefs is one user's preferences.
@@ -28,73 +31,61 @@ type UserPrefs struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// NewPrefs opens (creating) the prefs bucket in db.
-func NewPrefs(db *bbolt.DB) (*Prefs, error) {
-	p := &Prefs{db: db, m: map[string]UserPrefs{}}
-	if err := db.Update(func(tx *bbolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(prefsBucket)
-		return err
-	}); err != nil && !db.IsReadOnly() {
-		return nil, fmt.Errorf("opening prefs: %w", err)
-	}
+// NewPrefs loads the preferences kept in st.
+func NewPrefs(st switchboard.Store) (*Prefs, error) {
+	p := &Prefs{st: st}
+	p.m.Store(&map[string]UserPrefs{})
 	return p, p.Reload()
 }
 
-// Reload refreshes the cache from the file.
+// Reload refreshes the cache from the store.
 func (p *Prefs) Reload() error {
 	m := map[string]UserPrefs{}
-	err := p.db.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(prefsBucket)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			var up UserPrefs
-			if err := json.Unmarshal(v, &up); err != nil {
-				return fmt.Errorf("prefs of %q: %w", k, err)
-			}
-			m[string(k)] = up
-			return nil
-		})
-	})
+	es, err := p.st.List(context.Background(), prefsBucket, "")
 	if err != nil {
 		return fmt.Errorf("loading prefs: %w", err)
 	}
-	p.mu.Lock()
-	p.m = m
-	p.mu.Unlock()
+	for _, e := range es {
+		var up UserPrefs
+		if err := json.Unmarshal(e.Value, &up); err != nil {
+			return fmt.Errorf("loading prefs: prefs of %q: %w", e.Key, err)
+		}
+		m[e.Key] = up
+	}
+	p.m.Store(&m)
 	return nil
 }
 
-// Hidden reports whether user hid provider.
+// Hidden reports whether user hid provider. It takes no lock.
 func (p *Prefs) Hidden(user, provider string) bool {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return slices.Contains(p.m[user].Hidden, provider)
+	return slices.Contains((*p.m.Load())[user].Hidden, provider)
 }
 
 // Get returns user's preferences.
 func (p *Prefs) Get(user string) UserPrefs {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return p.m[user]
+	up := (*p.m.Load())[user]
+	up.Hidden = slices.Clone(up.Hidden)
+	return up
 }
 
 // SetHidden hides (hide true) or shows provider for user. It reports whether
 // anything changed.
 func (p *Prefs) SetHidden(user, provider string, hide bool) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	changed := false
 	var next UserPrefs
-	err := p.db.Update(func(tx *bbolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(prefsBucket)
-		if err != nil {
-			return err
-		}
+	err := p.st.Update(context.Background(), func(tx switchboard.StoreTx) error {
+		changed = false
 		var up UserPrefs
-		if v := b.Get([]byte(user)); v != nil {
+		v, err := tx.Get(prefsBucket, user)
+		switch {
+		case err == nil:
 			if err := json.Unmarshal(v, &up); err != nil {
 				return err
 			}
+		case switchboard.ErrorCode(err) != switchboard.ENOTFOUND:
+			return err
 		}
 		has := slices.Contains(up.Hidden, provider)
 		switch {
@@ -106,23 +97,23 @@ func (p *Prefs) SetHidden(user, provider string, hide bool) (bool, error) {
 			up.Hidden = slices.DeleteFunc(up.Hidden, func(s string) bool { return s == provider })
 			changed = true
 		}
+		next = up
 		if !changed {
-			next = up
 			return nil
 		}
 		up.UpdatedAt = time.Now().UTC()
 		next = up
-		v, err := json.Marshal(up)
+		b, err := json.Marshal(up)
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte(user), v)
+		return tx.Put(prefsBucket, user, b)
 	})
 	if err != nil {
 		return false, fmt.Errorf("saving prefs of %q: %w", user, err)
 	}
-	p.mu.Lock()
-	p.m[user] = next
-	p.mu.Unlock()
+	m := maps.Clone(*p.m.Load())
+	m[user] = next
+	p.m.Store(&m)
 	return changed, nil
 }

@@ -4,12 +4,12 @@ import (
 	"path/filepath"
 	"testing"
 
-	"go.etcd.io/bbolt"
+	"github.com/switchboard-mcp/switchboard/store/bolt"
 )
 
 func TestPrefs(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "p.db")
-	db, err := bbolt.Open(path, 0o600, nil)
+	db, err := bolt.Open(path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,12 +27,7 @@ func TestPrefs(t *testing.T) {
 		t.Error("Hidden wrong")
 	}
 	db.Close()
-	db, err = bbolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	p, err = NewPrefs(db)
+	p, err = NewPrefs(MustOpenStore(t, path))
 	if err != nil {
 		t.Fatal(err)
 	}

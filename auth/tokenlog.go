@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,13 +10,11 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/switchboard-mcp/switchboard"
 )
 
 // bucketServiceTokens holds one TokenRecord per service token id (jti).
-var bucketServiceTokens = []byte("service_tokens")
+const bucketServiceTokens = "service_tokens"
 
 // jtiRE is the form of the ids Issue gives tokens: 16 random bytes in hex.
 var jtiRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
@@ -38,35 +37,33 @@ func (r TokenRecord) Revoked() bool { return !r.RevokedAt.IsZero() }
 var ErrTokenExpired = errors.New("service token has expired already")
 
 // TokenLog is the record of issued and revoked service tokens, kept in the
-// bucket "service_tokens" of a bbolt file opened by the caller, with the
+// bucket "service_tokens" of a switchboard.Store, with the
 // revoked ids cached in memory so Verify never reads the file. A record is
 // dropped once its token has expired (plus the verification leeway): an
 // expired token is refused anyway, so the list never grows without bound.
-// Use one TokenLog per file; writes made through another are seen after
+// Writes made through another TokenLog (another replica) are seen after
 // Reload.
 type TokenLog struct {
-	db  *bbolt.DB
+	st  switchboard.Store
 	now func() time.Time
 
 	mu      sync.RWMutex
 	revoked map[string]time.Time // jti → expiry
 }
 
-// NewTokenLog creates the bucket in db if needed, drops expired records and
-// loads the revoked ids.
-func NewTokenLog(db *bbolt.DB) (*TokenLog, error) {
-	return newTokenLog(db, time.Now)
+// NewTokenLog drops the records of expired tokens from st and loads the
+// revoked ids.
+func NewTokenLog(st switchboard.Store) (*TokenLog, error) {
+	return newTokenLog(st, time.Now)
 }
 
-func newTokenLog(db *bbolt.DB, now func() time.Time) (*TokenLog, error) {
-	if db == nil {
-		return nil, errors.New("opening the service token log: nil database")
+func newTokenLog(st switchboard.Store, now func() time.Time) (*TokenLog, error) {
+	if st == nil {
+		return nil, errors.New("opening the service token log: nil store")
 	}
-	l := &TokenLog{db: db, now: now, revoked: map[string]time.Time{}}
-	if !db.IsReadOnly() {
-		if err := l.update(func(*bbolt.Bucket) error { return nil }); err != nil {
-			return nil, fmt.Errorf("opening the service token log: %w", err)
-		}
+	l := &TokenLog{st: st, now: now, revoked: map[string]time.Time{}}
+	if err := l.update(func(switchboard.StoreTx) error { return nil }); err != nil {
+		return nil, fmt.Errorf("opening the service token log: %w", err)
 	}
 	if err := l.Reload(); err != nil {
 		return nil, err
@@ -74,27 +71,21 @@ func newTokenLog(db *bbolt.DB, now func() time.Time) (*TokenLog, error) {
 	return l, nil
 }
 
-// Reload re-reads the revoked ids from the file.
+// Reload re-reads the revoked ids from the store.
 func (l *TokenLog) Reload() error {
 	revoked := map[string]time.Time{}
-	err := l.db.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketServiceTokens)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			var r TokenRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("decoding service token record %q: %w", k, err)
-			}
-			if r.Revoked() {
-				revoked[r.JTI] = r.ExpiresAt
-			}
-			return nil
-		})
-	})
+	es, err := l.st.List(context.Background(), bucketServiceTokens, "")
 	if err != nil {
 		return fmt.Errorf("loading the service token log: %w", err)
+	}
+	for _, e := range es {
+		var r TokenRecord
+		if err := json.Unmarshal(e.Value, &r); err != nil {
+			return fmt.Errorf("loading the service token log: decoding service token record %q: %w", e.Key, err)
+		}
+		if r.Revoked() {
+			revoked[r.JTI] = r.ExpiresAt
+		}
 	}
 	l.mu.Lock()
 	l.revoked = revoked
@@ -114,7 +105,7 @@ func (l *TokenLog) IsRevoked(jti string) bool {
 // Issued records a token Issue just made.
 func (l *TokenLog) Issued(info TokenInfo) error {
 	rec := TokenRecord{JTI: info.JTI, Service: info.Service, IssuedAt: info.IssuedAt.UTC(), ExpiresAt: info.ExpiresAt.UTC()}
-	err := l.update(func(b *bbolt.Bucket) error { return putRecord(b, rec) })
+	err := l.update(func(tx switchboard.StoreTx) error { return putRecord(tx, rec) })
 	if err != nil {
 		return fmt.Errorf("recording service token %s: %w", info.JTI, err)
 	}
@@ -134,8 +125,8 @@ func (l *TokenLog) Revoke(jti string, info *TokenInfo) (TokenRecord, error) {
 	}
 	now := l.now().UTC()
 	var rec TokenRecord
-	err := l.update(func(b *bbolt.Bucket) error {
-		found, err := getRecord(b, jti)
+	err := l.update(func(tx switchboard.StoreTx) error {
+		found, err := getRecord(tx, jti)
 		if err != nil {
 			return err
 		}
@@ -154,7 +145,7 @@ func (l *TokenLog) Revoke(jti string, info *TokenInfo) (TokenRecord, error) {
 			return ErrTokenExpired
 		}
 		rec.RevokedAt = now
-		return putRecord(b, rec)
+		return putRecord(tx, rec)
 	})
 	if err != nil {
 		if errors.Is(err, ErrTokenExpired) {
@@ -172,25 +163,19 @@ func (l *TokenLog) Revoke(jti string, info *TokenInfo) (TokenRecord, error) {
 // List returns the records of tokens that have not expired, oldest first.
 func (l *TokenLog) List() ([]TokenRecord, error) {
 	now := l.now()
-	var out []TokenRecord
-	err := l.db.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketServiceTokens)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			var r TokenRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("decoding service token record %q: %w", k, err)
-			}
-			if r.ExpiresAt.Add(serviceLeeway).After(now) {
-				out = append(out, r)
-			}
-			return nil
-		})
-	})
+	es, err := l.st.List(context.Background(), bucketServiceTokens, "")
 	if err != nil {
 		return nil, fmt.Errorf("listing service tokens: %w", err)
+	}
+	var out []TokenRecord
+	for _, e := range es {
+		var r TokenRecord
+		if err := json.Unmarshal(e.Value, &r); err != nil {
+			return nil, fmt.Errorf("listing service tokens: decoding service token record %q: %w", e.Key, err)
+		}
+		if r.ExpiresAt.Add(serviceLeeway).After(now) {
+			out = append(out, r)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].IssuedAt.Equal(out[j].IssuedAt) {
@@ -201,34 +186,27 @@ func (l *TokenLog) List() ([]TokenRecord, error) {
 	return out, nil
 }
 
-// update runs fn on the bucket in a write transaction after dropping the
-// records of expired tokens, and forgets them in memory once it commits.
-func (l *TokenLog) update(fn func(b *bbolt.Bucket) error) error {
+// update runs fn in a store transaction after dropping the records of
+// expired tokens, and forgets them in memory once it commits.
+func (l *TokenLog) update(fn func(tx switchboard.StoreTx) error) error {
 	now := l.now()
 	var dropped []string
-	err := l.db.Update(func(tx *bbolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketServiceTokens)
+	err := l.st.Update(context.Background(), func(tx switchboard.StoreTx) error {
+		dropped = nil
+		es, err := tx.List(bucketServiceTokens, "")
 		if err != nil {
 			return err
 		}
-		var stale [][]byte
-		err = b.ForEach(func(k, v []byte) error {
+		for _, e := range es {
 			var r TokenRecord
-			if json.Unmarshal(v, &r) == nil && !r.ExpiresAt.Add(serviceLeeway).After(now) {
-				stale = append(stale, append([]byte(nil), k...))
+			if json.Unmarshal(e.Value, &r) == nil && !r.ExpiresAt.Add(serviceLeeway).After(now) {
+				if err := tx.Delete(bucketServiceTokens, e.Key); err != nil {
+					return err
+				}
+				dropped = append(dropped, e.Key)
 			}
-			return nil
-		})
-		if err != nil {
-			return err
 		}
-		for _, k := range stale {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-			dropped = append(dropped, string(k))
-		}
-		return fn(b)
+		return fn(tx)
 	})
 	if err != nil {
 		return err
@@ -241,10 +219,13 @@ func (l *TokenLog) update(fn func(b *bbolt.Bucket) error) error {
 	return nil
 }
 
-func getRecord(b *bbolt.Bucket, jti string) (*TokenRecord, error) {
-	v := b.Get([]byte(jti))
-	if v == nil {
+func getRecord(tx switchboard.StoreTx, jti string) (*TokenRecord, error) {
+	v, err := tx.Get(bucketServiceTokens, jti)
+	if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
 		return nil, nil
+	}
+	if err != nil {
+		return nil, err
 	}
 	var r TokenRecord
 	if err := json.Unmarshal(v, &r); err != nil {
@@ -253,12 +234,12 @@ func getRecord(b *bbolt.Bucket, jti string) (*TokenRecord, error) {
 	return &r, nil
 }
 
-func putRecord(b *bbolt.Bucket, r TokenRecord) error {
+func putRecord(tx switchboard.StoreTx, r TokenRecord) error {
 	v, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return b.Put([]byte(r.JTI), v)
+	return tx.Put(bucketServiceTokens, r.JTI, v)
 }
 
 // clipID shortens what a user passed as a token or id for an error message,

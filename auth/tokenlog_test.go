@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/switchboard-mcp/switchboard"
 )
 
@@ -140,12 +138,9 @@ func TestTokenLogForgetsExpiredTokens(t *testing.T) {
 		t.Error("an expired token's revocation is still loaded")
 	}
 	var keys []string
-	_ = db.View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketServiceTokens).ForEach(func(k, _ []byte) error {
-			keys = append(keys, string(k))
-			return nil
-		})
-	})
+	for _, e := range allEntries(t, db, bucketServiceTokens) {
+		keys = append(keys, e.Key)
+	}
 	if len(keys) != 2 || strings.Contains(strings.Join(keys, ","), short.JTI) {
 		t.Errorf("records after expiry = %v, want the 48h token's and the unrecorded id's only", keys)
 	}

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -14,15 +15,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/switchboard-mcp/switchboard"
 )
 
-// Bucket names this package owns in the shared bbolt file.
-var (
-	bucketUsers   = []byte("users")
-	bucketAPIKeys = []byte("apikeys")
+// Store buckets this package owns.
+const (
+	bucketUsers   = "users"
+	bucketAPIKeys = "apikeys"
 )
 
 // API key layout: "sb_" + 12-char public id + "_" + 52-char secret, both in
@@ -87,59 +86,46 @@ type userSnapshot struct {
 }
 
 // Users is the store of users and their API-key hashes, kept in the buckets
-// "users" and "apikeys" of a bbolt file opened by the caller. It caches every
-// record in memory, so authenticating a key costs one SHA-256, one map lookup
-// and one constant-time compare and never touches the disk. The cache is
-// refreshed after each write made through this Users; use a single Users per
-// bbolt file, or call Reload after writing through another one.
+// "users" and "apikeys" of a switchboard.Store. It caches every record in
+// memory, so authenticating a key costs one SHA-256, one map lookup and one
+// constant-time compare and never touches the store. The cache is refreshed
+// after each write made through this Users; call Reload after a write made
+// elsewhere (another replica: see switchboard.Store.Changes).
 type Users struct {
-	db    *bbolt.DB
+	st    switchboard.Store
 	now   func() time.Time
 	mu    sync.Mutex // serializes writes and the cache refresh that follows them
 	cache atomic.Pointer[userSnapshot]
 }
 
-// NewUsers creates the users and apikeys buckets in db if needed and loads them.
-func NewUsers(db *bbolt.DB) (*Users, error) {
-	if db == nil {
-		return nil, errors.New("opening users: nil database")
+// NewUsers loads the users kept in st.
+func NewUsers(st switchboard.Store) (*Users, error) {
+	if st == nil {
+		return nil, errors.New("opening users: nil store")
 	}
-	err := db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketUsers, bucketAPIKeys} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return fmt.Errorf("creating bucket %q: %w", b, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("opening users: %w", err)
-	}
-	u := &Users{db: db, now: time.Now}
+	u := &Users{st: st, now: time.Now}
 	if err := u.Reload(); err != nil {
 		return nil, err
 	}
 	return u, nil
 }
 
-// Reload re-reads every user from the database into the in-memory cache.
+// Reload re-reads every user from the store into the in-memory cache.
 func (u *Users) Reload() error {
 	snap := &userSnapshot{byKeyID: map[string]*userRecord{}, byName: map[string]*userRecord{}}
-	err := u.db.View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
-			rec := new(userRecord)
-			if err := json.Unmarshal(v, rec); err != nil {
-				return fmt.Errorf("decoding user %q: %w", k, err)
-			}
-			snap.byName[rec.Name] = rec
-			if rec.KeyID != "" {
-				snap.byKeyID[rec.KeyID] = rec
-			}
-			return nil
-		})
-	})
+	es, err := u.st.List(context.Background(), bucketUsers, "")
 	if err != nil {
 		return fmt.Errorf("loading users: %w", err)
+	}
+	for _, e := range es {
+		rec := new(userRecord)
+		if err := json.Unmarshal(e.Value, rec); err != nil {
+			return fmt.Errorf("loading users: decoding user %q: %w", e.Key, err)
+		}
+		snap.byName[rec.Name] = rec
+		if rec.KeyID != "" {
+			snap.byKeyID[rec.KeyID] = rec
+		}
 	}
 	u.cache.Store(snap)
 	return nil
@@ -161,9 +147,11 @@ func (u *Users) Add(name string, roles []string) (string, error) {
 	}
 	now := u.now().UTC()
 	rec := &userRecord{Name: name, Roles: roles, CreatedAt: now, KeyID: id, KeyHash: hash, KeyCreatedAt: now}
-	err = u.write(func(tx *bbolt.Tx) error {
-		if tx.Bucket(bucketUsers).Get([]byte(name)) != nil {
+	err = u.write(func(tx switchboard.StoreTx) error {
+		if _, err := tx.Get(bucketUsers, name); err == nil {
 			return switchboard.Errorf(switchboard.ECONFLICT, "user %q already exists", name)
+		} else if switchboard.ErrorCode(err) != switchboard.ENOTFOUND {
+			return err
 		}
 		return putUser(tx, rec, "")
 	})
@@ -175,17 +163,17 @@ func (u *Users) Add(name string, roles []string) (string, error) {
 
 // Remove deletes a user and its API key. The key stops working at once.
 func (u *Users) Remove(name string) error {
-	err := u.write(func(tx *bbolt.Tx) error {
+	err := u.write(func(tx switchboard.StoreTx) error {
 		rec, err := getUser(tx, name)
 		if err != nil {
 			return err
 		}
 		if rec.KeyID != "" {
-			if err := tx.Bucket(bucketAPIKeys).Delete([]byte(rec.KeyID)); err != nil {
+			if err := tx.Delete(bucketAPIKeys, rec.KeyID); err != nil {
 				return err
 			}
 		}
-		return tx.Bucket(bucketUsers).Delete([]byte(name))
+		return tx.Delete(bucketUsers, name)
 	})
 	if err != nil {
 		return fmt.Errorf("removing user %q: %w", name, err)
@@ -200,7 +188,7 @@ func (u *Users) RotateKey(name string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("rotating key of %q: %w", name, err)
 	}
-	err = u.write(func(tx *bbolt.Tx) error {
+	err = u.write(func(tx switchboard.StoreTx) error {
 		rec, err := getUser(tx, name)
 		if err != nil {
 			return err
@@ -221,7 +209,7 @@ func (u *Users) SetRoles(name string, roles []string) error {
 	if err != nil {
 		return fmt.Errorf("setting roles of %q: %w", name, err)
 	}
-	err = u.write(func(tx *bbolt.Tx) error {
+	err = u.write(func(tx switchboard.StoreTx) error {
 		rec, err := getUser(tx, name)
 		if err != nil {
 			return err
@@ -281,20 +269,23 @@ func (u *Users) authenticate(key string) (*userRecord, bool) {
 	return rec, true
 }
 
-// write runs fn in a read-write transaction, then refreshes the cache.
-func (u *Users) write(fn func(tx *bbolt.Tx) error) error {
+// write runs fn in a store transaction, then refreshes the cache.
+func (u *Users) write(fn func(tx switchboard.StoreTx) error) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if err := u.db.Update(fn); err != nil {
+	if err := u.st.Update(context.Background(), fn); err != nil {
 		return err
 	}
 	return u.Reload()
 }
 
-func getUser(tx *bbolt.Tx, name string) (*userRecord, error) {
-	v := tx.Bucket(bucketUsers).Get([]byte(name))
-	if v == nil {
+func getUser(tx switchboard.StoreTx, name string) (*userRecord, error) {
+	v, err := tx.Get(bucketUsers, name)
+	if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
 		return nil, switchboard.Errorf(switchboard.ENOTFOUND, "user %q not found", name)
+	}
+	if err != nil {
+		return nil, err
 	}
 	rec := new(userRecord)
 	if err := json.Unmarshal(v, rec); err != nil {
@@ -304,25 +295,28 @@ func getUser(tx *bbolt.Tx, name string) (*userRecord, error) {
 }
 
 // putUser stores rec and its key index, dropping the index entry oldKeyID.
-func putUser(tx *bbolt.Tx, rec *userRecord, oldKeyID string) error {
-	keys := tx.Bucket(bucketAPIKeys)
+func putUser(tx switchboard.StoreTx, rec *userRecord, oldKeyID string) error {
 	if oldKeyID != "" && oldKeyID != rec.KeyID {
-		if err := keys.Delete([]byte(oldKeyID)); err != nil {
+		if err := tx.Delete(bucketAPIKeys, oldKeyID); err != nil {
 			return err
 		}
 	}
-	if owner := keys.Get([]byte(rec.KeyID)); owner != nil && string(owner) != rec.Name {
+	owner, err := tx.Get(bucketAPIKeys, rec.KeyID)
+	switch {
+	case err == nil && string(owner) != rec.Name:
 		// 60 random bits make this practically impossible; refuse rather than overwrite.
 		return switchboard.Errorf(switchboard.ECONFLICT, "api key id collision, try again")
+	case err != nil && switchboard.ErrorCode(err) != switchboard.ENOTFOUND:
+		return err
 	}
-	if err := keys.Put([]byte(rec.KeyID), []byte(rec.Name)); err != nil {
+	if err := tx.Put(bucketAPIKeys, rec.KeyID, []byte(rec.Name)); err != nil {
 		return err
 	}
 	v, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketUsers).Put([]byte(rec.Name), v)
+	return tx.Put(bucketUsers, rec.Name, v)
 }
 
 // newAPIKey returns a fresh key, its public id and the hash to store.

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -9,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
+	"github.com/switchboard-mcp/switchboard/store/bolt"
 
 	"github.com/switchboard-mcp/switchboard"
 )
@@ -18,7 +19,7 @@ var keyFormat = regexp.MustCompile(`^sb_[a-z2-7]{12}_[a-z2-7]{52}$`)
 
 func TestUsersLifecycle(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "switchboard.db")
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	db, err := bolt.Open(path, bolt.Options{LockTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,16 +47,14 @@ func TestUsersLifecycle(t *testing.T) {
 	}
 
 	// Only the hash is stored: the key's secret part appears nowhere in the file.
-	_ = db.View(func(tx *bbolt.Tx) error {
-		return tx.ForEach(func(name []byte, b *bbolt.Bucket) error {
-			return b.ForEach(func(k, v []byte) error {
-				if strings.Contains(string(v), key[16:]) || strings.Contains(string(k), key[16:]) {
-					t.Errorf("bucket %s holds the key secret", name)
-				}
-				return nil
-			})
-		})
-	})
+	for _, e := range allEntries(t, db, bucketUsers, bucketAPIKeys) {
+		if strings.Contains(string(e.Value), key[16:]) || strings.Contains(e.Key, key[16:]) {
+			t.Errorf("entry %s holds the key secret", e.Key)
+		}
+	}
+	if raw, err := os.ReadFile(path); err != nil || strings.Contains(string(raw), key[16:]) {
+		t.Errorf("the file holds the key secret (read err %v)", err)
+	}
 
 	if _, ok := u.authenticate(key); !ok {
 		t.Fatal("new key refused")
@@ -84,11 +83,7 @@ func TestUsersLifecycle(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err = bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db = MustOpenStore(t, path)
 	u, err = NewUsers(db)
 	if err != nil {
 		t.Fatal(err)
@@ -123,12 +118,9 @@ func TestUsersLifecycle(t *testing.T) {
 		}
 	}
 	// The key index holds only bob's key now.
-	_ = db.View(func(tx *bbolt.Tx) error {
-		if n := tx.Bucket(bucketAPIKeys).Stats().KeyN; n != 1 {
-			t.Errorf("apikeys has %d entries, want 1", n)
-		}
-		return nil
-	})
+	if n := len(allEntries(t, db, bucketAPIKeys)); n != 1 {
+		t.Errorf("apikeys has %d entries, want 1", n)
+	}
 }
 
 func TestUserNamesAndRoles(t *testing.T) {

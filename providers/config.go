@@ -289,6 +289,16 @@ type Provider struct {
 	Headers map[string]string `yaml:"headers"`
 	// OAuth makes a scope: user provider's connection an OAuth one.
 	OAuth *OAuth `yaml:"oauth"`
+
+	// Skill names the usage skill this provider uses when it is not filed
+	// under its own prefix: the skill of the server it runs ("filesystem"),
+	// with that skill's own prefix replaced by this provider's where it
+	// names tools. Empty: the skill filed under the prefix, if any, else the
+	// one named like the prefix.
+	Skill string `yaml:"skill"`
+	// SkillNote is added to the skill for this provider: what differs for
+	// the callers of this instance (whose files, which account).
+	SkillNote string `yaml:"skill_note"`
 }
 
 // OAuth is a provider's OAuth connection. For a URL provider everything
@@ -776,6 +786,7 @@ var (
 	envNameRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	secretNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 	roleNameRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+	skillNameRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 	refRe        = regexp.MustCompile(`^\$\{(secret|env):([^}]*)\}$`)
 	replicaRe    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 )
@@ -918,6 +929,9 @@ func (c *Config) validate(file string) []Problem {
 		}
 		if p.OAuth != nil {
 			ps = append(ps, c.validateOAuth(file, p)...)
+		}
+		if p.Skill != "" && (len(p.Skill) > 64 || !skillNameRe.MatchString(p.Skill)) {
+			add(path+".skill", "provider %q: skill %q must name a skill folder: lowercase letters, digits and hyphens", p.Name, p.Skill)
 		}
 		switch p.Protocol {
 		case "", "auto", "2025-11-25", "2026-07-28":

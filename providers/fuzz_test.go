@@ -2,10 +2,11 @@ package providers
 
 import (
 	"errors"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
-	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -61,8 +62,8 @@ func FuzzLoadConfig(f *testing.F) {
 			if q == nil {
 				t.Fatalf("round trip lost provider %q", name)
 			}
-			if p.Command != q.Command || !reflect.DeepEqual(nilIfEmpty(p.Args), nilIfEmpty(q.Args)) ||
-				!reflect.DeepEqual(nilIfEmptyMap(p.Env), nilIfEmptyMap(q.Env)) || p.IsEnabled() != q.IsEnabled() ||
+			if p.Command != q.Command || !slices.Equal(p.Args, q.Args) ||
+				!maps.Equal(p.Env, q.Env) || p.IsEnabled() != q.IsEnabled() ||
 				p.Scope != q.Scope || p.Dir != q.Dir || p.Limits.CallTimeout != q.Limits.CallTimeout {
 				t.Fatalf("round trip changed provider %q:\n%+v\n→\n%+v", name, *p, *q)
 			}

@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"context"
 	"reflect"
 	"testing"
 )
@@ -74,8 +75,12 @@ providers:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := Diff(cfg, next)
-	if !reflect.DeepEqual(ch.Restarted, []string{"docs", "linear"}) {
-		t.Errorf("restarted = %v, want docs (url) and linear (oauth)", ch.Restarted)
+	cur := NewPlan(context.Background(), nil, cfg, nil).Next()
+	plan := NewPlan(context.Background(), cur, next, nil)
+	if got := plan.Restarted(); !reflect.DeepEqual(got, []string{"docs"}) {
+		t.Errorf("replaced = %v, want docs (its url changed)", got)
+	}
+	if !reflect.DeepEqual(plan.StopUsers, []string{"linear"}) {
+		t.Errorf("users' instances stopped = %v, want linear's (its oauth changed)", plan.StopUsers)
 	}
 }

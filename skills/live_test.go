@@ -87,8 +87,11 @@ var liveServers = map[string]liveServer{
 	"echo": {kind: "echo", start: func(t *testing.T, tmp string) ([]string, []string) {
 		return []string{mustGoBinary(t, "echo")}, nil
 	}},
-	"fs": fsServer, "alpha-fs": fsServer, "beta-fs": fsServer,
-	"memory": memoryServer, "alpha-memory": memoryServer, "beta-memory": memoryServer,
+	"filesystem": fsServer,
+	"memory":     memoryServer,
+	"github": {kind: "github", start: func(t *testing.T, tmp string) ([]string, []string) {
+		return npmServer(t, "server-github"), nil // tools/list needs no token
+	}},
 	"everything": {kind: "everything", start: func(t *testing.T, tmp string) ([]string, []string) {
 		return npmServer(t, "server-everything", "stdio"), nil
 	}},

@@ -26,6 +26,8 @@ type Set struct {
 	Meta      map[string]*Skill
 	Invalid   []*ParseError
 	Dir       string // the operator's skills_dir, "" when none
+
+	builtin map[string]bool // folders of the built-in skills
 }
 
 // Get returns the usage skill of the provider with the given prefix, or nil.
@@ -53,7 +55,7 @@ func (s Set) Visible(prefixes []string) []*Skill {
 // errors and in Set.Invalid, and a built-in it meant to replace stays in force.
 // Load keeps going after an error, so the set holds every skill it could read.
 func Load(builtin fs.FS, dir string) (Set, []error) {
-	set := Set{Providers: map[string]*Skill{}, Meta: map[string]*Skill{}, Dir: dir}
+	set := Set{Providers: map[string]*Skill{}, Meta: map[string]*Skill{}, Dir: dir, builtin: foldersOf(builtin)}
 	var errs []error
 	add := func(folder, p string, data []byte, isBuiltin bool) {
 		sk, err := Parse(p, data)
@@ -234,7 +236,10 @@ const toolChars = `[A-Za-z0-9_.-]`
 // way, so pass the provider's prompt names too; <prefix>__skill, the gateway's
 // own prompt, never counts as stale. A mention followed by "*" is a glob and is
 // ignored, and so is a longer prefix that merely ends in prefix ("alpha-fs__x"
-// when checking "fs"). Names are returned namespaced, sorted, without duplicates.
+// when checking "fs"). So is a quoted error text: a fenced block whose info
+// string is "error", or a line carrying the comment <!-- quoted --> (a
+// server's own message naming a tool that does not exist, written down as a
+// pitfall). Names are returned namespaced, sorted, without duplicates.
 func StaleTools(s *Skill, prefix string, tools []string) []string {
 	if s == nil || prefix == "" {
 		return nil
@@ -246,9 +251,10 @@ func StaleTools(s *Skill, prefix string, tools []string) []string {
 	re := regexp.MustCompile(`(^|[^A-Za-z0-9_-])` + regexp.QuoteMeta(prefix) + `__(` + toolChars + `+)`)
 	seen := map[string]bool{}
 	var out []string
-	for _, m := range re.FindAllStringSubmatchIndex(s.Body, -1) {
-		name := s.Body[m[4]:m[5]]
-		if m[5] < len(s.Body) && s.Body[m[5]] == '*' {
+	body := checkable(s.Body)
+	for _, m := range re.FindAllStringSubmatchIndex(body, -1) {
+		name := body[m[4]:m[5]]
+		if m[5] < len(body) && body[m[5]] == '*' {
 			continue
 		}
 		// Sentence punctuation is not part of the name: "call fs__read_file."

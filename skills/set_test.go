@@ -390,10 +390,10 @@ func TestIndex(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	idx := Index(set.Visible([]string{"notes", "fs"}))
+	idx := Index(set.Visible([]string{"notes", "filesystem"}))
 	if lines := strings.Split(strings.TrimSpace(idx), "\n"); len(lines) != 3 ||
-		!strings.HasPrefix(lines[1], "- fs: ") || !strings.HasPrefix(lines[2], "- notes: ") {
-		t.Errorf("Index(builtin notes, fs) = %q", idx)
+		!strings.HasPrefix(lines[1], "- filesystem: ") || !strings.HasPrefix(lines[2], "- notes: ") {
+		t.Errorf("Index(builtin notes, filesystem) = %q", idx)
 	}
 }
 
@@ -404,4 +404,74 @@ func sortedKeys(m map[string]*Skill) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestBindings: a provider that names the skill of the server it runs gets
+// that skill with its own prefix wherever the skill names a tool or prompt,
+// plus its note; a name no skill has is a problem; an operator's skill filed
+// under such a name, or under a built-in kind, is a library, not an orphan.
+func TestBindings(t *testing.T) {
+	builtin := mapFS(map[string]string{
+		"filesystem/SKILL.md": "---\nname: filesystem\ndescription: files\nprovider: filesystem\n---\n" +
+			"Start with `filesystem__list_allowed_directories`; not `alpha-filesystem__x`. Prompt `filesystem__skill`.\n",
+		"notes/SKILL.md": skillMD("notes", 5),
+	})
+	dir := mustWriteDir(t, map[string]string{
+		"crm-kind/SKILL.md": skillMD("crm-kind", 3),
+		"notes/SKILL.md":    skillMD("notes", 4),
+	})
+	set, errs := Load(builtin, dir)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	sk := set.For(Binding{Prefix: "alpha-fs", Skill: "filesystem", Note: "Client Alpha's files only.", Enabled: true})
+	if sk == nil {
+		t.Fatal("no skill for alpha-fs")
+	}
+	for _, want := range []string{"`alpha-fs__list_allowed_directories`", "`alpha-filesystem__x`", "`alpha-fs__skill`", "## For alpha-fs\n\nClient Alpha's files only.", "provider: alpha-fs"} {
+		if !strings.Contains(sk.Body, want) {
+			t.Errorf("alpha-fs skill lacks %q:\n%s", want, sk.Body)
+		}
+	}
+	if sk.Prefix() != "alpha-fs" || set.Providers["filesystem"].Prefix() != "filesystem" {
+		t.Error("For changed the set, or did not rename")
+	}
+	if got := StaleTools(sk, "alpha-fs", []string{"list_allowed_directories"}); got != nil {
+		t.Errorf("StaleTools on the bound skill = %q", got)
+	}
+	if set.For(Binding{Prefix: "notes", Enabled: true}).Builtin {
+		t.Error("the operator's notes skill does not replace the built-in one")
+	}
+	bindings := []Binding{
+		{Prefix: "alpha-fs", Skill: "filesystem", Enabled: true},
+		{Prefix: "crm", Skill: "crm-kind", Enabled: true},
+		{Prefix: "notes", Enabled: true},
+		{Prefix: "gh", Skill: "github", Enabled: true},
+	}
+	var got []string
+	for _, p := range ValidateBindings(set, bindings, true) {
+		got = append(got, strings.ReplaceAll(p.String(), dir, "DIR"))
+	}
+	want := []string{`DIR: provider "gh" uses skill "github" (skill: in gateway.yaml), but no skill of that name is built in or in skills.dir`}
+	if !slices.Equal(got, want) {
+		t.Errorf("problems:\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestQuotedErrorsAreNotStale: a server's error text quoted in a skill may
+// name a tool that does not exist; an ```error block or a line marked
+// <!-- quoted --> is not checked.
+func TestQuotedErrorsAreNotStale(t *testing.T) {
+	body := "---\nname: fs\ndescription: d\nprovider: fs\n---\n" +
+		"Use `fs__read_text_file`.\n" +
+		"```error\nMCP error -32602: tool not found: fs__read_file\n```\n" +
+		"Calling the old name answers `tool not found: fs__read` <!-- quoted -->\n" +
+		"But `fs__gone` is stale.\n"
+	s, err := Parse("fs/SKILL.md", []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := StaleTools(s, "fs", []string{"read_text_file"}); !slices.Equal(got, []string{"fs__gone"}) {
+		t.Errorf("StaleTools = %q, want only fs__gone", got)
+	}
 }

@@ -15,8 +15,7 @@ import (
 // builtinFolders is every skill folder that must ship in the binary.
 var builtinFolders = []string{
 	"adding-a-provider",
-	"alpha-fs", "alpha-memory", "beta-fs", "beta-memory",
-	"echo", "everything", "fs", "memory", "notes",
+	"echo", "everything", "filesystem", "github", "memory", "notes",
 }
 
 func TestBuiltinSkills(t *testing.T) {

@@ -106,6 +106,15 @@ type Options struct {
 	// Jitter returns a number in [0,1) used to jitter restart delays. Default:
 	// math/rand/v2.Float64.
 	Jitter func() float64
+	// UserSpec returns the spec of a user's own instance of a provider that
+	// runs one instance per user (Provider.UserScoped): the provider's
+	// template with that user's connection secrets. An error says why the
+	// instance cannot start (the user is not connected, say); it reaches the
+	// caller. Needed only for user-scoped providers.
+	UserSpec func(ctx context.Context, key switchboard.InstanceKey) (Spec, error)
+	// Usable returns the user-scoped providers p may use right now (which
+	// Ensure starts). Nil: none.
+	Usable func(p *switchboard.Principal) []string
 }
 
 // Supervisor runs provider instances as child processes. Its methods are safe
@@ -117,8 +126,22 @@ type Supervisor struct {
 	reaper *reaper
 	limits *limiter
 
-	mu    sync.Mutex
-	insts map[switchboard.InstanceKey]*instance
+	// routes maps an InstanceKey to the *route of its current instance
+	// while it runs: what calls go to. Read without a lock on every call.
+	routes sync.Map
+	// provs is the providers table of the last Apply (or SetProviders).
+	provs atomic.Pointer[map[string]Provider]
+
+	mu       sync.Mutex
+	insts    map[switchboard.InstanceKey]*instance // the current instance of each key
+	retiring map[*instance]struct{}                // replaced instances still draining or stopping
+	starting map[switchboard.InstanceKey]chan struct{}
+}
+
+// route is where calls to one key go.
+type route struct {
+	up *limited
+	in *instance
 }
 
 // New returns a Supervisor with nothing running.
@@ -135,13 +158,17 @@ func New(logger zerolog.Logger, opts Options) *Supervisor {
 	if opts.Jitter == nil {
 		opts.Jitter = rand.Float64
 	}
-	return &Supervisor{
-		log:    logger,
-		opts:   opts,
-		reaper: newReaper(logger),
-		limits: newLimiter(logger),
-		insts:  make(map[switchboard.InstanceKey]*instance),
+	s := &Supervisor{
+		log:      logger,
+		opts:     opts,
+		reaper:   newReaper(logger),
+		limits:   newLimiter(logger),
+		insts:    make(map[switchboard.InstanceKey]*instance),
+		retiring: make(map[*instance]struct{}),
+		starting: make(map[switchboard.InstanceKey]chan struct{}),
 	}
+	s.provs.Store(&map[string]Provider{})
+	return s
 }
 
 // Start begins supervising spec.Key: it spawns the child in the background and
@@ -151,17 +178,10 @@ func New(logger zerolog.Logger, opts Options) *Supervisor {
 // The first Start of a Spec with resource limits chooses (and logs) how this
 // Supervisor enforces them; see the package comment.
 func (s *Supervisor) Start(spec Spec) error {
-	if spec.Key.Provider == "" {
-		return switchboard.Errorf(switchboard.EINVALID, "starting provider: empty provider name")
-	}
-	if spec.Command == "" {
-		return switchboard.Errorf(switchboard.EINVALID, "starting provider %s: empty command", spec.Key)
-	}
-	if err := validateLimits(spec); err != nil {
+	spec, limits, err := s.prepare(spec)
+	if err != nil {
 		return err
 	}
-	spec = spec.withDefaults()
-	limits := s.limits.describe(spec.resources())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.insts[spec.Key]; old != nil {
@@ -179,6 +199,30 @@ func (s *Supervisor) Start(spec Spec) error {
 			return switchboard.Errorf(switchboard.ECONFLICT, "starting provider %s: already running with a different spec", spec.Key)
 		}
 	}
+	in := s.newInstance(spec, limits, false)
+	s.insts[spec.Key] = in
+	go in.run()
+	return nil
+}
+
+// prepare validates spec and applies its defaults.
+func (s *Supervisor) prepare(spec Spec) (Spec, string, error) {
+	if spec.Key.Provider == "" {
+		return spec, "", switchboard.Errorf(switchboard.EINVALID, "starting provider: empty provider name")
+	}
+	if spec.Command == "" {
+		return spec, "", switchboard.Errorf(switchboard.EINVALID, "starting provider %s: empty command", spec.Key)
+	}
+	if err := validateLimits(spec); err != nil {
+		return spec, "", err
+	}
+	spec = spec.withDefaults()
+	return spec, s.limits.describe(spec.resources()), nil
+}
+
+// newInstance returns an instance of spec, not yet running. A standby
+// instance holds back its upstream and catalog until it is promoted.
+func (s *Supervisor) newInstance(spec Spec, limits string, standby bool) *instance {
 	in := &instance{
 		s:         s,
 		spec:      spec,
@@ -189,10 +233,10 @@ func (s *Supervisor) Start(spec Spec) error {
 		changed:   make(chan struct{}),
 		state:     switchboard.StateStarting,
 		limits:    limits,
+		standby:   standby,
 	}
-	s.insts[spec.Key] = in
-	go in.run()
-	return nil
+	in.lastUsed.Store(time.Now().UnixNano())
+	return in
 }
 
 // Stop stops supervising key: it closes the child's stdin, waits StopGrace,
@@ -231,20 +275,27 @@ func (s *Supervisor) Restart(ctx context.Context, key switchboard.InstanceKey) e
 	return s.Start(in.spec)
 }
 
-// StopAll stops every instance in parallel and returns when all are gone or ctx
-// ends. When nothing is left supervised it also ends the reaper helper (a later
-// Start starts a new one).
+// StopAll stops every instance, and every replaced one still draining, in
+// parallel and returns when all are gone or ctx ends. When nothing is left
+// supervised it also ends the reaper helper (a later Start starts a new one).
 func (s *Supervisor) StopAll(ctx context.Context) error {
 	s.mu.Lock()
 	keys := make([]switchboard.InstanceKey, 0, len(s.insts))
 	for k := range s.insts {
 		keys = append(keys, k)
 	}
+	retiring := make([]*instance, 0, len(s.retiring))
+	for in := range s.retiring {
+		retiring = append(retiring, in)
+	}
 	s.mu.Unlock()
-	errs := make([]error, len(keys))
+	errs := make([]error, len(keys)+len(retiring))
 	var wg sync.WaitGroup
 	for i, k := range keys {
 		wg.Go(func() { errs[i] = s.Stop(ctx, k) })
+	}
+	for i, in := range retiring {
+		wg.Go(func() { errs[len(keys)+i] = in.stop(ctx) })
 	}
 	wg.Wait()
 	s.mu.Lock()
@@ -276,20 +327,14 @@ func (s *Supervisor) Specs() []Spec {
 	return specs
 }
 
-// Upstream returns the limited connection of key while it is running.
-func (s *Supervisor) Upstream(key switchboard.InstanceKey) (switchboard.Upstream, bool) {
-	s.mu.Lock()
-	in := s.insts[key]
-	s.mu.Unlock()
-	if in == nil {
+// Running returns the upstream of key's current instance while it runs. It
+// takes no lock: calls read it.
+func (s *Supervisor) Running(key switchboard.InstanceKey) (switchboard.Upstream, bool) {
+	r, ok := s.routes.Load(key)
+	if !ok {
 		return nil, false
 	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.state != switchboard.StateRunning || in.up == nil {
-		return nil, false
-	}
-	return in.up, true
+	return r.(*route).up, true
 }
 
 // WaitReady blocks until key is running (nil; its catalog has been handed to
@@ -302,16 +347,24 @@ func (s *Supervisor) WaitReady(ctx context.Context, key switchboard.InstanceKey)
 	if in == nil {
 		return switchboard.Errorf(switchboard.ENOTFOUND, "waiting for provider %s: not supervised", key)
 	}
+	return in.awaitReady(ctx, false)
+}
+
+// awaitReady blocks until the instance runs (nil), has failed or stopped, or
+// ctx ends. With firstTry, a failed attempt (the instance backs off before
+// trying again) is an error too.
+func (in *instance) awaitReady(ctx context.Context, firstTry bool) error {
+	key := in.spec.Key
 	for {
 		in.mu.Lock()
 		st, lastErr, changed := in.state, in.lastErr, in.changed
 		in.mu.Unlock()
-		switch st {
-		case switchboard.StateRunning:
+		switch {
+		case st == switchboard.StateRunning:
 			return nil
-		case switchboard.StateFailed:
-			return switchboard.Errorf(switchboard.EUNAVAILABLE, "waiting for provider %s: failed: %s", key, s.opts.Redact(lastErr))
-		case switchboard.StateStopping, switchboard.StateStopped:
+		case st == switchboard.StateFailed, firstTry && st == switchboard.StateBackoff:
+			return switchboard.Errorf(switchboard.EUNAVAILABLE, "waiting for provider %s: failed: %s", key, in.s.opts.Redact(lastErr))
+		case st == switchboard.StateStopping, st == switchboard.StateStopped:
 			return switchboard.Errorf(switchboard.EUNAVAILABLE, "waiting for provider %s: stopped", key)
 		}
 		select {
@@ -356,9 +409,20 @@ type instance struct {
 	done      chan struct{} // closed when run returns
 	finalized chan struct{} // closed by finalize, after done
 
-	inFlight atomic.Int64
+	flights  flights
 	garbage  atomic.Int64
+	lastUsed atomic.Int64 // unix nanoseconds of the last call routed here (per-user idle reaping)
 	stderr   tail
+
+	// pubMu serializes what the instance hands to OnCatalog and routes:
+	// publish, unpublish, promote and retire.
+	pubMu      sync.Mutex
+	standby    bool // a replacement not yet promoted: holds back its upstream and catalog
+	retired    bool // replaced: publishes nothing any more
+	published  bool // OnCatalog last got a non-nil upstream from this instance
+	pendingUp  *limited
+	pendingCat *switchboard.Catalog
+	note       string // shown as LastError while set: a replacement that failed to start
 
 	mu        sync.Mutex
 	state     switchboard.ProviderState
@@ -374,7 +438,6 @@ type instance struct {
 	// sessionOnly: the child died on the server/discover probe once, so
 	// later starts skip it (run goroutine only).
 	sessionOnly bool
-	published   bool // OnCatalog last got a non-nil upstream (run goroutine only)
 }
 
 // requestStop makes the instance's goroutine stop the child and return, and
@@ -398,6 +461,7 @@ func (in *instance) finalize() {
 	if current {
 		delete(s.insts, in.spec.Key)
 	}
+	delete(s.retiring, in)
 	s.mu.Unlock()
 	in.setState(switchboard.StateStopped)
 	if current {
@@ -458,7 +522,10 @@ func (in *instance) status() switchboard.ProviderStatus {
 		Limits:     in.limits,
 		StderrTail: in.stderr.snapshot(redact),
 		Garbage:    in.garbage.Load(),
-		InFlight:   in.inFlight.Load(),
+		InFlight:   in.flights.active.Load(),
+	}
+	if in.note != "" && st.LastError == "" {
+		st.LastError = redact(in.note)
 	}
 	switch in.state {
 	case switchboard.StateStarting, switchboard.StateRunning, switchboard.StateStopping:
@@ -468,27 +535,59 @@ func (in *instance) status() switchboard.ProviderStatus {
 	return st
 }
 
-// publish hands the instance's upstream and catalog to OnCatalog.
+// publish routes calls to up and hands the catalog to OnCatalog; a standby
+// instance keeps both until it is promoted, and a retired one publishes
+// nothing.
 func (in *instance) publish(up *limited, cat *switchboard.Catalog) {
+	in.pubMu.Lock()
+	defer in.pubMu.Unlock()
+	switch {
+	case in.retired:
+	case in.standby:
+		in.pendingUp, in.pendingCat = up, cat
+	default:
+		in.publishLocked(up, cat)
+	}
+}
+
+func (in *instance) publishLocked(up *limited, cat *switchboard.Catalog) {
 	in.published = true
+	in.s.routes.Store(in.spec.Key, &route{up: up, in: in})
 	if f := in.s.opts.OnCatalog; f != nil {
 		f(in.spec.Key, up, cat)
 	}
 }
 
-// unpublish tells OnCatalog the instance is down, once per publication.
+// unpublish stops routing calls to the instance and tells OnCatalog it is
+// down, once per publication. A retired instance's key belongs to its
+// replacement: nothing is touched.
 func (in *instance) unpublish() {
 	in.mu.Lock()
+	up := in.up
 	in.up = nil
 	in.tools = 0
 	in.mu.Unlock()
-	if !in.published {
+	in.pubMu.Lock()
+	defer in.pubMu.Unlock()
+	in.pendingUp, in.pendingCat = nil, nil
+	if !in.published || in.retired {
 		return
 	}
 	in.published = false
+	if up != nil {
+		in.s.routes.CompareAndDelete(in.spec.Key, in.s.routeOf(in.spec.Key, up))
+	}
 	if f := in.s.opts.OnCatalog; f != nil {
 		f(in.spec.Key, nil, nil)
 	}
+}
+
+// routeOf returns the route stored for key if it goes to up, else nil.
+func (s *Supervisor) routeOf(key switchboard.InstanceKey, up *limited) *route {
+	if r, ok := s.routes.Load(key); ok && r.(*route).up == up {
+		return r.(*route)
+	}
+	return nil
 }
 
 // runResult is how one run of the child ended.
@@ -703,7 +802,7 @@ func (in *instance) runOnce() (res runResult) {
 		return res
 	}
 
-	up := newLimited(conn, spec, &in.inFlight)
+	up := newLimited(conn, spec, &in.flights)
 	up.timeouts = newTimeoutStreak(spec.MaxConsecutiveTimeouts)
 	if conn.Modern() {
 		up.lis = newListener(conn, func(err error) {
@@ -716,6 +815,7 @@ func (in *instance) runOnce() (res runResult) {
 	in.up = up
 	in.tools = len(cat.Tools)
 	in.lastErr = ""
+	in.note = ""
 	in.mu.Unlock()
 	res.ready = true
 	// Publish before the state turns Running, so that whoever waits for it

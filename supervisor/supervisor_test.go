@@ -226,7 +226,7 @@ func MustReady(tb testing.TB, s *Supervisor, spec Spec) switchboard.Upstream {
 	if err := s.WaitReady(ctx, spec.Key); err != nil {
 		tb.Fatalf("WaitReady: %v", err)
 	}
-	up, ok := s.Upstream(spec.Key)
+	up, ok := s.Running(spec.Key)
 	if !ok {
 		tb.Fatal("Upstream not available after WaitReady")
 	}
@@ -419,7 +419,7 @@ func TestHappyPath(t *testing.T) {
 	if s.Has(spec.Key) || alive(pid) {
 		t.Error("instance still there after Stop")
 	}
-	if _, ok := s.Upstream(spec.Key); ok {
+	if _, ok := s.Running(spec.Key); ok {
 		t.Error("Upstream available after Stop")
 	}
 	if _, downs := rec.counts(); downs != 1 || rec.count(EventStop) != 1 {
@@ -562,7 +562,7 @@ func TestEarlyFailuresCount(t *testing.T) {
 			if pub, _ := rec.counts(); rec.count(EventSpawn) != wantSpawns || pub != 0 || rec.count(EventReady) != 0 {
 				t.Errorf("spawns = %d, catalogs = %d, ready = %d; want %d, 0, 0", rec.count(EventSpawn), pub, rec.count(EventReady), wantSpawns)
 			}
-			if _, ok := s.Upstream(spec.Key); ok {
+			if _, ok := s.Running(spec.Key); ok {
 				t.Error("Upstream of a failed instance")
 			}
 		})
@@ -779,7 +779,7 @@ func TestKillMidCallFailsInFlightCalls(t *testing.T) {
 	if e := rec.last(EventExit); e.Signal != "killed" {
 		t.Errorf("exit event = %+v", e)
 	}
-	up2, _ := s.Upstream(spec.Key)
+	up2, _ := s.Running(spec.Key)
 	if got, err := callTool(t.Context(), up2, "echo", map[string]any{"text": "again"}); err != nil || got != "again" {
 		t.Errorf("after restart: %q, %v", got, err)
 	}
@@ -877,7 +877,7 @@ func TestQueueBound(t *testing.T) {
 	}
 	waitUntil(t, 10*time.Second, func() bool {
 		l := up.(*limited)
-		return l.inFlight.Load() == 1 && l.waiting.Load() == 1
+		return l.flights.active.Load() == 1 && l.waiting.Load() == 1
 	}, "one in flight and one queued")
 	start := time.Now()
 	_, err := callTool(t.Context(), up, "echo", map[string]any{"text": "x"})

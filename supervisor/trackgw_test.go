@@ -84,7 +84,7 @@ func trackGateway() {
 			fmt.Println("stopped")
 		case "crash":
 			old := pidOf()
-			up, ok := s.Upstream(spec.Key)
+			up, ok := s.Running(spec.Key)
 			if !ok {
 				fail(errors.New("not running"))
 			}

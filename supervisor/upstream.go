@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,7 +17,7 @@ type limited struct {
 	conn     *Conn
 	slots    chan struct{}
 	waiting  atomic.Int64
-	inFlight *atomic.Int64 // shared with the instance, for Status
+	flights  *flights // shared with the instance: Status and drains
 	maxQueue int64
 	timeout  time.Duration
 	timeouts *timeoutStreak // calls that hit timeout in a row; nil: not counted
@@ -27,11 +28,11 @@ type limited struct {
 
 var _ switchboard.Upstream = (*limited)(nil)
 
-func newLimited(conn *Conn, spec Spec, inFlight *atomic.Int64) *limited {
+func newLimited(conn *Conn, spec Spec, f *flights) *limited {
 	return &limited{
 		conn:     conn,
 		slots:    make(chan struct{}, spec.MaxConcurrent),
-		inFlight: inFlight,
+		flights:  f,
 		maxQueue: int64(spec.MaxQueue),
 		timeout:  spec.CallTimeout,
 	}
@@ -40,6 +41,8 @@ func newLimited(conn *Conn, spec Spec, inFlight *atomic.Int64) *limited {
 // Call waits for a slot (failing at once with EOVERLOADED when the queue is
 // full), then calls the child with the per-call timeout.
 func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
+	l.flights.begin()
+	defer l.flights.end()
 	if l.lis != nil && (req.Method == "resources/subscribe" || req.Method == "resources/unsubscribe") {
 		// The stateless era has no such methods: its listen stream
 		// carries the subscribed resources.
@@ -68,9 +71,9 @@ func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawM
 			return nil, l.conn.unavailable(req.Method)
 		}
 	}
-	l.inFlight.Add(1)
+	l.flights.active.Add(1)
 	defer func() {
-		l.inFlight.Add(-1)
+		l.flights.active.Add(-1)
 		<-l.slots
 	}()
 	callCtx, cancel := context.WithTimeout(ctx, l.timeout)
@@ -83,4 +86,54 @@ func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawM
 // Notify sends the child a notification (roots/list_changed, for one).
 func (l *limited) Notify(ctx context.Context, method string, params any) error {
 	return l.conn.Notify(ctx, method, params)
+}
+
+// flights counts an instance's calls and wakes a drain once none is left.
+// A call takes no lock unless a drain waits.
+type flights struct {
+	active  atomic.Int64 // in flight at the child (Status)
+	pending atomic.Int64 // in flight or queued
+	waiters atomic.Int32 // drains waiting
+
+	mu   sync.Mutex
+	idle chan struct{} // closed when pending drops to zero; nil while nobody waits
+}
+
+func (f *flights) begin() { f.pending.Add(1) }
+
+func (f *flights) end() {
+	// pending is decremented before waiters is read, and wait counts itself
+	// in waiters before it reads pending: one of the two sees the other.
+	if f.pending.Add(-1) != 0 || f.waiters.Load() == 0 {
+		return
+	}
+	f.mu.Lock()
+	if f.idle != nil {
+		close(f.idle)
+		f.idle = nil
+	}
+	f.mu.Unlock()
+}
+
+// wait blocks until no call is in flight or queued, or ctx ends.
+func (f *flights) wait(ctx context.Context) error {
+	f.waiters.Add(1)
+	defer f.waiters.Add(-1)
+	for {
+		f.mu.Lock()
+		if f.pending.Load() == 0 {
+			f.mu.Unlock()
+			return nil
+		}
+		if f.idle == nil {
+			f.idle = make(chan struct{})
+		}
+		idle := f.idle
+		f.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

@@ -10,8 +10,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/switchboard-mcp/switchboard"
 )
 
@@ -47,11 +45,40 @@ type Connection struct {
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
-// Keys inside a provider's connection bucket.
-var (
-	connRecord = []byte("record")
-	connValues = []byte("values")
+// A connection's keys in the vault.conn bucket, parts joined with
+// switchboard.StoreKeySep (no user id, prefix or secret name contains it):
+//
+//	<user>␟<provider>␟record          JSON Connection
+//	<user>␟<provider>␟values␟<NAME>   sealed value
+const (
+	connRecord = "record"
+	connValues = "values"
 )
+
+const sep = switchboard.StoreKeySep
+
+// connKey is one parsed key of the vault.conn bucket; name is "" for a record.
+type connKey struct{ user, provider, name string }
+
+func connPrefix(user, provider string) string { return user + sep + provider + sep }
+
+func connRecordKey(user, provider string) string { return connPrefix(user, provider) + connRecord }
+
+func connValueKey(user, provider, name string) string {
+	return connPrefix(user, provider) + connValues + sep + name
+}
+
+// parseConnKey splits a vault.conn key; ok is false for a key of no known form.
+func parseConnKey(k string) (connKey, bool) {
+	parts := strings.Split(k, sep)
+	switch {
+	case len(parts) == 3 && parts[2] == connRecord:
+		return connKey{user: parts[0], provider: parts[1]}, true
+	case len(parts) == 4 && parts[2] == connValues && parts[3] != "":
+		return connKey{user: parts[0], provider: parts[1], name: parts[3]}, true
+	}
+	return connKey{}, false
+}
 
 const maxUserLen = 256
 
@@ -76,15 +103,6 @@ func checkConn(user, provider string) error {
 
 func connDisplay(user, provider string) string { return "conn/" + user + "/" + provider }
 
-// connBucket returns the bucket of user's connection to provider, or nil.
-func connBucket(tx *bolt.Tx, user, provider string) *bolt.Bucket {
-	ub := tx.Bucket(bucketConn).Bucket([]byte(user))
-	if ub == nil {
-		return nil
-	}
-	return ub.Bucket([]byte(provider))
-}
-
 // SetConnection stores user's static connection to provider with the given
 // secret values, replacing any previous connection (and all its values) in one
 // transaction.
@@ -108,25 +126,11 @@ func (v *Vault) SetConnection(user, provider string, values map[string][]byte) e
 	if err != nil {
 		return fmt.Errorf("setting connection %s: %w", connDisplay(user, provider), err)
 	}
-	err = v.update(func(tx *bolt.Tx) error {
-		ub, err := tx.Bucket(bucketConn).CreateBucketIfNotExists([]byte(user))
-		if err != nil {
+	err = v.update(context.Background(), func(tx switchboard.StoreTx) error {
+		if err := tx.DeletePrefix(bucketConn, connPrefix(user, provider)); err != nil {
 			return err
 		}
-		if ub.Bucket([]byte(provider)) != nil {
-			if err := ub.DeleteBucket([]byte(provider)); err != nil {
-				return err
-			}
-		}
-		pb, err := ub.CreateBucket([]byte(provider))
-		if err != nil {
-			return err
-		}
-		if err := pb.Put(connRecord, rec); err != nil {
-			return err
-		}
-		vals, err := pb.CreateBucket(connValues)
-		if err != nil {
+		if err := tx.Put(bucketConn, connRecordKey(user, provider), rec); err != nil {
 			return err
 		}
 		for _, name := range names {
@@ -134,7 +138,7 @@ func (v *Vault) SetConnection(user, provider string, values map[string][]byte) e
 			if err != nil {
 				return err
 			}
-			if err := vals.Put([]byte(name), sealed); err != nil {
+			if err := tx.Put(bucketConn, connValueKey(user, provider, name), sealed); err != nil {
 				return err
 			}
 		}
@@ -143,7 +147,7 @@ func (v *Vault) SetConnection(user, provider string, values map[string][]byte) e
 	if err != nil {
 		return fmt.Errorf("setting connection %s: %w", connDisplay(user, provider), err)
 	}
-	return nil
+	return v.ReloadConnections()
 }
 
 // DeleteConnection removes user's connection to provider and all its values; a
@@ -152,33 +156,28 @@ func (v *Vault) DeleteConnection(user, provider string) error {
 	if err := checkConn(user, provider); err != nil {
 		return err
 	}
-	err := v.update(func(tx *bolt.Tx) error {
-		conns := tx.Bucket(bucketConn)
-		ub := conns.Bucket([]byte(user))
-		if ub == nil || ub.Bucket([]byte(provider)) == nil {
-			return notFound(fmt.Sprintf("connection %q", connDisplay(user, provider)))
-		}
-		if err := ub.DeleteBucket([]byte(provider)); err != nil {
+	err := v.update(context.Background(), func(tx switchboard.StoreTx) error {
+		if _, err := tx.Get(bucketConn, connRecordKey(user, provider)); err != nil {
+			if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
+				return notFound(fmt.Sprintf("connection %q", connDisplay(user, provider)))
+			}
 			return err
 		}
-		if k, _ := ub.Cursor().First(); k == nil {
-			return conns.DeleteBucket([]byte(user))
-		}
-		return nil
+		return tx.DeletePrefix(bucketConn, connPrefix(user, provider))
 	})
 	if err != nil {
 		return fmt.Errorf("deleting connection %s: %w", connDisplay(user, provider), err)
 	}
-	return nil
+	return v.ReloadConnections()
 }
 
-// readConn decodes the record of the connection in bucket pb.
-func readConn(pb *bolt.Bucket, user, provider string) (Connection, error) {
+// readConn decodes a connection record.
+func readConn(b []byte, user, provider string) (Connection, error) {
 	var c Connection
-	if err := json.Unmarshal(pb.Get(connRecord), &c); err != nil {
+	if err := json.Unmarshal(b, &c); err != nil {
 		return Connection{}, fmt.Errorf("reading connection %s: %w", connDisplay(user, provider), ErrCorrupt)
 	}
-	c.User, c.Provider = user, provider // the bucket path is authoritative
+	c.User, c.Provider = user, provider // the key is authoritative
 	return c, nil
 }
 
@@ -188,16 +187,14 @@ func (v *Vault) Connection(user, provider string) (*Connection, error) {
 	if err := checkConn(user, provider); err != nil {
 		return nil, err
 	}
-	var c Connection
-	err := v.view(func(tx *bolt.Tx) error {
-		pb := connBucket(tx, user, provider)
-		if pb == nil {
-			return notFound(fmt.Sprintf("connection %q", connDisplay(user, provider)))
-		}
-		var err error
-		c, err = readConn(pb, user, provider)
-		return err
-	})
+	b, err := v.get(context.Background(), bucketConn, connRecordKey(user, provider))
+	if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
+		err = notFound(fmt.Sprintf("connection %q", connDisplay(user, provider)))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("getting connection %s: %w", connDisplay(user, provider), err)
+	}
+	c, err := readConn(b, user, provider)
 	if err != nil {
 		return nil, fmt.Errorf("getting connection %s: %w", connDisplay(user, provider), err)
 	}
@@ -208,36 +205,35 @@ func (v *Vault) Connection(user, provider string) (*Connection, error) {
 // connections sorted by user then provider when user is "". Values are never
 // included.
 func (v *Vault) Connections(user string) ([]Connection, error) {
+	prefix := ""
 	if user != "" {
 		if err := checkUser(user); err != nil {
 			return nil, err
 		}
+		prefix = user + sep
 	}
-	var out []Connection
-	err := v.view(func(tx *bolt.Tx) error {
-		conns := tx.Bucket(bucketConn)
-		each := func(u []byte) error {
-			ub := conns.Bucket(u)
-			if ub == nil {
-				return nil
-			}
-			return ub.ForEachBucket(func(p []byte) error {
-				c, err := readConn(ub.Bucket(p), string(u), string(p))
-				if err != nil {
-					return err
-				}
-				out = append(out, c)
-				return nil
-			})
-		}
-		if user != "" {
-			return each([]byte(user))
-		}
-		return conns.ForEachBucket(each)
-	})
+	es, err := v.list(context.Background(), bucketConn, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("listing connections: %w", err)
 	}
+	var out []Connection
+	for _, e := range es {
+		k, ok := parseConnKey(e.Key)
+		if !ok || k.name != "" {
+			continue
+		}
+		c, err := readConn(e.Value, k.user, k.provider)
+		if err != nil {
+			return nil, fmt.Errorf("listing connections: %w", err)
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].User != out[j].User {
+			return out[i].User < out[j].User
+		}
+		return out[i].Provider < out[j].Provider
+	})
 	return out, nil
 }
 
@@ -255,25 +251,48 @@ func (v *Vault) UserSecret(ctx context.Context, user, provider, name string) (sw
 	if err := checkName(name); err != nil {
 		return "", err
 	}
-	var pt []byte
-	err := v.view(func(tx *bolt.Tx) error {
-		pb := connBucket(tx, user, provider)
-		if pb == nil {
-			return notFound(fmt.Sprintf("connection %q", connDisplay(user, provider)))
+	stored, err := v.get(ctx, bucketConn, connValueKey(user, provider, name))
+	if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
+		_, cerr := v.get(ctx, bucketConn, connRecordKey(user, provider))
+		switch {
+		case switchboard.ErrorCode(cerr) == switchboard.ENOTFOUND:
+			err = notFound(fmt.Sprintf("connection %q", connDisplay(user, provider)))
+		case cerr != nil:
+			err = cerr
+		default:
+			err = notFound(fmt.Sprintf("secret %q of connection %q", name, connDisplay(user, provider)))
 		}
-		var stored []byte
-		if vals := pb.Bucket(connValues); vals != nil {
-			stored = vals.Get([]byte(name))
-		}
-		if stored == nil {
-			return notFound(fmt.Sprintf("secret %q of connection %q", name, connDisplay(user, provider)))
-		}
-		var err error
-		pt, _, err = v.open(tx, ename, stored)
-		return err
-	})
+	}
+	if err != nil {
+		return "", fmt.Errorf("getting %s: %w", ename, err)
+	}
+	pt, _, err := v.open(ctx, ename, stored)
 	if err != nil {
 		return "", fmt.Errorf("getting %s: %w", ename, err)
 	}
 	return v.reveal(pt), nil
+}
+
+// Connected reports whether user has a connection to provider. It reads an
+// index kept in memory (no values, no lock), so the per-request visibility
+// filter can ask it; the vault's own SetConnection and DeleteConnection keep
+// it current, and ReloadConnections reads it again after another replica
+// changed the store.
+func (v *Vault) Connected(user, provider string) bool {
+	m := v.connected.Load()
+	return m != nil && (*m)[user+sep+provider]
+}
+
+// ReloadConnections rebuilds the index Connected reads from the store.
+func (v *Vault) ReloadConnections() error {
+	list, err := v.Connections("")
+	if err != nil {
+		return err
+	}
+	m := make(map[string]bool, len(list))
+	for _, c := range list {
+		m[c.User+sep+c.Provider] = true
+	}
+	v.connected.Store(&m)
+	return nil
 }

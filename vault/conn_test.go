@@ -113,3 +113,31 @@ func connKeys(cs []vault.Connection) string {
 	}
 	return strings.Join(s, ",")
 }
+
+// TestConnectedIndex: Connected answers from memory what the store holds,
+// after Set and Delete, across a reopen.
+func TestConnectedIndex(t *testing.T) {
+	v, path, key := MustOpen(t)
+	if v.Connected("alice", "gh") {
+		t.Fatal("connected before any connection")
+	}
+	if err := v.SetConnection("alice", "gh", map[string][]byte{"TOKEN": []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if !v.Connected("alice", "gh") || v.Connected("alice", "jira") || v.Connected("bob", "gh") {
+		t.Fatal("Connected wrong after SetConnection")
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	v = MustOpenPath(t, path, key, vault.Options{})
+	if !v.Connected("alice", "gh") {
+		t.Fatal("the index is not loaded at Open")
+	}
+	if err := v.DeleteConnection("alice", "gh"); err != nil {
+		t.Fatal(err)
+	}
+	if v.Connected("alice", "gh") {
+		t.Fatal("Connected after DeleteConnection")
+	}
+}

@@ -51,7 +51,7 @@ func TestCrashConsistency(t *testing.T) {
 	for iter := range 20 {
 		runCrashChild(t, path, key, iter, acked)
 
-		v, err := vault.Open(path, key, vault.Options{LockTimeout: 5 * time.Second})
+		v, err := openVault(path, key, vault.Options{}, 5*time.Second)
 		if err != nil {
 			t.Fatalf("iteration %d: reopen after kill: %v", iter, err)
 		}
@@ -172,7 +172,7 @@ func TestCrashChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	iter := os.Getenv(envCrashIter)
-	v, err := vault.Open(path, key, vault.Options{LockTimeout: 5 * time.Second})
+	v, err := openVault(path, key, vault.Options{}, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-// Package vault stores secrets encrypted at rest in a bbolt file.
+// Package vault stores secrets encrypted at rest in a switchboard.Store.
 //
 // # Keys
 //
@@ -6,7 +6,7 @@
 // <data_dir>/vault.key; see LoadKey) never encrypts a secret directly. Through
 // HKDF-SHA256 it gives a key-encryption key that wraps a keyring of random data
 // keys with ids "k1", "k2", … and seals a key-check value. The wrapped keyring and
-// the key check live in the same bbolt file as the secrets; the master key never
+// the key check live in the same store as the secrets; the master key never
 // does. A wrong master key fails at Open, before anything is read or written,
 // with ErrWrongKey.
 //
@@ -24,38 +24,31 @@
 //
 // # Layout
 //
-// The vault owns the buckets whose names start with "vault."; other packages keep
-// their own buckets in the same file through DB:
+// The vault owns the store buckets whose names start with "vault."; other
+// packages keep their own buckets in the same store. A store only ever sees
+// ciphertext and names:
 //
 //	vault.meta      format, key check, next data key number
 //	vault.keys      key id → data key wrapped under the master key
 //	vault.secret    NAME → sealed value (shared secrets; no name starts with SWITCHBOARD_)
 //	vault.internal  NAME → sealed raw key (the gateway's own keys; see InternalKey)
-//	vault.conn      user / provider / {"record": JSON Connection, "values" / NAME → sealed value}
+//	vault.conn      user␟provider␟record → JSON Connection;
+//	                user␟provider␟values␟NAME → sealed value (␟ is switchboard.StoreKeySep)
 //
 // # Rotation
 //
-// Rotate adds a data key and re-encrypts every entry under it in one bbolt
+// Rotate adds a data key and re-encrypts every entry under it in one store
 // transaction, then retires the old data keys: after it returns, or after the
 // process dies at any point, every entry decrypts with exactly the keyring
-// present. Rekey
-// re-wraps the keyring under a new master key and replaces the key check, also in
-// one transaction.
+// present. Rekey re-wraps the keyring under a new master key and replaces the
+// key check, also in one transaction. Reads use the keyring cached at Open and
+// after each rotation, and read it again when a value names a key id it does
+// not hold (another replica rotated).
 //
-// # Damaged files
+// # Files and durability
 //
-// Open locks the file and checks it before bbolt maps it (checkFile): the meta
-// pages, that the file is as long as the high-water mark says, and that every
-// reachable page lies inside it with sane bounds; then bbolt's consistency
-// check runs. A file that fails is ErrDamaged, one sentence naming the file and
-// the problem, never a SIGBUS from a page past the end of a truncated file.
-//
-// # Durability
-//
-// The file is opened with a short lock timeout (a second opener fails fast with
-// ErrLocked) and never with NoSync: every acknowledged write has been fsynced.
-// Every write runs in db.Update and every read in db.View (Check excepted: it
-// runs bbolt's consistency check in a write transaction it rolls back). The
-// tests SIGKILL a writing child process at random points and check the file;
-// for power loss the vault relies on bbolt's fsync ordering.
+// The embedded store (store/bolt) checks its file before mapping it (a damaged
+// file is one sentence, never a crash), takes a short file lock (a second
+// opener fails fast), and fsyncs every transaction. The tests SIGKILL a writing
+// child process at random points and check the file.
 package vault

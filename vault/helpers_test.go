@@ -1,16 +1,21 @@
 package vault_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
-	bolt "go.etcd.io/bbolt"
+	bbolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 
+	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/store/bolt"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -29,13 +34,33 @@ func MustOpen(tb testing.TB) (*vault.Vault, string, vault.Key) {
 // MustOpenPath opens the vault at path with key and closes it at cleanup.
 func MustOpenPath(tb testing.TB, path string, key vault.Key, opts vault.Options) *vault.Vault {
 	tb.Helper()
-	v, err := vault.Open(path, key, opts)
+	v, err := openVault(path, key, opts)
 	if err != nil {
 		tb.Fatalf("Open: %v", err)
 	}
 	tb.Cleanup(func() { _ = v.Close() })
 	return v
 }
+
+// openVault opens the bbolt store at path (waiting up to lock for another
+// process's lock; default bolt.DefaultLockTimeout) and the vault in it; the
+// vault's Close closes the store.
+func openVault(path string, key vault.Key, opts vault.Options, lock ...time.Duration) (*vault.Vault, error) {
+	so := bolt.Options{ReadOnly: opts.ReadOnly}
+	if len(lock) > 0 {
+		so.LockTimeout = lock[0]
+	}
+	st, err := bolt.Open(path, so)
+	if err != nil {
+		return nil, err
+	}
+	opts.CloseStore = true
+	return vault.Open(context.Background(), st, key, opts)
+}
+
+// storeKey is the flat key of a bucket path below the top-level bucket:
+// parts joined with switchboard.StoreKeySep.
+func storeKey(keyPath []string) string { return strings.Join(keyPath, switchboard.StoreKeySep) }
 
 // canary returns a unique value that must never appear in output or the file.
 func canary(tb testing.TB) string {
@@ -46,9 +71,9 @@ func canary(tb testing.TB) string {
 }
 
 // rawUpdate edits the closed vault file directly with bbolt.
-func rawUpdate(tb testing.TB, path string, fn func(tx *bolt.Tx) error) {
+func rawUpdate(tb testing.TB, path string, fn func(tx *bbolt.Tx) error) {
 	tb.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: vault.DefaultLockTimeout})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: bolt.DefaultLockTimeout})
 	if err != nil {
 		tb.Fatalf("raw open: %v", err)
 	}
@@ -58,16 +83,13 @@ func rawUpdate(tb testing.TB, path string, fn func(tx *bolt.Tx) error) {
 	}
 }
 
-// rawGet returns a copy of a value at bucket path … key in the closed vault file.
+// rawGet returns a copy of the value at bucket, key parts… in the closed
+// vault file.
 func rawGet(tb testing.TB, path string, keyPath ...string) []byte {
 	tb.Helper()
 	var out []byte
-	rawUpdate(tb, path, func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(keyPath[0]))
-		for _, p := range keyPath[1 : len(keyPath)-1] {
-			b = b.Bucket([]byte(p))
-		}
-		out = append([]byte(nil), b.Get([]byte(keyPath[len(keyPath)-1]))...)
+	rawUpdate(tb, path, func(tx *bbolt.Tx) error {
+		out = append([]byte(nil), tx.Bucket([]byte(keyPath[0])).Get([]byte(storeKey(keyPath[1:])))...)
 		return nil
 	})
 	if out == nil {
@@ -76,15 +98,15 @@ func rawGet(tb testing.TB, path string, keyPath ...string) []byte {
 	return out
 }
 
-// rawPut stores value at bucket path … key in the closed vault file.
+// rawPut stores value at bucket, key parts… in the closed vault file.
 func rawPut(tb testing.TB, path string, value []byte, keyPath ...string) {
 	tb.Helper()
-	rawUpdate(tb, path, func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(keyPath[0]))
-		for _, p := range keyPath[1 : len(keyPath)-1] {
-			b = b.Bucket([]byte(p))
+	rawUpdate(tb, path, func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte(keyPath[0]))
+		if err != nil {
+			return err
 		}
-		return b.Put([]byte(keyPath[len(keyPath)-1]), value)
+		return b.Put([]byte(storeKey(keyPath[1:])), value)
 	})
 }
 

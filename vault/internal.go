@@ -1,13 +1,12 @@
 package vault
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/switchboard-mcp/switchboard"
 )
@@ -16,7 +15,7 @@ import (
 // the audit digest key): NAME → sealed raw key bytes, under the entry name
 // "internal/NAME". Only InternalKey reads or writes it; Get, Set, Delete and
 // List never see it.
-var bucketInternal = []byte("vault.internal")
+const bucketInternal = "vault.internal"
 
 // InternalKeySize is the length of every key InternalKey generates.
 const InternalKeySize = 32
@@ -49,18 +48,13 @@ func checkSecretName(name string) error {
 // new key, and the replacement is logged. A read-only vault cannot generate:
 // a missing key there is ErrNotFound.
 func (v *Vault) InternalKey(name string) ([]byte, error) {
+	ctx := context.Background()
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
 	ename := internalEntry(name)
-	var key []byte
-	var found bool
-	err := v.view(func(tx *bolt.Tx) error {
-		var err error
-		key, found, err = v.readInternal(tx, name)
-		return err
-	})
-	if err == nil && !found && v.db.IsReadOnly() {
+	key, found, err := v.readInternal(ctx, name)
+	if err == nil && !found && v.readOnly {
 		err = notFound(fmt.Sprintf("internal key %q", name))
 	}
 	if err != nil || found {
@@ -69,10 +63,16 @@ func (v *Vault) InternalKey(name string) ([]byte, error) {
 		}
 		return key, nil
 	}
-	err = v.update(func(tx *bolt.Tx) error {
-		var err error
-		if key, found, err = v.readInternal(tx, name); err != nil || found {
-			return err // another caller stored it first
+	err = v.update(ctx, func(tx switchboard.StoreTx) error {
+		found = false
+		if stored, err := tx.Get(bucketInternal, name); err == nil {
+			var ok bool
+			if key, ok, err = v.internalValue(name, stored, func(s []byte) ([]byte, envelope, error) { return v.openTx(tx, ename, s) }); err != nil || ok {
+				found = ok
+				return err // another caller stored it first
+			}
+		} else if switchboard.ErrorCode(err) != switchboard.ENOTFOUND {
+			return err
 		}
 		key = make([]byte, InternalKeySize)
 		if _, err := rand.Read(key); err != nil {
@@ -82,11 +82,7 @@ func (v *Vault) InternalKey(name string) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		b, err := tx.CreateBucketIfNotExists(bucketInternal) // absent in vaults made by older versions
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(name), sealed)
+		return tx.Put(bucketInternal, name, sealed)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storing %s: %w", ename, err)
@@ -97,25 +93,25 @@ func (v *Vault) InternalKey(name string) ([]byte, error) {
 	return key, nil
 }
 
-// readInternal returns the internal key name as tx sees it. A stored value of
-// the wrong size reports found=false (after logging), so the caller replaces it.
-// In a read-only vault that was never migrated it also looks for the key where
-// older versions kept it: base64 text in the shared-secret bucket.
-func (v *Vault) readInternal(tx *bolt.Tx, name string) ([]byte, bool, error) {
+// readInternal returns the internal key name as the store holds it. A stored
+// value of the wrong size reports found=false (after logging), so the caller
+// replaces it. In a read-only vault that was never migrated it also looks for
+// the key where older versions kept it: base64 text among the shared secrets.
+func (v *Vault) readInternal(ctx context.Context, name string) ([]byte, bool, error) {
 	ename := internalEntry(name)
-	var stored []byte
-	if b := tx.Bucket(bucketInternal); b != nil {
-		stored = b.Get([]byte(name))
-	}
-	if stored == nil {
-		if !v.db.IsReadOnly() {
+	stored, err := v.get(ctx, bucketInternal, name)
+	if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
+		if !v.readOnly {
 			return nil, false, nil
 		}
-		legacy := tx.Bucket(bucketSecret).Get([]byte(name))
-		if legacy == nil {
+		legacy, err := v.get(ctx, bucketSecret, name)
+		if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
 			return nil, false, nil
 		}
-		pt, _, err := v.open(tx, secretEntry(name), legacy)
+		if err != nil {
+			return nil, false, err
+		}
+		pt, _, err := v.open(ctx, secretEntry(name), legacy)
 		if err != nil {
 			return nil, false, err
 		}
@@ -123,13 +119,22 @@ func (v *Vault) readInternal(tx *bolt.Tx, name string) ([]byte, bool, error) {
 		clear(pt)
 		return key, ok, nil
 	}
-	key, _, err := v.open(tx, ename, stored)
+	if err != nil {
+		return nil, false, err
+	}
+	return v.internalValue(name, stored, func(s []byte) ([]byte, envelope, error) { return v.open(ctx, ename, s) })
+}
+
+// internalValue decrypts a stored internal key with open; a key of the wrong
+// size reports found=false.
+func (v *Vault) internalValue(name string, stored []byte, open func([]byte) ([]byte, envelope, error)) ([]byte, bool, error) {
+	key, _, err := open(stored)
 	if err != nil {
 		return nil, false, err
 	}
 	if len(key) != InternalKeySize {
 		clear(key)
-		v.log.Warn().Str("entry", ename.String()).Msg("vault internal key has the wrong size; replacing it with a new key")
+		v.log.Warn().Str("entry", internalEntry(name).String()).Msg("vault internal key has the wrong size; replacing it with a new key")
 		return nil, false, nil
 	}
 	return key, true, nil
@@ -152,32 +157,33 @@ func legacyKey(pt []byte) ([]byte, bool) {
 // value that is a base64 key is stored as the raw key; any other value moves
 // verbatim (nothing can read it any more through `secret` or ${secret:}, and
 // nothing is lost from the file). It returns the names it moved.
-func (v *Vault) migrateInternal() ([]string, error) {
-	var moved []string
-	err := v.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketSecret).ForEach(func(k, _ []byte) error {
-			if switchboard.ReservedSecretName(string(k)) {
-				moved = append(moved, string(k))
-			}
-			return nil
-		})
-	})
-	if err != nil || len(moved) == 0 {
+func (v *Vault) migrateInternal(ctx context.Context) ([]string, error) {
+	es, err := v.list(ctx, bucketSecret, "")
+	if err != nil {
 		return nil, err
 	}
-	err = v.update(func(tx *bolt.Tx) error {
-		internal, err := tx.CreateBucketIfNotExists(bucketInternal)
-		if err != nil {
-			return err
+	var moved []string
+	for _, e := range es {
+		if switchboard.ReservedSecretName(e.Key) {
+			moved = append(moved, e.Key)
 		}
-		secrets := tx.Bucket(bucketSecret)
+	}
+	if len(moved) == 0 {
+		return nil, nil
+	}
+	err = v.update(ctx, func(tx switchboard.StoreTx) error {
 		for _, name := range moved {
-			stored := secrets.Get([]byte(name))
-			if stored == nil {
+			stored, err := tx.Get(bucketSecret, name)
+			if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
 				continue
 			}
-			if internal.Get([]byte(name)) == nil {
-				pt, env, err := v.open(tx, secretEntry(name), stored)
+			if err != nil {
+				return err
+			}
+			_, err = tx.Get(bucketInternal, name)
+			switch {
+			case switchboard.ErrorCode(err) == switchboard.ENOTFOUND:
+				pt, env, err := v.openTx(tx, secretEntry(name), stored)
 				if err != nil {
 					return err
 				}
@@ -194,14 +200,16 @@ func (v *Vault) migrateInternal() ([]string, error) {
 				if err != nil {
 					return err
 				}
-				if err := internal.Put([]byte(name), sealed); err != nil {
+				if err := tx.Put(bucketInternal, name, sealed); err != nil {
 					return err
 				}
-			} else {
+			case err != nil:
+				return err
+			default:
 				v.log.Warn().Str("entry", secretEntry(name).String()).
 					Msg("vault secret with a reserved name duplicates an internal key; the internal key is kept")
 			}
-			if err := secrets.Delete([]byte(name)); err != nil {
+			if err := tx.Delete(bucketSecret, name); err != nil {
 				return err
 			}
 		}
@@ -224,11 +232,7 @@ func (v *Vault) ForgetInternalKey(name string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	return v.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketInternal)
-		if b == nil {
-			return nil
-		}
-		return b.Delete([]byte(name))
+	return v.update(context.Background(), func(tx switchboard.StoreTx) error {
+		return tx.Delete(bucketInternal, name)
 	})
 }

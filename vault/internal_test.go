@@ -8,9 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
+	bbolt "go.etcd.io/bbolt"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/store/bolt"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -131,12 +132,12 @@ func TestLegacyInternalKeysMigrateOnOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	var secretNames, internalNames []string
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: vault.DefaultLockTimeout})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: bolt.DefaultLockTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	_ = db.View(func(tx *bolt.Tx) error {
+	_ = db.View(func(tx *bbolt.Tx) error {
 		_ = tx.Bucket([]byte("vault.secret")).ForEach(func(k, _ []byte) error {
 			secretNames = append(secretNames, string(k))
 			return nil

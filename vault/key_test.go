@@ -67,7 +67,7 @@ func TestNewKeyLength(t *testing.T) {
 			t.Errorf("NewKey(%d bytes) err = %v, want ErrInvalidKey", n, err)
 		}
 	}
-	if _, err := vault.Open(filepath.Join(t.TempDir(), "v.db"), vault.Key{}, vault.Options{}); !errors.Is(err, vault.ErrInvalidKey) {
+	if _, err := openVault(filepath.Join(t.TempDir(), "v.db"), vault.Key{}, vault.Options{}); !errors.Is(err, vault.ErrInvalidKey) {
 		t.Errorf("Open(zero key) err = %v, want ErrInvalidKey", err)
 	}
 }

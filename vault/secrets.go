@@ -6,8 +6,6 @@ import (
 	"regexp"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/switchboard-mcp/switchboard"
 )
 
@@ -59,12 +57,12 @@ func (v *Vault) set(name string, value []byte) error {
 	if err := validValue(ename, value); err != nil {
 		return err
 	}
-	err := v.update(func(tx *bolt.Tx) error {
+	err := v.update(context.Background(), func(tx switchboard.StoreTx) error {
 		sealed, err := v.seal(tx, ename, value, time.Now())
 		if err != nil {
 			return err
 		}
-		return tx.Bucket(bucketSecret).Put([]byte(name), sealed)
+		return tx.Put(bucketSecret, name, sealed)
 	})
 	if err != nil {
 		return fmt.Errorf("setting secret %s: %w", name, err)
@@ -77,20 +75,22 @@ func (v *Vault) set(name string, value []byte) error {
 // reserved name is ErrReserved (code EINVALID), so no ${secret:} reference can
 // reach the gateway's internal keys.
 func (v *Vault) Get(name string) (switchboard.Secret, error) {
+	return v.secret(context.Background(), name)
+}
+
+func (v *Vault) secret(ctx context.Context, name string) (switchboard.Secret, error) {
 	if err := checkSecretName(name); err != nil {
 		return "", err
 	}
 	ename := secretEntry(name)
-	var pt []byte
-	err := v.view(func(tx *bolt.Tx) error {
-		stored := tx.Bucket(bucketSecret).Get([]byte(name))
-		if stored == nil {
-			return notFound(fmt.Sprintf("secret %q", name))
-		}
-		var err error
-		pt, _, err = v.open(tx, ename, stored)
-		return err
-	})
+	stored, err := v.get(ctx, bucketSecret, name)
+	if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
+		err = notFound(fmt.Sprintf("secret %q", name))
+	}
+	if err != nil {
+		return "", fmt.Errorf("getting secret %s: %w", name, err)
+	}
+	pt, _, err := v.open(ctx, ename, stored)
 	if err != nil {
 		return "", fmt.Errorf("getting secret %s: %w", name, err)
 	}
@@ -103,12 +103,14 @@ func (v *Vault) Delete(name string) error {
 	if err := checkSecretName(name); err != nil {
 		return err
 	}
-	err := v.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSecret)
-		if b.Get([]byte(name)) == nil {
-			return notFound(fmt.Sprintf("secret %q", name))
+	err := v.update(context.Background(), func(tx switchboard.StoreTx) error {
+		if _, err := tx.Get(bucketSecret, name); err != nil {
+			if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
+				return notFound(fmt.Sprintf("secret %q", name))
+			}
+			return err
 		}
-		return b.Delete([]byte(name))
+		return tx.Delete(bucketSecret, name)
 	})
 	if err != nil {
 		return fmt.Errorf("deleting secret %s: %w", name, err)
@@ -119,22 +121,20 @@ func (v *Vault) Delete(name string) error {
 // List returns the shared secrets sorted by name, without their values. It
 // reads only the authenticated header of each value; Get or Check verify it.
 func (v *Vault) List() ([]Entry, error) {
-	var out []Entry
-	err := v.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketSecret).ForEach(func(k, val []byte) error {
-			if switchboard.ReservedSecretName(string(k)) {
-				return nil // an unmigrated internal key in a read-only vault
-			}
-			env, err := parseEnvelope(secretEntry(string(k)), val)
-			if err != nil {
-				return err
-			}
-			out = append(out, Entry{Name: string(k), UpdatedAt: env.updatedAt, KeyID: env.keyID})
-			return nil
-		})
-	})
+	es, err := v.list(context.Background(), bucketSecret, "")
 	if err != nil {
 		return nil, fmt.Errorf("listing secrets: %w", err)
+	}
+	var out []Entry
+	for _, e := range es {
+		if switchboard.ReservedSecretName(e.Key) {
+			continue // an unmigrated internal key in a read-only vault
+		}
+		env, err := parseEnvelope(secretEntry(e.Key), e.Value)
+		if err != nil {
+			return nil, fmt.Errorf("listing secrets: %w", err)
+		}
+		out = append(out, Entry{Name: e.Key, UpdatedAt: env.updatedAt, KeyID: env.keyID})
 	}
 	return out, nil
 }
@@ -144,5 +144,5 @@ func (v *Vault) Secret(ctx context.Context, name string) (switchboard.Secret, er
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("getting secret %s: %w", name, err)
 	}
-	return v.Get(name)
+	return v.secret(ctx, name)
 }

@@ -165,7 +165,7 @@ func TestKeyringTamper(t *testing.T) {
 			b := rawGet(t, path, tt.path...)
 			b[len(b)-2] ^= 4
 			rawPut(t, path, b, tt.path...)
-			if _, err := vault.Open(path, key, vault.Options{}); !errors.Is(err, tt.wantErr) {
+			if _, err := openVault(path, key, vault.Options{}); !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
 		})

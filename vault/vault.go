@@ -1,29 +1,26 @@
 package vault
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"maps"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
-	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/switchboard-mcp/switchboard"
 )
 
-// DefaultFileName is the vault's file name in the data directory.
+// DefaultFileName is the file name of the embedded store (the vault's file)
+// in the data directory.
 const DefaultFileName = "switchboard.db"
-
-// DefaultLockTimeout is how long Open waits for another process's file lock.
-const DefaultLockTimeout = 500 * time.Millisecond
 
 // Sentinel errors. Test with errors.Is.
 var (
@@ -33,140 +30,117 @@ var (
 	ErrCorrupt = errors.New("integrity check failed (corrupt or tampered)")
 	// ErrWrongKey means the master key does not match the vault's key-check value.
 	ErrWrongKey = errors.New("vault key does not match this vault")
-	// ErrLocked means another process holds the vault file open read-write.
-	ErrLocked = errors.New("vault is locked by another process (is switchboard serve running?)")
 	// ErrInvalidKey means a master key has the wrong length or encoding.
 	ErrInvalidKey = errors.New("invalid vault key")
 	// ErrNoKey means LoadKey found no master key and may not generate one.
 	ErrNoKey = errors.New("no vault key: set SWITCHBOARD_VAULT_KEY or vault.key_file in gateway.yaml, or run `switchboard vault init`")
-	// ErrUninitialized means a read-only Open found no vault in the file.
+	// ErrUninitialized means a read-only Open found no vault in the store.
 	ErrUninitialized = errors.New("vault is not initialized (run `switchboard vault init`)")
 	// ErrClosed means the Vault was used after Close.
 	ErrClosed = errors.New("vault is closed")
 )
 
-// Bucket and key names. Everything the vault owns starts with "vault.".
-var (
-	bucketMeta   = []byte("vault.meta")
-	bucketKeys   = []byte("vault.keys")
-	bucketSecret = []byte("vault.secret")
-	bucketConn   = []byte("vault.conn")
+// Store buckets and keys. Everything the vault owns starts with "vault.".
+const (
+	bucketMeta   = "vault.meta"
+	bucketKeys   = "vault.keys"
+	bucketSecret = "vault.secret"
+	bucketConn   = "vault.conn"
 
-	metaFormat  = []byte("format")
-	metaCheck   = []byte("check")
-	metaNextKey = []byte("next_key")
+	metaFormat  = "format"
+	metaCheck   = "check"
+	metaNextKey = "next_key"
 )
 
 const storeFormat = "1"
 
 // Options configures Open.
 type Options struct {
-	// LockTimeout bounds the wait for another process's lock on the file;
-	// zero means DefaultLockTimeout.
-	LockTimeout time.Duration
-	// ReadOnly opens the file with a shared lock; writes fail. The vault must exist.
+	// ReadOnly opens the vault without writing to the store: it must exist
+	// already, nothing is migrated, and writes fail.
 	ReadOnly bool
+	// CloseStore makes Close close the store too, for a vault that is the
+	// store's only user (tools and tests).
+	CloseStore bool
 	// Redactor, if set, receives every decrypted value before it is returned.
 	Redactor switchboard.Redactor
 	// Logger receives lifecycle events (created, rotated, rekeyed). Never values.
 	Logger zerolog.Logger
 }
 
-// Vault is an open vault file. Its methods are safe for concurrent use.
+// Vault is an unlocked vault on a Store. Its methods are safe for concurrent use.
 type Vault struct {
-	db       *bolt.DB
-	path     string
+	st       switchboard.Store
+	name     string // for messages: the store's path, or "vault"
+	readOnly bool
 	redactor switchboard.Redactor
 	log      zerolog.Logger
+	ownStore bool
 
 	adminMu sync.Mutex // serializes Rotate and Rekey, whose commits change key state
+
+	connected atomic.Pointer[map[string]bool] // "user␟provider" of every connection; see Connected
 
 	mu     sync.RWMutex
 	closed bool
 	kek    []byte            // key-encryption key derived from the master key
-	keys   map[string][]byte // unwrapped data keys by id; ids are never reused
+	keys   map[string][]byte // unwrapped data keys by id, as last read; ids are never reused
 }
 
 var _ switchboard.SecretStore = (*Vault)(nil)
 
-// Open opens or creates the vault at path (mode 0600) and unlocks it with key.
-// A new file gets a key-check value and a first data key "k1". On an existing
-// vault a wrong key fails with ErrWrongKey before anything is written; another
-// process holding the file fails with ErrLocked after opts.LockTimeout. The
-// vault copies what it needs from key, so the caller may Zero key afterwards.
-func Open(path string, key Key, opts Options) (*Vault, error) {
+// pather is implemented by a store that lives in one file.
+type pather interface{ Path() string }
+
+// Open unlocks the vault kept in st with key. A store without a vault gets a
+// key-check value and a first data key "k1". On an existing vault a wrong key
+// fails with ErrWrongKey before anything is written. The vault copies what it
+// needs from key, so the caller may Zero key afterwards.
+func Open(ctx context.Context, st switchboard.Store, key Key, opts Options) (*Vault, error) {
+	name := "vault"
+	if p, ok := st.(pather); ok {
+		name = p.Path()
+	}
+	closeStore := func() {
+		if opts.CloseStore {
+			_ = st.Close()
+		}
+	}
 	if key.IsZero() {
-		return nil, fmt.Errorf("opening vault %s: %w: no key", path, ErrInvalidKey)
-	}
-	timeout := opts.LockTimeout
-	if timeout <= 0 {
-		timeout = DefaultLockTimeout
-	}
-	if !opts.ReadOnly {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("opening vault: %w", err)
-		}
-	}
-	// Lock and check the file before bbolt maps it: a truncated or corrupt
-	// file must be one clear error, never a SIGBUS.
-	f, err := openFile(path, opts.ReadOnly, timeout)
-	if err != nil {
-		return nil, err
-	}
-	var db *bolt.DB
-	err = guard(path, func() error {
-		var err error
-		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly,
-			OpenFile: func(string, int, os.FileMode) (*os.File, error) { return f, nil }})
-		return err
-	})
-	if err != nil {
-		_ = f.Close() // bbolt closed it already unless it panicked
-		var de *DamagedError
-		switch {
-		case errors.As(err, &de):
-			return nil, err
-		case errors.Is(err, berrors.ErrTimeout):
-			return nil, fmt.Errorf("opening vault %s: %w", path, ErrLocked)
-		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
-			return nil, damaged(path, "%v", err)
-		}
-		return nil, fmt.Errorf("opening vault %s: %w", path, err)
-	}
-	if err := consistencyCheck(db, path); err != nil {
-		_ = db.Close()
-		return nil, err
+		closeStore()
+		return nil, fmt.Errorf("opening vault %s: %w: no key", name, ErrInvalidKey)
 	}
 	kek, err := deriveKEK(key)
 	if err != nil {
-		_ = db.Close()
+		closeStore()
 		return nil, err
 	}
 	v := &Vault{
-		db:       db,
-		path:     path,
+		st:       st,
+		name:     name,
+		readOnly: opts.ReadOnly,
 		redactor: opts.Redactor,
-		log:      opts.Logger.With().Str("vault", path).Logger(),
+		log:      opts.Logger.With().Str("vault", name).Logger(),
+		ownStore: opts.CloseStore,
 		kek:      kek,
 		keys:     make(map[string][]byte),
 	}
-	created, err := v.unlock(opts.ReadOnly)
-	if err != nil {
+	fail := func(err error) (*Vault, error) {
 		v.wipe()
-		_ = db.Close()
+		closeStore()
 		return nil, err
 	}
+	created, err := v.unlock(ctx)
+	if err != nil {
+		return fail(err)
+	}
 	if !opts.ReadOnly {
-		if err := tightenMode(path); err != nil {
-			v.wipe()
-			_ = db.Close()
-			return nil, err
+		if _, err := v.migrateInternal(ctx); err != nil {
+			return fail(fmt.Errorf("opening vault %s: %w", name, err))
 		}
-		if _, err := v.migrateInternal(); err != nil {
-			v.wipe()
-			_ = db.Close()
-			return nil, fmt.Errorf("opening vault %s: %w", path, err)
-		}
+	}
+	if err := v.ReloadConnections(); err != nil {
+		return fail(fmt.Errorf("opening vault %s: %w", name, err))
 	}
 	if created {
 		v.log.Info().Str("key_id", "k1").Msg("vault created")
@@ -176,119 +150,163 @@ func Open(path string, key Key, opts Options) (*Vault, error) {
 
 // unlock verifies the key check and loads the keyring, creating both in a new
 // vault. It reports whether the vault was created.
-func (v *Vault) unlock(readOnly bool) (created bool, err error) {
-	var exists bool
-	err = v.db.View(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			if tx.Bucket(bucketSecret) != nil || tx.Bucket(bucketConn) != nil || tx.Bucket(bucketKeys) != nil || tx.Bucket(bucketInternal) != nil {
-				return fmt.Errorf("opening vault %s: metadata bucket is missing but entries exist: %w", v.path, ErrCorrupt)
+func (v *Vault) unlock(ctx context.Context) (created bool, err error) {
+	meta, err := v.st.List(ctx, bucketMeta, "")
+	if err != nil {
+		return false, fmt.Errorf("opening vault %s: %w", v.name, err)
+	}
+	if len(meta) > 0 {
+		return false, v.verifyAndLoad(ctx, entriesMap(meta))
+	}
+	for _, b := range []string{bucketSecret, bucketConn, bucketKeys, bucketInternal} {
+		if es, err := v.st.List(ctx, b, ""); err != nil || len(es) > 0 {
+			if err != nil {
+				return false, fmt.Errorf("opening vault %s: %w", v.name, err)
 			}
+			return false, fmt.Errorf("opening vault %s: metadata bucket is missing but entries exist: %w", v.name, ErrCorrupt)
+		}
+	}
+	if v.readOnly {
+		return false, fmt.Errorf("opening vault %s: %w", v.name, ErrUninitialized)
+	}
+	var existed bool
+	var newKeys map[string][]byte
+	err = v.st.Update(ctx, func(tx switchboard.StoreTx) error {
+		existed, newKeys = false, nil
+		meta, err := tx.List(bucketMeta, "")
+		if err != nil {
+			return err
+		}
+		if len(meta) > 0 { // another replica created it first
+			existed = true
 			return nil
 		}
-		exists = true
-		return v.verifyAndLoad(tx)
-	})
-	if err != nil || exists {
-		return false, err
-	}
-	if readOnly {
-		return false, fmt.Errorf("opening vault %s: %w", v.path, ErrUninitialized)
-	}
-	err = v.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketMeta) != nil { // unreachable under the exclusive file lock
-			return v.verifyAndLoad(tx)
-		}
-		return v.initialize(tx)
+		id, dk, err := v.initialize(tx)
+		newKeys = map[string][]byte{id: dk}
+		return err
 	})
 	if err != nil {
-		v.wipeKeys()
 		return false, err
 	}
+	if existed {
+		meta, err := v.st.List(ctx, bucketMeta, "")
+		if err != nil {
+			return false, fmt.Errorf("opening vault %s: %w", v.name, err)
+		}
+		return false, v.verifyAndLoad(ctx, entriesMap(meta))
+	}
+	v.mu.Lock()
+	maps.Copy(v.keys, newKeys)
+	v.mu.Unlock()
 	return true, nil
 }
 
+func entriesMap(es []switchboard.StoreEntry) map[string][]byte {
+	m := make(map[string][]byte, len(es))
+	for _, e := range es {
+		m[e.Key] = e.Value
+	}
+	return m
+}
+
 // verifyAndLoad checks the master key against the key check and unwraps the keyring.
-func (v *Vault) verifyAndLoad(tx *bolt.Tx) error {
-	meta := tx.Bucket(bucketMeta)
-	if f := meta.Get(metaFormat); string(f) != storeFormat {
-		return fmt.Errorf("opening vault %s: unsupported vault format %q", v.path, f)
+func (v *Vault) verifyAndLoad(ctx context.Context, meta map[string][]byte) error {
+	if f := meta[metaFormat]; string(f) != storeFormat {
+		return fmt.Errorf("opening vault %s: unsupported vault format %q", v.name, f)
 	}
-	pt, ok := unwrap(v.kek, meta.Get(metaCheck), checkLabel)
+	pt, ok := unwrap(v.kek, meta[metaCheck], checkLabel)
 	if !ok || subtle.ConstantTimeCompare(pt, []byte(checkValue)) != 1 {
-		return fmt.Errorf("%w (%s)", ErrWrongKey, v.path)
+		return fmt.Errorf("%w (%s)", ErrWrongKey, v.name)
 	}
-	keys := tx.Bucket(bucketKeys)
-	if keys == nil {
-		return fmt.Errorf("opening vault %s: keyring is missing: %w", v.path, ErrCorrupt)
+	if err := v.loadKeys(ctx); err != nil {
+		return fmt.Errorf("opening vault %s: %w", v.name, err)
 	}
-	loaded := make(map[string][]byte)
-	err := keys.ForEach(func(k, wrapped []byte) error {
-		id := string(k)
-		dk, ok := unwrap(v.kek, wrapped, keyLabel(id))
-		if !ok || len(dk) != KeySize || keyNum(id) == 0 {
-			return fmt.Errorf("opening vault %s: data key %q: %w", v.path, id, ErrCorrupt)
-		}
-		loaded[id] = dk
-		return nil
-	})
-	if err == nil && len(loaded) == 0 {
-		err = fmt.Errorf("opening vault %s: keyring is empty: %w", v.path, ErrCorrupt)
-	}
+	return nil
+}
+
+// loadKeys reads and unwraps the whole keyring, replacing the cached one.
+func (v *Vault) loadKeys(ctx context.Context) error {
+	es, err := v.st.List(ctx, bucketKeys, "")
 	if err != nil {
-		for _, dk := range loaded {
-			clear(dk)
-		}
+		return err
+	}
+	loaded, err := v.unwrapKeyring(es)
+	if err != nil {
 		return err
 	}
 	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		wipeAll(loaded)
+		return ErrClosed
+	}
+	wipeAll(v.keys)
 	v.keys = loaded
-	v.mu.Unlock()
 	return nil
+}
+
+func (v *Vault) unwrapKeyring(es []switchboard.StoreEntry) (map[string][]byte, error) {
+	if len(es) == 0 {
+		return nil, fmt.Errorf("keyring is empty: %w", ErrCorrupt)
+	}
+	v.mu.RLock()
+	kek := v.kek
+	v.mu.RUnlock()
+	loaded := make(map[string][]byte, len(es))
+	for _, e := range es {
+		dk, ok := unwrap(kek, e.Value, keyLabel(e.Key))
+		if !ok || len(dk) != KeySize || keyNum(e.Key) == 0 {
+			wipeAll(loaded)
+			return nil, fmt.Errorf("data key %q: %w", e.Key, ErrCorrupt)
+		}
+		loaded[e.Key] = dk
+	}
+	return loaded, nil
+}
+
+func wipeAll(m map[string][]byte) {
+	for id, dk := range m {
+		clear(dk)
+		delete(m, id)
+	}
 }
 
 // initialize writes the metadata, key check and first data key of a new vault.
-func (v *Vault) initialize(tx *bolt.Tx) error {
-	meta, err := tx.CreateBucket(bucketMeta)
-	if err != nil {
-		return fmt.Errorf("creating vault: %w", err)
-	}
-	for _, name := range [][]byte{bucketKeys, bucketSecret, bucketConn, bucketInternal} {
-		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-			return fmt.Errorf("creating vault: %w", err)
-		}
-	}
+func (v *Vault) initialize(tx switchboard.StoreTx) (string, []byte, error) {
 	check, err := wrap(v.kek, []byte(checkValue), checkLabel)
 	if err != nil {
-		return fmt.Errorf("creating vault: %w", err)
+		return "", nil, fmt.Errorf("creating vault: %w", err)
 	}
-	if err := meta.Put(metaFormat, []byte(storeFormat)); err != nil {
-		return fmt.Errorf("creating vault: %w", err)
+	if err := tx.Put(bucketMeta, metaFormat, []byte(storeFormat)); err != nil {
+		return "", nil, fmt.Errorf("creating vault: %w", err)
 	}
-	if err := meta.Put(metaCheck, check); err != nil {
-		return fmt.Errorf("creating vault: %w", err)
+	if err := tx.Put(bucketMeta, metaCheck, check); err != nil {
+		return "", nil, fmt.Errorf("creating vault: %w", err)
 	}
-	if _, _, err := v.addDataKey(tx); err != nil {
-		return fmt.Errorf("creating vault: %w", err)
+	id, dk, err := v.addDataKey(tx)
+	if err != nil {
+		return "", nil, fmt.Errorf("creating vault: %w", err)
 	}
-	return nil
+	return id, dk, nil
 }
 
-// addDataKey generates the next data key and stores it wrapped. The key joins
-// the in-memory cache only if tx commits.
-func (v *Vault) addDataKey(tx *bolt.Tx) (string, []byte, error) {
-	meta := tx.Bucket(bucketMeta)
+// addDataKey generates the next data key and stores it wrapped. The caller
+// adds it to the cache once tx commits.
+func (v *Vault) addDataKey(tx switchboard.StoreTx) (string, []byte, error) {
 	next := uint64(1)
-	if b := meta.Get(metaNextKey); len(b) == 8 {
+	if b, err := tx.Get(bucketMeta, metaNextKey); err == nil && len(b) == 8 {
 		next = binary.BigEndian.Uint64(b)
 	}
 	// Never reuse a number, even if next_key was lost: start above every id present.
-	_ = tx.Bucket(bucketKeys).ForEach(func(k, _ []byte) error {
-		if n := keyNum(string(k)); n >= next {
+	present, err := tx.List(bucketKeys, "")
+	if err != nil {
+		return "", nil, err
+	}
+	for _, e := range present {
+		if n := keyNum(e.Key); n >= next {
 			next = n + 1
 		}
-		return nil
-	})
+	}
 	id := fmt.Sprintf("k%d", next)
 	dk := make([]byte, KeySize)
 	_, _ = rand.Read(dk)
@@ -298,52 +316,42 @@ func (v *Vault) addDataKey(tx *bolt.Tx) (string, []byte, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	if err := tx.Bucket(bucketKeys).Put([]byte(id), wrapped); err != nil {
+	if err := tx.Put(bucketKeys, id, wrapped); err != nil {
 		return "", nil, err
 	}
-	if err := meta.Put(metaNextKey, binary.BigEndian.AppendUint64(nil, next+1)); err != nil {
+	if err := tx.Put(bucketMeta, metaNextKey, binary.BigEndian.AppendUint64(nil, next+1)); err != nil {
 		return "", nil, err
 	}
-	tx.OnCommit(func() {
-		v.mu.Lock()
-		v.keys[id] = dk
-		v.mu.Unlock()
-	})
 	return id, dk, nil
 }
 
 // primaryKey returns the newest data key in tx's keyring, to seal entry name.
-func (v *Vault) primaryKey(tx *bolt.Tx, name entryName) (string, []byte, error) {
+func (v *Vault) primaryKey(tx switchboard.StoreTx, name entryName) (string, []byte, error) {
+	ids, err := keyIDsTx(tx)
+	if err != nil {
+		return "", nil, err
+	}
 	var best string
 	var bestN uint64
-	b := tx.Bucket(bucketKeys)
-	if b == nil {
-		return "", nil, fmt.Errorf("keyring is missing: %w", ErrCorrupt)
-	}
-	_ = b.ForEach(func(k, _ []byte) error {
-		if n := keyNum(string(k)); n > bestN {
-			best, bestN = string(k), n
+	for _, id := range ids {
+		if n := keyNum(id); n > bestN {
+			best, bestN = id, n
 		}
-		return nil
-	})
+	}
 	if best == "" {
 		return "", nil, fmt.Errorf("keyring is empty: %w", ErrCorrupt)
 	}
-	dk, err := v.dataKey(tx, name, best)
+	wrapped, err := tx.Get(bucketKeys, best)
+	if err != nil {
+		return "", nil, err
+	}
+	dk, err := v.unwrapKey(name, best, wrapped)
 	return best, dk, err
 }
 
-// dataKey returns data key id as tx sees the keyring. An id absent from tx's
-// keyring is ErrCorrupt for entry name, even if an older key is still cached.
-func (v *Vault) dataKey(tx *bolt.Tx, name entryName, id string) ([]byte, error) {
-	b := tx.Bucket(bucketKeys)
-	var wrapped []byte
-	if b != nil {
-		wrapped = b.Get([]byte(id))
-	}
-	if wrapped == nil {
-		return nil, fmt.Errorf("decrypting %s: unknown key id %q: %w", name, id, ErrCorrupt)
-	}
+// unwrapKey returns data key id given its wrapped form, from the cache when
+// it holds it.
+func (v *Vault) unwrapKey(name entryName, id string, wrapped []byte) ([]byte, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if v.closed {
@@ -359,8 +367,48 @@ func (v *Vault) dataKey(tx *bolt.Tx, name entryName, id string) ([]byte, error) 
 	return dk, nil
 }
 
+// dataKey returns data key id for reading entry name outside a transaction:
+// from the cached keyring, or, when the keyring changed since it was read
+// (another replica rotated), from the store. An id absent from the keyring is
+// ErrCorrupt for entry name.
+func (v *Vault) dataKey(ctx context.Context, name entryName, id string) ([]byte, error) {
+	v.mu.RLock()
+	closed := v.closed
+	dk, ok := v.keys[id]
+	v.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if ok {
+		return dk, nil
+	}
+	if !keyIDRe.MatchString(id) {
+		return nil, fmt.Errorf("decrypting %s: unknown key id %q: %w", name, id, ErrCorrupt)
+	}
+	wrapped, err := v.st.Get(ctx, bucketKeys, id)
+	if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
+		return nil, fmt.Errorf("decrypting %s: unknown key id %q: %w", name, id, ErrCorrupt)
+	}
+	if err != nil {
+		return nil, v.storeErr(err)
+	}
+	return v.unwrapKey(name, id, wrapped)
+}
+
+// dataKeyTx is dataKey as tx sees the keyring.
+func (v *Vault) dataKeyTx(tx switchboard.StoreTx, name entryName, id string) ([]byte, error) {
+	wrapped, err := tx.Get(bucketKeys, id)
+	if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
+		return nil, fmt.Errorf("decrypting %s: unknown key id %q: %w", name, id, ErrCorrupt)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v.unwrapKey(name, id, wrapped)
+}
+
 // seal encrypts value for name under tx's primary data key.
-func (v *Vault) seal(tx *bolt.Tx, name entryName, value []byte, at time.Time) ([]byte, error) {
+func (v *Vault) seal(tx switchboard.StoreTx, name entryName, value []byte, at time.Time) ([]byte, error) {
 	id, dk, err := v.primaryKey(tx, name)
 	if err != nil {
 		return nil, err
@@ -368,13 +416,27 @@ func (v *Vault) seal(tx *bolt.Tx, name entryName, value []byte, at time.Time) ([
 	return sealEntry(name, id, dk, value, at)
 }
 
-// open decrypts a stored value of entry name.
-func (v *Vault) open(tx *bolt.Tx, name entryName, stored []byte) ([]byte, envelope, error) {
+// open decrypts a stored value of entry name read outside a transaction.
+func (v *Vault) open(ctx context.Context, name entryName, stored []byte) ([]byte, envelope, error) {
 	env, err := parseEnvelope(name, stored)
 	if err != nil {
 		return nil, envelope{}, err
 	}
-	dk, err := v.dataKey(tx, name, env.keyID)
+	dk, err := v.dataKey(ctx, name, env.keyID)
+	if err != nil {
+		return nil, envelope{}, err
+	}
+	pt, err := openEntry(name, env, dk)
+	return pt, env, err
+}
+
+// openTx decrypts a stored value of entry name read in tx.
+func (v *Vault) openTx(tx switchboard.StoreTx, name entryName, stored []byte) ([]byte, envelope, error) {
+	env, err := parseEnvelope(name, stored)
+	if err != nil {
+		return nil, envelope{}, err
+	}
+	dk, err := v.dataKeyTx(tx, name, env.keyID)
 	if err != nil {
 		return nil, envelope{}, err
 	}
@@ -392,15 +454,8 @@ func (v *Vault) reveal(pt []byte) switchboard.Secret {
 	return switchboard.Secret(s)
 }
 
-// Path returns the vault file's path.
-func (v *Vault) Path() string { return v.path }
-
-// DB returns the underlying bbolt database, so other packages can keep their own
-// buckets in the same file. They must not touch buckets named "vault.*".
-func (v *Vault) DB() *bolt.DB { return v.db }
-
-// Close closes the file and wipes the key material held in memory. It is safe
-// to call more than once.
+// Close wipes the key material held in memory (and closes the store when
+// Options.CloseStore was set). It is safe to call more than once.
 func (v *Vault) Close() error {
 	v.adminMu.Lock()
 	defer v.adminMu.Unlock()
@@ -411,10 +466,11 @@ func (v *Vault) Close() error {
 	}
 	v.closed = true
 	v.mu.Unlock()
-	err := v.db.Close() // waits for open transactions
 	v.wipe()
-	if err != nil {
-		return fmt.Errorf("closing vault: %w", err)
+	if v.ownStore {
+		if err := v.st.Close(); err != nil {
+			return fmt.Errorf("closing vault: %w", err)
+		}
 	}
 	return nil
 }
@@ -423,115 +479,113 @@ func (v *Vault) wipe() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	clear(v.kek)
-	v.wipeKeysLocked()
+	wipeAll(v.keys)
 }
 
-func (v *Vault) wipeKeys() {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.wipeKeysLocked()
-}
-
-func (v *Vault) wipeKeysLocked() {
-	for id, dk := range v.keys {
-		clear(dk)
-		delete(v.keys, id)
-	}
-}
-
-// view runs fn in a read transaction, failing with ErrClosed after Close.
-func (v *Vault) view(fn func(tx *bolt.Tx) error) error {
-	if err := v.db.View(fn); err != nil {
-		if errors.Is(err, berrors.ErrDatabaseNotOpen) {
-			return ErrClosed
-		}
-		return err
+// usable fails with ErrClosed after Close.
+func (v *Vault) usable() error {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if v.closed {
+		return ErrClosed
 	}
 	return nil
 }
 
-// update runs fn in a write transaction, failing with ErrClosed after Close.
-func (v *Vault) update(fn func(tx *bolt.Tx) error) error {
-	if err := v.db.Update(fn); err != nil {
-		if errors.Is(err, berrors.ErrDatabaseNotOpen) {
-			return ErrClosed
-		}
+// get reads one stored value outside a transaction.
+func (v *Vault) get(ctx context.Context, bucket, key string) ([]byte, error) {
+	if err := v.usable(); err != nil {
+		return nil, err
+	}
+	b, err := v.st.Get(ctx, bucket, key)
+	if err != nil {
+		return nil, v.storeErr(err)
+	}
+	return b, nil
+}
+
+// list reads a bucket (or the keys under prefix) outside a transaction.
+func (v *Vault) list(ctx context.Context, bucket, prefix string) ([]switchboard.StoreEntry, error) {
+	if err := v.usable(); err != nil {
+		return nil, err
+	}
+	es, err := v.st.List(ctx, bucket, prefix)
+	if err != nil {
+		return nil, v.storeErr(err)
+	}
+	return es, nil
+}
+
+// update runs fn in one store transaction. It fails with ErrClosed after
+// Close, and with an error on a read-only vault.
+func (v *Vault) update(ctx context.Context, fn func(tx switchboard.StoreTx) error) error {
+	if err := v.usable(); err != nil {
 		return err
 	}
-	return nil
+	if v.readOnly {
+		return errors.New("the vault is open read-only")
+	}
+	return v.storeErr(v.st.Update(ctx, fn))
+}
+
+// storeErr reports a store that was closed under the vault as ErrClosed.
+func (v *Vault) storeErr(err error) error {
+	if err != nil && v.usable() != nil {
+		return ErrClosed
+	}
+	return err
 }
 
 // KeyIDs returns the ids of the data keys in the keyring, oldest first; the last
 // is the primary.
 func (v *Vault) KeyIDs() ([]string, error) {
-	var ids []string
-	err := v.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketKeys).ForEach(func(k, _ []byte) error {
-			ids = append(ids, string(k))
-			return nil
-		})
-	})
+	es, err := v.list(context.Background(), bucketKeys, "")
 	if err != nil {
 		return nil, fmt.Errorf("listing vault keys: %w", err)
+	}
+	ids := make([]string, 0, len(es))
+	for _, e := range es {
+		ids = append(ids, e.Key)
 	}
 	sort.Slice(ids, func(i, j int) bool { return keyNum(ids[i]) < keyNum(ids[j]) })
 	return ids, nil
 }
 
-// sealedRef locates one sealed value in the file.
-type sealedRef struct {
+// sealed is one sealed value in the store.
+type sealed struct {
 	name   entryName
-	bucket *bolt.Bucket
-	key    []byte
+	bucket string
+	key    string
 	value  []byte
 }
 
-// forEachSealed calls fn for every sealed value: internal keys, shared
-// secrets, then connection values by user and provider. fn must not modify the
-// buckets.
-func forEachSealed(tx *bolt.Tx, fn func(r sealedRef) error) error {
-	if b := tx.Bucket(bucketInternal); b != nil {
-		err := b.ForEach(func(k, val []byte) error {
-			if val == nil {
-				return nil
-			}
-			return fn(sealedRef{name: internalEntry(string(k)), bucket: b, key: k, value: val})
-		})
+// sealedEntries returns every sealed value, as read by list: internal keys,
+// shared secrets, then connection values by user and provider.
+func sealedEntries(list func(bucket string) ([]switchboard.StoreEntry, error)) ([]sealed, error) {
+	var out []sealed
+	for _, b := range []string{bucketInternal, bucketSecret, bucketConn} {
+		es, err := list(b)
 		if err != nil {
-			return err
+			return nil, err
 		}
-	}
-	if b := tx.Bucket(bucketSecret); b != nil {
-		err := b.ForEach(func(k, val []byte) error {
-			if val == nil {
-				return nil
-			}
-			return fn(sealedRef{name: secretEntry(string(k)), bucket: b, key: k, value: val})
-		})
-		if err != nil {
-			return err
-		}
-	}
-	conns := tx.Bucket(bucketConn)
-	if conns == nil {
-		return nil
-	}
-	return conns.ForEachBucket(func(user []byte) error {
-		ub := conns.Bucket(user)
-		return ub.ForEachBucket(func(provider []byte) error {
-			vals := ub.Bucket(provider).Bucket(connValues)
-			if vals == nil {
-				return nil
-			}
-			return vals.ForEach(func(k, val []byte) error {
-				if val == nil {
-					return nil
+		for _, e := range es {
+			var name entryName
+			switch b {
+			case bucketInternal:
+				name = internalEntry(e.Key)
+			case bucketSecret:
+				name = secretEntry(e.Key)
+			default:
+				k, ok := parseConnKey(e.Key)
+				if !ok || k.name == "" {
+					continue // a connection record, not a value
 				}
-				name := connEntry(string(user), string(provider), string(k))
-				return fn(sealedRef{name: name, bucket: vals, key: k, value: val})
-			})
-		})
-	})
+				name = connEntry(k.user, k.provider, k.name)
+			}
+			out = append(out, sealed{name: name, bucket: b, key: e.Key, value: e.Value})
+		}
+	}
+	return out, nil
 }
 
 // Rotate adds a new data key, re-encrypts every entry under it, and retires the
@@ -543,64 +597,69 @@ func (v *Vault) Rotate() (int, error) {
 	defer v.adminMu.Unlock()
 	var count int
 	var newID string
-	err := v.update(func(tx *bolt.Tx) error {
+	var newKey []byte
+	var retired []string
+	err := v.update(context.Background(), func(tx switchboard.StoreTx) error {
 		old, err := keyIDsTx(tx)
 		if err != nil {
 			return err
 		}
-		var dk []byte
-		if newID, dk, err = v.addDataKey(tx); err != nil {
+		if newID, newKey, err = v.addDataKey(tx); err != nil {
 			return err
 		}
-		var refs []sealedRef
-		err = forEachSealed(tx, func(r sealedRef) error {
-			pt, env, err := v.open(tx, r.name, r.value)
+		all, err := sealedEntries(func(b string) ([]switchboard.StoreEntry, error) { return tx.List(b, "") })
+		if err != nil {
+			return err
+		}
+		for _, r := range all {
+			pt, env, err := v.openTx(tx, r.name, r.value)
 			if err != nil {
 				return err
 			}
-			r.value, err = sealEntry(r.name, newID, dk, pt, env.updatedAt)
+			r.value, err = sealEntry(r.name, newID, newKey, pt, env.updatedAt)
 			clear(pt)
 			if err != nil {
 				return err
 			}
-			refs = append(refs, r)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, r := range refs {
-			if err := r.bucket.Put(r.key, r.value); err != nil {
+			if err := tx.Put(r.bucket, r.key, r.value); err != nil {
 				return err
 			}
 		}
-		keys := tx.Bucket(bucketKeys)
 		for _, id := range old {
-			if err := keys.Delete([]byte(id)); err != nil {
+			if err := tx.Delete(bucketKeys, id); err != nil {
 				return err
 			}
 		}
-		count = len(refs)
+		count, retired = len(all), old
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("rotating vault data key: %w", err)
 	}
+	v.mu.Lock()
+	for _, id := range retired {
+		clear(v.keys[id])
+		delete(v.keys, id)
+	}
+	v.keys[newID] = newKey
+	v.mu.Unlock()
 	v.log.Info().Str("key_id", newID).Int("entries", count).Msg("vault data key rotated")
 	return count, nil
 }
 
-func keyIDsTx(tx *bolt.Tx) ([]string, error) {
-	b := tx.Bucket(bucketKeys)
-	if b == nil {
+func keyIDsTx(tx switchboard.StoreTx) ([]string, error) {
+	es, err := tx.List(bucketKeys, "")
+	if err != nil {
+		return nil, err
+	}
+	if len(es) == 0 {
 		return nil, fmt.Errorf("keyring is missing: %w", ErrCorrupt)
 	}
-	var ids []string
-	err := b.ForEach(func(k, _ []byte) error {
-		ids = append(ids, string(k))
-		return nil
-	})
-	return ids, err
+	ids := make([]string, 0, len(es))
+	for _, e := range es {
+		ids = append(ids, e.Key)
+	}
+	return ids, nil
 }
 
 // Rekey re-wraps every data key under newKey and replaces the key check, in one
@@ -616,14 +675,13 @@ func (v *Vault) Rekey(newKey Key) error {
 	}
 	v.adminMu.Lock()
 	defer v.adminMu.Unlock()
-	err = v.update(func(tx *bolt.Tx) error {
+	err = v.update(context.Background(), func(tx switchboard.StoreTx) error {
 		ids, err := keyIDsTx(tx)
 		if err != nil {
 			return err
 		}
-		keys := tx.Bucket(bucketKeys)
 		for _, id := range ids {
-			dk, err := v.dataKey(tx, entryName{"keyring", id}, id)
+			dk, err := v.dataKeyTx(tx, entryName{"keyring", id}, id)
 			if err != nil {
 				return err
 			}
@@ -631,7 +689,7 @@ func (v *Vault) Rekey(newKey Key) error {
 			if err != nil {
 				return err
 			}
-			if err := keys.Put([]byte(id), wrapped); err != nil {
+			if err := tx.Put(bucketKeys, id, wrapped); err != nil {
 				return err
 			}
 		}
@@ -639,7 +697,7 @@ func (v *Vault) Rekey(newKey Key) error {
 		if err != nil {
 			return err
 		}
-		return tx.Bucket(bucketMeta).Put(metaCheck, check)
+		return tx.Put(bucketMeta, metaCheck, check)
 	})
 	if err != nil {
 		clear(newKEK)
@@ -653,58 +711,30 @@ func (v *Vault) Rekey(newKey Key) error {
 	return nil
 }
 
-// Check runs bbolt's consistency check on the file and then decrypts every entry
-// under the keyring present, discarding the values. It returns every problem
-// found, joined, naming entries but never values. It runs in a write
-// transaction that it rolls back (bbolt's check is not safe in a read
-// transaction while writers commit), so it blocks writers while it runs.
+// Check decrypts every entry under the keyring present, discarding the
+// values. It returns every problem found, joined, naming entries but never
+// values. (The store's own structural check is the store's: see
+// store/bolt's Check.)
 func (v *Vault) Check() error {
+	ctx := context.Background()
 	var errs []error
-	check := func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			errs = append(errs, fmt.Errorf("bbolt: %w", err))
-		}
-		if len(errs) == 0 { // walk the entries only if the tree itself is sound
-			_ = forEachSealed(tx, func(r sealedRef) error {
-				pt, _, err := v.open(tx, r.name, r.value)
-				if err != nil {
-					errs = append(errs, err)
-					return nil
-				}
-				clear(pt)
-				return nil
-			})
-		}
-		return errRollback
-	}
-	var err error
-	if v.db.IsReadOnly() { // no writer can exist under our shared lock
-		err = v.view(check)
-	} else {
-		err = v.update(check)
-	}
-	if err != nil && !errors.Is(err, errRollback) {
+	if err := v.loadKeys(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("checking vault %s: %w", v.path, err)
-	}
-	return nil
-}
-
-// errRollback makes a transaction roll back without reporting an error.
-var errRollback = errors.New("rollback")
-
-// tightenMode makes the vault file owner-only if it is not already.
-func tightenMode(path string) error {
-	fi, err := os.Stat(path)
+	all, err := sealedEntries(func(b string) ([]switchboard.StoreEntry, error) { return v.list(ctx, b, "") })
 	if err != nil {
-		return fmt.Errorf("opening vault: %w", err)
+		errs = append(errs, err)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		if err := os.Chmod(path, 0o600); err != nil {
-			return fmt.Errorf("opening vault: %w", err)
+	for _, r := range all {
+		pt, _, err := v.open(ctx, r.name, r.value)
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
+		clear(pt)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("checking vault %s: %w", v.name, err)
 	}
 	return nil
 }

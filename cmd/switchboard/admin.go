@@ -1,127 +1,208 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/audit"
+	"github.com/switchboard-mcp/switchboard/auth"
+	"github.com/switchboard-mcp/switchboard/internal/admin"
+	"github.com/switchboard-mcp/switchboard/mux"
 	"github.com/switchboard-mcp/switchboard/providers"
+	"github.com/switchboard-mcp/switchboard/supervisor"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
-// The admin API. While `switchboard serve` runs it owns the bbolt file (bbolt
-// allows one opener), so CLI commands that change state talk to it over a unix
-// socket in the data dir (mode 0600: only the gateway's own user can connect).
-// With no server running, the CLI opens the file itself and runs the same ops.
+// The admin operations. While `switchboard serve` runs, CLI commands that
+// change state send them over the admin socket (internal/admin); with no
+// server running the CLI opens the data dir itself and runs the same table.
 
-const adminSocketName = "admin.sock"
-
-// adminOp is one admin operation: it decodes its arguments from JSON and returns
-// a JSON-able result.
-type adminOp func(ctx context.Context, env *adminEnv, args json.RawMessage) (any, error)
-
-// adminEnv is what ops act on: the stores, and the running gateway if any.
-type adminEnv struct {
-	cfg   *providers.Config
+// opsEnv is what the operations act on: the stores, and the running
+// gateway's parts (run is nil offline).
+type opsEnv struct {
+	cfg   func() *providers.Config
 	vault *vault.Vault
-	main  *Main // nil when the CLI runs an op offline
+	id    *identity
+	acc   *access
+	audit func(audit.Record)
+	run   *running
 }
 
-var adminOps = map[string]adminOp{}
-
-func registerOp(name string, op adminOp) { adminOps[name] = op }
-
-// runOp dispatches one op.
-func runOp(ctx context.Context, env *adminEnv, name string, args json.RawMessage) (any, error) {
-	op, ok := adminOps[name]
-	if !ok {
-		return nil, switchboard.Errorf(switchboard.ENOTFOUND, "unknown admin operation %q", name)
-	}
-	return op(ctx, env, args)
+// running is the part of a serving gateway operations reach.
+type running struct {
+	rel  *providers.Reloader
+	mux  *mux.Server
+	sup  *supervisor.Supervisor
+	live *live
 }
 
-// adminServer serves ops on the unix socket.
-type adminServer struct {
-	srv  *http.Server
-	ln   net.Listener
-	path string
+// errOnlineOnly is returned by operations that need a running gateway.
+var errOnlineOnly = errors.New("no gateway is running for this config (start `switchboard serve`)")
+
+// adminOps is the serving gateway's table of operations.
+func (m *Main) adminOps() admin.Ops {
+	return opsTable(&opsEnv{cfg: m.rel.Config, vault: m.vault, id: m.id, acc: m.acc, audit: m.ops.event,
+		run: &running{rel: m.rel, mux: m.mux, sup: m.sup, live: m.live}})
 }
 
-func startAdmin(m *Main, path string) (*adminServer, error) {
-	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("another switchboard is serving this data dir (%s answers)", path)
-	}
-	_ = os.Remove(path) // a stale socket from a crashed run
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	h := http.NewServeMux()
-	h.HandleFunc("POST /v1/{op}", func(w http.ResponseWriter, r *http.Request) {
-		args, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, adminReply{Error: "cannot read request"})
-			return
+// opsTable is every admin operation, built in this one place.
+func opsTable(env *opsEnv) admin.Ops {
+	online := func(f func(ctx context.Context, r *running, raw json.RawMessage) (any, error)) admin.Op {
+		return func(ctx context.Context, raw json.RawMessage) (any, error) {
+			if env.run == nil {
+				return nil, errOnlineOnly
+			}
+			return f(ctx, env.run, raw)
 		}
-		env := &adminEnv{cfg: m.config(), vault: m.vault, main: m}
-		res, err := runOp(r.Context(), env, r.PathValue("op"), args)
-		if err != nil {
-			m.Log.Warn().Str("op", r.PathValue("op")).Str("error", switchboard.ErrorMessage(err)).Msg("admin operation failed")
-			writeJSON(w, http.StatusOK, adminReply{Error: switchboard.ErrorMessage(err), Code: switchboard.ErrorCode(err)})
-			return
-		}
-		b, _ := json.Marshal(res)
-		writeJSON(w, http.StatusOK, adminReply{Result: b})
-	})
-	a := &adminServer{srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}, ln: ln, path: path}
-	go func() { _ = a.srv.Serve(ln) }()
+	}
+	return admin.Ops{
+		"reload": online(func(ctx context.Context, r *running, _ json.RawMessage) (any, error) {
+			return r.rel.Reload(ctx, "admin")
+		}),
+		"tools": online(func(ctx context.Context, r *running, raw json.RawMessage) (any, error) {
+			a, err := decode[toolsArgs](raw)
+			if err != nil {
+				return nil, err
+			}
+			return r.tools(ctx, env.id, a)
+		}),
+		"skills.stale": online(func(ctx context.Context, r *running, _ json.RawMessage) (any, error) { return r.live.stale(r.mux), nil }),
+
+		"user.add":    env.userAdd,
+		"user.list":   func(context.Context, json.RawMessage) (any, error) { return env.id.users.List() },
+		"user.rm":     env.userRm,
+		"user.rotate": env.userRotate,
+
+		"service.token":  env.serviceToken,
+		"service.revoke": env.serviceRevoke,
+		"service.list":   func(context.Context, json.RawMessage) (any, error) { return env.id.tokLog.List() },
+
+		"secret.set":   func(ctx context.Context, raw json.RawMessage) (any, error) { return env.secretChange(ctx, raw, true) },
+		"secret.rm":    func(ctx context.Context, raw json.RawMessage) (any, error) { return env.secretChange(ctx, raw, false) },
+		"secret.list":  func(context.Context, json.RawMessage) (any, error) { return env.vault.List() },
+		"vault.rotate": env.vaultRotate,
+
+		"connect":     env.connect,
+		"disconnect":  env.disconnect,
+		"connections": env.connections,
+		"prefs":       env.prefs,
+
+		"audit.digest": env.auditDigest,
+		"audit.verify": func(context.Context, json.RawMessage) (any, error) {
+			key, err := auditKey(env.vault)
+			if err != nil {
+				return nil, err
+			}
+			return audit.VerifyWithKey(env.cfg().Audit.File, key)
+		},
+	}
+}
+
+func decode[T any](raw json.RawMessage) (T, error) {
+	var a T
+	if len(raw) == 0 || string(raw) == "null" {
+		return a, nil
+	}
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return a, switchboard.Errorf(switchboard.EINVALID, "decoding the arguments: %v", err)
+	}
 	return a, nil
 }
 
-func (a *adminServer) Close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = a.srv.Shutdown(ctx)
-	_ = os.Remove(a.path)
+func (env *opsEnv) connect(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := decode[connArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	who, err := env.id.principal(a.User)
+	if err != nil {
+		return nil, err
+	}
+	return nil, env.acc.connect(ctx, who, a.Provider, a.Values, true)
 }
 
-type adminReply struct {
-	Result json.RawMessage `json:"result,omitempty"`
-	Error  string          `json:"error,omitempty"`
-	Code   string          `json:"code,omitempty"`
+func (env *opsEnv) disconnect(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := decode[connArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	return nil, env.acc.Disconnect(ctx, &switchboard.Principal{Kind: switchboard.PrincipalUser, ID: a.User}, a.Provider)
 }
 
-// adminClient runs ops on the running gateway, or offline on the data dir.
+func (env *opsEnv) connections(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := decode[connArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	return env.vault.Connections(a.User)
+}
+
+func (env *opsEnv) prefs(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := decode[prefArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	who, err := env.id.principal(a.User)
+	if err != nil {
+		return nil, err
+	}
+	return nil, env.acc.setHidden(ctx, who, a.Provider, a.Hide, true)
+}
+
+// tools shows what a caller sees and why each hidden provider is hidden.
+func (r *running) tools(ctx context.Context, id *identity, a toolsArgs) (toolsView, error) {
+	var p *switchboard.Principal
+	switch {
+	case a.Service != "":
+		p = &switchboard.Principal{Kind: switchboard.PrincipalService, ID: a.Service, Endpoint: switchboard.EndpointInternal}
+	case a.User != "":
+		u, err := id.users.Get(a.User)
+		if err != nil {
+			return toolsView{}, err
+		}
+		p = &switchboard.Principal{Kind: switchboard.PrincipalUser, ID: u.Name, Roles: u.Roles, Endpoint: switchboard.EndpointPublic}
+	default:
+		return toolsView{}, switchboard.Errorf(switchboard.EINVALID, "name a --user or an --internal service")
+	}
+	pol := r.live.policy()
+	v := toolsView{Principal: p.String(), Tools: r.mux.VisibleTools(ctx, p), Hidden: map[string]string{}}
+	for _, prov := range r.rel.Config().SortedProviders() {
+		if !prov.IsEnabled() {
+			v.Hidden[prov.Name] = "disabled"
+			continue
+		}
+		if why := pol.Why(p, prov.Name); why != auth.AxisNone {
+			v.Hidden[prov.Name] = string(why)
+			continue
+		}
+		if len(r.mux.ProviderTools(prov.Name)) == 0 && !prov.UserScoped() {
+			v.Hidden[prov.Name] = "not running"
+		}
+	}
+	return v, nil
+}
+
+// adminClient runs operations on the running gateway, or offline on the data dir.
 type adminClient struct {
 	cfg    *providers.Config
 	cfgErr error // the config does not validate: only a running gateway can serve ops
 	socket string
-	// offline state, opened lazily
-	vault *vault.Vault
+	env    *opsEnv // offline, opened lazily
+	closer func() error
 }
 
 func newAdminClient(cmd *cobra.Command) (*adminClient, error) {
 	cfg, err := providers.LoadFile(configPath(cmd))
 	if err == nil {
-		return &adminClient{cfg: cfg, socket: filepath.Join(cfg.DataDir, adminSocketName)}, nil
+		return &adminClient{cfg: cfg, socket: filepath.Join(cfg.DataDir, admin.SocketName)}, nil
 	}
 	// An invalid file may still name the data dir of a running gateway, which
 	// keeps serving its last good config (and can report why this one fails).
@@ -129,8 +210,11 @@ func newAdminClient(cmd *cobra.Command) (*adminClient, error) {
 	if derr != nil {
 		return nil, err
 	}
-	return &adminClient{cfgErr: err, socket: filepath.Join(dir, adminSocketName)}, nil
+	return &adminClient{cfgErr: err, socket: filepath.Join(dir, admin.SocketName)}, nil
 }
+
+// Online reports whether a gateway answers on the admin socket.
+func (c *adminClient) Online() bool { return admin.Dial(c.socket) != nil }
 
 // call runs op with args and decodes the result into out (which may be nil).
 func (c *adminClient) call(ctx context.Context, op string, args, out any) error {
@@ -139,8 +223,8 @@ func (c *adminClient) call(ctx context.Context, op string, args, out any) error 
 		return err
 	}
 	var raw json.RawMessage
-	if hc, ok := c.dial(); ok {
-		raw, err = c.remote(ctx, hc, op, in)
+	if cl := admin.Dial(c.socket); cl != nil {
+		raw, err = cl.Call(ctx, op, in)
 	} else {
 		raw, err = c.local(ctx, op, in)
 	}
@@ -150,68 +234,28 @@ func (c *adminClient) call(ctx context.Context, op string, args, out any) error 
 	return json.Unmarshal(raw, out)
 }
 
-// Online reports whether a gateway answers on the admin socket.
-func (c *adminClient) Online() bool {
-	_, ok := c.dial()
-	return ok
-}
-
-func (c *adminClient) dial() (*http.Client, bool) {
-	conn, err := net.DialTimeout("unix", c.socket, 500*time.Millisecond)
-	if err != nil {
-		return nil, false
-	}
-	conn.Close()
-	return &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", c.socket)
-		},
-	}, Timeout: 60 * time.Second}, true
-}
-
-func (c *adminClient) remote(ctx context.Context, hc *http.Client, op string, in []byte) (json.RawMessage, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://switchboard/v1/"+op, bytes.NewReader(in))
-	if err != nil {
-		return nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	defer resp.Body.Close()
-	var rep adminReply
-	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
-		return nil, fmt.Errorf("admin socket: %s: %w", resp.Status, err)
-	}
-	if rep.Error != "" {
-		return nil, &switchboard.Error{Code: rep.Code, Message: rep.Error}
-	}
-	return rep.Result, nil
-}
-
 func (c *adminClient) local(ctx context.Context, op string, in []byte) (json.RawMessage, error) {
 	if c.cfgErr != nil {
 		return nil, c.cfgErr
 	}
-	if c.vault == nil {
-		v, err := openVaultOffline(c.cfg, false)
+	if c.env == nil {
+		env, closer, err := offlineEnv(c.cfg)
 		if err != nil {
 			return nil, err
 		}
-		c.vault = v
+		c.env, c.closer = env, closer
 	}
-	res, err := runOp(ctx, &adminEnv{cfg: c.cfg, vault: c.vault}, op, in)
+	res, err := opsTable(c.env).Run(ctx, op, in)
 	if err != nil {
 		return nil, err
 	}
 	return json.Marshal(res)
 }
 
-// Close releases an offline vault.
+// Close releases what an offline operation opened.
 func (c *adminClient) Close() error {
-	if c.vault != nil {
-		return c.vault.Close()
+	if c.closer != nil {
+		return c.closer()
 	}
 	return nil
 }
@@ -219,51 +263,43 @@ func (c *adminClient) Close() error {
 // config returns the config, or why it does not validate.
 func (c *adminClient) config() (*providers.Config, error) { return c.cfg, c.cfgErr }
 
-// openVaultOffline opens the vault of cfg without a running server.
-func openVaultOffline(cfg *providers.Config, allowGenerate bool) (*vault.Vault, error) {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating data dir: %w", err)
-	}
-	key, _, err := vault.LoadKey(vault.KeySource{
-		EnvValue:      os.Getenv(vault.EnvKey),
-		KeyFile:       cfg.Vault.KeyFile,
-		DataDir:       cfg.DataDir,
-		AllowGenerate: allowGenerate,
-	})
+// offlineEnv opens the data dir of cfg for operations with no gateway serving it.
+func offlineEnv(cfg *providers.Config) (*opsEnv, func() error, error) {
+	st, v, err := openVault(cfg, os.Getenv, false, vault.Options{}, zerolog.Nop())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer key.Zero()
-	return vault.Open(filepath.Join(cfg.DataDir, vault.DefaultFileName), key, vault.Options{})
+	closer := func() error { return errors.Join(v.Close(), st.Close()) }
+	id, err := openIdentity(st, v, cfg, zerolog.Nop())
+	if err != nil {
+		_ = closer()
+		return nil, nil, err
+	}
+	env := &opsEnv{cfg: func() *providers.Config { return cfg }, vault: v, id: id}
+	env.audit = func(rec audit.Record) { offlineAudit(cfg, v, rec) }
+	l := &live{}
+	l.set(cfg, id)
+	env.acc = &access{vault: v, id: id, live: l, audit: env.audit}
+	return env, closer, nil
 }
 
-// errOnlineOnly is returned by ops that need a running gateway.
-var errOnlineOnly = errors.New("no gateway is running for this config (start `switchboard serve`)")
-
-// audit writes rec to the audit log: the running gateway's, or, when the CLI
-// runs an op offline, the same file opened for this one record (nothing else
-// writes it while no gateway runs).
-func (env *adminEnv) audit(rec audit.Record) {
-	if env.main != nil {
-		env.main.auditEvent(rec)
+// offlineAudit writes rec to the audit log file, opened for this one record
+// (nothing else writes it while no gateway runs).
+func offlineAudit(cfg *providers.Config, v *vault.Vault, rec audit.Record) {
+	if cfg.Audit.Disabled {
 		return
 	}
-	if env.cfg.Audit.Disabled {
-		return
-	}
-	key, err := auditKey(env.vault)
+	key, err := auditKey(v)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "switchboard: audit record not written:", err)
 		return
 	}
-	l, err := audit.Open(audit.Config{File: env.cfg.Audit.File, MaxSizeMB: env.cfg.Audit.MaxSizeMB,
-		MaxBackups: env.cfg.Audit.MaxBackups, MaxAgeDays: env.cfg.Audit.MaxAgeDays, DigestKey: key, Fsync: env.cfg.Audit.Fsync}, zerolog.Nop())
+	l, err := audit.Open(audit.Config{File: cfg.Audit.File, MaxSizeMB: cfg.Audit.MaxSizeMB,
+		MaxBackups: cfg.Audit.MaxBackups, MaxAgeDays: cfg.Audit.MaxAgeDays, DigestKey: key, Fsync: cfg.Audit.Fsync}, zerolog.Nop())
 	if err == nil {
 		for _, a := range l.Anomalies() {
 			fmt.Fprintln(os.Stderr, "switchboard: audit log integrity check failed:", a)
 		}
-	}
-	if err == nil {
 		err = l.Write(rec)
 		if cerr := l.Close(); err == nil {
 			err = cerr
@@ -272,4 +308,34 @@ func (env *adminEnv) audit(rec audit.Record) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "switchboard: audit record not written:", err)
 	}
+}
+
+// adminCall runs op through the running gateway or offline.
+func adminCall(cmd *cobra.Command, op string, args, out any) error {
+	c, err := newAdminClient(cmd)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.call(cmd.Context(), op, args, out)
+}
+
+// offlineConfig returns the valid config for a command that must run with no
+// gateway serving this data dir; ifOnline is the error when one is.
+func offlineConfig(cmd *cobra.Command, ifOnline string) (*providers.Config, error) {
+	c, err := newAdminClient(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if c.Online() {
+		return nil, errors.New(ifOnline)
+	}
+	return c.config()
+}
+
+// openOffline opens cfg's store and vault for a command with no gateway
+// serving the data dir; closing the vault closes the store.
+func openOffline(cfg *providers.Config, allowGenerate bool) (*vault.Vault, switchboard.Store, error) {
+	st, v, err := openVault(cfg, os.Getenv, allowGenerate, vault.Options{CloseStore: true}, zerolog.Nop())
+	return v, st, err
 }

@@ -13,14 +13,15 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/api"
 	"github.com/switchboard-mcp/switchboard/audit"
 	"github.com/switchboard-mcp/switchboard/auth"
+	"github.com/switchboard-mcp/switchboard/internal/admin"
 	"github.com/switchboard-mcp/switchboard/internal/redact"
 	"github.com/switchboard-mcp/switchboard/mux"
 	"github.com/switchboard-mcp/switchboard/providers"
@@ -44,43 +45,43 @@ type Main struct {
 	OnServing func()
 	// DevKey allows generating a missing vault key into the data dir (make run).
 	DevKey bool
-	// ListenOverride, if set, replaces the config's listen address.
-	ListenOverride string
-
-	Redactor *redact.Redactor
-	Log      zerolog.Logger
-
-	mu             sync.Mutex
-	reconcileMu    sync.Mutex
-	cfg            *providers.Config
-	started        time.Time
-	ln             net.Listener
-	conns          *auth.ConnLimiter
-	flood          *floodGuards
-	httpSrv        *http.Server
-	mux            *mux.Server
-	sup            *supervisor.Supervisor
-	ready          bool
-	specs          map[string]supervisor.Spec
-	blocked        map[string]string // provider → why it cannot start (missing secret...)
-	vault          *vault.Vault
-	id             *identity
-	users          *userInstances
-	ops            *ops
-	admin          *adminServer
-	reloadCh       chan reloadReq
-	reloadsApplied atomic.Int64
-	fileWant       atomicString // hash of gateway.yaml the watcher last confirmed (reload.go)
-	lastReload     ReloadResult
-	level          *levelFilter
-	skills         skills.Set
-	bgCancel       context.CancelFunc
-	bgDone         sync.WaitGroup
+	// Adjust, if set, changes the config Open loaded before anything opens
+	// (validate --live runs the providers on a free port in a throwaway
+	// data dir). Reloads read the file as it is.
+	Adjust func(*providers.Config)
 	// FirstAdminKey is the API key of the admin user created on a fresh dev
 	// install (DevKey), shown once; "" otherwise.
 	FirstAdminKey string
-	closed        bool
-	closeErr      error
+	Log           zerolog.Logger
+
+	parts
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// parts is everything Open opened; Close releases it in reverse order.
+type parts struct {
+	redactor *redact.Redactor
+	store    switchboard.Store
+	vault    *vault.Vault
+	id       *identity
+	ops      *ops
+	live     *live
+	edge     *auth.Edge
+	sup      *supervisor.Supervisor
+	mux      *mux.Server
+	rel      *providers.Reloader
+	acc      *access
+	admin    *admin.Server
+	web      *http.Server
+	ln       net.Listener
+	bg       background
+}
+
+// background is the goroutines Open starts; Close ends them.
+type background struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // NewMain returns a Main for the config at path.
@@ -91,98 +92,161 @@ func NewMain(path string) *Main {
 // Open loads the config, starts the providers and starts serving. The listener
 // is bound synchronously, so a port in use fails here.
 func (m *Main) Open(ctx context.Context) error {
-	m.Redactor = redact.New()
+	m.redactor = redact.New()
 	cfg, err := providers.LoadFile(m.ConfigPath)
 	if err != nil {
 		return err
 	}
-	m.cfg = cfg
-	m.level = newLevelFilter(m.Redactor.Writer(m.Stderr), cfg.Log.Level)
-	m.Log = zerolog.New(m.level).Level(zerolog.TraceLevel).With().Timestamp().Logger()
-	m.reloadCh = make(chan reloadReq, 1)
-	m.lastReload = ReloadResult{At: time.Now().UTC(), OK: true, Trigger: "startup", NewHash: cfg.Hash}
+	if m.Adjust != nil {
+		m.Adjust(cfg)
+	}
+	level := newLevelFilter(m.redactor.Writer(m.Stderr), cfg.Log.Level)
+	m.Log = zerolog.New(level).Level(zerolog.TraceLevel).With().Timestamp().Logger()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
-	m.started = time.Now()
-	m.users = newUserInstances(m)
-	m.flood = newFloodGuards()
-	if err := m.openVault(); err != nil {
+	if m.store, m.vault, err = openVault(cfg, m.Getenv, m.DevKey, vault.Options{Redactor: m.redactor, Logger: m.Log}, m.Log); err != nil {
 		return err
 	}
-	id, err := openIdentity(m.vault, cfg, m)
-	if err != nil {
-		return err
-	}
-	m.id = id
-	if err := m.openOps(); err != nil {
+	if m.id, err = openIdentity(m.store, m.vault, cfg, m.Log); err != nil {
 		return err
 	}
 	if m.DevKey && !cfg.Auth.Disabled {
-		if m.FirstAdminKey, err = m.ensureFirstAdmin(); err != nil {
+		if m.FirstAdminKey, err = m.id.firstAdmin(); err != nil {
 			return err
 		}
 	}
-
+	if m.ops, err = openOps(cfg, m.vault, level, m.redactor, m.Log); err != nil {
+		return err
+	}
+	m.live = &live{}
+	m.live.set(cfg, m.id)
+	m.edge = auth.NewEdge(m.id.authn, auth.EdgeConfig{}, m.ops.edgeHooks(), m.Log.With().Str("component", "edge").Logger())
+	resolver := &providers.Resolver{Getenv: m.Getenv, Secrets: m.vault, Redactor: m.redactor}
+	m.sup = supervisor.New(m.Log, supervisor.Options{
+		OnCatalog: func(k switchboard.InstanceKey, up switchboard.Upstream, cat *switchboard.Catalog) {
+			m.mux.UpdateCatalog(k, up, cat)
+		},
+		OnNotification: func(k switchboard.InstanceKey, method string, p json.RawMessage) {
+			m.mux.ProviderNotification(k, method, p)
+		},
+		OnEvent:  m.ops.providerEvent,
+		Redact:   m.redactor.String,
+		UserSpec: m.userSpec(resolver),
+		Usable:   m.live.usable,
+	})
 	m.mux = mux.New(mux.Options{
 		Logger:                  m.Log,
-		Instances:               instances{m},
-		Filter:                  policyFor(cfg, userState{prefs: id.prefs, conns: id.conns}),
+		Instances:               m.sup,
+		Filter:                  m.live.policy(),
 		SessionIdleTTL:          cfg.Sessions.IdleTimeout.D(),
 		MaxSessionsPerPrincipal: cfg.Sessions.MaxPerPrincipal,
 		MaxListensPerPrincipal:  cfg.Sessions.MaxListensPerPrincipal,
 		SlowCall:                cfg.Log.SlowCall.D(),
-		Instructions:            m.instructions,
-		Observer:                callObserver{m},
-		Redact:                  m.Redactor.String,
+		Instructions:            m.live.instructions,
+		Observer:                callObserver{o: m.ops, redact: m.redactor.String},
+		Redact:                  m.redactor.String,
 	})
-	m.applySkills()
-	m.sup = supervisor.New(m.Log, supervisor.Options{
-		OnCatalog:      m.mux.UpdateCatalog,
-		OnNotification: m.mux.ProviderNotification,
-		OnEvent:        m.providerEvent,
-		Redact:         m.Redactor.String,
+	m.acc = &access{vault: m.vault, id: m.id, live: m.live, audit: m.ops.event, changed: m.userChanged}
+	m.rel = providers.NewReloader(providers.ReloaderOptions{
+		Path: m.ConfigPath, Logger: m.Log, Resolver: resolver, Executor: executor{m.sup},
+		Check:      func(next *providers.Config) error { return auth.ValidateConfig(authConfig(next)) },
+		Commit:     m.commit,
+		Record:     m.ops.reloaded,
+		SkillsHash: skills.Hash,
 	})
 
-	listen := cfg.Listen
-	if m.ListenOverride != "" {
-		listen = m.ListenOverride
-	}
-	ln, err := net.Listen("tcp", listen)
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", listen, err)
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
-	m.ln = ln
-	m.conns = m.limitConns(ln, cfg.Server)
-	m.httpSrv = httpServer(m.routes(), cfg.Server)
+	m.ln = limitConns(ln, cfg.Server, m.edge)
+	m.rel.Start(ctx, cfg)
+	m.web = httpServer(m.routes(), cfg.Server)
 	go func() {
-		if err := m.httpSrv.Serve(m.conns); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := m.web.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.Log.Error().Err(err).Msg("http server stopped")
 		}
 	}()
-
-	m.specs = map[string]supervisor.Spec{}
-	m.blocked = map[string]string{}
-	m.reconcile(ctx)
-	admin, err := startAdmin(m, filepath.Join(cfg.DataDir, adminSocketName))
-	if err != nil {
+	if m.admin, err = admin.Listen(filepath.Join(cfg.DataDir, admin.SocketName), m.adminOps(), m.Log); err != nil {
 		return err
 	}
-	m.admin = admin
 	bg, cancel := context.WithCancel(context.Background())
-	m.bgCancel = cancel
-	for _, f := range []func(context.Context){m.reloader, m.watchConfig, m.watchSIGHUP, m.users.reap, m.flushFloods} {
-		m.bgDone.Add(1)
-		go func() {
-			defer m.bgDone.Done()
-			f(bg)
-		}()
+	m.bg.cancel = cancel
+	for _, f := range []func(context.Context){m.rel.Run, m.edge.FlushRefusals, m.watchStore,
+		func(ctx context.Context) { m.sup.Reap(ctx, time.Second) }} {
+		m.bg.wg.Go(func() { f(bg) })
 	}
 	m.Log.Info().Str("listen", m.Addr()).Int("providers", len(cfg.Providers)).Str("version", version).Msg("switchboard serving")
 	if m.OnServing != nil {
 		m.OnServing()
 	}
 	return nil
+}
+
+// commit makes a config the one in force everywhere but in the processes
+// (the reloader's plan takes care of those): visibility, the edge, skills,
+// authentication settings, the log level.
+func (m *Main) commit(st *providers.State, removed []string) {
+	cfg := st.Config
+	if err := m.id.authn.SetConfig(authConfig(cfg)); err != nil { // checked before the plan ran
+		m.Log.Error().Err(err).Msg("applying the authentication settings")
+	}
+	m.live.set(cfg, m.id)
+	m.edge.SetConfig(edgeConfig(cfg, m.resourceURL(cfg)))
+	m.mux.SetFilter(m.live.policy())
+	m.mux.SetExtras(m.live.extras())
+	for _, p := range removed {
+		m.mux.RemoveProvider(p)
+	}
+	m.ops.level.set(cfg.Log.Level)
+}
+
+// userChanged applies a change to a user's connection or preferences: the
+// cache of connections, their running instance, the sessions' views.
+func (m *Main) userChanged(ctx context.Context, user, provider string, connection bool) {
+	if connection {
+		// New or no credentials: the user's instance restarts on next use.
+		if err := m.sup.Drain(ctx, switchboard.InstanceKey{Provider: provider, User: user}); err != nil {
+			m.Log.Warn().Err(err).Str("provider", provider).Str("user", user).Msg("stopping the user's instance")
+		}
+	}
+	m.mux.PolicyChanged()
+}
+
+// watchStore applies what other replicas change in a shared store: the
+// caches of users, preferences, token revocations and connections are read
+// again; a connection changed stops that user's instance here (it restarts
+// with the new credentials on their next call); a changed secret or data key
+// re-plans the providers, replacing only those whose environment changed.
+func (m *Main) watchStore(ctx context.Context) {
+	ch := m.store.Changes()
+	if ch == nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c, ok := <-ch:
+			if !ok {
+				return
+			}
+			if err := m.id.reload(); err != nil {
+				m.Log.Error().Err(err).Msg("reloading users, preferences, tokens and connections")
+			}
+			if c.Bucket == "vault.conn" {
+				if user, provider, ok := strings.Cut(c.Key, switchboard.StoreKeySep); ok {
+					provider, _, _ = strings.Cut(provider, switchboard.StoreKeySep)
+					m.userChanged(ctx, user, provider, true)
+				}
+			}
+			if c.Bucket == "" || c.Bucket == "vault.secret" || c.Bucket == "vault.keys" {
+				m.rel.SecretsChanged(ctx)
+			}
+			m.mux.PolicyChanged()
+		}
+	}
 }
 
 // Addr returns the address the gateway listens on.
@@ -196,19 +260,30 @@ func (m *Main) Addr() string {
 // URL returns the base URL of the gateway.
 func (m *Main) URL() string { return "http://" + m.Addr() }
 
+// resourceURL is this gateway's public MCP URL, for OAuth metadata.
+func (m *Main) resourceURL(cfg *providers.Config) string {
+	if cfg.Auth.ResourceURL != "" {
+		return cfg.Auth.ResourceURL
+	}
+	return m.URL() + "/mcp"
+}
+
+// config returns the config in force.
+func (m *Main) config() *providers.Config { return m.rel.Config() }
+
 // Close drains HTTP, stops every provider group and releases everything. It
 // is safe to call more than once.
 func (m *Main) Close() error {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return m.closeErr
-	}
-	m.closed = true // readiness answers false from now on
-	m.ready = false
-	m.mu.Unlock()
+	m.closeOnce.Do(func() { m.closeErr = m.close() })
+	return m.closeErr
+}
+
+func (m *Main) close() error {
 	var errs []error
-	if m.httpSrv != nil {
+	if m.ops != nil {
+		m.ops.closing.Store(true) // readiness answers false from now on
+	}
+	if m.web != nil {
 		shutdown := m.config().Shutdown
 		if d := shutdown.Delay.D(); d > 0 {
 			m.Log.Info().Dur("delay", d).Msg("not ready; waiting before closing the listener")
@@ -219,9 +294,9 @@ func (m *Main) Close() error {
 			grace = shutdown.Drain.D()
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
-		if err := m.httpSrv.Shutdown(ctx); err != nil {
+		if err := m.web.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("draining http: %w", err))
-			_ = m.httpSrv.Close()
+			_ = m.web.Close()
 		}
 		cancel()
 	}
@@ -233,12 +308,9 @@ func (m *Main) Close() error {
 	if m.admin != nil {
 		m.admin.Close()
 	}
-	if m.bgCancel != nil {
-		m.bgCancel()
-		m.bgDone.Wait()
-	}
-	if m.flood != nil && m.ops != nil {
-		m.writeFloodSummaries(true)
+	if m.bg.cancel != nil {
+		m.bg.cancel()
+		m.bg.wg.Wait()
 	}
 	if m.sup != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -247,20 +319,27 @@ func (m *Main) Close() error {
 		}
 		cancel()
 	}
-	m.auditEvent(audit.Record{Type: audit.TypeStartup, Detail: map[string]string{"event": "shutdown"}})
-	if err := m.closeOps(); err != nil {
-		errs = append(errs, fmt.Errorf("closing the audit log: %w", err))
+	if m.ops != nil {
+		m.ops.event(audit.Record{Type: audit.TypeStartup, Detail: map[string]string{"event": "shutdown"}})
+		if err := m.ops.close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing the audit log: %w", err))
+		}
 	}
 	if m.vault != nil {
 		if err := m.vault.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing vault: %w", err))
 		}
 	}
-	m.closeErr = errors.Join(errs...)
-	if m.closeErr == nil && m.httpSrv != nil { // a failed Open reports its own error, alone
+	if m.store != nil {
+		if err := m.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing the store: %w", err))
+		}
+	}
+	err := errors.Join(errs...)
+	if err == nil && m.web != nil { // a failed Open reports its own error, alone
 		m.Log.Info().Msg("switchboard stopped")
 	}
-	return m.closeErr
+	return err
 }
 
 // Run opens the gateway, serves until ctx ends, then closes it.
@@ -274,63 +353,35 @@ func (m *Main) Run(ctx context.Context) error {
 	return m.Close()
 }
 
-// specFor turns a provider into a supervisor spec, resolving env references.
-func (m *Main) specFor(ctx context.Context, p *providers.Provider, user string) (supervisor.Spec, error) {
-	env := make(map[string]string, len(p.Env))
-	for k, v := range p.Env {
-		ref, err := providers.ParseEnvValue(v)
-		if err != nil {
-			return supervisor.Spec{}, err
+// routes is the whole HTTP surface. Every route that reaches tools goes
+// through the edge; operator routes need an admin; probes and OAuth metadata
+// are public and reveal no tool names. No route can create or change a command.
+func (m *Main) routes() http.Handler {
+	h := http.NewServeMux()
+	h.Handle("/mcp", m.edge.Wrap(switchboard.EndpointPublic, m.mux.Handler(switchboard.EndpointPublic)))
+	h.Handle("/mcp/internal", m.edge.Wrap(switchboard.EndpointInternal, m.mux.Handler(switchboard.EndpointInternal)))
+	meta := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth.ProtectedResourceMetadataFunc(m.resourceURL(m.config()), m.id.authn.Issuers).ServeHTTP(w, r)
+	})
+	h.Handle("/.well-known/oauth-protected-resource", meta)
+	h.Handle("/.well-known/oauth-protected-resource/mcp", meta)
+	h.Handle("/api/", m.edge.Wrap(switchboard.EndpointPublic, api.Handler(m.acc)))
+	h.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		api.WriteJSON(w, http.StatusOK, m.health().probe())
+	})
+	h.Handle("GET /status", m.edge.Admin(m.ops.statusHandler(m.status)))
+	h.Handle("GET /metrics", m.edge.Admin(m.ops.metrics.Handler()))
+	h.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/status", http.StatusFound)
+	})
+	h.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		code, ready := http.StatusOK, m.health().Ready
+		if !ready {
+			code = http.StatusServiceUnavailable
 		}
-		switch ref.Kind {
-		case providers.RefLiteral:
-			env[k] = v
-		case providers.RefEnv:
-			val := m.Getenv(ref.Name)
-			m.Redactor.Add(val)
-			env[k] = val
-		case providers.RefSecret:
-			sec, err := m.vault.Get(ref.Name)
-			switch {
-			case errors.Is(err, vault.ErrNotFound):
-				return supervisor.Spec{}, switchboard.Errorf(switchboard.EUNAVAILABLE, "missing secret %s", ref.Name)
-			case errors.Is(err, vault.ErrReserved): // validation refuses it first; never resolve one
-				return supervisor.Spec{}, err
-			case err != nil:
-				return supervisor.Spec{}, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "secret %s unreadable", ref.Name)
-			}
-			env[k] = sec.Reveal()
-		}
-	}
-	if user != "" {
-		if err := m.userSecretsEnv(ctx, p, user, env); err != nil {
-			return supervisor.Spec{}, err
-		}
-	}
-	l := p.Limits
-	maxTimeouts := l.MaxConsecutiveTimeouts.Value // unset: 0, the Spec's default
-	if l.MaxConsecutiveTimeouts.Set && maxTimeouts == 0 {
-		maxTimeouts = -1 // 0 turns the restart off; in a Spec, 0 means the default
-	}
-	return supervisor.Spec{
-		Key:             switchboard.InstanceKey{Provider: p.Name, User: user},
-		Command:         p.Command,
-		Args:            p.Args,
-		Env:             env,
-		Dir:             p.Dir,
-		InitTimeout:     l.InitTimeout.D(),
-		CallTimeout:     l.CallTimeout.D(),
-		MaxConcurrent:   l.MaxConcurrent,
-		MaxQueue:        l.MaxQueue,
-		MaxMessageBytes: l.MaxMessageMB << 20,
-		MaxMemoryBytes:  int64(l.MaxMemoryMB) << 20,
-		MaxCPU:          l.MaxCPU,
-		// Only a user's own instance may ask its client for roots: a shared
-		// child would apply one user's roots to every user.
-		Roots:                  user != "",
-		Protocol:               strings.TrimPrefix(p.Protocol, "auto"),
-		MaxConsecutiveTimeouts: maxTimeouts,
-	}, nil
+		api.WriteJSON(w, code, map[string]any{"ready": ready})
+	})
+	return h
 }
 
 // health is the body of /healthz.
@@ -346,70 +397,31 @@ type health struct {
 
 func (m *Main) health() health {
 	st := m.sup.Status()
-	m.mu.Lock()
-	for name, why := range m.blocked {
-		st = append(st, switchboard.ProviderStatus{Provider: name, State: switchboard.StateFailed, LastError: why})
+	for _, in := range m.rel.Blocked() {
+		st = append(st, switchboard.ProviderStatus{Provider: in.Provider.Name, State: switchboard.StateFailed, LastError: in.Blocked})
 	}
-	m.mu.Unlock()
 	sort.Slice(st, func(i, j int) bool { return st[i].Provider+"@"+st[i].User < st[j].Provider+"@"+st[j].User })
-	for i := range st {
-		st[i].Tools = m.mux.ToolCount(st[i].Provider)
-	}
-	return health{
-		Status:    "ok",
-		Version:   version,
-		Uptime:    time.Since(m.started).Round(time.Second).String(),
-		Ready:     m.isReady(st),
-		Providers: st,
-		Sessions:  m.mux.SessionCount(),
-		Reload:    m.lastReloadResult(),
-	}
-}
-
-// isReady reports whether every shared provider has settled: running or failed.
-func (m *Main) isReady(st []switchboard.ProviderStatus) bool {
-	m.mu.Lock()
-	closed := m.closed
-	m.mu.Unlock()
-	if closed {
-		return false
-	}
-	for _, s := range st {
+	ready := !m.ops.closing.Load() && m.storeReady()
+	for i, s := range st {
+		st[i].Tools = m.mux.ToolCount(s.Provider)
 		if s.User == "" && s.State != switchboard.StateRunning && s.State != switchboard.StateFailed {
-			return false
+			ready = false // every shared provider must have settled
 		}
 	}
-	return true
+	return health{Status: "ok", Version: version, Uptime: time.Since(m.ops.started).Round(time.Second).String(),
+		Ready: ready, Providers: st, Sessions: m.mux.SessionCount(), Reload: m.rel.Last()}
 }
 
-// routes is the whole HTTP surface. Every route that reaches tools goes
-// through m.edge; operator routes need an admin; probes and OAuth metadata are
-// public and reveal no tool names. No route can create or change a command.
-func (m *Main) routes() http.Handler {
-	h := http.NewServeMux()
-	h.Handle("/mcp", m.edge(switchboard.EndpointPublic, m.mux.Handler(switchboard.EndpointPublic)))
-	h.Handle("/mcp/internal", m.edge(switchboard.EndpointInternal, m.mux.Handler(switchboard.EndpointInternal)))
-	meta := auth.ProtectedResourceMetadataFunc(m.resourceURL(), m.id.authn.Issuers)
-	h.Handle("/.well-known/oauth-protected-resource", meta)
-	h.Handle("/.well-known/oauth-protected-resource/mcp", meta)
-	h.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, m.health().probe())
-	})
-	h.Handle("GET /status", m.statusHandler())
-	h.Handle("GET /metrics", m.metricsHandler())
-	m.apiRoutes(h)
-	h.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "/status", http.StatusFound)
-	})
-	h.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		hl := m.health()
-		code := http.StatusOK
-		if !hl.Ready {
-			code = http.StatusServiceUnavailable
-		}
-		writeJSON(w, code, map[string]any{"ready": hl.Ready})
-	})
-	return h
+// storeReady reports whether the store answers (a shared store: and hears
+// other replicas' changes); an embedded file always does.
+func (m *Main) storeReady() bool {
+	r, ok := m.store.(interface{ Ready(context.Context) error })
+	if !ok {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return r.Ready(ctx) == nil
 }
 
 // probe is the public subset of health: no errors, paths or stderr.
@@ -423,233 +435,23 @@ func (h health) probe() map[string]any {
 	return map[string]any{"status": h.Status, "ready": h.Ready, "version": h.Version, "providers": provs}
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+// limitConns wraps ln with the connection caps of cfg.
+func limitConns(ln net.Listener, cfg providers.ServerConfig, edge *auth.Edge) *auth.ConnLimiter {
+	max := cfg.MaxConns
+	if max == 0 {
+		max = defaultMaxConns()
+	}
+	return auth.LimitListener(ln, auth.ConnLimitConfig{PerClient: cfg.MaxConnsPerClient, Max: max, OnRefuse: edge.ConnRefused})
 }
 
-// levelFilter drops log lines below a level that a reload can change.
-type levelFilter struct {
-	w   io.Writer
-	min atomic.Int32
-}
-
-func newLevelFilter(w io.Writer, level string) *levelFilter {
-	f := &levelFilter{w: w}
-	f.set(level)
-	return f
-}
-
-func (f *levelFilter) set(level string) {
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil {
-		lvl = zerolog.InfoLevel
+// httpServer is the gateway's HTTP server around handler. It has no
+// ReadTimeout: each request's read deadline is set by the edge instead
+// (auth.PreAuthDeadline here, auth.BodyDeadline once authenticated).
+func httpServer(handler http.Handler, cfg providers.ServerConfig) *http.Server {
+	return &http.Server{
+		Handler:           auth.PreAuthDeadline(cfg.ReadHeaderTimeout.D())(handler),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout.D(),
+		IdleTimeout:       cfg.IdleTimeout.D(),
+		MaxHeaderBytes:    64 << 10,
 	}
-	f.min.Store(int32(lvl))
-}
-
-func (f *levelFilter) Write(p []byte) (int, error) { return f.w.Write(p) }
-
-// WriteLevel implements zerolog.LevelWriter.
-func (f *levelFilter) WriteLevel(l zerolog.Level, p []byte) (int, error) {
-	if int32(l) < f.min.Load() {
-		return len(p), nil
-	}
-	return f.w.Write(p)
-}
-
-func (m *Main) setLogLevel(level string) { m.level.set(level) }
-
-// reloaded records a reload outcome for status, metrics and the audit log.
-func (m *Main) reloaded(res ReloadResult) {
-	if res.OK && !res.Unchanged {
-		m.reloadsApplied.Add(1)
-	}
-	m.ops.metrics.Reload(res.OK)
-	rec := audit.Record{Type: audit.TypeConfigReload, Outcome: "ok",
-		Detail: map[string]string{"trigger": res.Trigger, "old_hash": res.OldHash, "new_hash": res.NewHash}}
-	if !res.OK {
-		rec.Outcome, rec.Error = "error", res.Error
-		m.ops.events.Add("reload", "reload rejected: "+res.Error)
-	} else {
-		m.ops.events.Add("reload", "config reloaded ("+short(res.NewHash)+")")
-	}
-	m.auditEvent(rec)
-}
-
-// applySkills loads the built-in and operator skills and serves, for every
-// configured provider that has one, a resource skill://<prefix>/SKILL.md and a
-// prompt <prefix>__skill. They belong to their provider, so a caller who
-// cannot see the provider cannot see its skill.
-func (m *Main) applySkills() {
-	cfg := m.config()
-	set, errs := skills.Load(skills.Builtin(), cfg.Skills.Dir)
-	for _, err := range errs {
-		m.Log.Warn().Err(err).Msg("skill problem")
-	}
-	m.mu.Lock()
-	m.skills = set
-	m.mu.Unlock()
-	var ex mux.Extras
-	for _, p := range cfg.SortedProviders() {
-		sk := set.Get(p.Name)
-		if sk == nil || !p.IsEnabled() {
-			continue
-		}
-		ex.Resources = append(ex.Resources, mux.ExtraResource{Provider: p.Name, Text: sk.Body, URI: skills.URI(p.Name),
-			Name: p.Name + " usage skill", Description: sk.Description, MIMEType: "text/markdown"})
-		ex.Prompts = append(ex.Prompts, mux.ExtraPrompt{Provider: p.Name, Text: sk.Content(),
-			Name: skills.PromptName(p.Name), Description: "How to use " + p.Name + ": " + sk.Description})
-	}
-	m.mux.SetExtras(ex)
-}
-
-// instructions is the initialize instructions: an index of the skills of the
-// providers the caller can see.
-func (m *Main) instructions(ctx context.Context, visible []string) string {
-	m.mu.Lock()
-	set := m.skills
-	m.mu.Unlock()
-	return "Switchboard gateway: tools are named <provider>__<tool>.\n\n" + skills.Index(set.Visible(visible))
-}
-
-// openVault loads the master key and opens the vault in the data dir. A wrong
-// key stops startup here, before any provider starts.
-func (m *Main) openVault() error {
-	key, origin, err := vault.LoadKey(vault.KeySource{
-		EnvValue:      m.Getenv(vault.EnvKey),
-		KeyFile:       m.cfg.Vault.KeyFile,
-		DataDir:       m.cfg.DataDir,
-		AllowGenerate: m.DevKey,
-	})
-	if err != nil {
-		return err
-	}
-	if origin == vault.KeyGenerated {
-		m.Log.Warn().Str("key_file", filepath.Join(m.cfg.DataDir, vault.KeyFileName)).
-			Msg("GENERATED A NEW VAULT KEY for local development; back it up, and use SWITCHBOARD_VAULT_KEY or vault.key_file in production")
-	}
-	v, err := vault.Open(filepath.Join(m.cfg.DataDir, vault.DefaultFileName), key, vault.Options{Redactor: m.Redactor, Logger: m.Log})
-	key.Zero()
-	if err != nil {
-		return err
-	}
-	m.vault = v
-	return nil
-}
-
-// reconcile makes the running shared providers match the config: it starts
-// new ones, restarts those whose resolved spec changed (command, args, env or a
-// secret value), stops removed ones after draining their in-flight calls, and
-// records why a provider cannot start. A provider whose resolved spec is
-// unchanged is never touched. It returns the restarted providers.
-func (m *Main) reconcile(ctx context.Context) []string {
-	m.reconcileMu.Lock()
-	defer m.reconcileMu.Unlock()
-	cfg := m.config()
-	want := map[string]supervisor.Spec{}
-	blocked := map[string]string{}
-	for _, p := range cfg.SortedProviders() {
-		if !p.IsEnabled() || p.UserScoped() {
-			continue
-		}
-		spec, err := m.specFor(ctx, p, "")
-		if err != nil {
-			blocked[p.Name] = switchboard.ErrorMessage(err)
-			m.Log.Error().Str("provider", p.Name).Str("reason", switchboard.ErrorMessage(err)).Msg("provider cannot start")
-			continue
-		}
-		want[p.Name] = spec
-	}
-	m.mu.Lock()
-	running := m.specs
-	m.specs = want
-	m.blocked = blocked
-	m.mu.Unlock()
-
-	// Start new providers first, then drain and replace changed ones, then
-	// drain and stop removed ones.
-	for name, spec := range want {
-		if _, ok := running[name]; !ok {
-			if err := m.sup.Start(spec); err != nil {
-				m.Log.Error().Str("provider", name).Err(err).Msg("starting provider")
-			}
-		}
-	}
-	var restarted []string
-	var wg sync.WaitGroup
-	var rmu sync.Mutex
-	for name, old := range running {
-		spec, keep := want[name]
-		if keep && spec.Equal(old) {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if !keep {
-				m.mux.RemoveProvider(name)
-			}
-			m.drain(ctx, old.Key)
-			if err := m.sup.Stop(ctx, old.Key); err != nil {
-				m.Log.Error().Str("provider", name).Err(err).Msg("stopping provider")
-			}
-			if keep {
-				if err := m.sup.Start(spec); err != nil {
-					m.Log.Error().Str("provider", name).Err(err).Msg("starting provider")
-				}
-				rmu.Lock()
-				restarted = append(restarted, name)
-				rmu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	sort.Strings(restarted)
-	return restarted
-}
-
-// drain waits, up to DrainGrace, for key's in-flight calls to finish.
-func (m *Main) drain(ctx context.Context, key switchboard.InstanceKey) {
-	deadline := time.Now().Add(DrainGrace)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		busy := false
-		for _, st := range m.sup.Status() {
-			if st.Provider == key.Provider && st.User == key.User && st.InFlight > 0 {
-				busy = true
-			}
-		}
-		if !busy {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// config returns the config in force.
-func (m *Main) config() *providers.Config {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.cfg
-}
-
-func (m *Main) lastReloadResult() ReloadResult {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.lastReload
-}
-
-// userRemoved ends what a removed user had running: their per-user provider
-// instances. Their sessions fail authentication on the next request.
-func (m *Main) userRemoved(ctx context.Context, user string) {
-	m.mux.CloseListens(string(switchboard.PrincipalUser) + ":" + user)
-	for _, st := range m.sup.Status() {
-		if st.User == user {
-			_ = m.sup.Stop(ctx, switchboard.InstanceKey{Provider: st.Provider, User: user})
-		}
-	}
-	m.mux.PolicyChanged()
 }

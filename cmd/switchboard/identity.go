@@ -1,92 +1,98 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/auth"
-	"github.com/switchboard-mcp/switchboard/mux"
 	"github.com/switchboard-mcp/switchboard/providers"
+	"github.com/switchboard-mcp/switchboard/store/bolt"
+	"github.com/switchboard-mcp/switchboard/store/postgres"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
-// serviceKeySecret names the vault's internal key that signs service tokens.
-// It is generated on first start and never leaves the vault.
-const serviceKeySecret = "SWITCHBOARD_SERVICE_SIGNING_KEY"
+// The vault's internal keys: generated on first use, never leaving the vault
+// except into the gateway's memory, and out of reach of `secret` and
+// ${secret:} (names starting with SWITCHBOARD_ are refused there).
+const (
+	// serviceKeySecret signs service tokens.
+	serviceKeySecret = "SWITCHBOARD_SERVICE_SIGNING_KEY"
+	// auditKeySecret keys the audit log: argument digests, every record's
+	// hash in the chain and the checkpoint MAC. If it was removed, a new one
+	// is made, and nothing written under the old one verifies any more
+	// (verify says so, naming both key ids).
+	auditKeySecret = "SWITCHBOARD_AUDIT_DIGEST_KEY"
+)
 
-// identity is the authentication and visibility state of a running gateway.
-type identity struct {
-	users   *auth.Users
-	prefs   *auth.Prefs
-	tokens  *auth.ServiceTokens
-	tokLog  *auth.TokenLog // issued and revoked service tokens
-	authn   *auth.Authenticator
-	limiter *auth.RateLimiter
-	fails   *auth.FailureLimiter
-	conns   *connState
-}
-
-// openIdentity builds users, service tokens and the authenticator on the vault.
-func openIdentity(v *vault.Vault, cfg *providers.Config, m *Main) (*identity, error) {
-	users, err := auth.NewUsers(v.DB())
-	if err != nil {
-		return nil, err
+// openVault loads the master key and opens the store and the vault in it. A
+// wrong key stops here, before any provider starts.
+func openVault(cfg *providers.Config, getenv func(string) string, allowGenerate bool, opts vault.Options, log zerolog.Logger) (switchboard.Store, *vault.Vault, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("creating data dir: %w", err)
 	}
-	prefs, err := auth.NewPrefs(v.DB())
-	if err != nil {
-		return nil, err
-	}
-	key, err := serviceKey(v)
-	if err != nil {
-		return nil, err
-	}
-	tokens, tokLog, err := newServiceTokens(v, key)
-	if err != nil {
-		return nil, err
-	}
-	authn, err := auth.New(users, tokens, authConfig(cfg), m.Log)
-	if err != nil {
-		return nil, err
-	}
-	id := &identity{users: users, prefs: prefs, tokens: tokens, tokLog: tokLog, authn: authn, conns: &connState{}}
-	if err := id.conns.reload(v); err != nil {
-		return nil, err
-	}
-	id.limiter = auth.NewRateLimiter(rateConfig(cfg, m))
-	id.fails = auth.NewFailureLimiter(failureConfig(cfg, m))
-	return id, nil
-}
-
-// serviceKey returns the service-token signing key (an Ed25519 seed),
-// generating it on first use.
-func serviceKey(v *vault.Vault) ([]byte, error) {
-	return internalKey(v, serviceKeySecret, "service signing key")
-}
-
-// newServiceTokens signs with key and refuses the tokens revoked in v's token log.
-func newServiceTokens(v *vault.Vault, key []byte) (*auth.ServiceTokens, *auth.TokenLog, error) {
-	tokens, err := auth.NewServiceTokens(key)
+	key, origin, err := vault.LoadKey(vault.KeySource{
+		EnvValue: getenv(vault.EnvKey), KeyFile: cfg.Vault.KeyFile, DataDir: cfg.DataDir, AllowGenerate: allowGenerate,
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	tokLog, err := auth.NewTokenLog(v.DB())
+	defer key.Zero()
+	if origin == vault.KeyGenerated {
+		log.Warn().Str("key_file", filepath.Join(cfg.DataDir, vault.KeyFileName)).
+			Msg("GENERATED A NEW VAULT KEY for local development; back it up, and use SWITCHBOARD_VAULT_KEY or vault.key_file in production")
+	}
+	st, err := openStore(cfg, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	tokens.SetRevocationCheck(tokLog.IsRevoked)
-	return tokens, tokLog, nil
+	v, err := vault.Open(context.Background(), st, key, opts)
+	if err != nil {
+		_ = st.Close()
+		return nil, nil, err
+	}
+	return st, v, nil
 }
 
-// internalKey returns a 32-byte key the gateway keeps for itself in the
-// vault's internal keys under name, generating and storing it on first use. It
-// is the one way cmd fetches an internal key: these keys are out of reach of
-// `secret` and ${secret:} (names starting with SWITCHBOARD_ are refused there),
-// and never leave the vault except into the gateway's memory.
+// openStore opens the store cfg names: PostgreSQL, shared by every replica
+// that names the same database, or the bbolt file in the data dir.
+func openStore(cfg *providers.Config, log zerolog.Logger) (switchboard.Store, error) {
+	pg := cfg.Store.Postgres
+	if pg == nil {
+		return bolt.Open(filepath.Join(cfg.DataDir, bolt.FileName), bolt.Options{})
+	}
+	dsn, err := pg.ResolveDSN()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return postgres.Open(ctx, postgres.Config{DSN: dsn, Replica: cfg.Replica, MaxConns: int32(pg.MaxConns),
+		ResyncInterval: pg.ResyncInterval.D()}, log.With().Str("component", "store").Logger())
+}
+
+// storeName says where the store is, for messages.
+func storeName(st switchboard.Store) string {
+	if p, ok := st.(interface{ Path() string }); ok {
+		return p.Path()
+	}
+	return "PostgreSQL (store.postgres)"
+}
+
+// auditKey returns the audit key from the vault (made on first use): serve,
+// the offline CLI's audit records, `audit digest` and `audit verify` all
+// come here.
+func auditKey(v *vault.Vault) ([]byte, error) {
+	return internalKey(v, auditKeySecret, "audit digest key")
+}
+
+// internalKey returns the vault's internal key name; what says what it is for.
 func internalKey(v *vault.Vault, name, what string) ([]byte, error) {
 	key, err := v.InternalKey(name)
 	if err != nil {
@@ -95,6 +101,92 @@ func internalKey(v *vault.Vault, name, what string) ([]byte, error) {
 	return key, nil
 }
 
+// identity is who may call the gateway: users and their API keys, service
+// tokens, the authenticator, and the per-user state visibility depends on.
+type identity struct {
+	users  *auth.Users
+	prefs  *auth.Prefs
+	tokens *auth.ServiceTokens
+	tokLog *auth.TokenLog // issued and revoked service tokens
+	authn  *auth.Authenticator
+	vault  *vault.Vault // its index of connections
+	log    zerolog.Logger
+}
+
+// openIdentity opens users, preferences and service tokens on st, and the
+// authenticator for cfg. The CLI's offline operations use it too.
+func openIdentity(st switchboard.Store, v *vault.Vault, cfg *providers.Config, log zerolog.Logger) (*identity, error) {
+	users, err := auth.NewUsers(st)
+	if err != nil {
+		return nil, err
+	}
+	prefs, err := auth.NewPrefs(st)
+	if err != nil {
+		return nil, err
+	}
+	key, err := internalKey(v, serviceKeySecret, "service signing key")
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := auth.NewServiceTokens(key)
+	if err != nil {
+		return nil, err
+	}
+	tokLog, err := auth.NewTokenLog(st)
+	if err != nil {
+		return nil, err
+	}
+	tokens.SetRevocationCheck(tokLog.IsRevoked)
+	authn, err := auth.New(users, tokens, authConfig(cfg), log)
+	if err != nil {
+		return nil, err
+	}
+	return &identity{users: users, prefs: prefs, tokens: tokens, tokLog: tokLog, authn: authn, vault: v, log: log}, nil
+}
+
+// reload re-reads everything cached from the store (another replica changed it).
+func (id *identity) reload() error {
+	for _, f := range []func() error{id.users.Reload, id.prefs.Reload, id.tokLog.Reload, id.vault.ReloadConnections} {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// firstAdmin creates an admin user on a fresh dev install and returns its key
+// (shown once), or "".
+func (id *identity) firstAdmin() (string, error) {
+	list, err := id.users.List()
+	if err != nil || len(list) > 0 {
+		return "", err
+	}
+	return id.users.Add("admin", []string{auth.RoleAdmin})
+}
+
+// principal is local user name as the principal their API key would give.
+func (id *identity) principal(name string) (*switchboard.Principal, error) {
+	u, err := id.users.Get(name)
+	if switchboard.ErrorCode(err) == switchboard.ENOTFOUND {
+		return nil, switchboard.Errorf(switchboard.ENOTFOUND, "no local user %q (switchboard user add): a user who signs in with OIDC gets their roles from their token, so they connect and set preferences themselves (POST /api/connections/<provider>, /api/prefs/<provider>/hide)", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &switchboard.Principal{Kind: switchboard.PrincipalUser, ID: u.Name, Roles: u.Roles, Endpoint: switchboard.EndpointPublic}, nil
+}
+
+// userState answers per-user visibility questions from memory: the vault's
+// index of connections, the users' preferences.
+type userState struct {
+	prefs *auth.Prefs
+	vault *vault.Vault
+}
+
+func (u userState) Connected(user, provider string) bool { return u.vault.Connected(user, provider) }
+func (u userState) Hidden(user, provider string) bool    { return u.prefs.Hidden(user, provider) }
+
+// authConfig is the authenticator's part of cfg.
 func authConfig(cfg *providers.Config) auth.Config {
 	ac := auth.Config{}
 	for _, o := range cfg.Auth.OIDC {
@@ -109,170 +201,19 @@ func authConfig(cfg *providers.Config) auth.Config {
 	return ac
 }
 
-func rateConfig(cfg *providers.Config, m *Main) auth.RateLimitConfig {
-	return auth.RateLimitConfig{RPS: cfg.Auth.RateLimit.RPS, Burst: cfg.Auth.RateLimit.Burst,
-		OnLimit: func(r *http.Request, key string, retry time.Duration) { m.rateLimited(r, key, retry) }}
-}
-
-// policyFor compiles the visibility policy of cfg.
-func policyFor(cfg *providers.Config, users mux.UserState) *mux.Policy {
-	pol := &mux.Policy{
-		Providers:   map[string]mux.ProviderPolicy{},
-		Roles:       map[string]mux.RolePolicy{},
-		DefaultRole: cfg.DefaultRole,
-		Services:    map[string][]string{},
-		Users:       users,
+// edgeConfig is the edge's part of cfg; resourceURL is the gateway's public
+// MCP URL.
+func edgeConfig(cfg *providers.Config, resourceURL string) auth.EdgeConfig {
+	return auth.EdgeConfig{
+		Disabled:            cfg.Auth.Disabled,
+		AllowedHosts:        cfg.Auth.AllowedHosts,
+		AllowedOrigins:      cfg.Auth.AllowedOrigins,
+		MaxBodyBytes:        int64(cfg.Auth.MaxBodyMB) << 20,
+		BodyTimeout:         cfg.Server.BodyTimeout.D(),
+		ResourceMetadataURL: strings.TrimSuffix(resourceURL, "/mcp") + "/.well-known/oauth-protected-resource",
+		RateRPS:             cfg.Auth.RateLimit.RPS,
+		RateBurst:           cfg.Auth.RateLimit.Burst,
+		FailureRPS:          cfg.Auth.FailureLimit.RPS,
+		FailureBurst:        cfg.Auth.FailureLimit.Burst,
 	}
-	for name, p := range cfg.Providers {
-		if !p.IsEnabled() {
-			continue
-		}
-		pol.Providers[name] = mux.ProviderPolicy{
-			InternalOnly: p.InternalOnly, Public: p.Public, UserScoped: p.UserScoped(),
-			ReadOnly: p.ReadOnly, Allow: p.Tools.Allow, Deny: p.Tools.Deny,
-		}
-	}
-	for name, r := range cfg.Roles {
-		if r != nil {
-			pol.Roles[name] = mux.RolePolicy{Providers: r.Providers, Tools: r.Tools}
-		}
-	}
-	for name, s := range cfg.Services {
-		if s != nil {
-			pol.Services[name] = s.AllowedProviderPrefixes
-		}
-	}
-	return pol
-}
-
-// userState answers per-user visibility questions from memory.
-type userState struct {
-	prefs *auth.Prefs
-	conns *connState
-}
-
-func (u userState) Connected(user, provider string) bool { return u.conns.has(user, provider) }
-func (u userState) Hidden(user, provider string) bool    { return u.prefs.Hidden(user, provider) }
-
-// connState caches which users connected which providers (no values).
-type connState struct {
-	mu sync.RWMutex
-	m  map[string]bool // "user\x00provider"
-}
-
-func (c *connState) has(user, provider string) bool {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.m[user+"\x00"+provider]
-}
-
-func (c *connState) reload(v *vault.Vault) error {
-	list, err := v.Connections("")
-	if err != nil {
-		return err
-	}
-	m := make(map[string]bool, len(list))
-	for _, cn := range list {
-		m[cn.User+"\x00"+cn.Provider] = true
-	}
-	c.mu.Lock()
-	c.m = m
-	c.mu.Unlock()
-	return nil
-}
-
-// localPrincipal is the caller when authentication is disabled (loopback only).
-var localPrincipal = switchboard.Principal{Kind: switchboard.PrincipalUser, ID: "local", Roles: []string{mux.RoleAdmin}, Method: "none"}
-
-// edge wraps an MCP endpoint with the hardened edge, in order: body limit,
-// Host/Origin check, internal headers stripped, auth-failure limiter,
-// authentication, body read deadline, per-principal rate limit. The chain is
-// rebuilt when a reload changes the config, so allowed_hosts, allowed_origins
-// and max_body_mb apply live.
-func (m *Main) edge(ep switchboard.Endpoint, next http.Handler) http.Handler {
-	type built struct {
-		cfg *providers.Config
-		h   http.Handler
-	}
-	var cur atomic.Pointer[built]
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cfg := m.config()
-		b := cur.Load()
-		if b == nil || b.cfg != cfg {
-			b = &built{cfg: cfg, h: m.buildEdge(ep, cfg, next)}
-			cur.Store(b)
-		}
-		b.h.ServeHTTP(w, r)
-	})
-}
-
-func (m *Main) buildEdge(ep switchboard.Endpoint, cfg *providers.Config, next http.Handler) http.Handler {
-	var authn func(*http.Request) (*switchboard.Principal, bool, error)
-	switch {
-	case cfg.Auth.Disabled:
-		authn = func(r *http.Request) (*switchboard.Principal, bool, error) {
-			p := localPrincipal
-			p.Endpoint = ep
-			return &p, true, nil
-		}
-	case ep == switchboard.EndpointInternal:
-		authn = m.id.authn.AuthenticateInternal
-	default:
-		authn = m.id.authn.AuthenticatePublic
-	}
-	h := m.id.limiter.Middleware(next)
-	h = auth.BodyDeadline(cfg.Server.BodyTimeout.D())(h)
-	h = m.id.fails.Passed(h)
-	h = auth.RequireAuth(authn, m.resourceMetadataURL(), func(r *http.Request, reason string) {
-		m.authFailed(r, ep, reason)
-	})(h)
-	h = m.id.fails.Middleware(h)
-	h = auth.StripInternalHeaders(h)
-	h = auth.HostOriginGuard(cfg.Auth.AllowedHosts, cfg.Auth.AllowedOrigins)(h)
-	return auth.BodyLimit(int64(cfg.Auth.MaxBodyMB) << 20)(h)
-}
-
-// requireAdmin protects operator routes (/status, /metrics): an admin user's
-// API key or JWT, or anyone when authentication is disabled on loopback.
-func (m *Main) requireAdmin(next http.Handler) http.Handler {
-	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := switchboard.PrincipalFromContext(r.Context())
-		if p == nil || p.Kind != switchboard.PrincipalUser || !hasRole(p, mux.RoleAdmin) {
-			writeJSON(w, http.StatusForbidden, map[string]string{"error": "forbidden"})
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-	return m.edge(switchboard.EndpointPublic, inner)
-}
-
-func hasRole(p *switchboard.Principal, role string) bool {
-	for _, r := range p.Roles {
-		if r == role {
-			return true
-		}
-	}
-	return false
-}
-
-func (m *Main) resourceMetadataURL() string {
-	return strings.TrimSuffix(m.resourceURL(), "/mcp") + "/.well-known/oauth-protected-resource"
-}
-
-// resourceURL is this gateway's public MCP URL, for OAuth metadata.
-func (m *Main) resourceURL() string {
-	if u := m.config().Auth.ResourceURL; u != "" {
-		return u
-	}
-	return m.URL() + "/mcp"
-}
-
-// ensureFirstAdmin creates an admin user on a fresh dev install and returns its
-// key (shown once), or "".
-func (m *Main) ensureFirstAdmin() (string, error) {
-	list, err := m.id.users.List()
-	if err != nil || len(list) > 0 {
-		return "", err
-	}
-	return m.id.users.Add("admin", []string{mux.RoleAdmin})
 }

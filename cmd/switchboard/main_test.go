@@ -19,6 +19,8 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/switchboard-mcp/switchboard/store/postgres/pgtest"
 )
 
 // binDir holds the example providers and the test provider, built once.
@@ -47,6 +49,7 @@ func TestMain(m *testing.M) {
 		}
 	}
 	code := m.Run()
+	pgtest.StopShared() // started by the replica tests, if any ran
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

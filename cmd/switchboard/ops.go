@@ -2,61 +2,60 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"net/http"
-	"os"
 	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
 
-	"github.com/spf13/cobra"
+	"github.com/rs/zerolog"
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/audit"
+	"github.com/switchboard-mcp/switchboard/auth"
+	"github.com/switchboard-mcp/switchboard/internal/redact"
 	"github.com/switchboard-mcp/switchboard/metrics"
 	"github.com/switchboard-mcp/switchboard/mux"
+	"github.com/switchboard-mcp/switchboard/providers"
 	"github.com/switchboard-mcp/switchboard/statuspage"
 	"github.com/switchboard-mcp/switchboard/supervisor"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
-// auditKeySecret names the vault's internal key that keys the audit log:
-// argument digests, every record's hash in the chain and the checkpoint MAC.
-const auditKeySecret = "SWITCHBOARD_AUDIT_DIGEST_KEY"
-
-// ops is what operators watch: the audit log, metrics and recent events.
+// ops is what operators watch: the audit log, metrics, recent events and the
+// log level.
 type ops struct {
-	audit *audit.Log // nil when audit.disabled
-	// waitForWrite makes tools/call answer only once its record is written
-	// (audit.wait_for_write, the default); otherwise the record is queued.
-	waitForWrite bool
+	audit        *audit.Log // nil when audit.disabled
+	waitForWrite bool       // audit.wait_for_write: a tools/call answers once its record is written
+	failOpen     bool       // audit.fail_open: serve calls while the log cannot be written
 	metrics      *metrics.Metrics
 	events       *statuspage.Ring
+	level        *levelFilter
+	redact       func(string) string
+	log          zerolog.Logger
+	started      time.Time
+	closing      atomic.Bool // Close began: not ready any more
 }
 
-// auditKey returns the audit key from the vault (made on first use). It is
-// the one place the audit key is read: serve, the offline CLI's audit records,
-// `audit digest` and `audit verify` all come here. If the key was removed, a
-// new one is made, and nothing written under the old one verifies any more
-// (verify says so, naming both key ids).
-func auditKey(v *vault.Vault) ([]byte, error) {
-	return internalKey(v, auditKeySecret, "audit digest key")
-}
-
-func (m *Main) openOps() error {
-	cfg := m.config()
-	o := &ops{metrics: metrics.New(), events: statuspage.NewRing(100)}
+// openOps opens the audit log of cfg (keyed with the vault's audit key),
+// metrics and the status page's event ring. The audit settings take effect
+// at startup only.
+func openOps(cfg *providers.Config, v *vault.Vault, level *levelFilter, r *redact.Redactor, log zerolog.Logger) (*ops, error) {
+	o := &ops{metrics: metrics.New(), events: statuspage.NewRing(100), level: level, redact: r.String, log: log,
+		started: time.Now(), failOpen: cfg.Audit.FailOpen}
 	if !cfg.Audit.Disabled {
-		key, err := auditKey(m.vault)
+		key, err := auditKey(v)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		l, err := audit.Open(audit.Config{
 			File: cfg.Audit.File, MaxSizeMB: cfg.Audit.MaxSizeMB, MaxBackups: cfg.Audit.MaxBackups,
 			MaxAgeDays: cfg.Audit.MaxAgeDays, FailOpen: cfg.Audit.FailOpen, DigestKey: key, Fsync: cfg.Audit.Fsync,
-		}, m.Log)
+		}, log)
 		if err != nil {
-			return fmt.Errorf("opening the audit log: %w", err)
+			return nil, fmt.Errorf("opening the audit log: %w", err)
 		}
 		o.audit, o.waitForWrite = l, cfg.Audit.WaitsForWrite()
 		o.metrics.Audit(func() bool { return l.Err() == nil }, l.Dropped)
@@ -65,26 +64,35 @@ func (m *Main) openOps() error {
 			o.events.Add("audit", "audit log integrity check failed at startup: "+a)
 		}
 	}
-	m.ops = o
 	o.metrics.Reload(true)
-	m.auditEvent(audit.Record{Type: audit.TypeStartup, Detail: map[string]string{"version": version, "config_hash": cfg.Hash}})
+	o.event(audit.Record{Type: audit.TypeStartup, Detail: map[string]string{"version": version, "config_hash": cfg.Hash}})
+	return o, nil
+}
+
+// event writes a record that is not a call's and waits for it (callers such
+// as tests and the admin socket read the log right after); a failure is
+// logged (the call path is where failing closed matters).
+func (o *ops) event(rec audit.Record) {
+	if o.audit == nil {
+		return
+	}
+	if err := o.audit.Write(rec); err != nil {
+		o.log.Error().Str("type", rec.Type).Err(err).Msg("audit record not written")
+	}
+}
+
+func (o *ops) close() error {
+	if o.audit != nil {
+		return o.audit.Close()
+	}
 	return nil
 }
 
-// auditEvent writes a non-call record and waits for it (callers such as tests
-// and the admin socket read the log right after); failures are logged (the
-// call path is where fail-closed matters).
-func (m *Main) auditEvent(rec audit.Record) {
-	if m.ops == nil || m.ops.audit == nil {
-		return
-	}
-	if err := m.ops.audit.Write(rec); err != nil {
-		m.Log.Error().Str("type", rec.Type).Err(err).Msg("audit record not written")
-	}
-}
-
 // callObserver feeds every tools/call into the audit log and metrics.
-type callObserver struct{ m *Main }
+type callObserver struct {
+	o      *ops
+	redact func(string) string
+}
 
 var (
 	_ mux.CallObserver    = callObserver{}
@@ -92,9 +100,9 @@ var (
 )
 
 // Admit refuses calls while the audit log cannot be written, unless fail_open.
-func (o callObserver) Admit(ctx context.Context, c *mux.CallInfo) error {
-	a := o.m.ops.audit
-	if a == nil || o.m.config().Audit.FailOpen {
+func (c callObserver) Admit(ctx context.Context, ci *mux.CallInfo) error {
+	a := c.o.audit
+	if a == nil || c.o.failOpen {
 		return nil
 	}
 	if err := a.Err(); err != nil {
@@ -109,58 +117,67 @@ func (o callObserver) Admit(ctx context.Context, c *mux.CallInfo) error {
 // concurrent calls share one write). With wait_for_write: false it runs after
 // the answer and only queues the record (Append). Either way, Admit refuses
 // further calls while the log cannot be written.
-func (o callObserver) Done(ctx context.Context, c *mux.CallInfo) {
-	o.m.ops.metrics.ToolCall(c.Provider, c.Tool, c.Outcome, c.Latency)
-	if o.m.ops.audit == nil {
+func (c callObserver) Done(ctx context.Context, ci *mux.CallInfo) {
+	c.o.metrics.ToolCall(ci.Provider, ci.Tool, ci.Outcome, ci.Latency)
+	l := c.o.audit
+	if l == nil {
 		return
 	}
 	rec := audit.Record{
-		Type: audit.TypeToolCall, RequestID: c.RequestID, Session: c.SessionID,
-		Endpoint: string(c.Endpoint), Client: c.Client, Provider: c.Provider, Tool: c.Tool,
-		Decision: c.Decision, Outcome: c.Outcome, LatencyMS: c.Latency.Milliseconds(),
+		Type: audit.TypeToolCall, RequestID: ci.RequestID, Session: ci.SessionID,
+		Endpoint: string(ci.Endpoint), Client: ci.Client, Provider: ci.Provider, Tool: ci.Tool,
+		Decision: ci.Decision, Outcome: ci.Outcome, LatencyMS: ci.Latency.Milliseconds(),
 	}
-	if c.Tool == "" {
-		rec.Tool = c.Exposed
+	if ci.Tool == "" {
+		rec.Tool = ci.Exposed
 	}
-	if c.Principal != nil {
-		rec.PrincipalKind, rec.Principal = string(c.Principal.Kind), c.Principal.ID
+	if ci.Principal != nil {
+		rec.PrincipalKind, rec.Principal = string(ci.Principal.Kind), ci.Principal.ID
 	}
-	if len(c.Args) > 0 {
-		rec.ArgsDigest = o.m.ops.audit.Digest(c.Args)
+	if len(ci.Args) > 0 {
+		rec.ArgsDigest = l.Digest(ci.Args)
 	}
-	if c.Err != nil {
-		rec.Error = o.m.Redactor.String(switchboard.ErrorMessage(c.Err))
+	if ci.Err != nil {
+		rec.Error = c.redact(callError(ci))
 	}
 	var err error
-	if o.m.ops.waitForWrite {
-		err = o.m.ops.audit.Write(rec)
+	if c.o.waitForWrite {
+		err = l.Write(rec)
 	} else {
-		err = o.m.ops.audit.Append(rec)
+		err = l.Append(rec)
 	}
 	if err != nil {
-		o.m.Log.Error().Str("request_id", c.RequestID).Err(err).Msg("audit record for a tool call not written")
+		c.o.log.Error().Str("request_id", ci.RequestID).Err(err).Msg("audit record for a tool call not written")
 	}
+}
+
+// callError says what happened to a call, for the operator: a refusal of a
+// tool the caller cannot see names the policy (the caller was answered as
+// for a tool that does not exist), and an error the caller sees only as
+// "internal error" is written out.
+func callError(ci *mux.CallInfo) string {
+	if ci.Decision == audit.DecisionDeny {
+		if ci.Provider != "" {
+			return "hidden from this caller by policy (role, allowlist, connection, preference or write policy); answered as no such tool"
+		}
+		return "no such tool: " + ci.Exposed
+	}
+	if switchboard.ErrorCode(ci.Err) == switchboard.EINTERNAL {
+		return ci.Err.Error()
+	}
+	return switchboard.ErrorMessage(ci.Err)
 }
 
 // RecordBeforeAnswer implements mux.RecordFirst: with audit.wait_for_write
 // (the default) the caller's answer waits for its audit record.
-func (o callObserver) RecordBeforeAnswer() bool {
-	return o.m.ops != nil && o.m.ops.audit != nil && o.m.ops.waitForWrite
-}
+func (c callObserver) RecordBeforeAnswer() bool { return c.o.audit != nil && c.o.waitForWrite }
 
-func (o callObserver) SessionOpened(ep switchboard.Endpoint) {
-	o.m.ops.metrics.SessionOpened(string(ep))
-}
-func (o callObserver) SessionClosed(ep switchboard.Endpoint) {
-	o.m.ops.metrics.SessionClosed(string(ep))
-}
+func (c callObserver) SessionOpened(ep switchboard.Endpoint) { c.o.metrics.SessionOpened(string(ep)) }
+func (c callObserver) SessionClosed(ep switchboard.Endpoint) { c.o.metrics.SessionClosed(string(ep)) }
 
 // providerEvent turns supervisor lifecycle events into audit records, metrics
 // and status-page events.
-func (m *Main) providerEvent(ev supervisor.Event) {
-	if m.ops == nil {
-		return
-	}
+func (o *ops) providerEvent(ev supervisor.Event) {
 	name := ev.Key.String()
 	detail := map[string]string{"event": ev.Kind}
 	if ev.PID != 0 {
@@ -174,204 +191,131 @@ func (m *Main) providerEvent(ev supervisor.Event) {
 		}
 	case supervisor.EventRestart:
 		detail["delay"] = ev.Delay.String()
-		m.ops.metrics.ProviderRestart(name)
+		o.metrics.ProviderRestart(name)
 	}
 	rec := audit.Record{Type: audit.TypeProvider, Provider: name, Detail: detail}
 	if ev.Err != "" {
-		rec.Error = m.Redactor.String(ev.Err)
+		rec.Error = o.redact(ev.Err)
 	}
-	m.auditEvent(rec)
+	o.event(rec)
 	switch ev.Kind {
 	case supervisor.EventReady:
-		m.ops.metrics.ProviderState(name, switchboard.StateRunning)
+		o.metrics.ProviderState(name, switchboard.StateRunning)
 	case supervisor.EventExit:
-		m.ops.metrics.ProviderState(name, switchboard.StateBackoff)
+		o.metrics.ProviderState(name, switchboard.StateBackoff)
 		how := fmt.Sprintf("code %d", ev.ExitCode)
 		if ev.Signal != "" {
 			how = "signal " + ev.Signal
 		}
-		m.ops.events.Add("provider", name+" exited ("+how+")")
+		o.events.Add("provider", name+" exited ("+how+")")
 	case supervisor.EventFailed:
-		m.ops.metrics.ProviderState(name, switchboard.StateFailed)
-		m.ops.events.Add("provider", name+" failed: "+m.Redactor.String(ev.Err))
+		o.metrics.ProviderState(name, switchboard.StateFailed)
+		o.events.Add("provider", name+" failed: "+o.redact(ev.Err))
 	case supervisor.EventStop:
-		m.ops.metrics.RemoveProvider(name)
+		o.metrics.RemoveProvider(name)
 	}
+}
+
+// edgeHooks records the edge's refusals and counts them.
+func (o *ops) edgeHooks() auth.EdgeHooks {
+	return auth.EdgeHooks{
+		Refused: func(r auth.Refusal) {
+			rec := audit.Record{Type: r.Type, Principal: r.Principal, Endpoint: r.Endpoint, Decision: audit.DecisionDeny,
+				Outcome: r.Outcome, Error: r.Error, Detail: r.Detail}
+			o.event(rec)
+		},
+		Count: func(kind, label string) {
+			switch kind {
+			case "auth_failure":
+				o.metrics.AuthFailure(label)
+			case "rate_limited":
+				o.metrics.RateLimited(label)
+			case "connection_refused":
+				o.metrics.ConnectionRefused(label)
+			}
+		},
+	}
+}
+
+// reloaded records a reload outcome for metrics, the audit log and the
+// status page.
+func (o *ops) reloaded(res ReloadResult) {
+	o.metrics.Reload(res.OK)
+	rec := audit.Record{Type: audit.TypeConfigReload, Outcome: "ok",
+		Detail: map[string]string{"trigger": res.Trigger, "old_hash": res.OldHash, "new_hash": res.NewHash}}
+	if len(res.Restarted) > 0 {
+		rec.Detail["restarted"] = strings.Join(res.Restarted, ",")
+	}
+	if len(res.NeedsRestart) > 0 {
+		rec.Detail["needs_restart"] = strings.Join(res.NeedsRestart, ",")
+	}
+	switch {
+	case !res.OK && len(res.Failed) > 0:
+		var names []string
+		for _, f := range res.Failed {
+			names = append(names, f.Provider)
+		}
+		rec.Outcome, rec.Error = "error", res.Error
+		rec.Detail["failed"] = strings.Join(names, ",")
+		o.events.Add("reload", "reload applied, but providers failed: "+res.Error)
+	case !res.OK:
+		rec.Outcome, rec.Error = "error", res.Error
+		o.events.Add("reload", "reload rejected: "+res.Error)
+	default:
+		o.events.Add("reload", "config reloaded ("+short(res.NewHash)+")")
+	}
+	o.event(rec)
 }
 
 // status builds the status page's view.
 func (m *Main) status(ctx context.Context) statuspage.Status {
 	h := m.health()
-	st := statuspage.Status{Version: version, StartedAt: m.started, Listen: m.Addr(), Providers: h.Providers}
+	st := statuspage.Status{Version: version, StartedAt: m.ops.started, Listen: m.Addr(), Providers: h.Providers, Events: m.ops.events.List()}
 	for _, s := range m.mux.Sessions() {
 		st.Sessions = append(st.Sessions, statuspage.Session{ID: s.ID, Principal: s.Principal, Endpoint: string(s.Endpoint), Client: s.Client, CreatedAt: s.CreatedAt})
 	}
 	r := h.Reload
 	st.LastReload = statuspage.ReloadStatus{At: r.At, OK: r.OK, Error: r.Error, ConfigHash: r.NewHash, NeedsRestart: r.NeedsRestart}
-	if m.ops != nil {
-		st.Events = m.ops.events.List()
-	}
 	return st
 }
 
-func (m *Main) statusHandler() http.Handler {
-	return m.requireAdmin(statuspage.Handler(m.status))
+func (o *ops) statusHandler(get func(context.Context) statuspage.Status) http.Handler {
+	return statuspage.Handler(get)
 }
 
-func (m *Main) metricsHandler() http.Handler {
-	return m.requireAdmin(m.ops.metrics.Handler())
+// levelFilter drops log lines below a level that a reload can change.
+type levelFilter struct {
+	w   io.Writer
+	min atomic.Int32
 }
 
-func (m *Main) closeOps() error {
-	if m.ops != nil && m.ops.audit != nil {
-		return m.ops.audit.Close()
-	}
-	return nil
+func newLevelFilter(w io.Writer, level string) *levelFilter {
+	f := &levelFilter{w: w}
+	f.set(level)
+	return f
 }
 
-func newAuditCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "audit", Short: "Read and verify the audit log"}
-	var follow, jsonOut bool
-	var user, provider string
-	tail := &cobra.Command{
-		Use:   "tail",
-		Short: "Print audit events, one line each (raw JSON lines with --json)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			file, err := auditFile(cmd)
-			if err != nil {
-				return err
-			}
-			return audit.Tail(cmd.Context(), file, follow, audit.Filter{User: user, Provider: provider}, cmd.OutOrStdout(), jsonOut)
-		},
-	}
-	tail.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events")
-	tail.Flags().BoolVar(&jsonOut, "json", false, "print the raw JSON lines")
-	tail.Flags().StringVar(&user, "user", "", "only events of this principal")
-	tail.Flags().StringVar(&provider, "provider", "", "only events of this provider")
-	cmd.AddCommand(tail)
-	cmd.AddCommand(&cobra.Command{
-		Use:   "verify",
-		Short: "Prove the log unaltered with the audit key: every record, the chain across rotated files, the checkpoint",
-		Long: `Verify checks every record's HMAC under the audit key (from the vault, through
-the running gateway or offline), the chain across rotated files, and the
-checkpoint that pins its end, and reports the alarms the gateway recorded when
-it found the log altered at startup.
-
-Exit status: 0 the log is proven; 1 it is broken, cut, forged, keyed under
-another key, its checkpoint is missing or altered, or the gateway recorded an
-alarm; 2 nothing wrong was found but the log cannot be proven (no access to
-the audit key, or records written before the chain was keyed that nothing
-pins). See docs/configuration.md, "What the audit chain proves".`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			file, err := auditFile(cmd)
-			if err != nil {
-				return err
-			}
-			res, err := verifyAudit(cmd, file)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			for _, n := range res.Notes {
-				fmt.Fprintln(out, "note:", n)
-			}
-			for _, a := range res.Alarms {
-				fmt.Fprintln(out, "ALARM:", a)
-			}
-			switch {
-			case res.Broken != nil:
-				where := fmt.Sprintf("%s:%d", res.Broken.File, res.Broken.Line)
-				if res.Broken.Line == 0 {
-					where = res.Broken.File
-				}
-				fmt.Fprintf(out, "BROKEN at %s (seq %d): %s\n", where, res.Broken.Seq, res.Broken.Reason)
-				return &exitError{code: 1}
-			case len(res.Alarms) > 0:
-				fmt.Fprintf(out, "FAILED: the chain of %d records checks out, but the gateway found the log altered when it opened it (%d alarm(s) above); keep the files as evidence and move them aside to start a new log\n", res.Records, len(res.Alarms))
-				return &exitError{code: 1}
-			case !res.OK:
-				fmt.Fprintf(out, "UNPROVEN (%d records, seq %d..%d): %s\n", res.Records, res.FirstSeq, res.LastSeq, res.Unproven)
-				return &exitError{code: 2}
-			}
-			fmt.Fprintf(out, "ok: %d records in %d files, seq %d..%d; every record and the checkpoint verified under audit key %s\n", res.Records, len(res.Files), res.FirstSeq, res.LastSeq, res.KeyID)
-			return nil
-		},
-	})
-	cmd.AddCommand(&cobra.Command{
-		Use:   "digest",
-		Short: "Print the args_digest of the JSON arguments read from stdin, to search the log",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var in json.RawMessage
-			if err := json.NewDecoder(cmd.InOrStdin()).Decode(&in); err != nil {
-				return fmt.Errorf("reading JSON arguments from stdin: %w", err)
-			}
-			var res map[string]string
-			if err := adminCall(cmd, "audit.digest", in, &res); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), res["digest"])
-			return nil
-		},
-	})
-	return cmd
-}
-
-func init() {
-	registerOp("audit.digest", func(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
-		key, err := auditKey(env.vault)
-		if err != nil {
-			return nil, err
-		}
-		// The gateway digests the arguments exactly as the client sent them.
-		var args json.RawMessage
-		if err := json.Unmarshal(raw, &args); err != nil {
-			return nil, err
-		}
-		return map[string]string{"digest": audit.Digest(key, args)}, nil
-	})
-	registerOp("audit.verify", func(ctx context.Context, env *adminEnv, _ json.RawMessage) (any, error) {
-		key, err := auditKey(env.vault)
-		if err != nil {
-			return nil, err
-		}
-		return audit.VerifyWithKey(env.cfg.Audit.File, key)
-	})
-}
-
-func auditFile(cmd *cobra.Command) (string, error) {
-	c, err := newAdminClient(cmd)
+func (f *levelFilter) set(level string) {
+	lvl, err := zerolog.ParseLevel(level)
 	if err != nil {
-		return "", err
+		lvl = zerolog.InfoLevel
 	}
-	defer c.Close()
-	cfg, err := c.config()
-	if err != nil {
-		return "", err
-	}
-	if _, err := os.Stat(cfg.Audit.File); err != nil {
-		return "", fmt.Errorf("audit log %s: %w", cfg.Audit.File, err)
-	}
-	return cfg.Audit.File, nil
+	f.min.Store(int32(lvl))
 }
 
-// verifyAudit verifies with the audit key (through the gateway or the vault).
-// Without the vault's master key it checks what the structure shows, which
-// is never a proof.
-func verifyAudit(cmd *cobra.Command, file string) (audit.VerifyResult, error) {
-	var res audit.VerifyResult
-	err := adminCall(cmd, "audit.verify", nil, &res)
-	if err != nil && !errors.Is(err, vault.ErrNoKey) {
-		return res, err
+func (f *levelFilter) Write(p []byte) (int, error) { return f.w.Write(p) }
+
+// WriteLevel implements zerolog.LevelWriter.
+func (f *levelFilter) WriteLevel(l zerolog.Level, p []byte) (int, error) {
+	if int32(l) < f.min.Load() {
+		return len(p), nil
 	}
-	if err != nil {
-		res, verr := audit.Verify(file)
-		if res.Unproven != "" {
-			res.Unproven = fmt.Sprintf("the audit key is in the vault, which cannot be opened without its master key (%v): %s", err, res.Unproven)
-		}
-		return res, verr
+	return f.w.Write(p)
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
 	}
-	return res, nil
+	return h
 }

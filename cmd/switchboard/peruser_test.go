@@ -206,7 +206,7 @@ func TestWritePolicyRolesAndFailClosed(t *testing.T) {
 		t.Errorf("a user whose role is not configured sees %v", n)
 	}
 	// switchboard tools --user explains what hides each provider.
-	v, err := g.toolsFor(context.Background(), toolsArgs{User: "al"})
+	v, err := (&running{rel: g.rel, mux: g.mux, sup: g.sup, live: g.live}).tools(context.Background(), g.id, toolsArgs{User: "al"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func (g *gateway) reload(t *testing.T) ReloadResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := g.Reload(ctx, "test")
+	res, err := g.rel.Reload(ctx, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,11 +166,11 @@ func TestFileWatchAppliesRenameAndSymlinkSwapOnce(t *testing.T) {
 	t.Run("rename", func(t *testing.T) {
 		g := MustOpenGateway(t, reloadBase)
 		g.waitReady(t)
-		n := g.reloadsApplied.Load()
+		n := g.rel.Applied()
 		g.writeConfig(t, reloadBase+"  c:\n    command: BIN/echo\n")
-		waitFor(t, 10*time.Second, func() bool { return g.reloadsApplied.Load() == n+1 }, "one applied reload")
+		waitFor(t, 10*time.Second, func() bool { return g.rel.Applied() == n+1 }, "one applied reload")
 		time.Sleep(700 * time.Millisecond)
-		if got := g.reloadsApplied.Load(); got != n+1 {
+		if got := g.rel.Applied(); got != n+1 {
 			t.Errorf("applied %d reloads, want exactly 1", got-n)
 		}
 	})
@@ -201,7 +201,7 @@ func TestFileWatchAppliesRenameAndSymlinkSwapOnce(t *testing.T) {
 		}
 		t.Cleanup(func() { g.Close() })
 		g.waitReady(t)
-		n := g.reloadsApplied.Load()
+		n := g.rel.Applied()
 		// Kubernetes: write the new version, point a temp link at it, rename it over ..data.
 		write("..v2", reloadBase+"  c:\n    command: BIN/echo\n")
 		if err := os.Symlink("..v2", filepath.Join(dir, "..data_tmp")); err != nil {
@@ -210,13 +210,13 @@ func TestFileWatchAppliesRenameAndSymlinkSwapOnce(t *testing.T) {
 		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, func() bool { return g.reloadsApplied.Load() == n+1 }, "one applied reload after the swap")
+		waitFor(t, 10*time.Second, func() bool { return g.rel.Applied() == n+1 }, "one applied reload after the swap")
 		waitFor(t, 20*time.Second, func() bool { return g.pids(t)["c"] != 0 }, "provider c")
 		// The watch survives the swap: a second swap is seen too.
 		write("..v3", reloadBase)
 		_ = os.Symlink("..v3", filepath.Join(dir, "..data_tmp"))
 		_ = os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data"))
-		waitFor(t, 10*time.Second, func() bool { return g.reloadsApplied.Load() == n+2 }, "a second applied reload")
+		waitFor(t, 10*time.Second, func() bool { return g.rel.Applied() == n+2 }, "a second applied reload")
 	})
 }
 
@@ -239,7 +239,7 @@ func TestReloadStormSettlesOnLastValidFile(t *testing.T) {
 		g.writeConfig(t, cfg)
 		if i%10 == 0 {
 			_ = syscall.Kill(os.Getpid(), syscall.SIGHUP)
-			go g.requestReload("admin")
+			go g.rel.Request("admin")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -344,7 +344,7 @@ providers:
 	if before["a"] == 0 || before["b"] == 0 {
 		t.Fatalf("running = %v", before)
 	}
-	n := g.reloadsApplied.Load()
+	n := g.rel.Applied()
 	final := strings.ReplaceAll(base+"  c:\n    command: BIN/echo\n", "BIN", binDir)
 	cut1 := strings.Index(final, "  b:\n")
 	cut2 := strings.Index(final, "    args: [one]\n")
@@ -401,12 +401,12 @@ providers:
 		time.Sleep(20 * time.Millisecond)
 	}
 	check()
-	time.Sleep(ConfigSettle + 500*time.Millisecond)
+	time.Sleep(providers.WatchSettle + 500*time.Millisecond)
 	check()
-	if got := g.reloadsApplied.Load() - n; got != 1 {
+	if got := g.rel.Applied() - n; got != 1 {
 		t.Errorf("applied %d reloads, want exactly 1 (the finished file)", got)
 	}
-	if h := g.config().Hash; h != fileHash(g.ConfigPath) {
+	if h := g.config().Hash; h != providers.FileHash(g.ConfigPath) {
 		t.Errorf("the config in force is not the finished file")
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -18,13 +17,6 @@ import (
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
-func init() {
-	registerOp("secret.set", opSecretSet)
-	registerOp("secret.list", opSecretList)
-	registerOp("secret.rm", opSecretRm)
-	registerOp("vault.rotate", opVaultRotate)
-}
-
 type secretArgs struct {
 	Name  string `json:"name"`
 	Value []byte `json:"value,omitempty"`
@@ -32,63 +24,51 @@ type secretArgs struct {
 
 // secretResult says what a secret change did.
 type secretResult struct {
+	// Restarted names the providers whose env uses the secret.
 	Restarted []string `json:"restarted,omitempty"`
+	// Failed lists the providers that did not come back with the change.
+	Failed []providers.ProviderFailure `json:"failed,omitempty"`
 }
 
-func opSecretSet(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
-	var a secretArgs
-	if err := json.Unmarshal(raw, &a); err != nil {
+// secretChange sets (set) or removes a shared secret, then, when a gateway is
+// running, replaces the providers whose environment changed with it, and
+// only those.
+func (env *opsEnv) secretChange(ctx context.Context, raw json.RawMessage, set bool) (any, error) {
+	a, err := decode[secretArgs](raw)
+	if err != nil {
 		return nil, err
 	}
-	if err := env.vault.Set(a.Name, a.Value); err != nil {
+	action := "rm"
+	if set {
+		action, err = "set", env.vault.Set(a.Name, a.Value)
+	} else {
+		err = env.vault.Delete(a.Name)
+	}
+	if err != nil {
 		return nil, err
 	}
-	env.audit(audit.Record{Type: audit.TypeSecret, Detail: map[string]string{"action": "set", "name": a.Name}})
-	return secretResult{Restarted: env.secretsChanged(ctx, a.Name)}, nil
+	env.audit(audit.Record{Type: audit.TypeSecret, Detail: map[string]string{"action": action, "name": a.Name}})
+	var res secretResult
+	for _, p := range env.cfg().SortedProviders() {
+		for _, ref := range p.SecretRefs() {
+			if ref == a.Name {
+				res.Restarted = append(res.Restarted, p.Name)
+			}
+		}
+	}
+	if env.run != nil && len(res.Restarted) > 0 {
+		res.Failed = env.run.rel.SecretsChanged(ctx).Failed
+	}
+	return res, nil
 }
 
-func opSecretRm(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
-	var a secretArgs
-	if err := json.Unmarshal(raw, &a); err != nil {
-		return nil, err
-	}
-	if err := env.vault.Delete(a.Name); err != nil {
-		return nil, err
-	}
-	env.audit(audit.Record{Type: audit.TypeSecret, Detail: map[string]string{"action": "rm", "name": a.Name}})
-	return secretResult{Restarted: env.secretsChanged(ctx, a.Name)}, nil
-}
-
-func opSecretList(ctx context.Context, env *adminEnv, _ json.RawMessage) (any, error) {
-	return env.vault.List()
-}
-
-func opVaultRotate(ctx context.Context, env *adminEnv, _ json.RawMessage) (any, error) {
+func (env *opsEnv) vaultRotate(ctx context.Context, _ json.RawMessage) (any, error) {
 	n, err := env.vault.Rotate()
 	if err != nil {
 		return nil, err
 	}
 	env.audit(audit.Record{Type: audit.TypeSecret, Detail: map[string]string{"action": "rotate", "entries": strconv.Itoa(n)}})
 	return map[string]int{"reencrypted": n}, nil
-}
-
-// secretsChanged restarts the providers whose env uses one of names, and only
-// those, when a gateway is running. It returns their names.
-func (env *adminEnv) secretsChanged(ctx context.Context, names ...string) []string {
-	var affected []string
-	for _, p := range env.cfg.SortedProviders() {
-		for _, ref := range p.SecretRefs() {
-			for _, n := range names {
-				if ref == n {
-					affected = append(affected, p.Name)
-				}
-			}
-		}
-	}
-	if env.main != nil && len(affected) > 0 {
-		env.main.reconcile(ctx)
-	}
-	return affected
 }
 
 func newSecretCmd() *cobra.Command {
@@ -111,8 +91,7 @@ func newSecretCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "secret %s set\n", args[0])
-			printRestarted(cmd, res.Restarted)
-			return nil
+			return printRestarted(cmd, res)
 		},
 	})
 	cmd.AddCommand(&cobra.Command{
@@ -142,30 +121,25 @@ func newSecretCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "secret %s removed\n", args[0])
-			printRestarted(cmd, res.Restarted)
-			return nil
+			return printRestarted(cmd, res)
 		},
 	})
 	return cmd
 }
 
-func printRestarted(cmd *cobra.Command, names []string) {
-	if len(names) > 0 {
-		fmt.Fprintf(cmd.OutOrStdout(), "providers using it: %s (restarted if running)\n", strings.Join(names, ", "))
+// printRestarted says which providers use a changed secret, and fails on a
+// provider that did not come back with it.
+func printRestarted(cmd *cobra.Command, res secretResult) error {
+	if len(res.Restarted) > 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "providers using it: %s (restarted if running)\n", strings.Join(res.Restarted, ", "))
 	}
-}
-
-// offlineConfig returns the valid config for a command that must run with no
-// gateway serving this data dir; ifOnline is the error when one is.
-func offlineConfig(cmd *cobra.Command, ifOnline string) (*providers.Config, error) {
-	c, err := newAdminClient(cmd)
-	if err != nil {
-		return nil, err
+	if len(res.Failed) == 0 {
+		return nil
 	}
-	if c.Online() {
-		return nil, errors.New(ifOnline)
+	for _, f := range res.Failed {
+		fmt.Fprintf(cmd.OutOrStdout(), "FAILED: %s: %s\n", f.Provider, f.Error)
 	}
-	return c.config()
+	return &exitError{code: 1}
 }
 
 func newVaultCmd() *cobra.Command {
@@ -179,12 +153,12 @@ func newVaultCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			v, err := openVaultOffline(cfg, true)
+			v, st, err := openOffline(cfg, true)
 			if err != nil {
 				return err
 			}
 			defer v.Close()
-			fmt.Fprintf(cmd.OutOrStdout(), "vault ready at %s\n", v.Path())
+			fmt.Fprintf(cmd.OutOrStdout(), "vault ready at %s\n", storeName(st))
 			return nil
 		},
 	})
@@ -216,7 +190,7 @@ func newVaultCmd() *cobra.Command {
 				return err
 			}
 			defer newKey.Zero()
-			v, err := openVaultOffline(cfg, false)
+			v, _, err := openOffline(cfg, false)
 			if err != nil {
 				return err
 			}

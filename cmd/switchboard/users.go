@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,17 +14,8 @@ import (
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/audit"
 	"github.com/switchboard-mcp/switchboard/auth"
+	"github.com/switchboard-mcp/switchboard/providers"
 )
-
-func init() {
-	registerOp("user.add", opUserAdd)
-	registerOp("user.list", opUserList)
-	registerOp("user.rm", opUserRm)
-	registerOp("user.rotate", opUserRotate)
-	registerOp("service.token", opServiceToken)
-	registerOp("service.revoke", opServiceRevoke)
-	registerOp("service.list", opServiceList)
-}
 
 // auditTypeServiceToken is the audit record type of service-token issues and
 // revocations.
@@ -37,90 +29,9 @@ type userArgs struct {
 type keyResult struct {
 	Name string `json:"name"`
 	Key  string `json:"key"`
-}
-
-// users returns the user store: the running gateway's, or one on the offline vault.
-func (env *adminEnv) users() (*auth.Users, error) {
-	if env.main != nil {
-		return env.main.id.users, nil
-	}
-	return auth.NewUsers(env.vault.DB())
-}
-
-func (env *adminEnv) checkRoles(roles []string) error {
-	for _, r := range roles {
-		if r == "admin" {
-			continue
-		}
-		if _, ok := env.cfg.Roles[r]; !ok {
-			return switchboard.Errorf(switchboard.EINVALID, "role %q is not defined under roles in %s (built-in: admin)", r, env.cfg.Path)
-		}
-	}
-	return nil
-}
-
-func opUserAdd(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
-	a, u, err := userOp(env, raw)
-	if err != nil {
-		return nil, err
-	}
-	if err := env.checkRoles(a.Roles); err != nil {
-		return nil, err
-	}
-	key, err := u.Add(a.Name, a.Roles)
-	if err != nil {
-		return nil, err
-	}
-	return keyResult{Name: a.Name, Key: key}, nil
-}
-
-func opUserList(ctx context.Context, env *adminEnv, _ json.RawMessage) (any, error) {
-	u, err := env.users()
-	if err != nil {
-		return nil, err
-	}
-	return u.List()
-}
-
-// userOp decodes a user op's arguments and finds the user store.
-func userOp(env *adminEnv, raw json.RawMessage) (userArgs, *auth.Users, error) {
-	var a userArgs
-	if err := json.Unmarshal(raw, &a); err != nil {
-		return a, nil, err
-	}
-	u, err := env.users()
-	return a, u, err
-}
-
-func opUserRm(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
-	a, u, err := userOp(env, raw)
-	if err != nil {
-		return nil, err
-	}
-	if err := u.Remove(a.Name); err != nil {
-		return nil, err
-	}
-	if env.main != nil {
-		env.main.userRemoved(ctx, a.Name)
-	}
-	return struct{}{}, nil
-}
-
-func opUserRotate(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
-	a, u, err := userOp(env, raw)
-	if err != nil {
-		return nil, err
-	}
-	key, err := u.RotateKey(a.Name)
-	if err != nil {
-		return nil, err
-	}
-	if env.main != nil {
-		// Open subscriptions/listen streams end, so the client comes back
-		// with the new key (session-era sessions fail their next request).
-		env.main.mux.CloseListens(string(switchboard.PrincipalUser) + ":" + a.Name)
-	}
-	return keyResult{Name: a.Name, Key: key}, nil
+	// URL is the gateway's MCP URL, as its config says it listens, for the
+	// connect hint.
+	URL string `json:"url,omitempty"`
 }
 
 type tokenArgs struct {
@@ -134,23 +45,81 @@ type tokenResult struct {
 	JTI     string    `json:"jti"`
 }
 
-func opServiceToken(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
-	var a tokenArgs
-	if err := json.Unmarshal(raw, &a); err != nil {
-		return nil, err
-	}
-	if _, ok := env.cfg.Services[a.Service]; !ok {
-		return nil, switchboard.Errorf(switchboard.ENOTFOUND, "service %q is not defined under services in %s", a.Service, env.cfg.Path)
-	}
-	tokens, tokLog, err := env.serviceTokens()
+type revokeArgs struct {
+	// Token is a whole service token or its id (jti, 32 hex digits).
+	Token string `json:"token"`
+}
+
+func (env *opsEnv) userAdd(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := decode[userArgs](raw)
 	if err != nil {
 		return nil, err
 	}
-	tok, info, err := tokens.IssueInfo(a.Service, a.TTL)
+	cfg := env.cfg()
+	for _, r := range a.Roles {
+		if _, ok := cfg.Roles[r]; !ok && r != auth.RoleAdmin {
+			return nil, switchboard.Errorf(switchboard.EINVALID, "role %q is not defined under roles in %s (built-in: admin)", r, cfg.Path)
+		}
+	}
+	key, err := env.id.users.Add(a.Name, a.Roles)
 	if err != nil {
 		return nil, err
 	}
-	if err := tokLog.Issued(info); err != nil {
+	return keyResult{Name: a.Name, Key: key, URL: mcpURL(cfg)}, nil
+}
+
+func (env *opsEnv) userRm(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := decode[userArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := env.id.users.Remove(a.Name); err != nil {
+		return nil, err
+	}
+	if r := env.run; r != nil {
+		// What a removed user had running ends: their subscriptions/listen
+		// streams and their own instances. Their sessions fail
+		// authentication on the next request.
+		r.mux.CloseListens(string(switchboard.PrincipalUser) + ":" + a.Name)
+		if err := r.sup.StopUser(ctx, a.Name); err != nil {
+			return nil, fmt.Errorf("user %s removed, but stopping their instances: %w", a.Name, err)
+		}
+		r.mux.PolicyChanged()
+	}
+	return struct{}{}, nil
+}
+
+func (env *opsEnv) userRotate(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := decode[userArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	key, err := env.id.users.RotateKey(a.Name)
+	if err != nil {
+		return nil, err
+	}
+	if env.run != nil {
+		// Open subscriptions/listen streams end, so the client comes back
+		// with the new key (session-era sessions fail their next request).
+		env.run.mux.CloseListens(string(switchboard.PrincipalUser) + ":" + a.Name)
+	}
+	return keyResult{Name: a.Name, Key: key, URL: mcpURL(env.cfg())}, nil
+}
+
+func (env *opsEnv) serviceToken(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := decode[tokenArgs](raw)
+	if err != nil {
+		return nil, err
+	}
+	cfg := env.cfg()
+	if _, ok := cfg.Services[a.Service]; !ok {
+		return nil, switchboard.Errorf(switchboard.ENOTFOUND, "service %q is not defined under services in %s", a.Service, cfg.Path)
+	}
+	tok, info, err := env.id.tokens.IssueInfo(a.Service, a.TTL)
+	if err != nil {
+		return nil, err
+	}
+	if err := env.id.tokLog.Issued(info); err != nil {
 		return nil, err
 	}
 	env.audit(audit.Record{Type: auditTypeServiceToken, Principal: a.Service, PrincipalKind: string(switchboard.PrincipalService),
@@ -158,60 +127,30 @@ func opServiceToken(ctx context.Context, env *adminEnv, raw json.RawMessage) (an
 	return tokenResult{Token: tok, Expires: info.ExpiresAt, JTI: info.JTI}, nil
 }
 
-// serviceTokens returns the running gateway's service tokens and token log,
-// or, offline, ones on the vault (the same key and the same records).
-func (env *adminEnv) serviceTokens() (*auth.ServiceTokens, *auth.TokenLog, error) {
-	if env.main != nil {
-		return env.main.id.tokens, env.main.id.tokLog, nil
-	}
-	key, err := serviceKey(env.vault)
-	if err != nil {
-		return nil, nil, err
-	}
-	return newServiceTokens(env.vault, key)
-}
-
-type revokeArgs struct {
-	// Token is a whole service token or its id (jti, 32 hex digits).
-	Token string `json:"token"`
-}
-
-// opServiceRevoke revokes one service token. Online it changes the running
+// serviceRevoke revokes one service token. Online it changes the running
 // gateway's token log, so the token's next request is refused; offline it
-// writes the vault file, and the next start loads it.
-func opServiceRevoke(ctx context.Context, env *adminEnv, raw json.RawMessage) (any, error) {
-	var a revokeArgs
-	if err := json.Unmarshal(raw, &a); err != nil {
-		return nil, err
-	}
-	tokens, tokLog, err := env.serviceTokens()
+// writes the store, and the next start loads it.
+func (env *opsEnv) serviceRevoke(ctx context.Context, raw json.RawMessage) (any, error) {
+	a, err := decode[revokeArgs](raw)
 	if err != nil {
 		return nil, err
 	}
 	jti := strings.TrimSpace(a.Token)
 	var info *auth.TokenInfo
 	if strings.Count(jti, ".") == 2 { // a whole token: it must be one this gateway signed
-		ti, err := tokens.Inspect(jti)
+		ti, err := env.id.tokens.Inspect(jti)
 		if err != nil {
 			return nil, err
 		}
 		info, jti = &ti, ti.JTI
 	}
-	rec, err := tokLog.Revoke(jti, info)
+	rec, err := env.id.tokLog.Revoke(jti, info)
 	if err != nil {
 		return nil, err
 	}
 	env.audit(audit.Record{Type: auditTypeServiceToken, Principal: rec.Service, PrincipalKind: string(switchboard.PrincipalService),
 		Detail: map[string]string{"action": "revoke", "jti": rec.JTI, "expires": rec.ExpiresAt.UTC().Format(time.RFC3339)}})
 	return rec, nil
-}
-
-func opServiceList(ctx context.Context, env *adminEnv, _ json.RawMessage) (any, error) {
-	_, tokLog, err := env.serviceTokens()
-	if err != nil {
-		return nil, err
-	}
-	return tokLog.List()
 }
 
 func newUserCmd() *cobra.Command {
@@ -279,8 +218,29 @@ func newUserCmd() *cobra.Command {
 
 func printKey(cmd *cobra.Command, res keyResult) {
 	out := cmd.OutOrStdout()
+	url := res.URL
+	if url == "" {
+		url = "http://HOST:PORT/mcp"
+	}
 	fmt.Fprintf(out, "API key for %s (shown only this once):\n\n  %s\n\n", res.Name, res.Key)
-	fmt.Fprintf(out, "Connect Claude Code:\n  claude mcp add --transport http switchboard http://HOST:PORT/mcp --header \"Authorization: Bearer %s\"\n", res.Key)
+	fmt.Fprintf(out, "Connect Claude Code:\n  claude mcp add --transport http switchboard %s --header \"Authorization: Bearer %s\"\n", url, res.Key)
+}
+
+// mcpURL is the MCP URL of the gateway cfg describes: auth.resource_url
+// when set, else its listen address (a wildcard address as 127.0.0.1; a
+// port 0, chosen at startup, cannot be known: "" then).
+func mcpURL(cfg *providers.Config) string {
+	if cfg.Auth.ResourceURL != "" {
+		return cfg.Auth.ResourceURL
+	}
+	host, port, err := net.SplitHostPort(cfg.Listen)
+	if err != nil || port == "0" {
+		return ""
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/mcp"
 }
 
 func newServiceCmd() *cobra.Command {
@@ -348,14 +308,4 @@ func newServiceCmd() *cobra.Command {
 		},
 	})
 	return cmd
-}
-
-// adminCall runs op through the running gateway or offline.
-func adminCall(cmd *cobra.Command, op string, args, out any) error {
-	c, err := newAdminClient(cmd)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	return c.call(cmd.Context(), op, args, out)
 }

@@ -2,18 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/providers"
-	"github.com/switchboard-mcp/switchboard/skills"
 )
 
 func newValidateCmd() *cobra.Command {
@@ -24,10 +23,12 @@ func newValidateCmd() *cobra.Command {
 		Long: `Check gateway.yaml without starting anything: strict keys, references between
 sections (roles, services, default_role name declared providers), tool-name
 rules, and that every enabled provider has a valid usage skill under 1,000
-words. With --live, also start the providers (or ask the running gateway) and
-report skills that mention tools a provider no longer has, and items a
-provider exposes that clash with the gateway's reserved names (its skills) or
-with another provider's.`,
+words (its own, or the one its skill: names). With --live, also ask the
+running gateway for this data dir (it says which copy of each skill it
+serves), or, when none runs, start the providers in a throwaway data dir
+(the vault is needed only when the config references ${secret:}), and report
+skills that mention tools a provider does not have, and items a provider
+exposes that clash with the gateway's reserved names or another provider's.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := configPath(cmd)
@@ -40,11 +41,11 @@ with another provider's.`,
 			}
 			problems := skillProblems(cfg)
 			if live {
-				stale, err := liveStale(cmd, cfg)
+				rep, err := liveStale(cmd, cfg)
 				if err != nil {
 					return err
 				}
-				problems = append(problems, stale...)
+				problems = append(problems, rep.Problems...)
 			}
 			for _, p := range problems {
 				fmt.Fprintln(cmd.ErrOrStderr(), p)
@@ -56,104 +57,100 @@ with another provider's.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&live, "live", false, "start the providers and report skills naming tools they no longer have")
+	cmd.Flags().BoolVar(&live, "live", false, "run the providers (or ask the running gateway) and report skills naming tools they do not have")
 	return cmd
 }
 
-// skillProblems checks the skills of cfg's providers.
-func skillProblems(cfg *providers.Config) []string {
-	set, errs := skills.Load(skills.Builtin(), cfg.Skills.Dir)
-	var out []string
-	for _, err := range errs {
-		out = append(out, err.Error())
-	}
-	enabled := map[string]bool{}
-	for name, p := range cfg.Providers {
-		enabled[name] = p.IsEnabled()
-	}
-	required := cfg.Skills.Required == nil || *cfg.Skills.Required
-	for _, p := range skills.Validate(set, enabled, required) {
-		out = append(out, p.String())
-	}
-	return out
-}
-
-func init() {
-	registerOp("skills.stale", func(ctx context.Context, env *adminEnv, _ json.RawMessage) (any, error) {
-		if env.main == nil {
-			return nil, errOnlineOnly
-		}
-		return env.main.staleSkills(), nil
-	})
-}
-
-// staleSkills compares every served skill with its provider's live tools and
-// prompts.
-func (m *Main) staleSkills() []string {
-	m.mu.Lock()
-	set := m.skills
-	m.mu.Unlock()
-	var out []string
-	for _, p := range m.config().SortedProviders() {
-		sk := set.Get(p.Name)
-		if sk == nil || !p.IsEnabled() {
-			continue
-		}
-		names := m.mux.ProviderTools(p.Name)
-		if len(names) == 0 {
-			out = append(out, fmt.Sprintf("%s: provider %s exposes no tools right now (is it running? see /status)", sk.Path, p.Name))
-			continue
-		}
-		names = append(names, m.mux.ProviderPrompts(p.Name)...)
-		if stale := skills.StaleTools(sk, p.Name, names); len(stale) > 0 {
-			out = append(out, fmt.Sprintf("%s: mentions tools %s has no longer: %s", sk.Path, p.Name, strings.Join(stale, ", ")))
-		}
-	}
-	// Items the providers expose that clash with the gateway's own names or
-	// each other's: renamed or skipped, and worth fixing.
-	for _, p := range m.mux.Problems() {
-		if strings.Contains(p, "gateway's") || strings.Contains(p, "collides") || strings.Contains(p, "also served") {
-			out = append(out, m.config().Path+": "+p)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-// liveStale asks the running gateway, or starts the providers in-process.
-func liveStale(cmd *cobra.Command, cfg *providers.Config) ([]string, error) {
+// liveStale asks the running gateway, or starts the providers in-process,
+// and says on stdout which copy of each skill it checked.
+func liveStale(cmd *cobra.Command, cfg *providers.Config) (staleReport, error) {
+	out := cmd.OutOrStdout()
 	c, err := newAdminClient(cmd)
 	if err != nil {
-		return nil, err
+		return staleReport{}, err
 	}
 	defer c.Close()
-	var out []string
+	var rep staleReport
 	if c.Online() {
-		err := c.call(cmd.Context(), "skills.stale", nil, &out)
-		return out, err
+		if err := c.call(cmd.Context(), "skills.stale", nil, &rep); err != nil {
+			return rep, err
+		}
+		fmt.Fprintf(out, "checked the skills the running gateway serves (read %s):\n", rep.LoadedAt.Local().Format(time.DateTime))
+		printCopies(out, rep)
+		return rep, nil
 	}
+	rep, err = liveRun(cmd.Context(), cfg)
+	if err == nil {
+		fmt.Fprintln(out, "no gateway runs for this data dir: started the providers here and checked these skills:")
+		printCopies(out, rep)
+	}
+	return rep, err
+}
+
+// printCopies lists the file each provider's skill was read from, and says
+// when the file changed after the gateway read it.
+func printCopies(w io.Writer, rep staleReport) {
+	names := make([]string, 0, len(rep.Skills))
+	for n := range rep.Skills {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		note := ""
+		if fi, err := os.Stat(filepath.Clean(rep.Skills[n])); err == nil && fi.ModTime().After(rep.LoadedAt) {
+			note = " (the file changed since: the gateway reloads skills within seconds, or run switchboard reload)"
+		}
+		fmt.Fprintf(w, "  %s: %s%s\n", n, rep.Skills[n], note)
+	}
+}
+
+// liveRun starts cfg's providers in a gateway of its own, on a free port,
+// and reports on their skills. A config that references no ${secret:} runs
+// in a throwaway data dir: no vault key is needed, and nothing is written
+// where the real gateway keeps its state.
+func liveRun(ctx context.Context, cfg *providers.Config) (staleReport, error) {
 	m := NewMain(cfg.Path)
 	m.Stderr = io.Discard
-	m.ListenOverride = "127.0.0.1:0"
-	if err := m.Open(cmd.Context()); err != nil {
-		return nil, err
+	m.DevKey = true
+	secrets := false
+	for _, p := range cfg.Providers {
+		secrets = secrets || len(p.SecretRefs()) > 0
+	}
+	tmp := ""
+	if !secrets {
+		var err error
+		if tmp, err = os.MkdirTemp("", "switchboard-validate-"); err != nil {
+			return staleReport{}, err
+		}
+		defer os.RemoveAll(tmp)
+	}
+	m.Adjust = func(c *providers.Config) {
+		c.Listen = "127.0.0.1:0"
+		if tmp != "" {
+			c.DataDir, c.Audit.Disabled, c.Vault.KeyFile = tmp, true, ""
+		}
+	}
+	if err := m.Open(ctx); err != nil {
+		return staleReport{}, err
 	}
 	defer m.Close()
-	ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for !m.settled() {
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("providers did not start within 60s: see switchboard serve's log")
+			return staleReport{}, fmt.Errorf("providers did not start within 60s: see switchboard serve's log")
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	rep := m.live.stale(m.mux)
 	for _, st := range m.health().Providers {
 		if st.State == switchboard.StateFailed {
-			out = append(out, fmt.Sprintf("%s: provider %s failed to start: %s", cfg.Path, st.Provider, st.LastError))
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: provider %s failed to start: %s", cfg.Path, st.Provider, st.LastError))
 		}
 	}
-	return append(out, m.staleSkills()...), nil
+	sort.Strings(rep.Problems)
+	return rep, nil
 }
 
 // settled reports whether every shared provider is running with its catalog

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/store/bolt"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -26,7 +27,11 @@ func vaultGateway(t *testing.T, cfg string, secrets map[string]string, env map[s
 	key := vault.GenerateKey()
 	keyB64 := key.Encode()
 	_ = os.MkdirAll(filepath.Join(dir, "data"), 0o700)
-	v, err := vault.Open(filepath.Join(dir, "data", vault.DefaultFileName), key, vault.Options{})
+	st, err := bolt.Open(filepath.Join(dir, "data", bolt.FileName), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := vault.Open(context.Background(), st, key, vault.Options{CloseStore: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,8 +139,7 @@ func TestSecretsSurviveRestartAndStayIsolated(t *testing.T) {
 
 	// Setting a secret restarts only the providers that use it.
 	pids := g2.pids(t)
-	env := &adminEnv{cfg: g2.config(), vault: g2.vault, main: g2.Main}
-	if _, err := opSecretSet(context.Background(), env, []byte(`{"name":"B_TOKEN","value":"`+base64.StdEncoding.EncodeToString([]byte("canary-b-rotated"))+`"}`)); err != nil {
+	if _, err := g2.adminOps().Run(context.Background(), "secret.set", []byte(`{"name":"B_TOKEN","value":"`+base64.StdEncoding.EncodeToString([]byte("canary-b-rotated"))+`"}`)); err != nil {
 		t.Fatal(err)
 	}
 	g2.waitReady(t)

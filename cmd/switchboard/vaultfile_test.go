@@ -15,6 +15,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	sbbolt "github.com/switchboard-mcp/switchboard/store/bolt"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -53,7 +54,7 @@ func TestDamagedVaultFileStopsServeWithOneSentence(t *testing.T) {
 	if err := os.Remove(marker); err != nil {
 		t.Fatalf("the provider did not run on the good vault: %v", err)
 	}
-	dbPath := filepath.Join(g.dir, "data", vault.DefaultFileName)
+	dbPath := filepath.Join(g.dir, "data", sbbolt.FileName)
 	good, err := os.ReadFile(dbPath)
 	if err != nil {
 		t.Fatal(err)

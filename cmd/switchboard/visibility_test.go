@@ -108,9 +108,6 @@ func TestHiddenProvidersCannotBeConnected(t *testing.T) {
 	if err := g.vault.SetConnection("al", "gh", map[string][]byte{"GITHUB_TOKEN": []byte("old")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.id.conns.reload(g.vault); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := g.id.prefs.SetHidden("al", "gh", true); err != nil {
 		t.Fatal(err)
 	}
@@ -133,10 +130,10 @@ func TestHiddenProvidersCannotBeConnected(t *testing.T) {
 	}
 
 	// The operator is told why.
-	env := &adminEnv{cfg: g.config(), vault: g.vault, main: g.Main}
+	ops := g.adminOps()
 	op := func(name string, args any) error {
 		raw, _ := json.Marshal(args)
-		_, err := runOp(context.Background(), env, name, raw)
+		_, err := ops.Run(context.Background(), name, raw)
 		return err
 	}
 	vals := map[string][]byte{"GITHUB_TOKEN": []byte("x")}

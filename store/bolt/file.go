@@ -1,4 +1,4 @@
-package vault
+package bolt
 
 import (
 	"encoding/binary"

@@ -1,6 +1,7 @@
-package vault_test
+package bolt_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -13,12 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchboard-mcp/switchboard/vault"
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/switchboard-mcp/switchboard/store/bolt"
 )
 
 var ne = binary.NativeEndian
 
-// boltFile is a vault file's bytes with the few bbolt layout facts the damage
+// boltFile is a store file's bytes with the few bbolt layout facts the damage
 // cases need: page size, which meta page is current, its root and high-water mark.
 type boltFile struct {
 	b        []byte
@@ -52,7 +55,7 @@ func (f *boltFile) bucketRoot(tb testing.TB, name string) int {
 	tb.Helper()
 	p := f.root() * f.ps
 	if flags := ne.Uint16(f.b[p+8:]); flags != 0x02 {
-		tb.Fatalf("root page is not a leaf (flags %x); the test vault grew too big", flags)
+		tb.Fatalf("root page is not a leaf (flags %x); the test file grew too big", flags)
 	}
 	for i := 0; i < int(ne.Uint16(f.b[p+10:])); i++ {
 		at := p + 16 + i*16
@@ -65,35 +68,66 @@ func (f *boltFile) bucketRoot(tb testing.TB, name string) int {
 	return 0
 }
 
-// mustDamageableVault writes a vault with enough entries for several pages, a
-// non-inline secret bucket and nested connection buckets, and returns its path and key.
-func mustDamageableVault(tb testing.TB) (string, vault.Key) {
+// mustDamageableFile writes a store with enough entries for several pages, a
+// non-inline bucket and (as files written before the Store did) nested
+// buckets, and returns its path.
+func mustDamageableFile(tb testing.TB) string {
 	tb.Helper()
-	v, path, key := MustOpen(tb)
-	for i := 0; i < 300; i++ {
-		if err := v.Set(fmt.Sprintf("SECRET_%03d", i), []byte(strings.Repeat("v", 200))); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	for _, u := range []string{"alice", "bob"} {
-		if err := v.SetConnection(u, "gh", map[string][]byte{"TOKEN": []byte("t-" + u)}); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	if _, err := v.InternalKey("SWITCHBOARD_SERVICE_SIGNING_KEY"); err != nil {
+	path := filepath.Join(tb.TempDir(), bolt.FileName)
+	db, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := v.Close(); err != nil {
+	err = db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("vault.secret"))
+		if err != nil {
+			return err
+		}
+		for i := 0; i < 300; i++ {
+			if err := b.Put([]byte(fmt.Sprintf("SECRET_%03d", i)), []byte(strings.Repeat("v", 200))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		tb.Fatal(err)
 	}
-	return path, key
+	// A second transaction, so that the previous meta page holds the secrets.
+	err = db.Update(func(tx *bbolt.Tx) error {
+		conn, err := tx.CreateBucket([]byte("vault.conn"))
+		if err != nil {
+			return err
+		}
+		for _, u := range []string{"alice", "bob"} {
+			ub, err := conn.CreateBucket([]byte(u))
+			if err != nil {
+				return err
+			}
+			pb, err := ub.CreateBucket([]byte("gh"))
+			if err != nil {
+				return err
+			}
+			if err := pb.Put([]byte("record"), []byte("{}")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = db.Close()
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return path
 }
 
-// TestDamagedFileIsOneSentence: every kind of damaged vault file gives
+// TestDamagedFileIsOneSentence: every kind of damaged file gives
 // ErrDamaged with the one documented sentence, never a crash (SIGBUS or
 // SIGSEGV from bbolt reading a page that the file does not hold).
 func TestDamagedFileIsOneSentence(t *testing.T) {
-	srcPath, key := mustDamageableVault(t)
+	srcPath := mustDamageableFile(t)
 	src, err := os.ReadFile(srcPath)
 	if err != nil {
 		t.Fatal(err)
@@ -144,18 +178,18 @@ func TestDamagedFileIsOneSentence(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), vault.DefaultFileName)
+			path := filepath.Join(t.TempDir(), bolt.FileName)
 			if err := os.WriteFile(path, tt.damage(parseBolt(t, append([]byte(nil), src...))), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			for _, ro := range []bool{false, true} {
-				v, err := vault.Open(path, key, vault.Options{ReadOnly: ro})
+				st, err := bolt.Open(path, bolt.Options{ReadOnly: ro})
 				if err == nil {
-					v.Close()
+					st.Close()
 					t.Fatalf("Open (read-only %v) of a damaged file succeeded", ro)
 				}
 				want := "vault file " + path + " is damaged (" + tt.reason + "): restore it from a backup (see docs/secrets.md, Backups)"
-				if !errors.Is(err, vault.ErrDamaged) || err.Error() != want {
+				if !errors.Is(err, bolt.ErrDamaged) || err.Error() != want {
 					t.Errorf("Open (read-only %v):\n got %v\nwant %s", ro, err, want)
 				}
 			}
@@ -168,9 +202,9 @@ func TestDamagedFileIsOneSentence(t *testing.T) {
 }
 
 // TestOneTornMetaPageFallsBack: a crash while bbolt writes a meta page leaves
-// the other one; bbolt uses it, and so does the vault: that is not damage.
+// the other one; bbolt uses it, and so does the store: that is not damage.
 func TestOneTornMetaPageFallsBack(t *testing.T) {
-	path, key := mustDamageableVault(t)
+	path := mustDamageableFile(t)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -180,20 +214,20 @@ func TestOneTornMetaPageFallsBack(t *testing.T) {
 	if err := os.WriteFile(path, f.b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	v := MustOpenPath(t, path, key, vault.Options{})
-	if err := v.Check(); err != nil {
+	st := MustOpen(t, path, bolt.Options{})
+	if err := st.Check(); err != nil {
 		t.Fatalf("after falling back to the previous meta: %v", err)
 	}
-	if _, err := v.Get("SECRET_000"); err != nil {
+	if _, err := st.Get(context.Background(), "vault.secret", "SECRET_000"); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // TestDamageCheckWaitsForTheLock: a file that another process holds (here an
-// empty one, as while another opener creates the vault) is reported as locked,
+// empty one, as while another opener creates the file) is reported as locked,
 // not as damaged: the file is checked only under the lock.
 func TestDamageCheckWaitsForTheLock(t *testing.T) {
-	path := filepath.Join(t.TempDir(), vault.DefaultFileName)
+	path := filepath.Join(t.TempDir(), bolt.FileName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatal(err)
@@ -202,13 +236,13 @@ func TestDamageCheckWaitsForTheLock(t *testing.T) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
-	_, err = vault.Open(path, vault.GenerateKey(), vault.Options{LockTimeout: 100 * time.Millisecond})
-	if !errors.Is(err, vault.ErrLocked) || errors.Is(err, vault.ErrDamaged) {
+	_, err = bolt.Open(path, bolt.Options{LockTimeout: 100 * time.Millisecond})
+	if !errors.Is(err, bolt.ErrLocked) || errors.Is(err, bolt.ErrDamaged) {
 		t.Fatalf("Open of a locked empty file: %v, want ErrLocked", err)
 	}
 	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	_, err = vault.Open(path, vault.GenerateKey(), vault.Options{})
-	if !errors.Is(err, vault.ErrDamaged) {
+	_, err = bolt.Open(path, bolt.Options{})
+	if !errors.Is(err, bolt.ErrDamaged) {
 		t.Fatalf("Open of an unlocked empty file: %v, want ErrDamaged", err)
 	}
 }

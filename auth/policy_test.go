@@ -1,4 +1,4 @@
-package mux
+package auth
 
 import (
 	"context"
@@ -91,6 +91,43 @@ func TestPolicy(t *testing.T) {
 			exposed, _ := switchboard.ExposedName(tt.provider, tt.tool)
 			if got := pol.ToolVisible(ctx, tt.p, tt.provider, tt.tool, exposed, tt.readOnly); got != tt.want {
 				t.Fatalf("ToolVisible = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestServiceAllowlistIsExact: a service's allowed_provider_prefixes match
+// byte for byte: a longer or shorter prefix, another letter case, a
+// homoglyph, trailing space or a tool name never match, and an empty list
+// allows nothing.
+func TestServiceAllowlistIsExact(t *testing.T) {
+	tests := []struct {
+		name    string
+		allowed []string
+		prefix  string
+		want    bool
+	}{
+		{"exact", []string{"fs", "github"}, "fs", true},
+		{"second", []string{"fs", "github"}, "github", true},
+		{"longer", []string{"fs"}, "fsx", false},
+		{"shorter", []string{"fsx"}, "fs", false},
+		{"case", []string{"fs"}, "FS", false},
+		{"homoglyph", []string{"fs"}, "fѕ", false}, // Cyrillic ѕ
+		{"trailing space", []string{"fs"}, "fs ", false},
+		{"with separator", []string{"fs"}, "fs__read", false},
+		{"empty prefix", []string{"fs", ""}, "", false},
+		{"empty allowlist", []string{}, "fs", false},
+		{"nil allowlist", nil, "fs", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pol := &Policy{Providers: map[string]ProviderPolicy{}, Services: map[string][]string{"svc": tt.allowed}}
+			for _, p := range []string{"fs", "fsx", "github", "FS", "fѕ", "fs ", "fs__read"} { // never "": no provider has an empty prefix
+				pol.Providers[p] = ProviderPolicy{}
+			}
+			p := &switchboard.Principal{Kind: switchboard.PrincipalService, ID: "svc", Endpoint: switchboard.EndpointInternal}
+			if got := pol.Why(p, tt.prefix) == AxisNone; got != tt.want {
+				t.Fatalf("service allowed %q sees %q: %t, want %t", tt.allowed, tt.prefix, got, tt.want)
 			}
 		})
 	}
