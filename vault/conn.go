@@ -20,8 +20,8 @@ type ConnectionKind string
 const (
 	// ConnStatic: the user supplied the secret values (API keys, tokens) directly.
 	ConnStatic ConnectionKind = "static"
-	// ConnOAuth: reserved for an OAuth flow; tokens are stored as sealed values
-	// (e.g. ACCESS_TOKEN, REFRESH_TOKEN) like any other connection secret.
+	// ConnOAuth: made by the OAuth flow; the grant (tokens and where they
+	// came from) is one sealed value, OAuthGrant (see oauth.go).
 	ConnOAuth ConnectionKind = "oauth"
 )
 
@@ -43,6 +43,11 @@ type Connection struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// ExpiresAt is when the access token expires; zero if it does not.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Expired: the grant can no longer be refreshed; the user must connect
+	// again. An expired connection does not count as connected.
+	Expired bool `json:"expired,omitempty"`
+	// Error says why it expired.
+	Error string `json:"error,omitempty"`
 }
 
 // A connection's keys in the vault.conn bucket, parts joined with
@@ -273,7 +278,8 @@ func (v *Vault) UserSecret(ctx context.Context, user, provider, name string) (sw
 	return v.reveal(pt), nil
 }
 
-// Connected reports whether user has a connection to provider. It reads an
+// Connected reports whether user has a connection to provider (an expired
+// OAuth connection is not one). It reads an
 // index kept in memory (no values, no lock), so the per-request visibility
 // filter can ask it; the vault's own SetConnection and DeleteConnection keep
 // it current, and ReloadConnections reads it again after another replica
@@ -291,7 +297,7 @@ func (v *Vault) ReloadConnections() error {
 	}
 	m := make(map[string]bool, len(list))
 	for _, c := range list {
-		m[c.User+sep+c.Provider] = true
+		m[c.User+sep+c.Provider] = !c.Expired
 	}
 	v.connected.Store(&m)
 	return nil

@@ -560,10 +560,11 @@ type sealed struct {
 }
 
 // sealedEntries returns every sealed value, as read by list: internal keys,
-// shared secrets, then connection values by user and provider.
+// shared secrets, connection values by user and provider, then OAuth client
+// registrations.
 func sealedEntries(list func(bucket string) ([]switchboard.StoreEntry, error)) ([]sealed, error) {
 	var out []sealed
-	for _, b := range []string{bucketInternal, bucketSecret, bucketConn} {
+	for _, b := range []string{bucketInternal, bucketSecret, bucketConn, bucketOAuth} {
 		es, err := list(b)
 		if err != nil {
 			return nil, err
@@ -575,6 +576,8 @@ func sealedEntries(list func(bucket string) ([]switchboard.StoreEntry, error)) (
 				name = internalEntry(e.Key)
 			case bucketSecret:
 				name = secretEntry(e.Key)
+			case bucketOAuth:
+				name = oauthClientEntry(e.Key)
 			default:
 				k, ok := parseConnKey(e.Key)
 				if !ok || k.name == "" {
