@@ -32,6 +32,17 @@ type Status struct {
 	Sessions   []Session                    `json:"sessions"`
 	LastReload ReloadStatus                 `json:"last_reload"`
 	Events     []Event                      `json:"events"`
+	// OAuth lists the providers users connect with OAuth, and how.
+	OAuth []OAuthProvider `json:"oauth,omitempty"`
+}
+
+// OAuthProvider is a provider users connect with OAuth: Link starts the
+// flow for the admin viewing the page (a one-use link made when followed);
+// Command prints a link for another user.
+type OAuthProvider struct {
+	Provider string `json:"provider"`
+	Link     string `json:"link"`
+	Command  string `json:"command"`
 }
 
 // Session is one open MCP session.
