@@ -322,8 +322,8 @@ type OAuth struct {
 	// Scopes to ask for (default: what the server asks for).
 	Scopes []string `yaml:"scopes"`
 	// TokenEnv (command providers) names the environment variable that
-	// carries the access token; the instance restarts, after draining its
-	// calls, when the token is refreshed.
+	// carries the access token; when the token is refreshed, a new process
+	// takes over from the old one, make-before-break.
 	TokenEnv string `yaml:"token_env"`
 	// TokenFile (command providers) names the environment variable that
 	// carries the path of a file holding the access token, in a directory

@@ -158,7 +158,7 @@ func (c *Config) validateOAuth(file string, p *Provider) []Problem {
 	}
 	switch {
 	case o.TokenEnv == "" && o.TokenFile == "":
-		add("say how the process gets the token: token_env (restart on refresh) or token_file (rewritten on refresh)")
+		add("say how the process gets the token: token_env (a new process on refresh) or token_file (rewritten on refresh)")
 	case o.TokenEnv != "" && o.TokenFile != "":
 		add("set token_env or token_file, not both")
 	}

@@ -71,6 +71,7 @@ type parts struct {
 	live     *live
 	edge     *auth.Edge
 	sup      *supervisor.Supervisor
+	resolver *providers.Resolver
 	rem      *remote.Manager
 	oauth    *oauth.Manager
 	tickets  *tickets
@@ -128,6 +129,7 @@ func (m *Main) Open(ctx context.Context) error {
 	m.live.set(cfg, m.id)
 	m.edge = auth.NewEdge(m.id.authn, auth.EdgeConfig{}, m.ops.edgeHooks(), m.Log.With().Str("component", "edge").Logger())
 	resolver := &providers.Resolver{Getenv: m.Getenv, Secrets: m.vault, Redactor: m.redactor}
+	m.resolver = resolver
 	m.sup = supervisor.New(m.Log, supervisor.Options{
 		OnCatalog: func(k switchboard.InstanceKey, up switchboard.Upstream, cat *switchboard.Catalog) {
 			m.mux.UpdateCatalog(k, up, cat)

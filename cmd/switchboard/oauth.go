@@ -19,6 +19,7 @@ import (
 	"github.com/switchboard-mcp/switchboard/audit"
 	"github.com/switchboard-mcp/switchboard/oauth"
 	"github.com/switchboard-mcp/switchboard/providers"
+	"github.com/switchboard-mcp/switchboard/supervisor"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -304,8 +305,8 @@ func (m *Main) handleClientMetadata(w http.ResponseWriter, r *http.Request) {
 // new credentials on their next call, or not at all) and the sessions'
 // views are recomputed, so the provider's tools appear or disappear for
 // that user alone, with one list_changed; on refresh, a child that reads
-// the token from its environment restarts after draining, one that reads a
-// file finds it rewritten. It runs on its own goroutine (the oauth manager
+// the token from its environment is replaced make-before-break, one that
+// reads a file finds it rewritten. It runs on its own goroutine (the oauth manager
 // may hold the grant's lock).
 func (m *Main) oauthEvent(e oauth.Event) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -323,9 +324,7 @@ func (m *Main) oauthEvent(e oauth.Event) {
 			}
 			return
 		}
-		if err := m.sup.Drain(ctx, key); err != nil {
-			m.Log.Warn().Err(err).Str("provider", e.Provider).Str("user", e.User).Msg("restarting the user's instance with its new token")
-		}
+		m.renewChild(ctx, key)
 		return
 	}
 	action := map[string]string{oauth.EventConnected: "connect", oauth.EventExpired: "expired", oauth.EventDisconnected: "disconnect"}[e.Kind]
@@ -340,6 +339,26 @@ func (m *Main) oauthEvent(e oauth.Event) {
 		_ = os.RemoveAll(filepath.Dir(m.tokenFile(e.User, e.Provider)))
 	}
 	m.mux.PolicyChanged()
+}
+
+// renewChild replaces a running user's instance that reads its token from
+// the environment with one started with the new token, make-before-break:
+// the new process starts next to the old one, takes over once ready, and
+// the old one drains, so no call fails for a refresh. One not running
+// starts with the new token when next used.
+func (m *Main) renewChild(ctx context.Context, key switchboard.InstanceKey) {
+	if _, ok := m.sup.Running(key); !ok {
+		return
+	}
+	spec, err := m.userSpec(m.resolver)(ctx, key)
+	if err != nil {
+		m.Log.Warn().Str("provider", key.String()).Str("error", switchboard.ErrorMessage(err)).Msg("renewing the instance's token")
+		return
+	}
+	res := m.sup.Apply(ctx, supervisor.Changes{Replace: []supervisor.Spec{spec}}, nil)
+	for _, f := range res.Failed {
+		m.Log.Warn().Str("provider", f.Key.String()).Str("error", f.Err).Msg("renewing the instance's token: the new process failed; the old one keeps serving")
+	}
 }
 
 // stopUserInstance stops user's own instance of a provider, remote or not.

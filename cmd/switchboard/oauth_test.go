@@ -380,3 +380,87 @@ providers:
 		t.Errorf("status lacks far: %s", status)
 	}
 }
+
+// TestOAuthTokenToChild: a command provider's child gets its user's token
+// in its environment (restarted, after draining, when the token is
+// refreshed) or in a token file the gateway rewrites on refresh (no
+// restart).
+func TestOAuthTokenToChild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an authorization server (node)")
+	}
+	as := oauthtest.StartAS(t, oauthtest.ASOptions{AccessTTL: 6 * time.Second})
+	g := MustOpenGateway(t, `
+listen: 127.0.0.1:0
+data_dir: ./data
+roles:
+  dev: {providers: [envtok, filetok]}
+providers:
+  envtok:
+    command: BIN/echo
+    scope: user
+    oauth: {issuer: `+as.Issuer+`, scopes: [openid], token_env: SERVICE_TOKEN}
+  filetok:
+    command: BIN/echo
+    scope: user
+    oauth: {issuer: `+as.Issuer+`, scopes: [openid], token_file: SERVICE_TOKEN_FILE}
+`)
+	g.waitReady(t)
+	ann := g.userKey(t, "ann", "dev")
+	g.oauthConnect(t, ann, "envtok", "alice")
+	g.oauthConnect(t, ann, "filetok", "alice")
+	c := MustConnect(t, g.URL()+"/mcp", ann)
+	waitFor(t, 20*time.Second, func() bool {
+		names := strings.Join(toolNames(t, c), ",")
+		return strings.Contains(names, "envtok__env") && strings.Contains(names, "filetok__env")
+	}, "ann's instances")
+	env := func(provider, name string) string {
+		got, isErr := callText(t, c, provider+"__env", map[string]any{"name": name})
+		if isErr {
+			t.Fatalf("%s__env %s: %s", provider, name, got)
+		}
+		return got
+	}
+	pid := func(provider string) int {
+		for _, p := range g.health().Providers {
+			if p.Provider == provider && p.User == "ann" {
+				return p.PID
+			}
+		}
+		return 0
+	}
+	access := func(provider string) string { return g.grantTokens(t, "ann", provider)[0] }
+
+	first := env("envtok", "SERVICE_TOKEN")
+	if first != access("envtok") {
+		t.Fatal("the child's SERVICE_TOKEN is not the connection's access token")
+	}
+	path := env("filetok", "SERVICE_TOKEN_FILE")
+	readFile := func() string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if readFile() != access("filetok") {
+		t.Fatal("the token file does not hold the connection's access token")
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("token file mode: %v, %v", fi.Mode(), err)
+	}
+	envPID, filePID := pid("envtok"), pid("filetok")
+	fileTok := readFile()
+
+	// After a refresh: the env child was restarted with the new token; the
+	// file child still runs and its file holds the new token.
+	waitFor(t, 20*time.Second, func() bool { return access("envtok") != first && access("filetok") != fileTok }, "both tokens to be refreshed")
+	waitFor(t, 20*time.Second, func() bool { return env("envtok", "SERVICE_TOKEN") == access("envtok") }, "the env child to restart with the new token")
+	if p := pid("envtok"); p == envPID || p == 0 {
+		t.Errorf("envtok pid %d → %d: want a new process", envPID, p)
+	}
+	waitFor(t, 10*time.Second, func() bool { return readFile() == access("filetok") }, "the token file to be rewritten")
+	if p := pid("filetok"); p != filePID {
+		t.Errorf("filetok pid %d → %d: want the same process", filePID, p)
+	}
+}
