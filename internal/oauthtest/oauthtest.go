@@ -232,6 +232,7 @@ type RS struct {
 	mu       sync.Mutex
 	uses     []Use
 	refusals int
+	tokens   map[string]bool // every token accepted, for leak checks
 }
 
 type subKey struct{}
@@ -299,6 +300,10 @@ func StartRS(tb testing.TB, as *AS, mcpSrv *server.MCPServer) *RS {
 		sum := sha256.Sum256([]byte(tok))
 		rs.mu.Lock()
 		rs.uses = append(rs.uses, Use{Sub: sub, TokenHash: hex.EncodeToString(sum[:])})
+		if rs.tokens == nil {
+			rs.tokens = map[string]bool{}
+		}
+		rs.tokens[tok] = true
 		rs.mu.Unlock()
 		handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), subKey{}, sub)))
 	})
@@ -349,6 +354,18 @@ func (rs *RS) Uses() []Use {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	return append([]Use(nil), rs.uses...)
+}
+
+// Tokens returns every token value the server accepted, for tests that
+// check no token leaked anywhere.
+func (rs *RS) Tokens() []string {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	out := make([]string, 0, len(rs.tokens))
+	for t := range rs.tokens {
+		out = append(out, t)
+	}
+	return out
 }
 
 // Refusals returns how many requests got 401.
