@@ -310,13 +310,15 @@ func (s *Server) UpdateCatalog(key switchboard.InstanceKey, up switchboard.Upstr
 			}
 		}
 	} else {
-		_, wasUp := s.ups[key]
+		prev := s.ups[key]
 		s.cats[key] = cat
 		s.ups[key] = up
 		s.latest[key.Provider] = key
 		delete(s.kept, key.Provider)
-		if !wasUp {
-			// A new process: the subscriptions its predecessor held are gone.
+		if prev != up {
+			// A new process, after a crash or replacing a running one
+			// (make-before-break: the key never went down): the
+			// subscriptions its predecessor held are gone.
 			defer s.subs.resubscribe(s, key, up)
 		}
 	}

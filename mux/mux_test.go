@@ -647,3 +647,38 @@ func TestProviderErrorsAreRedacted(t *testing.T) {
 		t.Errorf("messages %+v", msgs)
 	}
 }
+
+// TestResourceSubscriptionsFollowAReplacement checks that a subscription
+// held at a provider is renewed at its replacement, which a reload publishes
+// over the running instance without the key ever going down, and is not
+// repeated when the same instance only refreshes its catalog.
+func TestResourceSubscriptionsFollowAReplacement(t *testing.T) {
+	g := newTestGateway(t, Options{})
+	res, caps := `[{"uri":"note://a","name":"a"}]`, `{"resources":{"subscribe":true}}`
+	old := g.provider("notes", "", "", res, "", caps)
+	a := g.client(t, "ann:notes").open(`{}`)
+	if _, msgs := a.call("resources/subscribe", `{"uri":"note://a"}`, ""); string(result(t, msgs)) != `{}` {
+		t.Fatal(msgs)
+	}
+	subscribes := func(up *fakeUp) int {
+		n := 0
+		for _, r := range up.requests() {
+			if r.Method == "resources/subscribe" {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, 5*time.Second, "the subscription at the first process", func() bool { return subscribes(old) == 1 })
+
+	// A catalog refresh of the same process: nothing to renew.
+	cat := &switchboard.Catalog{Capabilities: json.RawMessage(caps), Resources: []json.RawMessage{json.RawMessage(`{"uri":"note://a","name":"a2"}`)}}
+	g.s.UpdateCatalog(switchboard.InstanceKey{Provider: "notes"}, old, cat)
+	// The replacement: a new upstream for the same key.
+	repl := g.provider("notes", "", "", res, "", caps)
+	waitFor(t, 5*time.Second, "the subscription renewed at the replacement", func() bool { return subscribes(repl) == 1 })
+	time.Sleep(50 * time.Millisecond)
+	if n := subscribes(old); n != 1 {
+		t.Errorf("the first process got %d subscribes, want 1 (a catalog refresh is not a new process)", n)
+	}
+}

@@ -36,7 +36,7 @@ type trackedGateway struct {
 // startTrackGateway starts a trackGateway with the given extra environment.
 func startTrackGateway(t *testing.T, mode string, env ...string) *trackedGateway {
 	t.Helper()
-	g := &trackedGateway{pidFile: filepath.Join(t.TempDir(), "pid"), log: &syncBuffer{}}
+	g := &trackedGateway{pidFile: filepath.Join(lingeringTempDir(t), "pid"), log: &syncBuffer{}}
 	g.cmd = exec.Command(os.Args[0], "-test.run=^$")
 	g.cmd.Env = append(os.Environ(), trackGatewayEnv+"=1", "SB_TP_BIN="+tpBin, "SB_TP_PIDFILE="+g.pidFile, "SB_TP_MODE="+mode, "GORACE=atexit_sleep_ms=0")
 	g.cmd.Env = append(g.cmd.Env, env...)
@@ -69,6 +69,34 @@ func startTrackGateway(t *testing.T, mode string, env ...string) *trackedGateway
 	g.tracking = limitKind(strings.Join(f[3:], " "))
 	killLaterPID(t, g.foreign)
 	return g
+}
+
+// lingeringTempDir is t.TempDir for a directory that processes of the test
+// may still write to while the test ends: the cleanups kill a restarted
+// provider while its gateway lives, the gateway restarts it, and that one
+// (or its daemon, until the reaper gets it) writes its pid file. Removal is
+// retried for a few seconds instead of failing on "directory not empty".
+func lingeringTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sbtrack")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // registered first: runs after every other cleanup
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := os.RemoveAll(dir)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("removing %s: %v", dir, err)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	return dir
 }
 
 // expect reads a line from the gateway and fails unless it starts with word.

@@ -35,7 +35,7 @@ var Gateway = Markers{
 	SocketRead:  "net/http.(*connReader).Read",
 	PipeWrite:   "supervisor.(*Conn).write",
 	ChildWait:   "supervisor.(*Conn).Call",
-	AnswerWrite: "mux.writeAndFlush",
+	AnswerWrite: "mux.writeJSONBody",
 	AccessLog:   "mux.(*Server).logRequest",
 }
 
