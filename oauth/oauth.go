@@ -782,6 +782,15 @@ func (m *Manager) refreshLocked(ctx context.Context, key Connection, t *Token) (
 	next, permanent, err := m.refresh(ctx, t)
 	if err != nil {
 		if permanent {
+			// Another replica sharing the store may have refreshed (and
+			// rotated) it first: then the refusal is of a spent token, and
+			// the grant lives on.
+			if cur, cerr := m.opts.Store.Token(ctx, key.User, key.Provider); cerr == nil && !cur.Expired && cur.RefreshToken != t.RefreshToken {
+				m.redact(cur.AccessToken.Reveal())
+				m.redact(cur.RefreshToken.Reveal())
+				m.schedule(key, cur)
+				return cur, nil
+			}
 			m.expire(ctx, key, t, err.Error())
 			return nil, switchboard.WrapError(switchboard.EUNAUTHORIZED, err, "the OAuth connection to %s expired; connect again", key.Provider)
 		}

@@ -347,3 +347,38 @@ func TestClientChoice(t *testing.T) {
 		t.Errorf("%d registrations, want 1 (kept for the second flow)", n)
 	}
 }
+
+// TestRefreshRefusedAfterAnotherRefresh: a refusal of a refresh token that
+// was already replaced in the store (another replica refreshed first) does
+// not expire the connection.
+func TestRefreshRefusedAfterAnotherRefresh(t *testing.T) {
+	as := newFakeAS(t)
+	clk := &clock{now: time.Now()}
+	m, store, events := MustManager(t, as, clk)
+	ctx := context.Background()
+	q, binding := begin(t, m, "alice")
+	q.Set("iss", as.URL)
+	if _, _, err := m.Complete(ctx, q, binding); err != nil {
+		t.Fatal(err)
+	}
+	// Near expiry, this replica refreshes; meanwhile "another replica"
+	// refreshed first: the store holds its new grant, and the authorization
+	// server refuses the spent refresh token.
+	clk.add(59 * time.Minute)
+	other, _ := store.Token(ctx, "alice", "fx")
+	other.AccessToken, other.RefreshToken = "access-other-0123456789", "refresh-other-0123456789"
+	other.Obtained, other.Expiry = clk.Now(), clk.Now().Add(time.Hour)
+	as.setToken(func(url.Values) (int, any) {
+		if err := store.SaveToken(ctx, "alice", "fx", other); err != nil {
+			t.Error(err)
+		}
+		return 400, map[string]string{"error": "invalid_grant"}
+	})
+	got, err := m.Token(ctx, "alice", "fx")
+	if err != nil || got != "access-other-0123456789" {
+		t.Fatalf("Token = %q, %v; want the other replica's token", got.Reveal(), err)
+	}
+	if events.count(oauth.EventExpired, "alice") != 0 {
+		t.Error("expired although another replica had refreshed")
+	}
+}
