@@ -101,7 +101,8 @@ func oauthCall(c interface {
 // a failed call; when the authorization server revokes one user's grant,
 // that user's connection shows expired, their tools disappear with one
 // list_changed, and the other user notices nothing. No token appears in the
-// log (at trace level), the audit log, /status, or any API answer.
+// log (at trace level), the audit log, /status, any API answer, or an error
+// a client was given.
 func TestOAuthRemoteProvider(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs an authorization server (node)")
@@ -138,8 +139,11 @@ providers:
 	if names := strings.Join(toolNames(t, ca), ","); strings.Contains(names, "prot__") {
 		t.Fatalf("ann sees prot before connecting: %s", names)
 	}
+	var errs []string // every error a client saw, for the leak check
 	if _, err := oauthCall(ca, "prot__whoami"); err == nil {
 		t.Fatal("ann called prot before connecting")
+	} else {
+		errs = append(errs, err.Error())
 	}
 	// Secrets are not how this provider connects.
 	if code, body := g.connect(t, ann, "prot", `{"secrets":{"X":"y"}}`); code != 400 || !strings.Contains(body, "OAuth") {
@@ -185,6 +189,13 @@ providers:
 	// The authorization server revokes alice's grant.
 	annBefore, bobBefore := annN.Load(), bobN.Load()
 	as.Revoke(t, "alice")
+	// Ann's access token died with the grant: her next call is refused,
+	// the refresh fails, and she is told so.
+	if _, err := oauthCall(ca, "prot__whoami"); err == nil {
+		t.Error("ann's call after the revocation succeeded")
+	} else {
+		errs = append(errs, err.Error())
+	}
 	waitFor(t, 30*time.Second, func() bool {
 		_, body := g.get(t, "/api/connections", ann)
 		return strings.Contains(body, `"expired": true`)
@@ -197,6 +208,8 @@ providers:
 	}
 	if _, err := oauthCall(ca, "prot__whoami"); err == nil {
 		t.Error("ann still calls prot after expiry")
+	} else {
+		errs = append(errs, err.Error())
 	}
 	if got, err := oauthCall(cb, "prot__whoami"); err != nil || got != "you are bob" {
 		t.Fatalf("bob after ann's expiry = %q, %v", got, err)
@@ -224,13 +237,19 @@ providers:
 	if err != nil {
 		t.Fatal(err)
 	}
-	everywhere := g.log.String() + status + annConns + bobConns + string(auditLog)
+	if len(errs) != 3 {
+		t.Fatalf("collected %d client errors, want 3", len(errs))
+	}
+	places := map[string]string{"the log": g.log.String(), "/status": status, "GET /api/connections": annConns + bobConns,
+		"the audit log": string(auditLog), "an error a client saw": strings.Join(errs, "\n")}
 	if len(seen) < 4 {
 		t.Fatalf("only %d token values seen", len(seen))
 	}
 	for _, tok := range seen {
-		if strings.Contains(everywhere, tok) {
-			t.Fatal("a token value is in the log, the audit log, /status or the API")
+		for where, text := range places {
+			if strings.Contains(text, tok) {
+				t.Errorf("a token value is in %s", where)
+			}
 		}
 	}
 	for _, want := range []string{`"action":"connect"`, `"action":"expired"`} {
