@@ -329,6 +329,33 @@ providers:
 	if !strings.Contains(status, `"link": "/status/connect/prot"`) || !strings.Contains(status, "switchboard connect prot --user USER --oauth") {
 		t.Errorf("status lacks the oauth connect entry: %s", status)
 	}
+	// The HTML page links it, and the link connects the admin who follows
+	// it (no role lists prot for them); it is for admins only.
+	if _, html := g.get(t, "/status", g.admin()); !strings.Contains(html, `<a href="/status/connect/prot">connect</a>`) {
+		t.Errorf("the status page does not link the connect flow")
+	}
+	if code, _ := g.get(t, "/status/connect/prot", ann); code != http.StatusForbidden && code != http.StatusUnauthorized && code != http.StatusNotFound {
+		t.Errorf("a non-admin followed the status page's connect link: %d", code)
+	}
+	req, _ := http.NewRequest(http.MethodGet, g.URL()+"/status/connect/prot", nil)
+	req.Header.Set("Authorization", g.admin()["Authorization"])
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	r4, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r4.Body.Close()
+	loc := r4.Header.Get("Location")
+	if r4.StatusCode != http.StatusFound || !strings.Contains(loc, "/connect/prot?t=") {
+		t.Fatalf("the status page's connect link: %d %q", r4.StatusCode, loc)
+	}
+	resp, page := oauthtest.NewBrowser().Authorize(t, loc, "bob", "bob-pw")
+	if resp.StatusCode != 200 || !strings.Contains(page, "admin is connected to prot") {
+		t.Fatalf("the admin's flow ended with %d %s", resp.StatusCode, page)
+	}
+	if !g.vault.Connected("admin", "prot") {
+		t.Error("the admin is not connected after the flow")
+	}
 }
 
 // TestRemoteProviderComesBack: a shared remote provider whose server goes
