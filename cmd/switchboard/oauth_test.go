@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
@@ -428,9 +430,9 @@ providers:
 }
 
 // TestOAuthTokenToChild: a command provider's child gets its user's token
-// in its environment (restarted, after draining, when the token is
-// refreshed) or in a token file the gateway rewrites on refresh (no
-// restart).
+// in its environment (replaced by a new process when the token is
+// refreshed, the old one finishing its calls, none failing) or in a token
+// file the gateway rewrites on refresh (no restart).
 func TestOAuthTokenToChild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs an authorization server (node)")
@@ -498,6 +500,49 @@ providers:
 	envPID, filePID := pid("envtok"), pid("filetok")
 	fileTok := readFile()
 
+	// A long call to the env child is in flight when its token is
+	// refreshed (a third of the 6s lifetime before expiry), and short calls
+	// keep coming: the old process finishes the long one, and none fails.
+	long := make(chan string, 1)
+	go func() {
+		res, err := tryCallTimeout(c, "envtok__sleep", map[string]any{"ms": 12000, "steps": 1}, 40*time.Second)
+		switch {
+		case err != nil:
+			long <- "error: " + err.Error()
+		case res.IsError:
+			long <- fmt.Sprintf("tool error: %+v", res.Content)
+		default:
+			long <- "ok"
+		}
+	}()
+	var renewedDuringLong bool
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		got, isErr := callText(t, c, "envtok__echo", map[string]any{"text": "still here"})
+		if isErr || got != "still here" {
+			t.Fatalf("a call to the env child while its token was renewed: %q (error %v)", got, isErr)
+		}
+		if p := pid("envtok"); p != envPID && p != 0 {
+			select {
+			case r := <-long:
+				long <- r
+			default:
+				renewedDuringLong = true
+			}
+			break
+		}
+	}
+	select {
+	case r := <-long:
+		if r != "ok" {
+			t.Errorf("the call in flight across the renewal: %s", r)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("the call in flight across the renewal never answered")
+	}
+	if !renewedDuringLong {
+		t.Log("the renewal did not happen during the long call (a slow machine); its draining was not exercised")
+	}
+
 	// After a refresh: the env child was restarted with the new token; the
 	// file child still runs and its file holds the new token.
 	waitFor(t, 20*time.Second, func() bool { return access("envtok") != first && access("filetok") != fileTok }, "both tokens to be refreshed")
@@ -509,4 +554,14 @@ providers:
 	if p := pid("filetok"); p != filePID {
 		t.Errorf("filetok pid %d → %d: want the same process", filePID, p)
 	}
+}
+
+// tryCallTimeout is tryCall with a deadline of d.
+func tryCallTimeout(c *client.Client, name string, args map[string]any, d time.Duration) (*mcp.CallToolResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	req := mcp.CallToolRequest{}
+	req.Params.Name = name
+	req.Params.Arguments = args
+	return c.CallTool(ctx, req)
 }
