@@ -392,8 +392,8 @@ providers:
 `)
 	g.waitReady(t)
 	c := MustConnect(t, g.URL()+"/mcp", g.userKey(t, "ann", "dev"))
-	if got, err := oauthCall(c, "far__echo"); err != nil && !strings.Contains(err.Error(), "") {
-		t.Fatal(got, err)
+	if got, isErr := callText(t, c, "far__echo", map[string]any{"text": "hi"}); isErr || got != "hi" {
+		t.Fatalf("far__echo = %q (error %v)", got, isErr)
 	}
 	state := func() switchboard.ProviderState {
 		for _, p := range g.health().Providers {
@@ -423,6 +423,9 @@ providers:
 	mu.Unlock()
 	waitFor(t, 45*time.Second, func() bool { return state() == switchboard.StateRunning }, "running again")
 	waitFor(t, 10*time.Second, func() bool { return strings.Contains(strings.Join(toolNames(t, c), ","), "far__echo") }, "far's tools again")
+	if got, isErr := callText(t, c, "far__echo", map[string]any{"text": "back"}); isErr || got != "back" {
+		t.Fatalf("far__echo after the server came back = %q (error %v)", got, isErr)
+	}
 	_, status := g.get(t, "/status?format=json", g.admin())
 	if !strings.Contains(status, `"provider": "far"`) {
 		t.Errorf("status lacks far: %s", status)
