@@ -30,12 +30,13 @@ e2e/node_modules/.installed: e2e/package.json e2e/package-lock.json
 	@touch $@
 
 .PHONY: test
-test: npm kustomize ## Run the whole test suite (race detector on)
+test: npm kustomize ## Run the whole test suite (race detector on), then the cluster test
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(MAKE) deps
 	$(GO) test -race -timeout=$(TEST_TIMEOUT) ./...
+	$(MAKE) test-cluster
 
 .PHONY: test-short
 test-short: ## Fast tests only
@@ -85,6 +86,9 @@ k8s-check: kustomize ## Render the Kubernetes kustomizations with kustomize and 
 	KUSTOMIZE=$(abspath $(BIN))/kustomize $(GO) test -count=1 ./deploy/
 
 .PHONY: test-cluster
+# The cluster test runs alone, after the suite and without the race detector:
+# its 100 users' node processes need the whole machine. It skips without
+# PostgreSQL or HAProxy, unless $CI is set (.ci/run sets it), where it fails.
 test-cluster: npm ## Three replicas on PostgreSQL behind HAProxy, 100 users, a replica killed (needs postgresql, haproxy)
 	SWITCHBOARD_CLUSTER=1 $(GO) test -count=1 -run '^TestCluster$$' -timeout 20m -v ./e2e/
 

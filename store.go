@@ -2,6 +2,7 @@ package switchboard
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -57,6 +58,38 @@ type StoreEntry struct {
 // key of the bucket; "" Bucket: anything).
 type StoreChange struct {
 	Bucket, Key string
+	// Prefix says Key is a prefix: every key of Bucket that starts with it
+	// may have changed (a DeletePrefix).
+	Prefix bool
+}
+
+// Covers reports whether c may have changed key of bucket.
+func (c StoreChange) Covers(bucket, key string) bool {
+	switch {
+	case c.Bucket == "":
+		return true
+	case c.Bucket != bucket:
+		return false
+	case c.Prefix:
+		return strings.HasPrefix(key, c.Key)
+	}
+	return c.Key == "" || c.Key == key
+}
+
+// ChangesTouch reports whether any of changes may have changed an entry of
+// one of buckets: it names that bucket, or it is the broad change ("" Bucket).
+func ChangesTouch(changes []StoreChange, buckets ...string) bool {
+	for _, c := range changes {
+		if c.Bucket == "" {
+			return true
+		}
+		for _, b := range buckets {
+			if c.Bucket == b {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // StoreKeySep joins the parts of a composite key ("user\x1fprovider"): the

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -139,4 +140,37 @@ func rotatedOf(name string) (string, bool) {
 		return "", false
 	}
 	return mid[:j] + ext, true
+}
+
+// Report writes what VerifyDir found: one line per log (the replica it
+// names, its file, the verdict), the notes and alarms of each log indented
+// under it, then the notes across logs. It returns the exit status `audit
+// verify DIR` gives, the worst of the logs' (see VerifyResult.Report): 0
+// every log is proven, 1 one is broken or has an alarm, 2 none is broken
+// but one cannot be proven.
+func (r DirResult) Report(w io.Writer) int {
+	code := 0
+	for _, c := range r.Chains {
+		replica := "replica " + strings.Join(c.Replicas, ", ")
+		if len(c.Replicas) == 0 {
+			replica = "no replica named"
+		}
+		var line strings.Builder
+		cc := c.Report(&line)
+		lines := strings.Split(strings.TrimSuffix(line.String(), "\n"), "\n")
+		fmt.Fprintf(w, "%s (%s): %s\n", filepath.Base(c.File), replica, lines[len(lines)-1])
+		for _, l := range lines[:len(lines)-1] {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
+		switch {
+		case cc == 1:
+			code = 1
+		case cc == 2 && code == 0:
+			code = 2
+		}
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+	return code
 }

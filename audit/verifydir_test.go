@@ -135,6 +135,28 @@ func TestVerifyDir(t *testing.T) {
 			if tt.note != "" && !slices.ContainsFunc(res.Notes, func(n string) bool { return strings.Contains(n, tt.note) }) {
 				t.Errorf("notes %q lack %q", res.Notes, tt.note)
 			}
+			// The report: one line per log, then the notes; exit 1 when
+			// one log is broken.
+			var out strings.Builder
+			wantCode := 0
+			if !tt.ok {
+				wantCode = 1
+			}
+			if code := res.Report(&out); code != wantCode {
+				t.Errorf("Report = %d, want %d:\n%s", code, wantCode, out.String())
+			}
+			for _, c := range res.Chains {
+				base := filepath.Base(c.File)
+				verdict := "ok: "
+				if slices.Contains(tt.broken, base) {
+					verdict = "BROKEN"
+				}
+				if !slices.ContainsFunc(strings.Split(out.String(), "\n"), func(l string) bool {
+					return strings.HasPrefix(l, base+" (") && strings.Contains(l, "): "+verdict)
+				}) {
+					t.Errorf("report has no line %q … %q:\n%s", base, verdict, out.String())
+				}
+			}
 		})
 	}
 	if _, err := VerifyDir(t.TempDir(), key); err == nil || !strings.Contains(err.Error(), "no audit log") {
@@ -143,8 +165,13 @@ func TestVerifyDir(t *testing.T) {
 	// Without the key only the structure is checked: never OK.
 	dir := t.TempDir()
 	replicaLogs(t, dir, key, 3, "gw-1")
-	if res, err := VerifyDir(dir, nil); err != nil || res.OK || res.Chains[0].Unproven == "" {
+	res, err := VerifyDir(dir, nil)
+	if err != nil || res.OK || res.Chains[0].Unproven == "" {
 		t.Errorf("without a key: %+v, %v; want unproven", res, err)
+	}
+	var out strings.Builder
+	if code := res.Report(&out); code != 2 || !strings.Contains(out.String(), "audit-gw-1.log (replica gw-1): UNPROVEN") {
+		t.Errorf("Report without a key = %d, want 2:\n%s", code, out.String())
 	}
 }
 

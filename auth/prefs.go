@@ -21,7 +21,7 @@ const prefsBucket = "prefs"
 // never reads the store.
 type Prefs struct {
 	st switchboard.Store
-	mu sync.Mutex                           // serializes writes
+	mu sync.Mutex                           // serializes writes and reloads
 	m  atomic.Pointer[map[string]UserPrefs] // replaced whole; read without a lock
 }
 
@@ -38,8 +38,20 @@ func NewPrefs(st switchboard.Store) (*Prefs, error) {
 	return p, p.Reload()
 }
 
-// Reload refreshes the cache from the store.
+// Refresh re-reads the preferences when one of changes (another writer's,
+// see switchboard.Store.Changes) may have touched them.
+func (p *Prefs) Refresh(changes []switchboard.StoreChange) error {
+	if !switchboard.ChangesTouch(changes, prefsBucket) {
+		return nil
+	}
+	return p.Reload()
+}
+
+// Reload refreshes the cache from the store. It waits for a write in
+// progress, so that it cannot put back what the write replaced.
 func (p *Prefs) Reload() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	m := map[string]UserPrefs{}
 	es, err := p.st.List(context.Background(), prefsBucket, "")
 	if err != nil {

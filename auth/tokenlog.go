@@ -47,6 +47,7 @@ type TokenLog struct {
 	st  switchboard.Store
 	now func() time.Time
 
+	wmu     sync.Mutex // serializes writes (with their update of revoked) and reloads
 	mu      sync.RWMutex
 	revoked map[string]time.Time // jti → expiry
 }
@@ -71,8 +72,21 @@ func newTokenLog(st switchboard.Store, now func() time.Time) (*TokenLog, error) 
 	return l, nil
 }
 
-// Reload re-reads the revoked ids from the store.
+// Refresh re-reads the revoked ids when one of changes (another writer's,
+// see switchboard.Store.Changes) may have touched them.
+func (l *TokenLog) Refresh(changes []switchboard.StoreChange) error {
+	if !switchboard.ChangesTouch(changes, bucketServiceTokens) {
+		return nil
+	}
+	return l.Reload()
+}
+
+// Reload re-reads the revoked ids from the store. It waits for a write in
+// progress, so that it cannot put back what the write replaced (and forget a
+// revocation).
 func (l *TokenLog) Reload() error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	revoked := map[string]time.Time{}
 	es, err := l.st.List(context.Background(), bucketServiceTokens, "")
 	if err != nil {
@@ -105,6 +119,8 @@ func (l *TokenLog) IsRevoked(jti string) bool {
 // Issued records a token Issue just made.
 func (l *TokenLog) Issued(info TokenInfo) error {
 	rec := TokenRecord{JTI: info.JTI, Service: info.Service, IssuedAt: info.IssuedAt.UTC(), ExpiresAt: info.ExpiresAt.UTC()}
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	err := l.update(func(tx switchboard.StoreTx) error { return putRecord(tx, rec) })
 	if err != nil {
 		return fmt.Errorf("recording service token %s: %w", info.JTI, err)
@@ -125,6 +141,8 @@ func (l *TokenLog) Revoke(jti string, info *TokenInfo) (TokenRecord, error) {
 	}
 	now := l.now().UTC()
 	var rec TokenRecord
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	err := l.update(func(tx switchboard.StoreTx) error {
 		found, err := getRecord(tx, jti)
 		if err != nil {
@@ -187,7 +205,8 @@ func (l *TokenLog) List() ([]TokenRecord, error) {
 }
 
 // update runs fn in a store transaction after dropping the records of
-// expired tokens, and forgets them in memory once it commits.
+// expired tokens, and forgets them in memory once it commits. The caller
+// holds wmu (or has the TokenLog to itself).
 func (l *TokenLog) update(fn func(tx switchboard.StoreTx) error) error {
 	now := l.now()
 	var dropped []string

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -23,6 +24,13 @@ const (
 	bucketUsers   = "users"
 	bucketAPIKeys = "apikeys"
 )
+
+// StoreBuckets are every store bucket this package owns (users and API-key
+// hashes, preferences, service-token records), for copying a store whole
+// (`switchboard store migrate`).
+func StoreBuckets() []string {
+	return []string{bucketUsers, bucketAPIKeys, prefsBucket, bucketServiceTokens}
+}
 
 // API key layout: "sb_" + 12-char public id + "_" + 52-char secret, both in
 // lowercase unpadded base32 (a-z, 2-7). The id is 60 random bits and is only a
@@ -89,13 +97,23 @@ type userSnapshot struct {
 // "users" and "apikeys" of a switchboard.Store. It caches every record in
 // memory, so authenticating a key costs one SHA-256, one map lookup and one
 // constant-time compare and never touches the store. The cache is refreshed
-// after each write made through this Users; call Reload after a write made
-// elsewhere (another replica: see switchboard.Store.Changes).
+// after each write made through this Users; call Refresh with the changes
+// another writer made (another replica: see switchboard.Store.Changes).
 type Users struct {
 	st    switchboard.Store
 	now   func() time.Time
 	mu    sync.Mutex // serializes writes and the cache refresh that follows them
+	rmu   sync.Mutex // serializes reading the store into the cache
 	cache atomic.Pointer[userSnapshot]
+}
+
+// UsersDiff is who Refresh found another writer changed.
+type UsersDiff struct {
+	// Removed are users that no longer exist.
+	Removed []string
+	// Changed are existing users whose record changed: a replaced API key
+	// (the old one is refused now) or new roles.
+	Changed []string
 }
 
 // NewUsers loads the users kept in st.
@@ -112,23 +130,95 @@ func NewUsers(st switchboard.Store) (*Users, error) {
 
 // Reload re-reads every user from the store into the in-memory cache.
 func (u *Users) Reload() error {
-	snap := &userSnapshot{byKeyID: map[string]*userRecord{}, byName: map[string]*userRecord{}}
+	_, _, err := u.reload()
+	return err
+}
+
+// Refresh re-reads the users when one of changes (another writer's, see
+// switchboard.Store.Changes) may have touched them, and reports who was
+// removed or changed, so that what they have open can end. Users the
+// changes name are reported even when a reload that ran meanwhile (after a
+// write through this Users) already read their new state; a change that
+// names no user (a whole bucket, or anything) is found by comparing with the
+// cache as it was.
+func (u *Users) Refresh(changes []switchboard.StoreChange) (UsersDiff, error) {
+	if !switchboard.ChangesTouch(changes, bucketUsers, bucketAPIKeys) {
+		return UsersDiff{}, nil
+	}
+	old, cur, err := u.reload()
+	if err != nil {
+		return UsersDiff{}, err
+	}
+	named := map[string]bool{}
+	compare := false
+	for _, c := range changes {
+		switch {
+		case c.Bucket == "" || c.Key == "" && (c.Bucket == bucketUsers || c.Bucket == bucketAPIKeys):
+			compare = true
+		case c.Bucket == bucketUsers:
+			named[c.Key] = true
+		case c.Bucket == bucketAPIKeys:
+			for _, snap := range []*userSnapshot{old, cur} {
+				if r := snap.byKeyID[c.Key]; r != nil {
+					named[r.Name] = true
+				}
+			}
+		}
+	}
+	if compare {
+		for name, was := range old.byName {
+			if now, ok := cur.byName[name]; !ok || !sameUser(was, now) {
+				named[name] = true
+			}
+		}
+	}
+	var d UsersDiff
+	for name := range named {
+		_, had := old.byName[name]
+		switch _, has := cur.byName[name]; {
+		case !has:
+			d.Removed = append(d.Removed, name)
+		case had:
+			d.Changed = append(d.Changed, name)
+		}
+	}
+	slices.Sort(d.Removed)
+	slices.Sort(d.Changed)
+	return d, nil
+}
+
+// sameUser reports whether two records of one user grant the same: the same
+// key and roles.
+func sameUser(a, b *userRecord) bool {
+	return a.KeyID == b.KeyID && bytes.Equal(a.KeyHash, b.KeyHash) && slices.Equal(a.Roles, b.Roles)
+}
+
+// reload reads the store into the cache and returns the snapshot it
+// replaced and the new one. Reads are serialized, so the cache always ends
+// up holding the newest read: a reload that read before a write committed
+// cannot store its snapshot after the write's own reload does.
+func (u *Users) reload() (old, snap *userSnapshot, err error) {
+	u.rmu.Lock()
+	defer u.rmu.Unlock()
+	snap = &userSnapshot{byKeyID: map[string]*userRecord{}, byName: map[string]*userRecord{}}
 	es, err := u.st.List(context.Background(), bucketUsers, "")
 	if err != nil {
-		return fmt.Errorf("loading users: %w", err)
+		return nil, nil, fmt.Errorf("loading users: %w", err)
 	}
 	for _, e := range es {
 		rec := new(userRecord)
 		if err := json.Unmarshal(e.Value, rec); err != nil {
-			return fmt.Errorf("loading users: decoding user %q: %w", e.Key, err)
+			return nil, nil, fmt.Errorf("loading users: decoding user %q: %w", e.Key, err)
 		}
 		snap.byName[rec.Name] = rec
 		if rec.KeyID != "" {
 			snap.byKeyID[rec.KeyID] = rec
 		}
 	}
-	u.cache.Store(snap)
-	return nil
+	if old = u.cache.Swap(snap); old == nil {
+		old = &userSnapshot{}
+	}
+	return old, snap, nil
 }
 
 // Add creates a user with the given roles and returns the user's new API key.

@@ -82,11 +82,13 @@ type ReloaderOptions struct {
 // change to the skills, the admin socket), one at a time, each by one plan
 // (NewPlan) that the Executor carries out. An invalid file changes nothing.
 type Reloader struct {
-	opts  ReloaderOptions
-	reqs  chan reloadReq
-	watch *Watcher
-	state atomic.Pointer[State]
-	last  atomic.Pointer[ReloadResult]
+	opts ReloaderOptions
+	reqs chan reloadReq
+	// secrets holds one queued SecretsChanged (RequestSecrets).
+	secrets chan struct{}
+	watch   *Watcher
+	state   atomic.Pointer[State]
+	last    atomic.Pointer[ReloadResult]
 	// applied counts the plans carried out (reloads and secret changes).
 	applied atomic.Int64
 
@@ -109,7 +111,7 @@ func NewReloader(opts ReloaderOptions) *Reloader {
 	if opts.Check == nil {
 		opts.Check = func(*Config) error { return nil }
 	}
-	r := &Reloader{opts: opts, reqs: make(chan reloadReq, 1)}
+	r := &Reloader{opts: opts, reqs: make(chan reloadReq, 1), secrets: make(chan struct{}, 1)}
 	r.watch = NewWatcher(opts.Path, WatchOptions{Logger: opts.Logger, Disruptive: r.disruptive,
 		Changed: func(hash string) { r.request("file", hash) }})
 	return r
@@ -149,8 +151,9 @@ func (r *Reloader) Blocked() []Instance {
 	return out
 }
 
-// Run applies reloads until ctx ends: those asked for (Reload, Request) and
-// those of a change to the file, to the skills or a SIGHUP.
+// Run applies reloads until ctx ends: those asked for (Reload, Request,
+// RequestSecrets) and those of a change to the file, to the skills or a
+// SIGHUP.
 func (r *Reloader) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { r.watch.Run(ctx) })
@@ -169,7 +172,20 @@ func (r *Reloader) Run(ctx context.Context) {
 			if req.reply != nil {
 				req.reply <- res
 			}
+		case <-r.secrets:
+			r.SecretsChanged(ctx)
 		}
+	}
+}
+
+// RequestSecrets queues SecretsChanged on Run's goroutine without waiting,
+// for a caller that must not wait for providers to restart (the consumer of
+// other replicas' changes). Requests made while one is queued coalesce: the
+// queued one reads the secrets as they are when it runs.
+func (r *Reloader) RequestSecrets() {
+	select {
+	case r.secrets <- struct{}{}:
+	default:
 	}
 }
 

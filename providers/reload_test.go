@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -97,5 +98,40 @@ func TestReloader(t *testing.T) {
 	}
 	if r.Applied() != 3 || len(records) != 4 {
 		t.Errorf("applied %d plans, recorded %d outcomes; want 3 and 4", r.Applied(), len(records))
+	}
+}
+
+// TestRequestSecretsReplansOnRun: RequestSecrets returns at once; Run then
+// re-plans with the secrets as they are, replacing only the provider whose
+// environment changed.
+func TestRequestSecretsReplansOnRun(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(path, []byte("providers:\n  a: {command: ./a, env: {T: \"${secret:S}\"}}\n  b: {command: ./b}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := fakeSecrets{"S": "one"}
+	done := make(chan ReloadResult, 4)
+	r := NewReloader(ReloaderOptions{Path: path, Logger: zerolog.Nop(), Executor: &fakeExecutor{},
+		Resolver: &Resolver{Secrets: secrets}, Record: func(res ReloadResult) { done <- res }})
+	ctx, cancel := context.WithCancel(t.Context())
+	r.Start(ctx, cfg)
+	ran := make(chan struct{})
+	go func() { defer close(ran); r.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+
+	secrets["S"] = "two" // read by Run after it receives the request
+	r.RequestSecrets()
+	r.RequestSecrets() // coalesces with the first, or finds nothing changed
+	select {
+	case res := <-done:
+		if res.Trigger != "secret" || !res.OK || strings.Join(res.Restarted, ",") != "a" {
+			t.Fatalf("re-plan: %+v, want a replaced", res)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no re-plan 10 s after RequestSecrets")
 	}
 }

@@ -152,7 +152,8 @@ func (v *Vault) SetConnection(user, provider string, values map[string][]byte) e
 	if err != nil {
 		return fmt.Errorf("setting connection %s: %w", connDisplay(user, provider), err)
 	}
-	return v.ReloadConnections()
+	_, _, err = v.reloadConnections()
+	return err
 }
 
 // DeleteConnection removes user's connection to provider and all its values; a
@@ -173,7 +174,8 @@ func (v *Vault) DeleteConnection(user, provider string) error {
 	if err != nil {
 		return fmt.Errorf("deleting connection %s: %w", connDisplay(user, provider), err)
 	}
-	return v.ReloadConnections()
+	_, _, err = v.reloadConnections()
+	return err
 }
 
 // readConn decodes a connection record.
@@ -282,23 +284,118 @@ func (v *Vault) UserSecret(ctx context.Context, user, provider, name string) (sw
 // OAuth connection is not one). It reads an
 // index kept in memory (no values, no lock), so the per-request visibility
 // filter can ask it; the vault's own SetConnection and DeleteConnection keep
-// it current, and ReloadConnections reads it again after another replica
+// it current, and RefreshConnections reads it again after another replica
 // changed the store.
 func (v *Vault) Connected(user, provider string) bool {
 	m := v.connected.Load()
-	return m != nil && (*m)[user+sep+provider]
+	if m == nil {
+		return false
+	}
+	c, ok := (*m)[user+sep+provider]
+	return ok && !c.expired
 }
 
-// ReloadConnections rebuilds the index Connected reads from the store.
-func (v *Vault) ReloadConnections() error {
+// connState is what the index Connected reads holds of one connection.
+type connState struct {
+	updated time.Time // its UpdatedAt: another writer's change shows here
+	expired bool      // an expired OAuth connection is not connected
+}
+
+// ConnRef names one user's connection to one provider.
+type ConnRef struct {
+	User, Provider string
+}
+
+// RefreshConnections rebuilds the index Connected reads when one of changes
+// (another writer's, see switchboard.Store.Changes) may have touched the
+// connections, and returns the connections that were made, replaced or
+// removed, so that the instances using them can restart. Connections the
+// changes name (a key, or the prefix of one connection or of one user's) are
+// returned even when an index rebuild that ran meanwhile (after a write
+// through this vault) already read their new state; a change that names no
+// connection (a whole bucket, or anything) is found by comparing with the
+// index as it was.
+func (v *Vault) RefreshConnections(changes []switchboard.StoreChange) ([]ConnRef, error) {
+	if !switchboard.ChangesTouch(changes, bucketConn) {
+		return nil, nil
+	}
+	old, cur, err := v.reloadConnections()
+	if err != nil {
+		return nil, fmt.Errorf("refreshing connections: %w", err)
+	}
+	named := map[string]bool{}
+	compare := false
+	for _, c := range changes {
+		switch {
+		case c.Bucket == "" || c.Bucket == bucketConn && c.Key == "":
+			compare = true
+		case c.Bucket != bucketConn:
+		case c.Prefix:
+			parts := strings.Split(strings.TrimSuffix(c.Key, sep), sep)
+			switch {
+			case len(parts) == 2:
+				named[parts[0]+sep+parts[1]] = true
+			case len(parts) == 1 && strings.HasSuffix(c.Key, sep): // all of one user's
+				for _, m := range []map[string]connState{old, cur} {
+					for k := range m {
+						if strings.HasPrefix(k, c.Key) {
+							named[k] = true
+						}
+					}
+				}
+			default:
+				compare = true
+			}
+		default:
+			if k, ok := parseConnKey(c.Key); ok {
+				named[k.user+sep+k.provider] = true
+			}
+		}
+	}
+	if compare {
+		for k, t := range old {
+			if u, ok := cur[k]; !ok || !u.updated.Equal(t.updated) || u.expired != t.expired {
+				named[k] = true
+			}
+		}
+		for k := range cur {
+			if _, ok := old[k]; !ok {
+				named[k] = true
+			}
+		}
+	}
+	out := make([]ConnRef, 0, len(named))
+	for k := range named {
+		user, provider, _ := strings.Cut(k, sep)
+		out = append(out, ConnRef{User: user, Provider: provider})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].User != out[j].User {
+			return out[i].User < out[j].User
+		}
+		return out[i].Provider < out[j].Provider
+	})
+	return out, nil
+}
+
+// reloadConnections rebuilds the index Connected reads from the store and
+// returns the index it replaced and the new one. Rebuilds are serialized, so
+// the index always ends up as the newest read saw it: a rebuild that read
+// before a write committed cannot store its index after the write's own
+// rebuild does.
+func (v *Vault) reloadConnections() (old, cur map[string]connState, err error) {
+	v.connMu.Lock()
+	defer v.connMu.Unlock()
 	list, err := v.Connections("")
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	m := make(map[string]bool, len(list))
+	cur = make(map[string]connState, len(list))
 	for _, c := range list {
-		m[c.User+sep+c.Provider] = !c.Expired
+		cur[c.User+sep+c.Provider] = connState{updated: c.UpdatedAt, expired: c.Expired}
 	}
-	v.connected.Store(&m)
-	return nil
+	if p := v.connected.Swap(&cur); p != nil {
+		old = *p
+	}
+	return old, cur, nil
 }

@@ -75,7 +75,8 @@ func (v *Vault) SetOAuthConnection(user, provider string, grant []byte, info OAu
 	if err != nil {
 		return fmt.Errorf("setting connection %s: %w", connDisplay(user, provider), err)
 	}
-	return v.ReloadConnections()
+	_, _, err = v.reloadConnections()
+	return err
 }
 
 // SetOAuthClient stores a client registration at the authorization server

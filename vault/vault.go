@@ -40,6 +40,20 @@ var (
 	ErrClosed = errors.New("vault is closed")
 )
 
+// StoreBuckets are every store bucket the vault owns, for copying a store
+// whole (`switchboard store migrate`).
+func StoreBuckets() []string {
+	return []string{bucketMeta, bucketKeys, bucketSecret, bucketConn, bucketInternal}
+}
+
+// SecretsTouched reports whether one of changes (another writer's, see
+// switchboard.Store.Changes) may have changed a shared secret or the keyring
+// (a rotation re-encrypts the secrets): the providers that use secrets need
+// their environment resolved again.
+func SecretsTouched(changes []switchboard.StoreChange) bool {
+	return switchboard.ChangesTouch(changes, bucketSecret, bucketKeys, bucketMeta)
+}
+
 // Store buckets and keys. Everything the vault owns starts with "vault.".
 const (
 	bucketMeta   = "vault.meta"
@@ -79,7 +93,8 @@ type Vault struct {
 
 	adminMu sync.Mutex // serializes Rotate and Rekey, whose commits change key state
 
-	connected atomic.Pointer[map[string]bool] // "user␟provider" of every connection; see Connected
+	connMu    sync.Mutex                           // serializes reading the connections into connected
+	connected atomic.Pointer[map[string]connState] // "user␟provider" → UpdatedAt and expiry of every connection; see Connected
 
 	mu     sync.RWMutex
 	closed bool
@@ -139,7 +154,7 @@ func Open(ctx context.Context, st switchboard.Store, key Key, opts Options) (*Va
 			return fail(fmt.Errorf("opening vault %s: %w", name, err))
 		}
 	}
-	if err := v.ReloadConnections(); err != nil {
+	if _, _, err := v.reloadConnections(); err != nil {
 		return fail(fmt.Errorf("opening vault %s: %w", name, err))
 	}
 	if created {

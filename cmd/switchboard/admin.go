@@ -111,10 +111,17 @@ func opsTable(env *opsEnv) admin.Ops {
 		"prefs":       env.prefs,
 
 		"audit.digest": env.auditDigest,
-		"audit.verify": func(context.Context, json.RawMessage) (any, error) {
+		"audit.verify": func(_ context.Context, raw json.RawMessage) (any, error) {
+			a, err := decode[auditVerifyArgs](raw)
+			if err != nil {
+				return nil, err
+			}
 			key, err := auditKey(env.vault)
 			if err != nil {
 				return nil, err
+			}
+			if a.Dir != "" {
+				return audit.VerifyDir(a.Dir, key)
 			}
 			return audit.VerifyWithKey(env.cfg().Audit.File, key)
 		},
@@ -310,7 +317,8 @@ func offlineAudit(cfg *providers.Config, v *vault.Vault, rec audit.Record) {
 		return
 	}
 	l, err := audit.Open(audit.Config{File: cfg.Audit.File, MaxSizeMB: cfg.Audit.MaxSizeMB,
-		MaxBackups: cfg.Audit.MaxBackups, MaxAgeDays: cfg.Audit.MaxAgeDays, DigestKey: key, Fsync: cfg.Audit.Fsync}, zerolog.Nop())
+		MaxBackups: cfg.Audit.MaxBackups, MaxAgeDays: cfg.Audit.MaxAgeDays, DigestKey: key, Fsync: cfg.Audit.Fsync,
+		Replica: cfg.Replica}, zerolog.Nop())
 	if err == nil {
 		for _, a := range l.Anomalies() {
 			fmt.Fprintln(os.Stderr, "switchboard: audit log integrity check failed:", a)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -49,20 +50,37 @@ func newAuditCmd() *cobra.Command {
 	tail.Flags().StringVar(&provider, "provider", "", "only events of this provider")
 	cmd.AddCommand(tail)
 	cmd.AddCommand(&cobra.Command{
-		Use:   "verify",
+		Use:   "verify [DIR]",
 		Short: "Prove the log unaltered with the audit key: every record, the chain across rotated files, the checkpoint",
 		Long: `Verify checks every record's HMAC under the audit key (from the vault, through
 the running gateway or offline), the chain across rotated files, and the
 checkpoint that pins its end, and reports the alarms the gateway recorded when
 it found the log altered at startup.
 
-Exit status: 0 the log is proven; 1 it is broken, cut, forged, keyed under
-another key, its checkpoint is missing or altered, or the gateway recorded an
-alarm; 2 nothing wrong was found but the log cannot be proven (no access to
-the audit key, or records written before the chain was keyed that nothing
-pins). See docs/configuration.md, "What the audit chain proves".`,
-		Args: cobra.NoArgs,
+With DIR it checks every log in that folder instead, each on its own: the
+replicas that share a store share the audit key, but each keeps its own
+chain in its own file (audit-<replica>.log). Gather the replicas' files,
+with their rotated files and ".head" checkpoints, into one folder; verify
+prints one line per replica's chain.
+
+Exit status: 0 the log is proven (with DIR: every log); 1 it is broken, cut,
+forged, keyed under another key, its checkpoint is missing or altered, or the
+gateway recorded an alarm; 2 nothing wrong was found but the log cannot be
+proven (no access to the audit key, or records written before the chain was
+keyed that nothing pins). See docs/configuration.md, "What the audit chain
+proves".`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				res, err := verifyAuditDir(cmd, args[0])
+				if err != nil {
+					return err
+				}
+				if code := res.Report(cmd.OutOrStdout()); code != 0 {
+					return &exitError{code: code}
+				}
+				return nil
+			}
 			file, err := auditFile(cmd)
 			if err != nil {
 				return err
@@ -130,4 +148,35 @@ func verifyAudit(cmd *cobra.Command, file string) (audit.VerifyResult, error) {
 		return res, verr
 	}
 	return res, nil
+}
+
+// auditVerifyArgs are the arguments of the audit.verify operation: a folder
+// of several replicas' logs, or none for this gateway's own log.
+type auditVerifyArgs struct {
+	Dir string `json:"dir,omitempty"`
+}
+
+// verifyAuditDir verifies every log in dir with the audit key (through the
+// gateway or the vault), or only their structure without the vault's master
+// key.
+func verifyAuditDir(cmd *cobra.Command, dir string) (audit.DirResult, error) {
+	var res audit.DirResult
+	abs, err := filepath.Abs(dir) // the gateway reads it from its own working directory
+	if err != nil {
+		return res, err
+	}
+	if fi, err := os.Stat(abs); err != nil {
+		return res, fmt.Errorf("verifying audit logs: %w", err)
+	} else if !fi.IsDir() {
+		return res, fmt.Errorf("verifying audit logs: %s is not a folder (without an argument, verify checks this gateway's own log)", dir)
+	}
+	err = adminCall(cmd, "audit.verify", auditVerifyArgs{Dir: abs}, &res)
+	if errors.Is(err, vault.ErrNoKey) {
+		res, verr := audit.VerifyDir(abs, nil)
+		for i := range res.Chains {
+			res.Chains[i].Unproven = fmt.Sprintf("the audit key is in the vault, which cannot be opened without its master key (%v): %s", err, res.Chains[i].Unproven)
+		}
+		return res, verr
+	}
+	return res, err
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +63,7 @@ type Main struct {
 // parts is everything Open opened; Close releases it in reverse order.
 type parts struct {
 	redactor *redact.Redactor
+	logs     *levelFilter
 	store    switchboard.Store
 	vault    *vault.Vault
 	id       *identity
@@ -106,8 +106,8 @@ func (m *Main) Open(ctx context.Context) error {
 	if m.Adjust != nil {
 		m.Adjust(cfg)
 	}
-	level := newLevelFilter(m.redactor.Writer(m.Stderr), cfg.Log.Level)
-	m.Log = zerolog.New(level).Level(zerolog.TraceLevel).With().Timestamp().Logger()
+	m.logs = newLevelFilter(m.Stderr, m.redactor, cfg.Log.Level)
+	m.Log = zerolog.New(m.logs).Level(zerolog.TraceLevel).With().Timestamp().Logger()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
@@ -122,7 +122,7 @@ func (m *Main) Open(ctx context.Context) error {
 			return err
 		}
 	}
-	if m.ops, err = openOps(cfg, m.vault, level, m.redactor, m.Log); err != nil {
+	if m.ops, err = openOps(cfg, m.vault, m.logs, m.redactor, m.Log); err != nil {
 		return err
 	}
 	m.live = &live{}
@@ -243,41 +243,6 @@ func (m *Main) userChanged(ctx context.Context, user, provider string, connectio
 	m.mux.PolicyChanged()
 }
 
-// watchStore applies what other replicas change in a shared store: the
-// caches of users, preferences, token revocations and connections are read
-// again; a connection changed stops that user's instance here (it restarts
-// with the new credentials on their next call); a changed secret or data key
-// re-plans the providers, replacing only those whose environment changed.
-func (m *Main) watchStore(ctx context.Context) {
-	ch := m.store.Changes()
-	if ch == nil {
-		return
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case c, ok := <-ch:
-			if !ok {
-				return
-			}
-			if err := m.id.reload(); err != nil {
-				m.Log.Error().Err(err).Msg("reloading users, preferences, tokens and connections")
-			}
-			if c.Bucket == "vault.conn" {
-				if user, provider, ok := strings.Cut(c.Key, switchboard.StoreKeySep); ok {
-					provider, _, _ = strings.Cut(provider, switchboard.StoreKeySep)
-					m.userChanged(ctx, user, provider, true)
-				}
-			}
-			if c.Bucket == "" || c.Bucket == "vault.secret" || c.Bucket == "vault.keys" {
-				m.rel.SecretsChanged(ctx)
-			}
-			m.mux.PolicyChanged()
-		}
-	}
-}
-
 // Addr returns the address the gateway listens on.
 func (m *Main) Addr() string {
 	if m.ln == nil {
@@ -374,6 +339,9 @@ func (m *Main) close() error {
 	err := errors.Join(errs...)
 	if err == nil && m.web != nil { // a failed Open reports its own error, alone
 		m.Log.Info().Msg("switchboard stopped")
+	}
+	if m.logs != nil {
+		m.logs.close() // nothing held back when the process exits
 	}
 	return err
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -144,14 +145,26 @@ func openIdentity(st switchboard.Store, v *vault.Vault, cfg *providers.Config, l
 	return &identity{users: users, prefs: prefs, tokens: tokens, tokLog: tokLog, authn: authn, vault: v, log: log}, nil
 }
 
-// reload re-reads everything cached from the store (another replica changed it).
-func (id *identity) reload() error {
-	for _, f := range []func() error{id.users.Reload, id.prefs.Reload, id.tokLog.Reload, id.vault.ReloadConnections} {
-		if err := f(); err != nil {
-			return err
-		}
-	}
-	return nil
+// refreshed is what identity.refresh found other writers changed.
+type refreshed struct {
+	users auth.UsersDiff
+	conns []vault.ConnRef
+}
+
+// refresh re-reads what changes (other replicas' writes) may have touched
+// of what is cached from the store: users and keys, preferences, service
+// token revocations, the index of connections. It reads everything it can
+// and returns every error.
+func (id *identity) refresh(changes []switchboard.StoreChange) (refreshed, error) {
+	var (
+		r          refreshed
+		errs       []error
+		uerr, cerr error
+	)
+	r.users, uerr = id.users.Refresh(changes)
+	r.conns, cerr = id.vault.RefreshConnections(changes)
+	errs = append(errs, uerr, id.prefs.Refresh(changes), id.tokLog.Refresh(changes), cerr)
+	return r, errors.Join(errs...)
 }
 
 // firstAdmin creates an admin user on a fresh dev install and returns its key

@@ -15,6 +15,7 @@ import (
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/audit"
 	"github.com/switchboard-mcp/switchboard/auth"
+	"github.com/switchboard-mcp/switchboard/internal/logbuf"
 	"github.com/switchboard-mcp/switchboard/internal/redact"
 	"github.com/switchboard-mcp/switchboard/metrics"
 	"github.com/switchboard-mcp/switchboard/mux"
@@ -53,6 +54,7 @@ func openOps(cfg *providers.Config, v *vault.Vault, level *levelFilter, r *redac
 		l, err := audit.Open(audit.Config{
 			File: cfg.Audit.File, MaxSizeMB: cfg.Audit.MaxSizeMB, MaxBackups: cfg.Audit.MaxBackups,
 			MaxAgeDays: cfg.Audit.MaxAgeDays, FailOpen: cfg.Audit.FailOpen, DigestKey: key, Fsync: cfg.Audit.Fsync,
+			Replica: cfg.Replica,
 		}, log)
 		if err != nil {
 			return nil, fmt.Errorf("opening the audit log: %w", err)
@@ -289,17 +291,29 @@ func (o *ops) statusHandler(get func(context.Context) statuspage.Status) http.Ha
 	return statuspage.Handler(get)
 }
 
-// levelFilter drops log lines below a level that a reload can change.
+// logWindow is how long a busy gateway holds an informational log line so
+// that it shares a write with the lines after it (see logbuf).
+const logWindow = 5 * time.Millisecond
+
+// levelFilter drops log lines below a level that a reload can change and
+// masks secrets in the rest. Warnings and errors are written at once, after
+// anything held; other lines (the access log) are coalesced by a
+// logbuf.Writer, so a busy gateway makes one write per logWindow instead of
+// one per request.
 type levelFilter struct {
-	w   io.Writer
-	min atomic.Int32
+	out    *logbuf.Writer
+	redact *redact.Redactor
+	min    atomic.Int32
 }
 
-func newLevelFilter(w io.Writer, level string) *levelFilter {
-	f := &levelFilter{w: w}
+func newLevelFilter(w io.Writer, r *redact.Redactor, level string) *levelFilter {
+	f := &levelFilter{out: logbuf.New(w, logWindow), redact: r}
 	f.set(level)
 	return f
 }
+
+// close writes what is held; later lines are written at once.
+func (f *levelFilter) close() { _ = f.out.Close() }
 
 func (f *levelFilter) set(level string) {
 	lvl, err := zerolog.ParseLevel(level)
@@ -309,14 +323,23 @@ func (f *levelFilter) set(level string) {
 	f.min.Store(int32(lvl))
 }
 
-func (f *levelFilter) Write(p []byte) (int, error) { return f.w.Write(p) }
+func (f *levelFilter) Write(p []byte) (int, error) { return f.WriteLevel(zerolog.NoLevel, p) }
 
 // WriteLevel implements zerolog.LevelWriter.
 func (f *levelFilter) WriteLevel(l zerolog.Level, p []byte) (int, error) {
 	if int32(l) < f.min.Load() {
 		return len(p), nil
 	}
-	return f.w.Write(p)
+	var err error
+	if l >= zerolog.WarnLevel { // NoLevel too: a line without a level is not held
+		_, err = f.out.WriteNow(f.redact.Bytes(p))
+	} else {
+		_, err = f.out.Write(f.redact.Bytes(p))
+	}
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func short(h string) string {

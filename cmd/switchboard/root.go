@@ -65,6 +65,7 @@ func newRootCmd() *cobra.Command {
 		newAuditCmd(),
 		newPrefsCmd(),
 		newToolsCmd(),
+		newStoreCmd(),
 	)
 	root.AddCommand(newConnectCmds()...)
 	return root

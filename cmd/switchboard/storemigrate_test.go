@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard-mcp/switchboard/store/postgres/pgtest"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
 
@@ -45,11 +46,58 @@ providers:
 `
 
 // TestDataFromBeforeTheStoreKeepsWorking: a gateway started on that file
-// migrates it transparently: the user's key authenticates, the secret and the
-// connection reach their providers, the preference holds, the revoked service
-// token stays refused and the other one still verifies (so the signing key
-// survived).
+// migrates it transparently (checkStoreFixture).
 func TestDataFromBeforeTheStoreKeepsWorking(t *testing.T) {
+	fx := readStoreFixture(t)
+	dir := storeFixtureDir(t, "")
+	checkStoreFixture(t, openFixtureGateway(t, dir, fx), fx)
+}
+
+// TestStoreMigrateToPostgreSQL: `store migrate` copies that same file, from
+// before the Store existed, into PostgreSQL, and a gateway serving the
+// database finds everything; a second migrate into the now used database is
+// refused and writes nothing; without store.postgres it says what to set.
+func TestStoreMigrateToPostgreSQL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	fx := readStoreFixture(t)
+	dsn := pgtest.Shared(t).CreateDB(t)
+	dir := storeFixtureDir(t, "replica: r1\nstore:\n  postgres: {dsn_file: ./dsn}\n")
+	if err := os.WriteFile(filepath.Join(dir, "dsn"), []byte(dsn), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "gateway.yaml")
+	t.Setenv(vault.EnvKey, fx.VaultKey)
+	out, code := runCLI(t, "store", "migrate", "--config", cfg)
+	if code != 0 {
+		t.Fatalf("store migrate: exit %d\n%s", code, out)
+	}
+	for _, want := range []string{"copying " + filepath.Join(dir, "data", "switchboard.db") + " into PostgreSQL",
+		"writing them in one transaction", "read back and compared", "migrated ", "users 1", "apikeys 1", "vault.conn "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("store migrate output lacks %q:\n%s", want, out)
+		}
+	}
+	out, code = runCLI(t, "store", "migrate", "--config", cfg)
+	if code != 1 || !strings.Contains(out, "the destination already holds") || !strings.Contains(out, "migrate into an empty store") {
+		t.Errorf("a second migrate: exit %d, want 1 and the destination is not empty\n%s", code, out)
+	}
+	plain := storeFixtureDir(t, "")
+	out, code = runCLI(t, "store", "migrate", "--config", filepath.Join(plain, "gateway.yaml"))
+	if code != 1 || !strings.Contains(out, "name the database under store.postgres") {
+		t.Errorf("migrate without store.postgres: exit %d\n%s", code, out)
+	}
+
+	// The file is no longer used: move it away, so nothing can come from it.
+	if err := os.Rename(filepath.Join(dir, "data", "switchboard.db"), filepath.Join(dir, "switchboard.db.migrated")); err != nil {
+		t.Fatal(err)
+	}
+	checkStoreFixture(t, openFixtureGateway(t, dir, fx), fx)
+}
+
+func readStoreFixture(t *testing.T) storeFixture {
+	t.Helper()
 	var fx storeFixture
 	raw, err := os.ReadFile(filepath.Join("testdata", "store-v1", "fixture.json"))
 	if err != nil {
@@ -58,6 +106,13 @@ func TestDataFromBeforeTheStoreKeepsWorking(t *testing.T) {
 	if err := json.Unmarshal(raw, &fx); err != nil {
 		t.Fatal(err)
 	}
+	return fx
+}
+
+// storeFixtureDir makes a gateway dir with the fixture's data file and
+// storeFixtureConfig plus extra.
+func storeFixtureDir(t *testing.T, extra string) string {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
 		t.Fatal(err)
@@ -70,10 +125,15 @@ func TestDataFromBeforeTheStoreKeepsWorking(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "gateway.yaml")
-	if err := os.WriteFile(path, []byte(strings.ReplaceAll(storeFixtureConfig, "BIN", binDir)), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(storeFixtureConfig, "BIN", binDir)+extra), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	g := &gateway{Main: NewMain(path), dir: dir, log: &syncBuffer{}}
+	return dir
+}
+
+func openFixtureGateway(t *testing.T, dir string, fx storeFixture) *gateway {
+	t.Helper()
+	g := &gateway{Main: NewMain(filepath.Join(dir, "gateway.yaml")), dir: dir, log: &syncBuffer{}}
 	g.Stderr = g.log
 	g.Getenv = func(name string) string {
 		if name == vault.EnvKey {
@@ -82,10 +142,19 @@ func TestDataFromBeforeTheStoreKeepsWorking(t *testing.T) {
 		return ""
 	}
 	if err := g.Open(t.Context()); err != nil {
-		t.Fatalf("Open on the old file: %v\n%s", err, g.log.String())
+		t.Fatalf("Open: %v\n%s", err, g.log.String())
 	}
 	t.Cleanup(func() { _ = g.Close() })
 	g.waitReady(t)
+	return g
+}
+
+// checkStoreFixture checks that g serves what the fixture holds: the user's
+// key authenticates, the secret and the connection reach their providers,
+// the preference holds, the revoked service token stays refused and the
+// other one still verifies (so the signing key survived).
+func checkStoreFixture(t *testing.T, g *gateway, fx storeFixture) {
+	t.Helper()
 
 	alice := map[string]string{"Authorization": "Bearer " + fx.APIKey}
 	c := MustConnect(t, g.URL()+"/mcp", alice)

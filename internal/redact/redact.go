@@ -5,7 +5,6 @@ package redact
 import (
 	"bytes"
 	"encoding/base64"
-	"io"
 	"regexp"
 	"sort"
 	"sync"
@@ -110,19 +109,3 @@ func mayMatchPattern(p []byte) bool {
 
 // String is Bytes for strings.
 func (r *Redactor) String(s string) string { return string(r.Bytes([]byte(s))) }
-
-// Writer wraps w so everything written through it is redacted first. Each Write
-// is redacted as a whole, so give it whole lines (zerolog does).
-func (r *Redactor) Writer(w io.Writer) io.Writer { return &writer{r: r, w: w} }
-
-type writer struct {
-	r *Redactor
-	w io.Writer
-}
-
-func (w *writer) Write(p []byte) (int, error) {
-	if _, err := w.w.Write(w.r.Bytes(p)); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}

@@ -128,6 +128,22 @@ func Open(path string, opts Options) (*Store, error) {
 // Path returns the file's path.
 func (s *Store) Path() string { return s.path }
 
+// Buckets returns the name of every bucket the file holds, sorted (not the
+// store's own record of when entries were written). A copy of the store
+// (store.Copy) uses it to refuse to leave a bucket behind.
+func (s *Store) Buckets() ([]string, error) {
+	var out []string
+	err := s.view(func(t *tx) error {
+		return t.btx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			if !bytes.Equal(name, updatedBucket) {
+				out = append(out, string(name))
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
 // ReadOnly reports whether the store was opened read-only.
 func (s *Store) ReadOnly() bool { return s.readOnly }
 

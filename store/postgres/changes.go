@@ -146,11 +146,7 @@ func (s *Store) poll(ctx context.Context, conn *pgx.Conn) error {
 				if writer == s.writer {
 					continue
 				}
-				c := switchboard.StoreChange{Bucket: bucket, Key: string(key)}
-				if prefix {
-					c.Key = ""
-				}
-				changes = append(changes, c)
+				changes = append(changes, switchboard.StoreChange{Bucket: bucket, Key: string(key), Prefix: prefix})
 			}
 			return rows.Err()
 		})

@@ -308,3 +308,19 @@ func TestChangeLatency(t *testing.T) {
 		t.Errorf("p99 %s: changes must reach other replicas within a second", p99)
 	}
 }
+
+// TestDeletePrefixNamesItsPrefix: another replica learns which keys a
+// DeletePrefix removed (the vault tells whose connection it was from it).
+func TestDeletePrefixNamesItsPrefix(t *testing.T) {
+	dsn := pgtest.Shared(t).CreateDB(t)
+	a, b := MustOpen(t, dsn), MustOpen(t, dsn)
+	storetest.MustPut(t, a, "b", "ann\x1fgh\x1frecord", []byte("1"))
+	storetest.WaitChange(t, b.Changes(), "b", "ann\x1fgh\x1frecord", 5*time.Second)
+	if err := a.Update(context.Background(), func(tx switchboard.StoreTx) error { return tx.DeletePrefix("b", "ann\x1fgh\x1f") }); err != nil {
+		t.Fatal(err)
+	}
+	seen := storetest.WaitChange(t, b.Changes(), "b", "ann\x1fgh\x1frecord", 5*time.Second)
+	if got, want := seen[len(seen)-1], (switchboard.StoreChange{Bucket: "b", Key: "ann\x1fgh\x1f", Prefix: true}); got != want {
+		t.Errorf("the DeletePrefix arrived as %+v, want %+v", got, want)
+	}
+}

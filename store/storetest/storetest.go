@@ -22,8 +22,8 @@
 // For backends several Store values may share at once (Options.Shared, e.g.
 // PostgreSQL), Changes is checked too: a committed write through one value
 // reaches every other value's Changes within Options.ChangeWithin, naming the
-// bucket and key (or something broader: a "" key for the bucket, or an empty
-// StoreChange for "anything"); the data is readable through the receiving
+// bucket and key (or something broader: a prefix of the key, a "" key for the
+// bucket, or an empty StoreChange for "anything"); the data is readable through the receiving
 // value once the change arrives; a value's own writes, a rolled-back Update
 // and an Update that writes nothing are not delivered; a consumer that does
 // not read does not block writers and, when it reads again, learns of the
@@ -758,9 +758,7 @@ func (s suite) changesNil(t *testing.T) {
 }
 
 // covers reports whether c announces a change of bucket/key.
-func covers(c switchboard.StoreChange, bucket, key string) bool {
-	return c.Bucket == "" || c.Bucket == bucket && (c.Key == "" || c.Key == key)
-}
+func covers(c switchboard.StoreChange, bucket, key string) bool { return c.Covers(bucket, key) }
 
 // WaitChange reads ch until a change covering bucket/key arrives, or within
 // passes; it returns the changes read, that one last.

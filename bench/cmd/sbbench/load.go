@@ -145,28 +145,47 @@ func echoParams(tool, text string) []byte {
 	return []byte(`{"name":"` + tool + `","arguments":{"text":"` + text + `"}}`)
 }
 
-// cpuMeter measures CPU time used by some processes over a phase.
+// cpuMeter measures CPU time, and read/write system calls, used by some
+// processes over a phase.
 type cpuMeter struct {
-	pids  []int
-	start []time.Duration
-	self  time.Duration
+	pids     []int
+	start    []time.Duration
+	startSys []int64
+	self     time.Duration
+	// sys is each pid's read/write system calls over the phase, set by stop.
+	sys []int64
 }
 
 func startCPU(pids ...int) *cpuMeter {
 	m := &cpuMeter{pids: pids, self: harness.SelfCPU()}
 	for _, p := range pids {
 		c, _ := harness.CPU(p)
+		n, _ := harness.Syscalls(p)
 		m.start = append(m.start, c)
+		m.startSys = append(m.startSys, n)
 	}
 	return m
 }
 
-// stop returns the CPU used by each pid, then by this process.
+// stop returns the CPU used by each pid, then by this process, and records
+// each pid's system calls in m.sys.
 func (m *cpuMeter) stop() ([]time.Duration, time.Duration) {
 	out := make([]time.Duration, len(m.pids))
+	m.sys = make([]int64, len(m.pids))
 	for i, p := range m.pids {
 		c, _ := harness.CPU(p)
 		out[i] = c - m.start[i]
+		if n, err := harness.Syscalls(p); err == nil {
+			m.sys[i] = n - m.startSys[i]
+		}
 	}
 	return out, harness.SelfCPU() - m.self
+}
+
+// perCallSys divides a system call count over calls.
+func perCallSys(n int64, calls int) float64 {
+	if calls == 0 {
+		return 0
+	}
+	return float64(n) / float64(calls)
 }

@@ -218,6 +218,12 @@ func mainReport(o *options, m machine, r *mainResults, took time.Duration) strin
 	if p := r.calls["c16-64k"]; p != nil && p.gwCPU > 0 {
 		rows = append(rows, row{"CPU per call, 16 clients 64 KiB: gateway process", stats.Dur(p.gwCPU), "—", "", "", "", ""})
 	}
+	for _, k := range []struct{ name, what string }{{"c1-100", "1 client"}, {"c16-100", "16 clients"}} {
+		if p := r.calls[k.name]; p != nil && p.gwSys > 0 {
+			rows = append(rows, row{"read/write system calls per call, " + k.what + " 100 B: gateway process (floor: the bare HTTP server)",
+				fmt.Sprintf("%.2f", p.gwSys), "—", "", "", "", fmt.Sprintf("%.2f", p.fSys)})
+		}
+	}
 
 	b.WriteString("| Measurement | Gateway | Direct stdio | Ratio | Target | Met | Bare HTTP floor |\n|---|--:|--:|--:|--:|:-:|--:|\n")
 	for _, x := range rows {
@@ -227,6 +233,7 @@ func mainReport(o *options, m machine, r *mainResults, took time.Duration) strin
 	b.WriteString("- Bare HTTP floor: the same load generator against a separate process that is nothing but a Go net/http server answering each JSON-RPC POST with its params after splitting its envelope (no MCP, no auth, no provider). The load generator, the floor and the direct side's `supervisor.Conn` all split envelopes with the same code (`internal/jsonrpc`: delimits the members, validates none), so no side pays for JSON work the others skip. No HTTP front end can beat it; the gap between it and direct stdio is the price of HTTP itself on this machine.\n")
 	b.WriteString("- Memory is decimal (1 MB = 10⁶ B). RSS is VmRSS of the gateway process from /proc (never its providers); the helper row is the gateway's own executable re-run as a child (the supervisor's reaper), whose RSS is mostly text pages shared with the gateway (PSS divides shared pages among their sharers). Per-session memory is the RSS growth after opening the sessions (initialize + notifications/initialized, no GET stream), divided by their number.\n")
 	b.WriteString("- CPU per call is the process's user+system time over a load phase (from /proc, 10 ms ticks) divided by the calls made; the load generator shares the machine's cores with the gateway and the child.\n")
+	b.WriteString("- System calls per call are the read- and write-family calls the process made over a load phase (syscr + syscw in /proc/<pid>/io: sockets, pipes, files) divided by the calls made, the lowest of the rounds. Unlike CPU time they do not grow when the machine is busy, and on this VM each costs several µs of kernel and hypervisor time; futex, epoll and nanosleep calls are not counted.\n")
 	if fr := r.filt; fr != nil {
 		fmt.Fprintf(&b, "- Filtered tools/list: %d users over 10 roles (overlapping provider sets, half of them narrowed by tool globs, the last fifth of providers read-only), each seeing %d–%d tools (avg %.0f, a %s answer) of %d; one session per user, lists issued one at a time round-robin (%d lists). The client-side figure includes moving the answer over loopback and the load generator's envelope split of it; the handler figure is the gateway's access-log latency of the same requests, from the MCP handler's start (after the HTTP request is read and authenticated) to the answer's flush and its bookkeeping. The gateway with %d children was ready (admin lists every tool) %s after exec.\n",
 			fr.principals, fr.perUserMin, fr.perUserMax, fr.perUserAvg, stats.Bytes(float64(fr.avgBytes)), fr.adminSees, fr.filtered.N, fr.providers, fr.startup.Round(time.Millisecond))

@@ -30,6 +30,9 @@ type pair struct {
 	dChildCPU, dSelfCPU          time.Duration
 	// The floor server and this load generator in the floor phase.
 	fCPU, fSelfCPU time.Duration
+	// Read/write system calls per operation of the gateway process and of the
+	// floor server.
+	gwSys, fSys float64
 }
 
 // features records what the measured gateway had switched on.
@@ -359,6 +362,7 @@ func measurePair(ctx context.Context, o *options, gops, dops, fops []op, gwPids 
 		p.floor = fs.Summarize()
 		if n := len(fs.Lat); n > 0 {
 			p.fCPU, p.fSelfCPU = cpu[0]/time.Duration(n), self/time.Duration(n)
+			p.fSys = perCallSys(m.sys[0], n)
 		}
 	}
 	if _, err := runLoad(ctx, gops, o.warm, o.maxCalls); err != nil {
@@ -373,6 +377,7 @@ func measurePair(ctx context.Context, o *options, gops, dops, fops []op, gwPids 
 	p.gw = gs.Summarize()
 	if n := len(gs.Lat); n > 0 {
 		p.gwCPU, p.gwChildCPU, p.gwSelfCPU = cpu[0]/time.Duration(n), cpu[1]/time.Duration(n), self/time.Duration(n)
+		p.gwSys = perCallSys(m.sys[0], n)
 	}
 	return p, nil
 }
@@ -390,6 +395,7 @@ func bestPair(ps []pair) pair {
 		b.gwCPU, b.gwChildCPU, b.gwSelfCPU = min(b.gwCPU, p.gwCPU), min(b.gwChildCPU, p.gwChildCPU), min(b.gwSelfCPU, p.gwSelfCPU)
 		b.dChildCPU, b.dSelfCPU = min(b.dChildCPU, p.dChildCPU), min(b.dSelfCPU, p.dSelfCPU)
 		b.fCPU, b.fSelfCPU = min(b.fCPU, p.fCPU), min(b.fSelfCPU, p.fSelfCPU)
+		b.gwSys, b.fSys = min(b.gwSys, p.gwSys), min(b.fSys, p.fSys)
 	}
 	b.gw, b.direct, b.floor = stats.Best(gws...), stats.Best(ds...), stats.Best(fs...)
 	return b

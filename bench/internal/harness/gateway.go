@@ -184,7 +184,13 @@ func NewEnv(bins Bins, dir string, cfg Config) (*Env, error) {
 		Config:    filepath.Join(dir, "gateway.yaml"),
 		VaultKey:  base64.StdEncoding.EncodeToString(key[:]),
 		AuditFile: filepath.Join(dir, "data", "audit.log"),
-		LogFile:   filepath.Join(dir, "gateway.log"),
+		// Not beside gateway.yaml: the gateway watches that folder for
+		// edits, and a log written there would wake the watcher on every
+		// line, work a deployment logging to its supervisor never does.
+		LogFile: filepath.Join(dir, "log", "gateway.log"),
+	}
+	if err := os.MkdirAll(filepath.Dir(e.LogFile), 0o700); err != nil {
+		return nil, err
 	}
 	if err := os.WriteFile(e.Config, []byte(cfg.yaml()), 0o600); err != nil {
 		return nil, err

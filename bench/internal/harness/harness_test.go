@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -139,6 +140,37 @@ func TestProcHelpers(t *testing.T) {
 	}
 	if _, err := RSS(-1); err == nil {
 		t.Fatal("RSS of a missing process succeeded")
+	}
+	if _, err := Syscalls(-1); err == nil {
+		t.Fatal("Syscalls of a missing process succeeded")
+	}
+}
+
+// TestSyscalls counts the writes this process makes to a pipe.
+func TestSyscalls(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	go func() { _, _ = io.Copy(io.Discard, r) }()
+	before, err := Syscalls(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writes = 200
+	for range writes {
+		if _, err := w.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := Syscalls(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := after - before; got < writes {
+		t.Fatalf("counted %d system calls over %d writes", got, writes)
 	}
 }
 

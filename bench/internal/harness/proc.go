@@ -139,6 +139,35 @@ func CPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * clockTick, nil
 }
 
+// Syscalls returns how many read-family and write-family system calls pid's
+// threads have made (syscr + syscw in /proc/<pid>/io): reads and writes of
+// sockets, pipes and files, which are most of a proxy's system calls. Unlike
+// CPU time, the count does not grow when other processes load the machine.
+func Syscalls(pid int) (int64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "io"))
+	if err != nil {
+		return 0, fmt.Errorf("reading syscall counts: %w", err)
+	}
+	var n int64
+	seen := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || k != "syscr" && k != "syscw" {
+			continue
+		}
+		c, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("reading syscall counts: %s: %w", k, err)
+		}
+		n += c
+		seen++
+	}
+	if seen != 2 {
+		return 0, errors.New("reading syscall counts: no syscr/syscw lines")
+	}
+	return n, nil
+}
+
 // Children returns the pids of pid's direct children.
 func Children(pid int) []int {
 	tasks, _ := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "task", "*", "children"))
