@@ -361,6 +361,23 @@ func (m *Main) renewChild(ctx context.Context, key switchboard.InstanceKey) {
 	}
 }
 
+// connectionChangedElsewhere applies a change another replica made to a
+// user's connection. An OAuth connection that is still good was most
+// likely refreshed there: the new token reaches the instance here as a
+// refresh here would bring it (a new process for token_env, the file
+// rewritten for token_file, nothing to do for a url provider, whose
+// requests read the grant from the store), so a refresh by any replica
+// interrupts no call. Any other change (secrets replaced, a connection
+// removed or expired) stops the user's instance, remote or not; it starts
+// again with the new credentials on the next call.
+func (m *Main) connectionChangedElsewhere(ctx context.Context, key switchboard.InstanceKey) {
+	if p := m.config().Providers[key.Provider]; p != nil && p.OAuth != nil && m.vault.Connected(key.User, key.Provider) {
+		m.oauthEvent(oauth.Event{Kind: oauth.EventRefreshed, User: key.User, Provider: key.Provider})
+		return
+	}
+	m.stopUserInstance(ctx, key)
+}
+
 // stopUserInstance stops user's own instance of a provider, remote or not.
 func (m *Main) stopUserInstance(ctx context.Context, key switchboard.InstanceKey) {
 	if m.rem.Has(key) {
