@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fails if one top-level sibling package (supervisor, mux, auth, vault, providers,
-# skills, audit, metrics, statuspage, store, api, usage) imports another. Only cmd wires them.
+# skills, audit, metrics, statuspage, store, api, usage, remote, oauth) imports another. Only cmd wires them.
 set -euo pipefail
 mod=$(go list -m)
-siblings="supervisor mux auth vault providers skills audit metrics statuspage store api usage"
+siblings="supervisor mux auth vault providers skills audit metrics statuspage store api usage remote oauth"
 bad=0
 while read -r pkg imports; do
   pkg=${pkg%:}

@@ -27,6 +27,9 @@ type Service interface {
 	Connect(ctx context.Context, who *switchboard.Principal, provider string, secrets map[string][]byte) error
 	// Disconnect removes who's connection to provider and stops their instance.
 	Disconnect(ctx context.Context, who *switchboard.Principal, provider string) error
+	// ConnectLink returns a one-use link (ten minutes) by which who connects
+	// provider with OAuth in a browser.
+	ConnectLink(ctx context.Context, who *switchboard.Principal, provider string) (string, error)
 	// Prefs returns who's preferences.
 	Prefs(ctx context.Context, who *switchboard.Principal) (any, error)
 	// SetHidden hides or shows provider in who's sessions.
@@ -41,6 +44,7 @@ const maxBody = 1 << 20
 //
 //	GET    /api/connections
 //	POST   /api/connections/{provider}   {"secrets": {"NAME": "value"}}
+//	POST   /api/connections/{provider}/oauth  → {"url": "…/connect/{provider}?t=…"}
 //	DELETE /api/connections/{provider}
 //	GET    /api/prefs
 //	POST   /api/prefs/{provider}/hide
@@ -70,6 +74,10 @@ func Handler(svc Service) http.Handler {
 			values[k] = []byte(v)
 		}
 		reply(w, svc.Connect(r.Context(), p, r.PathValue("provider"), values), map[string]string{"status": "connected"})
+	}))
+	h.Handle("POST /api/connections/{provider}/oauth", user(func(w http.ResponseWriter, r *http.Request, p *switchboard.Principal) {
+		link, err := svc.ConnectLink(r.Context(), p, r.PathValue("provider"))
+		reply(w, err, map[string]string{"url": link})
 	}))
 	h.Handle("DELETE /api/connections/{provider}", user(func(w http.ResponseWriter, r *http.Request, p *switchboard.Principal) {
 		reply(w, svc.Disconnect(r.Context(), p, r.PathValue("provider")), map[string]string{"status": "disconnected"})

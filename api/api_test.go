@@ -31,6 +31,12 @@ func (f *fakeService) Connect(_ context.Context, who *switchboard.Principal, pro
 	return nil
 }
 func (f *fakeService) Disconnect(context.Context, *switchboard.Principal, string) error { return nil }
+func (f *fakeService) ConnectLink(_ context.Context, who *switchboard.Principal, provider string) (string, error) {
+	if err := f.Reachable(nil, who, provider, true); err != nil {
+		return "", err
+	}
+	return "https://gw.example/connect/" + provider + "?t=x", nil
+}
 func (f *fakeService) Prefs(context.Context, *switchboard.Principal) (any, error) {
 	return map[string]any{}, nil
 }
@@ -60,6 +66,8 @@ func TestHandler(t *testing.T) {
 		// A provider the user cannot see is not found, whatever the body.
 		{"hidden, bad body", ann, http.MethodPost, "/api/connections/secret", `{`, http.StatusNotFound, `no provider \"secret\"`},
 		{"hide", ann, http.MethodPost, "/api/prefs/gh/hide", "", http.StatusOK, "hide"},
+		{"oauth link", ann, http.MethodPost, "/api/connections/gh/oauth", "", http.StatusOK, `"url": "https://gw.example/connect/gh?t=x"`},
+		{"oauth link, hidden", ann, http.MethodPost, "/api/connections/secret/oauth", "", http.StatusNotFound, `no provider`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -280,6 +281,18 @@ type Provider struct {
 	ReadOnly     bool       `yaml:"read_only"`
 	Tools        ToolPolicy `yaml:"tools"`
 	Limits       Limits     `yaml:"limits"`
+
+	// URL, instead of Command, makes a remote provider: an MCP server the
+	// gateway reaches as a client over streamable HTTP (or legacy SSE).
+	URL string `yaml:"url"`
+	// Transport of a URL provider: auto (default), streamable-http or sse.
+	Transport string `yaml:"transport"`
+	// Headers are sent with every request to a URL provider; values may be
+	// ${secret:NAME} or ${env:NAME}.
+	Headers map[string]string `yaml:"headers"`
+	// OAuth makes a scope: user provider's connection an OAuth one.
+	OAuth *OAuth `yaml:"oauth"`
+
 	// Skill names the usage skill this provider uses when it is not filed
 	// under its own prefix: the skill of the server it runs ("filesystem"),
 	// with that skill's own prefix replaced by this provider's where it
@@ -290,6 +303,40 @@ type Provider struct {
 	// the callers of this instance (whose files, which account).
 	SkillNote string `yaml:"skill_note"`
 }
+
+// OAuth is a provider's OAuth connection. For a URL provider everything
+// may be discovered from the server (protected resource metadata, then the
+// authorization server's metadata, then dynamic registration); the fields
+// narrow or replace discovery. A command provider needs the authorization
+// server (issuer, or both endpoints) and how its process gets the token.
+type OAuth struct {
+	// Issuer is the authorization server's issuer identifier; its metadata
+	// is discovered (RFC 8414, OpenID Connect).
+	Issuer string `yaml:"issuer"`
+	// AuthorizationURL and TokenURL replace discovery; RevocationURL is
+	// optional.
+	AuthorizationURL string `yaml:"authorization_url"`
+	TokenURL         string `yaml:"token_url"`
+	RevocationURL    string `yaml:"revocation_url"`
+	// ClientID is a pre-registered client; ClientSecret (a ${secret:NAME}
+	// reference only) its secret. Without one the gateway registers itself.
+	ClientID     string `yaml:"client_id"`
+	ClientSecret string `yaml:"client_secret"`
+	// Scopes to ask for (default: what the server asks for).
+	Scopes []string `yaml:"scopes"`
+	// TokenEnv (command providers) names the environment variable that
+	// carries the access token; when the token is refreshed, a new process
+	// takes over from the old one, make-before-break.
+	TokenEnv string `yaml:"token_env"`
+	// TokenFile (command providers) names the environment variable that
+	// carries the path of a file holding the access token, in a directory
+	// of the instance's own; the gateway rewrites it on refresh, with no
+	// restart, for servers that read it again.
+	TokenFile string `yaml:"token_file"`
+}
+
+// Remote reports whether p is reached over HTTP (url:) rather than run.
+func (p *Provider) Remote() bool { return p.URL != "" }
 
 // Connection names what each user supplies for a scope: user provider.
 type Connection struct {
@@ -876,8 +923,17 @@ func (c *Config) validate(file string) []Problem {
 		if !switchboard.ValidPrefix(p.Name) {
 			add(path, "provider %q: the key is the tool prefix and must match [a-z0-9][a-z0-9-]* (at most 32 characters, no \"__\")", p.Name)
 		}
-		if strings.TrimSpace(p.Command) == "" {
+		switch {
+		case p.URL != "":
+			ps = append(ps, c.validateRemote(file, p)...)
+		case strings.TrimSpace(p.Command) == "":
 			add(path, "provider %q: command is empty", p.Name)
+		}
+		if p.URL == "" && (p.Transport != "" || len(p.Headers) > 0) {
+			add(path, "provider %q: transport and headers apply only to a url provider", p.Name)
+		}
+		if p.OAuth != nil {
+			ps = append(ps, c.validateOAuth(file, p)...)
 		}
 		if p.Skill != "" && (len(p.Skill) > 64 || !skillNameRe.MatchString(p.Skill)) {
 			add(path+".skill", "provider %q: skill %q must name a skill folder: lowercase letters, digits and hyphens", p.Name, p.Skill)
@@ -893,8 +949,8 @@ func (c *Config) validate(file string) []Problem {
 		if p.Scope == ScopeShared && len(p.Connection.Secrets) > 0 {
 			add(path+".connection", "provider %q: connection secrets need scope: user", p.Name)
 		}
-		if p.Scope == ScopeUser && len(p.Connection.Secrets) == 0 {
-			add(path+".connection", "provider %q: scope: user needs connection.secrets naming what each user supplies", p.Name)
+		if p.Scope == ScopeUser && len(p.Connection.Secrets) == 0 && p.OAuth == nil {
+			add(path+".connection", "provider %q: scope: user needs connection.secrets naming what each user supplies, or an oauth connection", p.Name)
 		}
 		for _, s := range p.Connection.Secrets {
 			if !envNameRe.MatchString(s) {
@@ -1033,11 +1089,22 @@ func ParseEnvValue(v string) (EnvRef, error) {
 	return EnvRef{Kind: RefLiteral, Value: v}, nil
 }
 
-// SecretRefs returns the vault secret names the provider's env references, sorted.
+// SecretRefs returns the vault secret names the provider references (its
+// env, its headers, its OAuth client secret), sorted.
 func (p *Provider) SecretRefs() []string {
 	var out []string
+	vals := make([]string, 0, len(p.Env)+len(p.Headers)+1)
 	for _, v := range p.Env {
-		if r, err := ParseEnvValue(v); err == nil && r.Kind == RefSecret {
+		vals = append(vals, v)
+	}
+	for _, v := range p.Headers {
+		vals = append(vals, v)
+	}
+	if p.OAuth != nil && p.OAuth.ClientSecret != "" {
+		vals = append(vals, p.OAuth.ClientSecret)
+	}
+	for _, v := range vals {
+		if r, err := ParseEnvValue(v); err == nil && r.Kind == RefSecret && !slices.Contains(out, r.Name) {
 			out = append(out, r.Name)
 		}
 	}

@@ -3,7 +3,6 @@ package providers
 import (
 	"math"
 	"net/url"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -59,9 +58,6 @@ const DefaultMaxPrincipals = 100
 
 // MaxPrincipalsLimit is the largest metrics.max_principals accepted.
 const MaxPrincipalsLimit = 10000
-
-// headerNameRe is an HTTP header field name (RFC 9110 token).
-var headerNameRe = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 func (c *Config) applyObservabilityDefaults() {
 	if c.Metrics.PrincipalLabel && c.Metrics.MaxPrincipals == 0 {

@@ -37,34 +37,11 @@ type Resolver struct {
 func (r *Resolver) Env(ctx context.Context, p *Provider, user string) (map[string]string, error) {
 	env := make(map[string]string, len(p.Env)+len(p.Connection.Secrets))
 	for k, v := range p.Env {
-		ref, err := ParseEnvValue(v)
+		val, err := r.value(ctx, v)
 		if err != nil {
 			return nil, err
 		}
-		switch ref.Kind {
-		case RefLiteral:
-			env[k] = v
-		case RefEnv:
-			val := ""
-			if r.Getenv != nil {
-				val = r.Getenv(ref.Name)
-			}
-			if r.Redactor != nil && val != "" {
-				r.Redactor.Add(val)
-			}
-			env[k] = val
-		case RefSecret:
-			sec, err := r.Secrets.Secret(ctx, ref.Name)
-			switch {
-			case switchboard.ErrorCode(err) == switchboard.ENOTFOUND:
-				return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "missing secret %s", ref.Name)
-			case switchboard.ErrorCode(err) == switchboard.EINVALID: // validation refuses it first; never resolve one
-				return nil, err
-			case err != nil:
-				return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "secret %s unreadable", ref.Name)
-			}
-			env[k] = sec.Reveal()
-		}
+		env[k] = val
 	}
 	if user == "" {
 		return env, nil
@@ -80,6 +57,55 @@ func (r *Resolver) Env(ctx context.Context, p *Provider, user string) (map[strin
 		env[name] = sec.Reveal()
 	}
 	return env, nil
+}
+
+// Headers returns the headers of a url provider's requests, resolved as
+// Env resolves values.
+func (r *Resolver) Headers(ctx context.Context, p *Provider) (map[string]string, error) {
+	if len(p.Headers) == 0 {
+		return nil, nil
+	}
+	h := make(map[string]string, len(p.Headers))
+	for k, v := range p.Headers {
+		val, err := r.value(ctx, v)
+		if err != nil {
+			return nil, err
+		}
+		h[k] = val
+	}
+	return h, nil
+}
+
+// value resolves one env or header value: a literal as written,
+// ${env:NAME} from the gateway's environment, ${secret:NAME} from the vault.
+func (r *Resolver) value(ctx context.Context, v string) (string, error) {
+	ref, err := ParseEnvValue(v)
+	if err != nil {
+		return "", err
+	}
+	switch ref.Kind {
+	case RefEnv:
+		val := ""
+		if r.Getenv != nil {
+			val = r.Getenv(ref.Name)
+		}
+		if r.Redactor != nil && val != "" {
+			r.Redactor.Add(val)
+		}
+		return val, nil
+	case RefSecret:
+		sec, err := r.Secrets.Secret(ctx, ref.Name)
+		switch {
+		case switchboard.ErrorCode(err) == switchboard.ENOTFOUND:
+			return "", switchboard.Errorf(switchboard.EUNAVAILABLE, "missing secret %s", ref.Name)
+		case switchboard.ErrorCode(err) == switchboard.EINVALID: // validation refuses it first; never resolve one
+			return "", err
+		case err != nil:
+			return "", switchboard.WrapError(switchboard.EUNAVAILABLE, err, "secret %s unreadable", ref.Name)
+		}
+		return sec.Reveal(), nil
+	}
+	return v, nil
 }
 
 // CheckConnection checks the values a user supplies to connect p: exactly
@@ -120,6 +146,9 @@ type Instance struct {
 	// a Resolver). For a user-scoped provider it lacks the user's own
 	// connection secrets.
 	Env map[string]string
+	// Headers are a url provider's resolved headers (as written, without a
+	// Resolver).
+	Headers map[string]string
 	// Blocked says why the instance cannot start (a missing secret); "" when
 	// it can.
 	Blocked string
@@ -130,9 +159,10 @@ func (i Instance) Key() switchboard.InstanceKey {
 	return switchboard.InstanceKey{Provider: i.Provider.Name}
 }
 
-// SameProcess reports whether a and b run the same process: command, args,
-// working directory, scope, protocol, connection, limits and every resolved
-// environment value (so a secret's new value is a change).
+// SameProcess reports whether a and b run the same process (or, for a url
+// provider, the same connection): command or url, args, transport, working
+// directory, scope, protocol, connection, oauth, limits and every resolved
+// environment and header value (so a secret's new value is a change).
 func (i Instance) SameProcess(o Instance) bool {
 	a, b := i.Provider, o.Provider
 	return a.Command == b.Command &&
@@ -140,7 +170,10 @@ func (i Instance) SameProcess(o Instance) bool {
 		maps.Equal(i.Env, o.Env) &&
 		a.Dir == b.Dir && a.Scope == b.Scope && a.Protocol == b.Protocol &&
 		reflect.DeepEqual(a.Connection, b.Connection) &&
-		a.Limits == b.Limits
+		a.Limits == b.Limits &&
+		a.URL == b.URL && a.Transport == b.Transport &&
+		maps.Equal(i.Headers, o.Headers) &&
+		reflect.DeepEqual(a.OAuth, b.OAuth)
 }
 
 func samePolicy(a, b *Provider) bool {
@@ -205,13 +238,17 @@ func NewPlan(ctx context.Context, cur *State, next *Config, r *Resolver) *Plan {
 	p := &Plan{next: &State{Shared: map[string]Instance{}, Users: map[string]Instance{}}}
 	resolve := func(pr *Provider) Instance {
 		if r == nil {
-			return Instance{Provider: pr, Env: maps.Clone(pr.Env)}
+			return Instance{Provider: pr, Env: maps.Clone(pr.Env), Headers: maps.Clone(pr.Headers)}
 		}
 		env, err := r.Env(ctx, pr, "")
 		if err != nil {
 			return Instance{Provider: pr, Blocked: switchboard.ErrorMessage(err)}
 		}
-		return Instance{Provider: pr, Env: env}
+		headers, err := r.Headers(ctx, pr)
+		if err != nil {
+			return Instance{Provider: pr, Blocked: switchboard.ErrorMessage(err)}
+		}
+		return Instance{Provider: pr, Env: env, Headers: headers}
 	}
 	// still reports whether a running instance's environment is still what
 	// the secrets and the gateway's environment say.

@@ -36,6 +36,8 @@ type Status struct {
 	// Usage is the tool calls this gateway served in the last 24 hours;
 	// nil hides the section.
 	Usage *Usage `json:"usage_24h,omitempty"`
+	// OAuth lists the providers users connect with OAuth, and how.
+	OAuth []OAuthProvider `json:"oauth,omitempty"`
 }
 
 // Usage sums the tool calls of a period by principal and by provider.
@@ -64,6 +66,15 @@ type UsageRow struct {
 	P95MS      float64 `json:"p95_ms"`
 	ReqBytes   int64   `json:"req_bytes"`
 	RespBytes  int64   `json:"resp_bytes"`
+}
+
+// OAuthProvider is a provider users connect with OAuth: Link starts the
+// flow for the admin viewing the page (a one-use link made when followed);
+// Command prints a link for another user.
+type OAuthProvider struct {
+	Provider string `json:"provider"`
+	Link     string `json:"link"`
+	Command  string `json:"command"`
 }
 
 // Session is one open MCP session.

@@ -20,8 +20,8 @@ type ConnectionKind string
 const (
 	// ConnStatic: the user supplied the secret values (API keys, tokens) directly.
 	ConnStatic ConnectionKind = "static"
-	// ConnOAuth: reserved for an OAuth flow; tokens are stored as sealed values
-	// (e.g. ACCESS_TOKEN, REFRESH_TOKEN) like any other connection secret.
+	// ConnOAuth: made by the OAuth flow; the grant (tokens and where they
+	// came from) is one sealed value, OAuthGrant (see oauth.go).
 	ConnOAuth ConnectionKind = "oauth"
 )
 
@@ -43,6 +43,11 @@ type Connection struct {
 	Scopes []string `json:"scopes,omitempty"`
 	// ExpiresAt is when the access token expires; zero if it does not.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Expired: the grant can no longer be refreshed; the user must connect
+	// again. An expired connection does not count as connected.
+	Expired bool `json:"expired,omitempty"`
+	// Error says why it expired.
+	Error string `json:"error,omitempty"`
 }
 
 // A connection's keys in the vault.conn bucket, parts joined with
@@ -275,7 +280,8 @@ func (v *Vault) UserSecret(ctx context.Context, user, provider, name string) (sw
 	return v.reveal(pt), nil
 }
 
-// Connected reports whether user has a connection to provider. It reads an
+// Connected reports whether user has a connection to provider (an expired
+// OAuth connection is not one). It reads an
 // index kept in memory (no values, no lock), so the per-request visibility
 // filter can ask it; the vault's own SetConnection and DeleteConnection keep
 // it current, and RefreshConnections reads it again after another replica
@@ -285,8 +291,14 @@ func (v *Vault) Connected(user, provider string) bool {
 	if m == nil {
 		return false
 	}
-	_, ok := (*m)[user+sep+provider]
-	return ok
+	c, ok := (*m)[user+sep+provider]
+	return ok && !c.expired
+}
+
+// connState is what the index Connected reads holds of one connection.
+type connState struct {
+	updated time.Time // its UpdatedAt: another writer's change shows here
+	expired bool      // an expired OAuth connection is not connected
 }
 
 // ConnRef names one user's connection to one provider.
@@ -324,7 +336,7 @@ func (v *Vault) RefreshConnections(changes []switchboard.StoreChange) ([]ConnRef
 			case len(parts) == 2:
 				named[parts[0]+sep+parts[1]] = true
 			case len(parts) == 1 && strings.HasSuffix(c.Key, sep): // all of one user's
-				for _, m := range []map[string]time.Time{old, cur} {
+				for _, m := range []map[string]connState{old, cur} {
 					for k := range m {
 						if strings.HasPrefix(k, c.Key) {
 							named[k] = true
@@ -342,7 +354,7 @@ func (v *Vault) RefreshConnections(changes []switchboard.StoreChange) ([]ConnRef
 	}
 	if compare {
 		for k, t := range old {
-			if u, ok := cur[k]; !ok || !u.Equal(t) {
+			if u, ok := cur[k]; !ok || !u.updated.Equal(t.updated) || u.expired != t.expired {
 				named[k] = true
 			}
 		}
@@ -371,16 +383,16 @@ func (v *Vault) RefreshConnections(changes []switchboard.StoreChange) ([]ConnRef
 // the index always ends up as the newest read saw it: a rebuild that read
 // before a write committed cannot store its index after the write's own
 // rebuild does.
-func (v *Vault) reloadConnections() (old, cur map[string]time.Time, err error) {
+func (v *Vault) reloadConnections() (old, cur map[string]connState, err error) {
 	v.connMu.Lock()
 	defer v.connMu.Unlock()
 	list, err := v.Connections("")
 	if err != nil {
 		return nil, nil, err
 	}
-	cur = make(map[string]time.Time, len(list))
+	cur = make(map[string]connState, len(list))
 	for _, c := range list {
-		cur[c.User+sep+c.Provider] = c.UpdatedAt
+		cur[c.User+sep+c.Provider] = connState{updated: c.UpdatedAt, expired: c.Expired}
 	}
 	if p := v.connected.Swap(&cur); p != nil {
 		old = *p

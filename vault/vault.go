@@ -94,7 +94,7 @@ type Vault struct {
 	adminMu sync.Mutex // serializes Rotate and Rekey, whose commits change key state
 
 	connMu    sync.Mutex                           // serializes reading the connections into connected
-	connected atomic.Pointer[map[string]time.Time] // "user␟provider" → UpdatedAt of every connection; see Connected
+	connected atomic.Pointer[map[string]connState] // "user␟provider" → UpdatedAt and expiry of every connection; see Connected
 
 	mu     sync.RWMutex
 	closed bool
@@ -575,10 +575,11 @@ type sealed struct {
 }
 
 // sealedEntries returns every sealed value, as read by list: internal keys,
-// shared secrets, then connection values by user and provider.
+// shared secrets, connection values by user and provider, then OAuth client
+// registrations.
 func sealedEntries(list func(bucket string) ([]switchboard.StoreEntry, error)) ([]sealed, error) {
 	var out []sealed
-	for _, b := range []string{bucketInternal, bucketSecret, bucketConn} {
+	for _, b := range []string{bucketInternal, bucketSecret, bucketConn, bucketOAuth} {
 		es, err := list(b)
 		if err != nil {
 			return nil, err
@@ -590,6 +591,8 @@ func sealedEntries(list func(bucket string) ([]switchboard.StoreEntry, error)) (
 				name = internalEntry(e.Key)
 			case bucketSecret:
 				name = secretEntry(e.Key)
+			case bucketOAuth:
+				name = oauthClientEntry(e.Key)
 			default:
 				k, ok := parseConnKey(e.Key)
 				if !ok || k.name == "" {

@@ -29,6 +29,10 @@ type access struct {
 	audit func(audit.Record)
 	// changed applies a stored change to the running gateway: nil offline.
 	changed func(ctx context.Context, user, provider string, connection bool)
+	// link returns a one-use OAuth connect link, and disconnect removes an
+	// OAuth connection (revoking its tokens): nil offline.
+	link           func(user, provider string) (string, error)
+	disconnectAuth func(ctx context.Context, user, provider string) error
 }
 
 var _ api.Service = (*access)(nil)
@@ -69,6 +73,9 @@ func (a *access) connect(ctx context.Context, who *switchboard.Principal, provid
 	if p == nil {
 		return auth.ErrNoProvider(provider)
 	}
+	if p.OAuth != nil {
+		return switchboard.Errorf(switchboard.EINVALID, "provider %s connects with OAuth, not secrets: switchboard connect %s --user %s --oauth prints a link, or POST /api/connections/%s/oauth", provider, provider, who.ID, provider)
+	}
 	if err := p.CheckConnection(values); err != nil {
 		return err
 	}
@@ -79,13 +86,34 @@ func (a *access) connect(ctx context.Context, who *switchboard.Principal, provid
 	return nil
 }
 
-// Disconnect implements api.Service.
+// Disconnect implements api.Service. An OAuth connection's tokens are
+// revoked at the authorization server first, when the gateway runs.
 func (a *access) Disconnect(ctx context.Context, who *switchboard.Principal, provider string) error {
+	if c, err := a.vault.Connection(who.ID, provider); err == nil && c.Kind == vault.ConnOAuth && a.disconnectAuth != nil {
+		// The oauth manager deletes it and announces it (audit, instance, views).
+		return a.disconnectAuth(ctx, who.ID, provider)
+	}
 	if err := a.vault.DeleteConnection(who.ID, provider); err != nil {
 		return err
 	}
 	a.done(ctx, audit.TypeConnection, who.ID, provider, "disconnect")
 	return nil
+}
+
+// ConnectLink implements api.Service: a one-use link by which who connects
+// provider with OAuth in a browser.
+func (a *access) ConnectLink(ctx context.Context, who *switchboard.Principal, provider string) (string, error) {
+	return a.connectLink(ctx, who, provider, false)
+}
+
+func (a *access) connectLink(ctx context.Context, who *switchboard.Principal, provider string, operator bool) (string, error) {
+	if err := a.live.policy().SelfService(who, provider, true, operator); err != nil {
+		return "", err
+	}
+	if a.link == nil {
+		return "", errOnlineOnly
+	}
+	return a.link(who.ID, provider)
 }
 
 // Prefs implements api.Service: what who hid, of what they can see.
@@ -156,11 +184,25 @@ type toolsView struct {
 
 func newConnectCmds() []*cobra.Command {
 	var user string
+	var withOAuth bool
 	connect := &cobra.Command{
-		Use:   "connect PROVIDER --user NAME",
-		Short: "Store a user's credentials for a scope: user provider (KEY=VALUE lines on stdin)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "connect PROVIDER --user NAME [--oauth]",
+		Short: "Store a user's credentials for a scope: user provider (KEY=VALUE lines on stdin), or print an OAuth connect link (--oauth)",
+		Long: `Store a user's credentials for a scope: user provider, read as KEY=VALUE
+lines on stdin. For a provider with an oauth connection, --oauth prints a
+link instead: the user opens it in a browser (within ten minutes, once),
+signs in at the service and approves; the tokens go to the vault under the
+user. Needs a running gateway.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if withOAuth {
+				var res map[string]string
+				if err := adminCall(cmd, "connect.oauth", connArgs{User: user, Provider: args[0]}, &res); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s connects %s by opening, within ten minutes:\n%s\n", user, args[0], res["url"])
+				return nil
+			}
 			values, err := readKeyValues(cmd.InOrStdin())
 			if err != nil {
 				return err
@@ -184,6 +226,7 @@ func newConnectCmds() []*cobra.Command {
 			return nil
 		},
 	}
+	connect.Flags().BoolVar(&withOAuth, "oauth", false, "print a one-use link by which the user connects in a browser (oauth providers)")
 	for _, c := range []*cobra.Command{connect, disconnect} {
 		c.Flags().StringVar(&user, "user", "", "the user")
 		_ = c.MarkFlagRequired("user")

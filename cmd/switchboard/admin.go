@@ -90,7 +90,22 @@ func opsTable(env *opsEnv) admin.Ops {
 		"secret.list":  func(context.Context, json.RawMessage) (any, error) { return env.vault.List() },
 		"vault.rotate": env.vaultRotate,
 
-		"connect":     env.connect,
+		"connect": env.connect,
+		"connect.oauth": online(func(ctx context.Context, r *running, raw json.RawMessage) (any, error) {
+			a, err := decode[connArgs](raw)
+			if err != nil {
+				return nil, err
+			}
+			who, err := env.id.principal(a.User)
+			if err != nil {
+				return nil, err
+			}
+			link, err := env.acc.connectLink(ctx, who, a.Provider, true)
+			if err != nil {
+				return nil, err
+			}
+			return map[string]string{"url": link}, nil
+		}),
 		"disconnect":  env.disconnect,
 		"connections": env.connections,
 		"prefs":       env.prefs,

@@ -94,11 +94,7 @@ func (m *Main) applyChanges(ctx context.Context, batch []switchboard.StoreChange
 		})
 	}
 	for _, c := range r.conns {
-		stops.Go(func() {
-			if err := m.sup.Drain(ctx, switchboard.InstanceKey{Provider: c.Provider, User: c.User}); err != nil {
-				m.Log.Warn().Err(err).Str("provider", c.Provider).Str("user", c.User).Msg("stopping the user's instance after their connection changed on another replica")
-			}
-		})
+		stops.Go(func() { m.connectionChangedElsewhere(ctx, switchboard.InstanceKey{Provider: c.Provider, User: c.User}) })
 	}
 	if vault.SecretsTouched(batch) {
 		m.rel.RequestSecrets()

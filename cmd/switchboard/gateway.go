@@ -23,7 +23,9 @@ import (
 	"github.com/switchboard-mcp/switchboard/internal/admin"
 	"github.com/switchboard-mcp/switchboard/internal/redact"
 	"github.com/switchboard-mcp/switchboard/mux"
+	"github.com/switchboard-mcp/switchboard/oauth"
 	"github.com/switchboard-mcp/switchboard/providers"
+	"github.com/switchboard-mcp/switchboard/remote"
 	"github.com/switchboard-mcp/switchboard/skills"
 	"github.com/switchboard-mcp/switchboard/supervisor"
 	"github.com/switchboard-mcp/switchboard/vault"
@@ -69,6 +71,10 @@ type parts struct {
 	live     *live
 	edge     *auth.Edge
 	sup      *supervisor.Supervisor
+	resolver *providers.Resolver
+	rem      *remote.Manager
+	oauth    *oauth.Manager
+	tickets  *tickets
 	mux      *mux.Server
 	rel      *providers.Reloader
 	acc      *access
@@ -126,6 +132,7 @@ func (m *Main) Open(ctx context.Context) error {
 	m.live.set(cfg, m.id)
 	m.edge = auth.NewEdge(m.id.authn, auth.EdgeConfig{}, m.ops.edgeHooks(), m.Log.With().Str("component", "edge").Logger())
 	resolver := &providers.Resolver{Getenv: m.Getenv, Secrets: m.vault, Redactor: m.redactor}
+	m.resolver = resolver
 	m.sup = supervisor.New(m.Log, supervisor.Options{
 		OnCatalog: func(k switchboard.InstanceKey, up switchboard.Upstream, cat *switchboard.Catalog) {
 			m.mux.UpdateCatalog(k, up, cat)
@@ -136,12 +143,22 @@ func (m *Main) Open(ctx context.Context) error {
 		OnEvent:  m.ops.providerEvent,
 		Redact:   m.redactor.String,
 		UserSpec: m.userSpec(resolver),
-		Usable:   m.live.usable,
+		Usable:   m.usableChildren,
 		Tracer:   m.tracer(),
+	})
+	m.rem = remote.New(m.Log.With().Str("component", "remote").Logger(), remote.Options{
+		OnCatalog: func(k switchboard.InstanceKey, up switchboard.Upstream, cat *switchboard.Catalog) {
+			m.mux.UpdateCatalog(k, up, cat)
+		},
+		OnNotification: func(k switchboard.InstanceKey, method string, p json.RawMessage) {
+			m.mux.ProviderNotification(k, method, p)
+		},
+		OnEvent: m.ops.remoteEvent,
+		Redact:  m.redactor.String,
 	})
 	m.mux = mux.New(mux.Options{
 		Logger:                  m.Log,
-		Instances:               m.sup,
+		Instances:               instances{m},
 		Filter:                  m.live.policy(),
 		SessionIdleTTL:          cfg.Sessions.IdleTimeout.D(),
 		MaxSessionsPerPrincipal: cfg.Sessions.MaxPerPrincipal,
@@ -152,9 +169,10 @@ func (m *Main) Open(ctx context.Context) error {
 		Redact:                  m.redactor.String,
 		Tracer:                  m.tracer(),
 	})
-	m.acc = &access{vault: m.vault, id: m.id, live: m.live, audit: m.ops.event, changed: m.userChanged}
+	m.acc = &access{vault: m.vault, id: m.id, live: m.live, audit: m.ops.event, changed: m.userChanged,
+		link: m.connectLink, disconnectAuth: func(ctx context.Context, user, provider string) error { return m.oauth.Disconnect(ctx, user, provider) }}
 	m.rel = providers.NewReloader(providers.ReloaderOptions{
-		Path: m.ConfigPath, Logger: m.Log, Resolver: resolver, Executor: executor{m.sup},
+		Path: m.ConfigPath, Logger: m.Log, Resolver: resolver, Executor: executor{sup: m.sup, m: m},
 		Check:      func(next *providers.Config) error { return auth.ValidateConfig(authConfig(next)) },
 		Commit:     m.commit,
 		Record:     m.ops.reloaded,
@@ -166,6 +184,9 @@ func (m *Main) Open(ctx context.Context) error {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	m.ln = limitConns(ln, cfg.Server, m.edge)
+	if err := m.openOAuth(cfg); err != nil {
+		return err
+	}
 	m.rel.Start(ctx, cfg)
 	m.web = httpServer(m.routes(), cfg.Server)
 	go func() {
@@ -179,7 +200,12 @@ func (m *Main) Open(ctx context.Context) error {
 	bg, cancel := context.WithCancel(context.Background())
 	m.bg.cancel = cancel
 	for _, f := range []func(context.Context){m.rel.Run, m.edge.FlushRefusals, m.watchStore,
-		func(ctx context.Context) { m.sup.Reap(ctx, time.Second) }, m.seedUsage} {
+		func(ctx context.Context) { m.sup.Reap(ctx, time.Second) }, m.reapRemote, m.seedUsage,
+		func(ctx context.Context) {
+			if err := m.oauth.Run(ctx); err != nil {
+				m.Log.Error().Err(err).Msg("the oauth refresher stopped")
+			}
+		}} {
 		m.bg.wg.Go(func() { f(bg) })
 	}
 	m.Log.Info().Str("listen", m.Addr()).Int("providers", len(cfg.Providers)).Str("version", version).Msg("switchboard serving")
@@ -198,6 +224,9 @@ func (m *Main) commit(st *providers.State, removed []string) {
 		m.Log.Error().Err(err).Msg("applying the authentication settings")
 	}
 	m.live.set(cfg, m.id)
+	if err := m.oauth.SetConfigs(m.oauthConfigs(context.Background(), cfg)); err != nil { // checked by validation
+		m.Log.Error().Err(err).Msg("applying the oauth connections")
+	}
 	m.edge.SetConfig(edgeConfig(cfg, m.resourceURL(cfg)))
 	m.mux.SetFilter(m.live.policy())
 	m.mux.SetExtras(m.live.extras())
@@ -289,6 +318,13 @@ func (m *Main) close() error {
 		}
 		cancel()
 	}
+	if m.rem != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := m.rem.StopAll(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stopping remote providers: %w", err))
+		}
+		cancel()
+	}
 	if m.ops != nil {
 		m.ops.event(audit.Record{Type: audit.TypeStartup, Detail: map[string]string{"event": "shutdown"}})
 		if err := m.ops.close(); err != nil {
@@ -339,10 +375,16 @@ func (m *Main) routes() http.Handler {
 	h.Handle("/.well-known/oauth-protected-resource", meta)
 	h.Handle("/.well-known/oauth-protected-resource/mcp", meta)
 	h.Handle("/api/", m.edge.Wrap(switchboard.EndpointPublic, api.Handler(m.acc)))
+	// The OAuth flow's routes: a browser follows them, with no credential
+	// but a one-use link and then the flow's own state and cookie.
+	h.HandleFunc("GET "+connectPath+"{provider}", m.handleConnect)
+	h.HandleFunc("GET "+callbackPath, m.handleCallback)
+	h.HandleFunc("GET "+clientPath, m.handleClientMetadata)
 	h.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteJSON(w, http.StatusOK, m.health().probe())
 	})
 	h.Handle("GET /status", m.edge.Admin(m.ops.statusHandler(m.status)))
+	h.Handle("GET /status/connect/{provider}", m.edge.Admin(http.HandlerFunc(m.handleAdminConnect)))
 	h.Handle("GET /metrics", m.edge.Admin(m.ops.metrics.Handler()))
 	h.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/status", http.StatusFound)
@@ -369,7 +411,7 @@ type health struct {
 }
 
 func (m *Main) health() health {
-	st := m.sup.Status()
+	st := append(m.sup.Status(), m.rem.Status()...)
 	for _, in := range m.rel.Blocked() {
 		st = append(st, switchboard.ProviderStatus{Provider: in.Provider.Name, State: switchboard.StateFailed, LastError: in.Blocked})
 	}

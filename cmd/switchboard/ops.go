@@ -298,6 +298,12 @@ func (m *Main) status(ctx context.Context) statuspage.Status {
 	r := h.Reload
 	st.LastReload = statuspage.ReloadStatus{At: r.At, OK: r.OK, Error: r.Error, ConfigHash: r.NewHash, NeedsRestart: r.NeedsRestart}
 	st.Usage = m.ops.statusUsage(time.Now())
+	for _, p := range m.config().SortedProviders() {
+		if p.OAuth != nil && p.IsEnabled() {
+			st.OAuth = append(st.OAuth, statuspage.OAuthProvider{Provider: p.Name, Link: "/status/connect/" + p.Name,
+				Command: "switchboard connect " + p.Name + " --user USER --oauth"})
+		}
+	}
 	return st
 }
 

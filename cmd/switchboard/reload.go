@@ -15,22 +15,36 @@ import (
 // ReloadResult is the outcome of one reload (providers.Reloader).
 type ReloadResult = providers.ReloadResult
 
-// executor carries out a reload's plan with the supervisor (providers.Executor).
-type executor struct{ sup *supervisor.Supervisor }
+// executor carries out a reload's plan (providers.Executor): child
+// processes with the supervisor, then url providers' connections with the
+// remote manager.
+type executor struct {
+	sup *supervisor.Supervisor
+	m   *Main
+}
 
 // Execute implements providers.Executor.
 func (e executor) Execute(ctx context.Context, p *providers.Plan, background bool, commit func([]string)) ([]string, []providers.ProviderFailure) {
 	ch := supervisor.Changes{StopUsers: p.StopUsers, Providers: map[string]supervisor.Provider{}, Background: background}
 	for _, in := range p.Start {
-		ch.Start = append(ch.Start, specOf(in.Provider, in.Env, ""))
+		if !in.Provider.Remote() {
+			ch.Start = append(ch.Start, specOf(in.Provider, in.Env, ""))
+		}
 	}
 	for _, in := range p.Replace {
-		ch.Replace = append(ch.Replace, specOf(in.Provider, in.Env, ""))
+		if !in.Provider.Remote() {
+			ch.Replace = append(ch.Replace, specOf(in.Provider, in.Env, ""))
+		}
 	}
 	for _, in := range p.Stop {
-		ch.Stop = append(ch.Stop, in.Key())
+		if !in.Provider.Remote() {
+			ch.Stop = append(ch.Stop, in.Key())
+		}
 	}
 	for name, in := range p.Next().Users {
+		if in.Provider.Remote() {
+			continue
+		}
 		c := in.Provider.Connection
 		ch.Providers[name] = supervisor.Provider{UserScoped: true, MaxUsers: c.MaxUsers,
 			IdleTimeout: c.IdleTimeout.D(), InitTimeout: in.Provider.Limits.InitTimeout.D()}
@@ -42,9 +56,17 @@ func (e executor) Execute(ctx context.Context, p *providers.Plan, background boo
 		}
 		commit(names)
 	})
+	if e.m != nil {
+		e.m.applyRemote(ctx, p)
+	}
 	var replaced []string
 	for _, k := range res.Replaced {
 		replaced = append(replaced, k.Provider)
+	}
+	for _, in := range p.Replace {
+		if in.Provider.Remote() {
+			replaced = append(replaced, in.Provider.Name)
+		}
 	}
 	var failed []providers.ProviderFailure
 	for _, f := range res.Failed {
@@ -90,11 +112,20 @@ func (m *Main) userSpec(env *providers.Resolver) func(ctx context.Context, key s
 		if !ok {
 			return supervisor.Spec{}, switchboard.Errorf(switchboard.EUNAVAILABLE, "provider %s is not running", key.Provider)
 		}
+		if in.Provider.Remote() {
+			return supervisor.Spec{}, switchboard.Errorf(switchboard.EUNAVAILABLE, "provider %s is remote", key.Provider)
+		}
 		if !m.vault.Connected(key.User, key.Provider) {
+			if in.Provider.OAuth != nil {
+				return supervisor.Spec{}, switchboard.Errorf(switchboard.EUNAVAILABLE, "connect %s first: switchboard connect %s --user %s --oauth, or POST /api/connections/%s/oauth", key.Provider, key.Provider, key.User, key.Provider)
+			}
 			return supervisor.Spec{}, switchboard.Errorf(switchboard.EUNAVAILABLE, "connect %s first: switchboard connect %s --user %s, or POST /api/connections/%s", key.Provider, key.Provider, key.User, key.Provider)
 		}
 		vals, err := env.Env(ctx, in.Provider, key.User)
 		if err != nil {
+			return supervisor.Spec{}, err
+		}
+		if err := m.oauthEnv(ctx, in.Provider, key.User, vals); err != nil {
 			return supervisor.Spec{}, err
 		}
 		return specOf(in.Provider, vals, key.User), nil

@@ -1,0 +1,964 @@
+package remote
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+)
+
+// Timings that are not per-Spec.
+const (
+	listChangedDebounce = 100 * time.Millisecond
+	maxCatalogPages     = 1000
+	// drainWait bounds how long Stop lets calls in flight finish before it
+	// closes the connection under them.
+	drainWait = 5 * time.Second
+	// healthTimeout bounds one health check.
+	healthTimeout = 10 * time.Second
+)
+
+// Event kinds, for the audit log. They match the supervisor's where the
+// meaning is the same.
+const (
+	EventConnect    = "connect"    // a connection attempt started
+	EventReady      = "ready"      // connected, catalog published
+	EventDisconnect = "disconnect" // the connection was lost (Err says why)
+	EventRestart    = "restart"    // a reconnect is scheduled after Delay
+	EventFailed     = "failed"     // MaxFailures quick failures in a row; retrying every Backoff.Max
+	EventStop       = "stop"       // supervision of the instance ended (Stop)
+	EventUnhealthy  = "unhealthy"  // health check or call timeouts failed; reconnecting
+)
+
+// Event is a lifecycle event of one remote instance. It never contains
+// secret values.
+type Event struct {
+	Time  time.Time               `json:"time"`
+	Key   switchboard.InstanceKey `json:"key"`
+	Kind  string                  `json:"kind"`
+	Delay time.Duration           `json:"delay,omitempty"`
+	Err   string                  `json:"error,omitempty"`
+}
+
+// Clock is the time source for reconnect backoff; tests inject their own.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Options configures a Manager. All fields are optional.
+type Options struct {
+	// OnCatalog is called, from the instance's own goroutine and in order,
+	// when an instance becomes running (up != nil), changes its catalog, or
+	// goes down (up == nil, cat == nil). It must not block for long.
+	OnCatalog switchboard.CatalogFunc
+	// OnEvent receives lifecycle events, synchronously; it must not block.
+	OnEvent func(Event)
+	// OnNotification receives the server notifications the manager does not
+	// handle itself (resources/updated, log messages not tied to a call).
+	OnNotification func(key switchboard.InstanceKey, method string, params json.RawMessage)
+	// Redact scrubs secret values from errors and logged text. Default:
+	// identity.
+	Redact func(string) string
+	// Clock drives reconnect delays. Default: the real clock.
+	Clock Clock
+	// Jitter returns a number in [0,1) used to jitter reconnect delays.
+	// Default: math/rand/v2.Float64.
+	Jitter func() float64
+	// HTTPClient makes the requests. Default: a client with dial, TLS and
+	// response-header timeouts, and none on the whole exchange (streams
+	// are long).
+	HTTPClient *http.Client
+}
+
+// Manager keeps connections to remote MCP servers (providers given by
+// url: rather than command:): it connects, fetches and refreshes the
+// catalog, checks health, reconnects with backoff, and hands out each
+// instance's Upstream with the same limits the supervisor puts on a child
+// (concurrency, queue, call timeout). Its methods are safe for concurrent
+// use and mirror the supervisor's.
+type Manager struct {
+	log  zerolog.Logger
+	opts Options
+
+	mu    sync.Mutex
+	insts map[switchboard.InstanceKey]*instance
+}
+
+// New returns a Manager with nothing connected.
+func New(logger zerolog.Logger, opts Options) *Manager {
+	if opts.Redact == nil {
+		opts.Redact = func(s string) string { return s }
+	}
+	if opts.Clock == nil {
+		opts.Clock = realClock{}
+	}
+	if opts.Jitter == nil {
+		opts.Jitter = rand.Float64
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = DefaultHTTPClient()
+	}
+	return &Manager{log: logger, opts: opts, insts: map[switchboard.InstanceKey]*instance{}}
+}
+
+// DefaultHTTPClient returns the client a Manager uses unless told
+// otherwise: bounded dialing, TLS handshake and wait for response headers,
+// no bound on reading a body (an event stream lasts), no proxy from the
+// environment, and redirects followed only within one origin.
+func DefaultHTTPClient() *http.Client {
+	tr := &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return errors.New("too many redirects")
+			}
+			if req.URL.Scheme != via[0].URL.Scheme || req.URL.Host != via[0].URL.Host {
+				return errors.New("redirect to another origin refused")
+			}
+			return nil
+		},
+	}
+}
+
+// validURL checks a Spec's URL: absolute http or https, no fragment.
+func validURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errors.New("url must be an absolute http:// or https:// URL")
+	}
+	if u.Fragment != "" {
+		return nil, errors.New("url must not have a fragment")
+	}
+	if u.User != nil {
+		return nil, errors.New("url must not carry credentials; use headers or an OAuth connection")
+	}
+	return u, nil
+}
+
+// Start begins keeping spec.Key connected: it connects in the background
+// and returns at once. Starting a key already kept with an equal spec does
+// nothing; with a different spec it is an ECONFLICT error (Stop first).
+func (m *Manager) Start(spec Spec) error {
+	if spec.Key.Provider == "" {
+		return switchboard.Errorf(switchboard.EINVALID, "starting remote provider: empty provider name")
+	}
+	u, err := validURL(spec.URL)
+	if err != nil {
+		return switchboard.Errorf(switchboard.EINVALID, "starting remote provider %s: %s", spec.Key, err.Error())
+	}
+	switch spec.Transport {
+	case TransportAuto, TransportStreamable, TransportSSE:
+	default:
+		return switchboard.Errorf(switchboard.EINVALID, "starting remote provider %s: unknown transport %q", spec.Key, spec.Transport)
+	}
+	switch spec.Protocol {
+	case ProtocolAuto, ProtocolSession, ProtocolStateless:
+	default:
+		return switchboard.Errorf(switchboard.EINVALID, "starting remote provider %s: unknown protocol %q", spec.Key, spec.Protocol)
+	}
+	spec = spec.withDefaults()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old := m.insts[spec.Key]; old != nil {
+		switch {
+		case old.stopRequested():
+			return switchboard.Errorf(switchboard.ECONFLICT, "starting remote provider %s: it is stopping", spec.Key)
+		case old.spec.Equal(spec):
+			return nil
+		default:
+			return switchboard.Errorf(switchboard.ECONFLICT, "starting remote provider %s: already running with a different spec", spec.Key)
+		}
+	}
+	in := &instance{
+		m:         m,
+		spec:      spec,
+		url:       u,
+		log:       m.log.With().Str("provider", spec.Key.String()).Logger(),
+		stopCh:    make(chan struct{}),
+		done:      make(chan struct{}),
+		finalized: make(chan struct{}),
+		changed:   make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		state:     switchboard.StateStarting,
+	}
+	in.lastUsed.Store(time.Now().UnixNano())
+	m.insts[spec.Key] = in
+	go in.run()
+	return nil
+}
+
+// Stop stops keeping key: calls in flight get a few seconds to finish, then
+// the connection is closed (a session-era server is sent DELETE). It is
+// idempotent: stopping an unknown key returns nil. If ctx ends first Stop
+// returns ctx's error and the stop carries on in the background.
+func (m *Manager) Stop(ctx context.Context, key switchboard.InstanceKey) error {
+	m.mu.Lock()
+	in := m.insts[key]
+	m.mu.Unlock()
+	if in == nil {
+		return nil
+	}
+	in.requestStop()
+	select {
+	case <-in.finalized:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stopping remote provider %s: %w", key, ctx.Err())
+	}
+}
+
+// Restart stops key and starts it again with the same spec.
+func (m *Manager) Restart(ctx context.Context, key switchboard.InstanceKey) error {
+	m.mu.Lock()
+	in := m.insts[key]
+	m.mu.Unlock()
+	if in == nil {
+		return switchboard.Errorf(switchboard.ENOTFOUND, "restarting remote provider %s: not kept", key)
+	}
+	if err := m.Stop(ctx, key); err != nil {
+		return fmt.Errorf("restarting remote provider %s: %w", key, err)
+	}
+	return m.Start(in.spec)
+}
+
+// Retry makes an instance waiting to reconnect (backoff or failed) try at
+// once: after a user renewed the credentials, for one.
+func (m *Manager) Retry(key switchboard.InstanceKey) {
+	m.mu.Lock()
+	in := m.insts[key]
+	m.mu.Unlock()
+	if in != nil {
+		select {
+		case in.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// StopAll stops every instance in parallel and returns when all are gone or
+// ctx ends.
+func (m *Manager) StopAll(ctx context.Context) error {
+	m.mu.Lock()
+	keys := make([]switchboard.InstanceKey, 0, len(m.insts))
+	for k := range m.insts {
+		keys = append(keys, k)
+	}
+	m.mu.Unlock()
+	errs := make([]error, len(keys))
+	var wg sync.WaitGroup
+	for i, k := range keys {
+		wg.Go(func() { errs[i] = m.Stop(ctx, k) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Has reports whether key is kept (in any state).
+func (m *Manager) Has(key switchboard.InstanceKey) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.insts[key] != nil
+}
+
+// Specs returns the specs of all kept instances, with defaults applied,
+// sorted by key.
+func (m *Manager) Specs() []Spec {
+	m.mu.Lock()
+	specs := make([]Spec, 0, len(m.insts))
+	for _, in := range m.insts {
+		specs = append(specs, in.spec)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(specs, func(a, b Spec) int { return strings.Compare(a.Key.String(), b.Key.String()) })
+	return specs
+}
+
+// Upstream returns the limited connection of key while it is running.
+func (m *Manager) Upstream(key switchboard.InstanceKey) (switchboard.Upstream, bool) {
+	m.mu.Lock()
+	in := m.insts[key]
+	m.mu.Unlock()
+	if in == nil {
+		return nil, false
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.state != switchboard.StateRunning || in.up == nil {
+		return nil, false
+	}
+	return in.up, true
+}
+
+// WaitReady blocks until key is running (nil; its catalog has been handed
+// to OnCatalog by then), has failed or is stopped (an EUNAVAILABLE error),
+// is not kept (ENOTFOUND), or ctx ends.
+func (m *Manager) WaitReady(ctx context.Context, key switchboard.InstanceKey) error {
+	m.mu.Lock()
+	in := m.insts[key]
+	m.mu.Unlock()
+	if in == nil {
+		return switchboard.Errorf(switchboard.ENOTFOUND, "waiting for remote provider %s: not kept", key)
+	}
+	for {
+		in.mu.Lock()
+		st, lastErr, changed := in.state, in.lastErr, in.changed
+		in.mu.Unlock()
+		switch st {
+		case switchboard.StateRunning:
+			return nil
+		case switchboard.StateFailed:
+			return switchboard.Errorf(switchboard.EUNAVAILABLE, "waiting for remote provider %s: failed: %s", key, m.opts.Redact(lastErr))
+		case switchboard.StateStopping, switchboard.StateStopped:
+			return switchboard.Errorf(switchboard.EUNAVAILABLE, "waiting for remote provider %s: stopped", key)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return switchboard.WrapError(switchboard.ETIMEOUT, ctx.Err(), "waiting for remote provider %s: not ready in time", key)
+			}
+			return fmt.Errorf("waiting for remote provider %s: %w", key, ctx.Err())
+		}
+	}
+}
+
+// Reap stops the users' own instances (key.User set) that no call has
+// reached for idle, and returns how many it stopped. The gateway calls it
+// periodically with the provider's connection idle_timeout.
+func (m *Manager) Reap(ctx context.Context, provider string, idle time.Duration) int {
+	if idle <= 0 {
+		return 0
+	}
+	cutoff := time.Now().Add(-idle).UnixNano()
+	m.mu.Lock()
+	var stale []switchboard.InstanceKey
+	for k, in := range m.insts {
+		if k.Provider == provider && k.User != "" && in.inFlight.Load() == 0 && in.lastUsed.Load() < cutoff {
+			stale = append(stale, k)
+		}
+	}
+	m.mu.Unlock()
+	for _, k := range stale {
+		_ = m.Stop(ctx, k)
+	}
+	return len(stale)
+}
+
+// Status returns a snapshot of every kept instance, sorted by key.
+func (m *Manager) Status() []switchboard.ProviderStatus {
+	m.mu.Lock()
+	insts := make([]*instance, 0, len(m.insts))
+	for _, in := range m.insts {
+		insts = append(insts, in)
+	}
+	m.mu.Unlock()
+	out := make([]switchboard.ProviderStatus, 0, len(insts))
+	for _, in := range insts {
+		out = append(out, in.status())
+	}
+	slices.SortFunc(out, func(a, b switchboard.ProviderStatus) int {
+		return strings.Compare(a.Provider+"@"+a.User, b.Provider+"@"+b.User)
+	})
+	return out
+}
+
+// instance is one kept key: a goroutine connecting, serving and
+// reconnecting, until Stop.
+type instance struct {
+	m    *Manager
+	spec Spec
+	url  *url.URL
+	log  zerolog.Logger
+
+	stopOnce  sync.Once
+	stopCh    chan struct{}
+	done      chan struct{}
+	finalized chan struct{}
+	kick      chan struct{}
+
+	inFlight atomic.Int64
+	garbage  atomic.Int64
+	lastUsed atomic.Int64 // UnixNano of the last call's start (or of Start)
+
+	mu        sync.Mutex
+	state     switchboard.ProviderState
+	changed   chan struct{}
+	restarts  int
+	startedAt time.Time
+	lastErr   string
+	lastExit  string
+	tools     int
+	up        *limited
+	published bool // run goroutine only
+}
+
+func (in *instance) requestStop() {
+	in.stopOnce.Do(func() {
+		close(in.stopCh)
+		go in.finalize()
+	})
+}
+
+func (in *instance) finalize() {
+	defer close(in.finalized)
+	<-in.done
+	m := in.m
+	m.mu.Lock()
+	if m.insts[in.spec.Key] == in {
+		delete(m.insts, in.spec.Key)
+	}
+	m.mu.Unlock()
+	in.setState(switchboard.StateStopped)
+	in.emit(Event{Kind: EventStop})
+	in.log.Info().Msg("remote provider stopped")
+}
+
+func (in *instance) stopRequested() bool {
+	select {
+	case <-in.stopCh:
+		return true
+	default:
+		return false
+	}
+}
+
+func (in *instance) emit(e Event) {
+	if in.m.opts.OnEvent == nil {
+		return
+	}
+	e.Time = time.Now()
+	e.Key = in.spec.Key
+	e.Err = in.m.opts.Redact(e.Err)
+	in.m.opts.OnEvent(e)
+}
+
+func (in *instance) setState(st switchboard.ProviderState) {
+	in.mu.Lock()
+	in.setStateLocked(st)
+	in.mu.Unlock()
+}
+
+func (in *instance) setStateLocked(st switchboard.ProviderState) {
+	in.state = st
+	close(in.changed)
+	in.changed = make(chan struct{})
+}
+
+func (in *instance) setErr(err error) {
+	in.mu.Lock()
+	in.lastErr = err.Error()
+	in.mu.Unlock()
+}
+
+func (in *instance) status() switchboard.ProviderStatus {
+	redact := in.m.opts.Redact
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	st := switchboard.ProviderStatus{
+		Provider:  in.spec.Key.Provider,
+		User:      in.spec.Key.User,
+		State:     in.state,
+		Restarts:  in.restarts,
+		LastError: redact(in.lastErr),
+		LastExit:  redact(in.lastExit),
+		Tools:     in.tools,
+		Garbage:   in.garbage.Load(),
+		InFlight:  in.inFlight.Load(),
+	}
+	if in.state == switchboard.StateRunning || in.state == switchboard.StateStopping {
+		st.StartedAt = in.startedAt
+	}
+	return st
+}
+
+func (in *instance) publish(up *limited, cat *switchboard.Catalog) {
+	in.published = true
+	if f := in.m.opts.OnCatalog; f != nil {
+		f(in.spec.Key, up, cat)
+	}
+}
+
+func (in *instance) unpublish() {
+	in.mu.Lock()
+	in.up = nil
+	in.tools = 0
+	in.mu.Unlock()
+	if !in.published {
+		return
+	}
+	in.published = false
+	if f := in.m.opts.OnCatalog; f != nil {
+		f(in.spec.Key, nil, nil)
+	}
+}
+
+// runResult is how one connection ended.
+type runResult struct {
+	ready  bool          // it connected and was published
+	forced bool          // dropped as unhealthy: always a failure
+	ran    time.Duration // how long it was up
+	err    error
+}
+
+// run is the instance's goroutine: connect, serve, back off, repeat. A
+// remote server is never given up on: after MaxFailures quick failures the
+// instance shows failed and keeps trying every Backoff.Max.
+func (in *instance) run() {
+	defer close(in.done)
+	clock := in.m.opts.Clock
+	policy := in.spec.Backoff
+	failures, attempt := 0, 0
+	for {
+		res := in.runOnce()
+		if in.stopRequested() {
+			return
+		}
+		if !res.ready || res.forced || res.ran < policy.ResetAfter {
+			failures++
+		} else {
+			failures, attempt = 0, 0
+		}
+		attempt++
+		errText := ""
+		if res.err != nil {
+			errText = res.err.Error()
+		}
+		var delay time.Duration
+		if failures >= policy.MaxFailures {
+			delay = policy.Max
+			in.mu.Lock()
+			wasFailed := in.state == switchboard.StateFailed
+			in.lastErr = fmt.Sprintf("%d failures in a row, retrying every %s: %s", failures, policy.Max, errText)
+			in.setStateLocked(switchboard.StateFailed)
+			in.mu.Unlock()
+			if !wasFailed {
+				in.log.Error().Int("failures", failures).Str("error", in.m.opts.Redact(errText)).Dur("retry_every", delay).Msg("remote provider failed; retrying at the slowest pace")
+				in.emit(Event{Kind: EventFailed, Err: errText})
+			}
+		} else {
+			delay = backoffDelay(policy, attempt, in.m.opts.Jitter())
+			in.setState(switchboard.StateBackoff)
+			in.log.Info().Dur("delay", delay).Int("failures", failures).Str("error", in.m.opts.Redact(errText)).Msg("reconnecting to remote provider after delay")
+			in.emit(Event{Kind: EventRestart, Delay: delay, Err: errText})
+		}
+		select {
+		case <-in.stopCh:
+			return
+		case <-in.kick:
+		case <-clock.After(delay):
+		}
+		in.mu.Lock()
+		in.restarts++
+		in.mu.Unlock()
+	}
+}
+
+// runOnce connects, publishes the catalog, and serves until the connection
+// dies, turns unhealthy, or a stop is requested.
+func (in *instance) runOnce() (res runResult) {
+	spec := in.spec
+	redact := in.m.opts.Redact
+	in.mu.Lock()
+	if in.state != switchboard.StateFailed {
+		in.setStateLocked(switchboard.StateStarting)
+	}
+	in.mu.Unlock()
+	in.emit(Event{Kind: EventConnect})
+
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	go func() {
+		select {
+		case <-in.stopCh:
+			cancelRun()
+		case <-runCtx.Done():
+		}
+	}()
+
+	listChanged := make(chan struct{}, 1)
+	initCtx, cancelInit := context.WithTimeout(runCtx, spec.InitTimeout)
+	cl, h, err := dial(initCtx, clientConfig{
+		url:       in.url,
+		transport: spec.Transport,
+		protocol:  spec.Protocol,
+		headers:   spec.Headers,
+		auth:      spec.Auth,
+		roots:     spec.Roots,
+		max:       spec.MaxMessageBytes,
+		hc:        in.m.opts.HTTPClient,
+		onNotification: func(method string, params json.RawMessage) {
+			in.onNotification(method, params, listChanged)
+		},
+		log:    in.log,
+		redact: redact,
+	})
+	if err != nil {
+		cancelInit()
+		if in.stopRequested() {
+			return res
+		}
+		in.setErr(err)
+		in.log.Error().Str("error", redact(err.Error())).Msg("connecting to remote provider failed")
+		res.err = err
+		return res
+	}
+	cat, err := in.fetchCatalog(initCtx, cl, h)
+	cancelInit()
+	if err != nil {
+		_ = cl.Close()
+		if in.stopRequested() {
+			return res
+		}
+		in.setErr(err)
+		in.log.Error().Str("error", redact(err.Error())).Msg("fetching the remote provider's catalog failed")
+		res.err = err
+		return res
+	}
+	start := in.m.opts.Clock.Now()
+	defer func() { res.ran = in.m.opts.Clock.Now().Sub(start) }()
+
+	up := newLimited(cl, spec, &in.inFlight)
+	up.lastUsed = &in.lastUsed
+	up.timeouts = newTimeoutStreak(spec.MaxConsecutiveTimeouts)
+	in.mu.Lock()
+	in.up = up
+	in.tools = len(cat.Tools)
+	in.lastErr = ""
+	in.startedAt = time.Now()
+	in.mu.Unlock()
+	res.ready = true
+	in.publish(up, cat)
+	in.mu.Lock()
+	in.setStateLocked(switchboard.StateRunning)
+	in.mu.Unlock()
+	in.log.Info().Str("protocol", cl.era.String()).Int("tools", len(cat.Tools)).Int("prompts", len(cat.Prompts)).Int("resources", len(cat.Resources)).Msg("remote provider ready")
+	in.emit(Event{Kind: EventReady})
+
+	var health <-chan time.Time
+	var ticker *time.Ticker
+	if spec.HealthInterval > 0 {
+		ticker = time.NewTicker(spec.HealthInterval)
+		defer ticker.Stop()
+		health = ticker.C
+	}
+	var debounce <-chan time.Time
+	lost := func(kind string, err error, forced bool) runResult {
+		in.unpublish()
+		res.forced = forced
+		res.err = err
+		in.setErr(err)
+		in.mu.Lock()
+		in.lastExit = err.Error()
+		in.mu.Unlock()
+		in.log.Warn().Str("error", redact(err.Error())).Msg("remote provider connection lost")
+		in.emit(Event{Kind: kind, Err: err.Error()})
+		_ = cl.Close()
+		in.garbage.Add(cl.garbage.Load())
+		return res
+	}
+	for {
+		select {
+		case <-runCtx.Done():
+			in.setState(switchboard.StateStopping)
+			in.unpublish()
+			in.drain()
+			_ = cl.Close()
+			in.garbage.Add(cl.garbage.Load())
+			return res
+
+		case <-cl.Done():
+			err := cl.Err()
+			if err == nil {
+				err = errors.New("connection closed")
+			}
+			return lost(EventDisconnect, err, false)
+
+		case <-up.timeouts.tripped():
+			return lost(EventUnhealthy, switchboard.Errorf(switchboard.EUNAVAILABLE, "remote provider timed out %d calls in a row (call_timeout %s)", up.timeouts.count(), spec.CallTimeout), true)
+
+		case <-health:
+			if in.inFlight.Load() > 0 {
+				continue // busy and answering: no need to ask
+			}
+			ctx, cancel := context.WithTimeout(runCtx, min(healthTimeout, spec.CallTimeout))
+			err := cl.ping(ctx)
+			cancel()
+			if err != nil && runCtx.Err() == nil {
+				return lost(EventUnhealthy, fmt.Errorf("health check: %w", err), true)
+			}
+
+		case <-listChanged:
+			debounce = time.After(listChangedDebounce)
+
+		case <-debounce:
+			debounce = nil
+			ctx, cancel := context.WithTimeout(runCtx, spec.CallTimeout)
+			next, err := in.fetchCatalog(ctx, cl, &hello{caps: cat.Capabilities, instructions: cat.Instructions})
+			cancel()
+			if err != nil {
+				in.log.Warn().Str("error", redact(err.Error())).Msg("refreshing the remote provider's catalog failed; keeping the old one")
+				continue
+			}
+			cat = next
+			in.mu.Lock()
+			in.tools = len(cat.Tools)
+			in.mu.Unlock()
+			in.publish(up, cat)
+			in.log.Info().Int("tools", len(cat.Tools)).Msg("remote provider catalog refreshed")
+		}
+	}
+}
+
+// drain waits (bounded) for the calls in flight to finish.
+func (in *instance) drain() {
+	deadline := time.Now().Add(drainWait)
+	for in.inFlight.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// onNotification handles a server notification no call took.
+func (in *instance) onNotification(method string, params json.RawMessage, listChanged chan<- struct{}) {
+	switch method {
+	case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
+		select {
+		case listChanged <- struct{}{}:
+		default:
+		}
+		return
+	case "notifications/subscriptions/acknowledged":
+		return
+	case "notifications/message":
+		in.log.Debug().Str("params", in.m.opts.Redact(string(params))).Msg("remote provider log message")
+	}
+	if f := in.m.opts.OnNotification; f != nil {
+		f(in.spec.Key, method, params)
+	}
+}
+
+// fetchCatalog lists everything the server's capabilities advertise, as raw
+// items. A failing tools/list fails the fetch; the other lists are optional.
+func (in *instance) fetchCatalog(ctx context.Context, cl *client, h *hello) (*switchboard.Catalog, error) {
+	cat := &switchboard.Catalog{Instructions: h.instructions, Capabilities: h.caps}
+	var err error
+	if h.has("tools") {
+		if cat.Tools, err = listAll(ctx, cl, "tools/list", "tools"); err != nil {
+			return nil, err
+		}
+		cat.Tools = cl.setTools(cat.Tools)
+	}
+	optional := func(dst *[]json.RawMessage, method, field string) error {
+		items, err := listAll(ctx, cl, method, field)
+		var rpcErr *switchboard.RPCError
+		if errors.As(err, &rpcErr) {
+			in.log.Warn().Str("method", method).Str("error", in.m.opts.Redact(rpcErr.Message)).Msg("remote provider list failed; treating as empty")
+			return nil
+		}
+		*dst = items
+		return err
+	}
+	if h.has("prompts") {
+		if err := optional(&cat.Prompts, "prompts/list", "prompts"); err != nil {
+			return nil, err
+		}
+	}
+	if h.has("resources") {
+		if err := optional(&cat.Resources, "resources/list", "resources"); err != nil {
+			return nil, err
+		}
+		if err := optional(&cat.ResourceTemplates, "resources/templates/list", "resourceTemplates"); err != nil {
+			return nil, err
+		}
+	}
+	return cat, nil
+}
+
+// listAll calls a paginated list method and returns the raw items.
+func listAll(ctx context.Context, cl *client, method, field string) ([]json.RawMessage, error) {
+	var items []json.RawMessage
+	cursor := ""
+	seen := map[string]bool{}
+	for range maxCatalogPages {
+		params := json.RawMessage(`{}`)
+		if cursor != "" {
+			params = append(append([]byte(`{"cursor":`), jsonrpc.AppendString(nil, cursor)...), '}')
+		}
+		raw, err := cl.Call(ctx, &switchboard.Request{Method: method, Params: params})
+		if err != nil {
+			return nil, fmt.Errorf("listing %s: %w", method, err)
+		}
+		var page map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &page); err != nil {
+			return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding result", method)
+		}
+		if f := page[field]; jsonrpc.Has(f) {
+			var got []json.RawMessage
+			if err := json.Unmarshal(f, &got); err != nil {
+				return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding %s", method, field)
+			}
+			items = append(items, got...)
+		}
+		cursor = ""
+		if nc := page["nextCursor"]; jsonrpc.Has(nc) {
+			if err := json.Unmarshal(nc, &cursor); err != nil {
+				return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding nextCursor", method)
+			}
+		}
+		if cursor == "" {
+			return items, nil
+		}
+		if seen[cursor] {
+			return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "listing %s: pagination loops", method)
+		}
+		seen[cursor] = true
+	}
+	return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "listing %s: more than %d pages", method, maxCatalogPages)
+}
+
+// limited is the Upstream handed out for a running instance: the
+// connection behind a concurrency limit, a bounded wait queue and a
+// per-call timeout.
+type limited struct {
+	cl       *client
+	slots    chan struct{}
+	waiting  atomic.Int64
+	inFlight *atomic.Int64
+	maxQueue int64
+	timeout  time.Duration
+	timeouts *timeoutStreak
+	lastUsed *atomic.Int64
+}
+
+var _ switchboard.Upstream = (*limited)(nil)
+
+func newLimited(cl *client, spec Spec, inFlight *atomic.Int64) *limited {
+	return &limited{
+		cl:       cl,
+		slots:    make(chan struct{}, spec.MaxConcurrent),
+		inFlight: inFlight,
+		maxQueue: int64(spec.MaxQueue),
+		timeout:  spec.CallTimeout,
+	}
+}
+
+// Call waits for a slot (failing at once with EOVERLOADED when the queue is
+// full), then calls the server with the per-call timeout.
+func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
+	if l.lastUsed != nil {
+		l.lastUsed.Store(time.Now().UnixNano())
+	}
+	select {
+	case l.slots <- struct{}{}:
+	default:
+		if l.waiting.Add(1) > l.maxQueue {
+			l.waiting.Add(-1)
+			return nil, switchboard.Errorf(switchboard.EOVERLOADED, "calling %s: provider is overloaded", req.Method)
+		}
+		select {
+		case l.slots <- struct{}{}:
+			l.waiting.Add(-1)
+		case <-ctx.Done():
+			l.waiting.Add(-1)
+			return nil, ctxError(req.Method, ctx.Err())
+		case <-l.cl.Done():
+			l.waiting.Add(-1)
+			return nil, l.cl.unavailable(req.Method)
+		}
+	}
+	l.inFlight.Add(1)
+	defer func() {
+		l.inFlight.Add(-1)
+		<-l.slots
+	}()
+	callCtx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	res, err := l.cl.Call(callCtx, req)
+	l.timeouts.observe(ctx, err)
+	return res, err
+}
+
+// Notify sends the server a notification (roots/list_changed, for one). In
+// the stateless era there are none to send; it does nothing.
+func (l *limited) Notify(ctx context.Context, method string, params any) error {
+	if l.cl.era == eraStateless {
+		return nil
+	}
+	var raw []byte
+	if params != nil {
+		b, err := json.Marshal(params)
+		if err != nil {
+			return switchboard.WrapError(switchboard.EINVALID, err, "notifying %s: encoding params", method)
+		}
+		raw = b
+	}
+	return l.cl.notify(ctx, method, raw)
+}
+
+// timeoutStreak counts the calls that hit CallTimeout in a row; at max it
+// trips once. A nil *timeoutStreak counts nothing.
+type timeoutStreak struct {
+	max  int64
+	n    atomic.Int64
+	trip chan struct{}
+}
+
+func newTimeoutStreak(max int) *timeoutStreak {
+	return &timeoutStreak{max: int64(max), trip: make(chan struct{}, 1)}
+}
+
+// observe records how a call ended; caller is the caller's own context (a
+// call it cancelled, or whose deadline came first, does not count).
+func (t *timeoutStreak) observe(caller context.Context, err error) {
+	if t == nil {
+		return
+	}
+	var rpcErr *switchboard.RPCError
+	switch {
+	case err == nil, errors.As(err, &rpcErr):
+		t.n.Store(0)
+	case switchboard.ErrorCode(err) == switchboard.ETIMEOUT && caller.Err() == nil:
+		if t.n.Add(1) == t.max {
+			select {
+			case t.trip <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (t *timeoutStreak) tripped() <-chan struct{} {
+	if t == nil {
+		return nil
+	}
+	return t.trip
+}
+
+func (t *timeoutStreak) count() int64 { return t.n.Load() }

@@ -1,0 +1,181 @@
+package remote
+
+import (
+	"maps"
+	"math"
+	"time"
+
+	"github.com/switchboard-mcp/switchboard"
+)
+
+// Transport choices for Spec.Transport.
+const (
+	// TransportAuto tries streamable HTTP, and falls back to the legacy
+	// HTTP+SSE transport when the server answers as the specification says
+	// an old server does.
+	TransportAuto = ""
+	// TransportStreamable is streamable HTTP only (2025-03-26 and later).
+	TransportStreamable = "streamable-http"
+	// TransportSSE is the HTTP+SSE transport of 2024-11-05 only: the URL is
+	// the server's SSE endpoint.
+	TransportSSE = "sse"
+)
+
+// Protocol choices for Spec.Protocol.
+const (
+	ProtocolAuto      = ""           // probe with server/discover, fall back to initialize
+	ProtocolSession   = "2025-11-25" // initialize only
+	ProtocolStateless = "2026-07-28" // server/discover only
+)
+
+// Defaults applied to a zero Spec field.
+const (
+	DefaultInitTimeout            = 30 * time.Second
+	DefaultCallTimeout            = 60 * time.Second
+	DefaultMaxConcurrent          = 32
+	DefaultMaxQueue               = 256
+	DefaultMaxMessageBytes        = 16 << 20
+	DefaultHealthInterval         = 30 * time.Second
+	DefaultBackoffBase            = 500 * time.Millisecond
+	DefaultBackoffMax             = 30 * time.Second
+	DefaultResetAfter             = 60 * time.Second
+	DefaultMaxFailures            = 5
+	DefaultMaxConsecutiveTimeouts = 3
+)
+
+// Spec describes one remote provider instance: where it is, how to
+// authenticate, and its limits. Zero fields take the documented defaults.
+type Spec struct {
+	// Key names the instance: a shared provider (User "") or a user's own.
+	Key switchboard.InstanceKey
+	// URL is the server's MCP endpoint (for TransportSSE: its SSE endpoint).
+	URL string
+	// Transport is TransportAuto, TransportStreamable or TransportSSE.
+	Transport string
+	// Protocol chooses the era on streamable HTTP: ProtocolAuto,
+	// ProtocolSession or ProtocolStateless.
+	Protocol string
+	// Headers are sent with every request. Values may be secrets: they are
+	// never logged.
+	Headers map[string]string
+	// Auth supplies the Authorization header (OAuth); nil sends none.
+	Auth switchboard.Authorizer
+	// Roots tells the server the client side answers roots/list. Set it only
+	// for an instance that serves one user.
+	Roots bool
+
+	// InitTimeout bounds connecting, the handshake and the first catalog
+	// fetch (default 30s).
+	InitTimeout time.Duration
+	// CallTimeout bounds each call made through the Upstream (default 60s).
+	CallTimeout time.Duration
+	// MaxConcurrent bounds calls in flight to the server (default 32).
+	MaxConcurrent int
+	// MaxQueue bounds calls waiting for a slot; more fail at once with
+	// EOVERLOADED (default 256; negative means no waiting at all).
+	MaxQueue int
+	// MaxMessageBytes bounds one message from the server (default 16 MiB).
+	MaxMessageBytes int
+	// HealthInterval is how often an idle connection is checked (ping, or
+	// server/discover in the stateless era; default 30s; negative disables).
+	HealthInterval time.Duration
+	// Backoff is the reconnect policy.
+	Backoff BackoffPolicy
+	// MaxConsecutiveTimeouts is how many calls in a row may hit CallTimeout
+	// before the connection is dropped and made again (default 3; negative
+	// disables).
+	MaxConsecutiveTimeouts int
+}
+
+// BackoffPolicy is the reconnect policy of a Spec.
+type BackoffPolicy struct {
+	// Base is the first reconnect delay (default 500ms); it doubles with each
+	// consecutive quick failure, with ±25% jitter, never below Base.
+	Base time.Duration
+	// Max caps the delay (default 30s).
+	Max time.Duration
+	// ResetAfter is how long a connection must stay up to not count as a
+	// quick failure (default 60s).
+	ResetAfter time.Duration
+	// MaxFailures consecutive quick failures put the instance in StateFailed
+	// (default 5). A remote provider is never given up on: a failed instance
+	// keeps trying every Max, and comes back on its own when the server does.
+	MaxFailures int
+}
+
+// withDefaults returns s with zero fields set to their defaults.
+func (s Spec) withDefaults() Spec {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&s.InitTimeout, DefaultInitTimeout)
+	def(&s.CallTimeout, DefaultCallTimeout)
+	def(&s.HealthInterval, DefaultHealthInterval)
+	def(&s.Backoff.Base, DefaultBackoffBase)
+	def(&s.Backoff.Max, DefaultBackoffMax)
+	def(&s.Backoff.ResetAfter, DefaultResetAfter)
+	if s.Backoff.Max < s.Backoff.Base {
+		s.Backoff.Max = s.Backoff.Base
+	}
+	if s.MaxConcurrent <= 0 {
+		s.MaxConcurrent = DefaultMaxConcurrent
+	}
+	switch {
+	case s.MaxQueue == 0:
+		s.MaxQueue = DefaultMaxQueue
+	case s.MaxQueue < 0:
+		s.MaxQueue = 0
+	}
+	if s.MaxMessageBytes <= 0 {
+		s.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if s.Backoff.MaxFailures <= 0 {
+		s.Backoff.MaxFailures = DefaultMaxFailures
+	}
+	if s.MaxConsecutiveTimeouts == 0 {
+		s.MaxConsecutiveTimeouts = DefaultMaxConsecutiveTimeouts
+	}
+	return s
+}
+
+// Equal reports whether s and o describe the same instance with the same
+// settings (the same Authorizer value included), i.e. whether a reload from
+// o to s needs no reconnect.
+func (s Spec) Equal(o Spec) bool {
+	a, b := s.withDefaults(), o.withDefaults()
+	return a.Key == b.Key &&
+		a.URL == b.URL &&
+		a.Transport == b.Transport &&
+		a.Protocol == b.Protocol &&
+		maps.Equal(a.Headers, b.Headers) &&
+		a.Auth == b.Auth &&
+		a.Roots == b.Roots &&
+		a.InitTimeout == b.InitTimeout &&
+		a.CallTimeout == b.CallTimeout &&
+		a.MaxConcurrent == b.MaxConcurrent &&
+		a.MaxQueue == b.MaxQueue &&
+		a.MaxMessageBytes == b.MaxMessageBytes &&
+		a.HealthInterval == b.HealthInterval &&
+		a.Backoff == b.Backoff &&
+		a.MaxConsecutiveTimeouts == b.MaxConsecutiveTimeouts
+}
+
+// backoffDelay returns the delay before reconnect attempt n (1-based):
+// Base·2ⁿ⁻¹ with ±25% jitter (u in [0,1)), never below Base and never above
+// Max.
+func backoffDelay(p BackoffPolicy, n int, u float64) time.Duration {
+	if n < 1 {
+		n = 1
+	}
+	d := float64(p.Base) * math.Pow(2, float64(min(n-1, 62)))
+	d *= 0.75 + 0.5*u
+	if d > float64(p.Max) {
+		return p.Max
+	}
+	if d < float64(p.Base) {
+		return p.Base
+	}
+	return time.Duration(d)
+}
