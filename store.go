@@ -33,8 +33,26 @@ type Store interface {
 	// A StoreChange with an empty Bucket means "anything may have changed":
 	// reload everything.
 	Changes() <-chan StoreChange
+	Leases
 	// Close releases the store.
 	Close() error
+}
+
+// Leases are named, expiring claims that replicas sharing a store use to let
+// one of them at a time do something (refresh one OAuth grant). A lease is
+// not a lock that survives its holder: it lapses after its ttl, measured by
+// the store's own clock (PostgreSQL's now()), never by a replica's.
+type Leases interface {
+	// TryLease takes the lease name for holder until ttl from now, and
+	// reports whether it did: it does when nobody holds it, when its
+	// previous holder's ttl ran out, or when holder already holds it (then
+	// the ttl starts again). It reports false, and changes nothing, while
+	// another holder's lease runs.
+	TryLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	// ReleaseLease gives up holder's lease name. A lease that holder does
+	// not hold (never taken, lapsed, or taken over by another) is left
+	// alone, without error.
+	ReleaseLease(ctx context.Context, name, holder string) error
 }
 
 // StoreTx is one Store transaction.

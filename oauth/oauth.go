@@ -40,7 +40,22 @@ const (
 	// (the network, a 5xx) is tried again.
 	retryTransient = 15 * time.Second
 	httpTimeout    = 30 * time.Second
+	// leaseTTL is how long a replica's refresh lease on a grant lasts: a
+	// bit over the token request's timeout, so that it outlives the
+	// request and the save of its answer, and lapses when its holder died.
+	leaseTTL = httpTimeout + 15*time.Second
+	// leaseRetry is how soon Run looks again at a grant whose refresh lease
+	// another replica held: by then that replica has usually saved the
+	// rotated grant, and Run finds it not yet due.
+	leaseRetry = time.Second
+	// leasePoll is how often a call that needs a token while another
+	// replica refreshes it reads the store again, for at most leaseWait.
+	leasePoll = 100 * time.Millisecond
+	leaseWait = 10 * time.Second
 )
+
+// errLeased means another replica holds the grant's refresh lease.
+var errLeased = errors.New("another replica is refreshing the OAuth connection")
 
 // Config is the OAuth connection a provider declares. Either Resource (a
 // remote MCP server: everything is discovered from it, as the MCP
@@ -89,6 +104,14 @@ type Options struct {
 	HTTPClient *http.Client
 	// Redactor, if set, learns every token value before it is used.
 	Redactor switchboard.Redactor
+	// Leases, if set, are shared by the replicas of one store: a Manager
+	// refreshes a grant only while it holds the grant's lease
+	// ("oauth-refresh:<user>/<provider>"), so that two replicas never spend
+	// one refresh token (a server that rotates refresh tokens may revoke
+	// the whole grant when one is used twice). Holder names this Manager
+	// among them (default: random).
+	Leases switchboard.Leases
+	Holder string
 	// OnEvent hears of connections made, refreshed, expired and removed.
 	// It is called without locks held; it must not block for long.
 	OnEvent func(Event)
@@ -175,6 +198,9 @@ func New(logger zerolog.Logger, opts Options) (*Manager, error) {
 	}
 	if opts.RefreshBefore <= 0 {
 		opts.RefreshBefore = DefaultRefreshBefore
+	}
+	if opts.Leases != nil && opts.Holder == "" {
+		opts.Holder = rand.Text()
 	}
 	return &Manager{
 		log:     logger,
@@ -710,13 +736,19 @@ func (m *Manager) Token(ctx context.Context, user, provider string) (switchboard
 	now := m.opts.Now()
 	if at := m.refreshAt(t); !at.IsZero() && !now.Before(at) {
 		next, err := m.refreshLocked(ctx, key, t)
+		if errors.Is(err, errLeased) && !t.Expiry.IsZero() && !now.Before(t.Expiry) {
+			// Another replica is refreshing it, and the old token is
+			// spent: wait for the new one.
+			next, err = m.awaitRefresh(ctx, key, t)
+		}
 		switch {
 		case err == nil:
 			t = next
 		case switchboard.ErrorCode(err) == switchboard.EUNAUTHORIZED:
 			return "", err
 		case t.Expiry.IsZero() || now.Before(t.Expiry):
-			// A passing failure, and the old token is still good.
+			// A passing failure, or another replica is refreshing it,
+			// and the old token is still good.
 		default:
 			return "", err
 		}
@@ -772,14 +804,103 @@ func (m *Manager) Rejected(ctx context.Context, user, provider, sent, challenge 
 		return switchboard.Errorf(switchboard.EUNAUTHORIZED, "the OAuth connection to %s expired; connect again", provider)
 	}
 	_, err = m.refreshLocked(ctx, key, t)
+	if errors.Is(err, errLeased) {
+		_, err = m.awaitRefresh(ctx, key, t)
+	}
 	return err
+}
+
+// leaseName is the name of key's refresh lease.
+func leaseName(key Connection) string {
+	return "oauth-refresh:" + key.User + "/" + key.Provider
+}
+
+// awaitRefresh waits, at most leaseWait, for the refresh of key's grant t
+// that another replica is making (its lock is held): it returns the grant
+// that replica saved, or refreshes it here if the lease comes free first
+// (its holder gave up or died).
+func (m *Manager) awaitRefresh(ctx context.Context, key Connection, t *Token) (*Token, error) {
+	wait := time.NewTimer(leaseWait)
+	defer wait.Stop()
+	tick := time.NewTicker(leasePoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for another replica's refresh of the OAuth connection to %s: %w", key.Provider, ctx.Err())
+		case <-wait.C:
+			return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, errLeased, "waiting %v for another replica's refresh of the OAuth connection to %s", leaseWait, key.Provider)
+		case <-tick.C:
+		}
+		cur, err := m.load(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if cur.AccessToken != t.AccessToken {
+			m.schedule(key, cur)
+			return cur, nil
+		}
+		next, err := m.refreshLocked(ctx, key, t)
+		if !errors.Is(err, errLeased) {
+			return next, err
+		}
+	}
+}
+
+// retryAt makes Run look at key's grant again after d.
+func (m *Manager) retryAt(key Connection, d time.Duration) {
+	m.mu.Lock()
+	m.due[key] = m.opts.Now().Add(d)
+	m.mu.Unlock()
 }
 
 // refreshLocked refreshes key's grant (its lock is held). A refusal by the
 // authorization server expires the grant; a passing failure keeps it and
-// is retried soon.
+// is retried soon. With Options.Leases, it first takes the grant's refresh
+// lease (errLeased when another replica holds it) and reads the grant again
+// under it: a replica that refreshed it meanwhile saved the rotated one, which
+// is returned as it is unless it too is due.
 func (m *Manager) refreshLocked(ctx context.Context, key Connection, t *Token) (*Token, error) {
-	next, permanent, err := m.refresh(ctx, t)
+	if l := m.opts.Leases; l != nil {
+		name := leaseName(key)
+		got, err := l.TryLease(ctx, name, m.opts.Holder, leaseTTL)
+		if err != nil {
+			m.retryAt(key, retryTransient)
+			return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "taking the refresh lease of the OAuth connection to %s", key.Provider)
+		}
+		if !got {
+			return nil, errLeased
+		}
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := l.ReleaseLease(rctx, name, m.opts.Holder); err != nil {
+				m.log.Warn().Err(err).Str("user", key.User).Str("provider", key.Provider).Msg("releasing an oauth refresh lease failed; it lapses by itself")
+			}
+		}()
+		cur, err := m.load(ctx, key)
+		if err != nil {
+			if switchboard.ErrorCode(err) == switchboard.EUNAUTHORIZED {
+				m.mu.Lock()
+				delete(m.due, key)
+				m.mu.Unlock()
+				return nil, err
+			}
+			m.retryAt(key, retryTransient)
+			return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "refreshing the OAuth connection to %s", key.Provider)
+		}
+		if cur.AccessToken != t.AccessToken || cur.RefreshToken != t.RefreshToken {
+			m.schedule(key, cur)
+			if at := m.refreshAt(cur); at.IsZero() || m.opts.Now().Before(at) {
+				return cur, nil
+			}
+		}
+		t = cur
+	}
+	// The request must end well within the lease.
+	rctx, cancel := context.WithTimeout(ctx, httpTimeout)
+	defer cancel()
+	next, permanent, err := m.refresh(rctx, t)
 	if err != nil {
 		if permanent {
 			// Another replica sharing the store may have refreshed (and
@@ -795,9 +916,7 @@ func (m *Manager) refreshLocked(ctx context.Context, key Connection, t *Token) (
 			return nil, switchboard.WrapError(switchboard.EUNAUTHORIZED, err, "the OAuth connection to %s expired; connect again", key.Provider)
 		}
 		m.log.Warn().Str("user", key.User).Str("provider", key.Provider).Str("error", err.Error()).Msg("refreshing an oauth token failed; will retry")
-		m.mu.Lock()
-		m.due[key] = m.opts.Now().Add(retryTransient)
-		m.mu.Unlock()
+		m.retryAt(key, retryTransient)
 		return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "refreshing the OAuth connection to %s", key.Provider)
 	}
 	if err := m.opts.Store.SaveToken(ctx, key.User, key.Provider, next); err != nil {
@@ -991,7 +1110,31 @@ func (m *Manager) refreshDue(ctx context.Context, key Connection) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, httpTimeout)
 	defer cancel()
-	_, _ = m.refreshLocked(rctx, key, t)
+	if _, err := m.refreshLocked(rctx, key, t); errors.Is(err, errLeased) {
+		// Another replica is refreshing it: look again soon, by when it
+		// will have saved the rotated grant.
+		m.retryAt(key, leaseRetry)
+	}
+}
+
+// Reload reads user's grant for provider again, after another replica
+// sharing the store made or changed it, and schedules its refresh here too:
+// every replica keeps every grant fresh (one at a time, under its lease with
+// Options.Leases), so that none depends on the replica that made it. A grant
+// gone or expired is no longer refreshed.
+func (m *Manager) Reload(ctx context.Context, user, provider string) {
+	key := Connection{user, provider}
+	t, err := m.opts.Store.Token(ctx, user, provider)
+	switch {
+	case switchboard.ErrorCode(err) == switchboard.ENOTFOUND || err == nil && t.Expired:
+		m.mu.Lock()
+		delete(m.due, key)
+		m.mu.Unlock()
+	case err == nil:
+		m.redact(t.AccessToken.Reveal())
+		m.redact(t.RefreshToken.Reveal())
+		m.schedule(key, t)
+	}
 }
 
 // Status returns the state of user's connection to provider.

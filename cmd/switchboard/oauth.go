@@ -115,6 +115,10 @@ func (m *Main) openOAuth(cfg *providers.Config) error {
 		ClientName:  "Switchboard",
 		Redactor:    m.redactor,
 		OnEvent:     func(e oauth.Event) { go m.oauthEvent(e) },
+		// Replicas sharing the store refresh each grant under its lease;
+		// the suffix keeps two processes given one replica name apart.
+		Leases: m.store,
+		Holder: cfg.Replica + "/" + rand.Text(),
 	}
 	if strings.HasPrefix(base, "https://") {
 		opts.ClientMetadataURL = base + clientPath
@@ -369,9 +373,14 @@ func (m *Main) renewChild(ctx context.Context, key switchboard.InstanceKey) {
 // requests read the grant from the store), so a refresh by any replica
 // interrupts no call. Any other change (secrets replaced, a connection
 // removed or expired) stops the user's instance, remote or not; it starts
-// again with the new credentials on the next call.
+// again with the new credentials on the next call. Either way this
+// replica's OAuth refresher learns the grant's new state.
 func (m *Main) connectionChangedElsewhere(ctx context.Context, key switchboard.InstanceKey) {
-	if p := m.config().Providers[key.Provider]; p != nil && p.OAuth != nil && m.vault.Connected(key.User, key.Provider) {
+	p := m.config().Providers[key.Provider]
+	if p != nil && p.OAuth != nil && m.oauth != nil {
+		m.oauth.Reload(ctx, key.User, key.Provider) // refreshed here too from now on
+	}
+	if p != nil && p.OAuth != nil && m.vault.Connected(key.User, key.Provider) {
 		m.oauthEvent(oauth.Event{Kind: oauth.EventRefreshed, User: key.User, Provider: key.Provider})
 		return
 	}

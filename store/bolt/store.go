@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -60,6 +61,15 @@ type Store struct {
 	db       *bolt.DB
 	path     string
 	readOnly bool
+
+	lmu    sync.Mutex
+	leases map[string]lease // by name
+}
+
+// lease is one taken lease: by whom, until when (by the monotonic clock).
+type lease struct {
+	holder  string
+	expires time.Time
 }
 
 var _ switchboard.Store = (*Store)(nil)
@@ -194,6 +204,47 @@ func (s *Store) Update(ctx context.Context, fn func(switchboard.StoreTx) error) 
 // Changes implements switchboard.Store: one process owns the file, so no
 // other writer can change it.
 func (s *Store) Changes() <-chan switchboard.StoreChange { return nil }
+
+// TryLease implements switchboard.Leases. One process owns the file, so the
+// leases live in this Store value's memory, not in the file: they lapse with
+// the process, as a lease of a replica that is gone lapses with its ttl.
+func (s *Store) TryLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	if name == "" || holder == "" || ttl <= 0 {
+		return false, switchboard.Errorf(switchboard.EINVALID, "taking a lease: name, holder and a positive ttl are required")
+	}
+	now := time.Now()
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	if l, ok := s.leases[name]; ok && l.holder != holder && now.Before(l.expires) {
+		return false, nil
+	}
+	if s.leases == nil {
+		s.leases = map[string]lease{}
+	}
+	for n, l := range s.leases { // keep the map as small as the live leases
+		if !now.Before(l.expires) {
+			delete(s.leases, n)
+		}
+	}
+	s.leases[name] = lease{holder: holder, expires: now.Add(ttl)}
+	return true, nil
+}
+
+// ReleaseLease implements switchboard.Leases.
+func (s *Store) ReleaseLease(ctx context.Context, name, holder string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	if l, ok := s.leases[name]; ok && l.holder == holder {
+		delete(s.leases, name)
+	}
+	return nil
+}
 
 // Close closes the file, waiting for open transactions. It is safe to call
 // more than once.

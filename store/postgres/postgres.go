@@ -1,9 +1,10 @@
 // Package postgres implements switchboard.Store on PostgreSQL, for several
 // gateway replicas sharing one state.
 //
-// Everything lives in three tables (see migrations/): switchboard_kv holds
+// Everything lives in four tables (see migrations/): switchboard_kv holds
 // the values, as bytea by bucket and key; switchboard_changes records each
-// committed write; switchboard_meta holds bookkeeping. The schema is created
+// committed write; switchboard_meta holds bookkeeping; switchboard_leases
+// holds the replicas' leases (switchboard.Leases). The schema is created
 // and upgraded by Open under an advisory lock, so replicas that start
 // together migrate it once.
 //
@@ -532,6 +533,38 @@ func (s *Store) recordChanges(ctx context.Context, tx pgx.Tx, changes []change) 
 		SELECT $1, b, k, p FROM unnest($2::text[], $3::bytea[], $4::bool[]) AS u(b, k, p)`, s.writer, buckets, keys, prefix)
 	b.Queue("SELECT pg_notify($1, '')", notifyChannel)
 	return tx.SendBatch(ctx, b).Close()
+}
+
+// TryLease implements switchboard.Leases in table switchboard_leases, in one
+// statement: the row is inserted, or taken over when its lease ran out or
+// holder holds it, by the database's clock. Concurrent takers serialize on
+// the row; exactly one of them gets a free lease.
+func (s *Store) TryLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	if err := s.check(); err != nil {
+		return false, err
+	}
+	if name == "" || holder == "" || ttl <= 0 {
+		return false, switchboard.Errorf(switchboard.EINVALID, "taking a lease: name, holder and a positive ttl are required")
+	}
+	tag, err := s.pool.Exec(ctx, `INSERT INTO switchboard_leases AS l (name, holder, expires)
+		VALUES ($1, $2, now() + make_interval(secs => $3))
+		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
+		WHERE l.expires <= now() OR l.holder = excluded.holder`, name, holder, ttl.Seconds())
+	if err != nil {
+		return false, unavailable("taking lease "+name, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// ReleaseLease implements switchboard.Leases.
+func (s *Store) ReleaseLease(ctx context.Context, name, holder string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, "DELETE FROM switchboard_leases WHERE name = $1 AND holder = $2", name, holder); err != nil {
+		return unavailable("releasing lease "+name, err)
+	}
+	return nil
 }
 
 // Changes delivers what other Store values on the database changed. It is

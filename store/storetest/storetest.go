@@ -18,6 +18,10 @@
 //   - What was committed is there after Close and a new Open. After Close,
 //     calls fail and the Changes channel (if any) is closed.
 //   - Values of several MiB round-trip.
+//   - Leases: a lease taken by one holder is refused to another until it is
+//     released or its ttl runs out; its holder may take it again; a release
+//     by someone else changes nothing; of many holders racing for a free
+//     lease (through several Store values, when shared), exactly one gets it.
 //
 // For backends several Store values may share at once (Options.Shared, e.g.
 // PostgreSQL), Changes is checked too: a committed write through one value
@@ -99,6 +103,9 @@ func Run(t *testing.T, o Options) {
 		{"ChangesDataVisible", s.changesDataVisible, true},
 		{"ChangesSlowConsumer", s.changesSlowConsumer, true},
 		{"ConcurrentIncrementsAcrossValues", s.incrementsAcross, true},
+		{"LeaseHolders", s.leaseHolders, false},
+		{"LeaseExpires", s.leaseExpires, false},
+		{"LeaseContention", s.leaseContention, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -939,4 +946,134 @@ func (s suite) changesSlowConsumer(t *testing.T) {
 	start := time.Now()
 	seen := WaitChange(t, ch, bucket, last, 30*time.Second)
 	t.Logf("after %d unread changes, the consumer learned of the last in %d reads, %s", updates*per, len(seen), time.Since(start))
+}
+
+// MustTryLease takes a lease and fails tb on an error.
+func MustTryLease(tb testing.TB, st switchboard.Store, name, holder string, ttl time.Duration) bool {
+	tb.Helper()
+	ok, err := st.TryLease(context.Background(), name, holder, ttl)
+	if err != nil {
+		tb.Fatalf("TryLease(%s, %s): %v", name, holder, err)
+	}
+	return ok
+}
+
+func (s suite) leaseHolders(t *testing.T) {
+	st, _ := s.open(t)
+	ctx := ctxT(t)
+	const ttl = time.Minute
+	if !MustTryLease(t, st, "job", "a", ttl) {
+		t.Fatal("a could not take a free lease")
+	}
+	if MustTryLease(t, st, "job", "b", ttl) {
+		t.Fatal("b took the lease a holds")
+	}
+	if !MustTryLease(t, st, "job", "a", ttl) {
+		t.Fatal("a could not take again the lease it holds")
+	}
+	if !MustTryLease(t, st, "other", "b", ttl) {
+		t.Fatal("b could not take another, free, lease")
+	}
+	if err := st.ReleaseLease(ctx, "job", "b"); err != nil {
+		t.Fatalf("ReleaseLease by a non-holder: %v", err)
+	}
+	if MustTryLease(t, st, "job", "b", ttl) {
+		t.Fatal("b took a's lease after b's own release of it")
+	}
+	if err := st.ReleaseLease(ctx, "job", "a"); err != nil {
+		t.Fatalf("ReleaseLease: %v", err)
+	}
+	if err := st.ReleaseLease(ctx, "job", "a"); err != nil {
+		t.Fatalf("ReleaseLease of a released lease: %v", err)
+	}
+	if !MustTryLease(t, st, "job", "b", ttl) {
+		t.Fatal("b could not take the lease a released")
+	}
+	if MustTryLease(t, st, "job", "a", ttl) {
+		t.Fatal("a took the lease b now holds")
+	}
+	for _, tc := range []struct {
+		name, lease, holder string
+		ttl                 time.Duration
+	}{
+		{"no name", "", "a", ttl},
+		{"no holder", "job2", "", ttl},
+		{"no ttl", "job2", "a", 0},
+	} {
+		if _, err := st.TryLease(ctx, tc.lease, tc.holder, tc.ttl); err == nil {
+			t.Errorf("TryLease with %s: no error", tc.name)
+		}
+	}
+}
+
+func (s suite) leaseExpires(t *testing.T) {
+	st, _ := s.open(t)
+	const ttl = 500 * time.Millisecond
+	start := time.Now()
+	if !MustTryLease(t, st, "job", "a", ttl) {
+		t.Fatal("a could not take a free lease")
+	}
+	if MustTryLease(t, st, "job", "b", time.Minute) {
+		t.Fatal("b took a's lease before its ttl ran out")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !MustTryLease(t, st, "job", "b", time.Minute) {
+		if time.Now().After(deadline) {
+			t.Fatalf("b could not take a's lease %v after its %v ttl", time.Since(start), ttl)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if took := time.Since(start); took < ttl {
+		t.Fatalf("b took a's lease after %v, before its %v ttl ran out", took, ttl)
+	}
+	if MustTryLease(t, st, "job", "a", ttl) {
+		t.Fatal("a took back the lease b took over")
+	}
+	if err := st.ReleaseLease(ctxT(t), "job", "a"); err != nil {
+		t.Fatalf("ReleaseLease of a lapsed lease: %v", err)
+	}
+	if MustTryLease(t, st, "job", "c", ttl) {
+		t.Fatal("a's release of its lapsed lease freed b's")
+	}
+}
+
+func (s suite) leaseContention(t *testing.T) {
+	st, again := s.open(t)
+	stores := []switchboard.Store{st}
+	if s.o.Shared {
+		stores = append(stores, again(t), again(t))
+	}
+	for round := range 5 {
+		name := "race" + strconv.Itoa(round)
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			won  []string
+			errs []error
+		)
+		start := make(chan struct{})
+		for i := range 8 {
+			holder := "h" + strconv.Itoa(i)
+			wg.Go(func() {
+				<-start
+				ok, err := stores[i%len(stores)].TryLease(context.Background(), name, holder, time.Minute)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+				}
+				if ok {
+					won = append(won, holder)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if len(errs) > 0 {
+			t.Fatalf("round %d: TryLease: %v", round, errors.Join(errs...))
+		}
+		if len(won) != 1 {
+			t.Fatalf("round %d: %d holders took one free lease (%v); want exactly one", round, len(won), won)
+		}
+	}
 }
