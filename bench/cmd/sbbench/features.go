@@ -96,7 +96,7 @@ func runFeatures(ctx context.Context, o *options, bins harness.Bins, tmp string)
 	r.rounds = max(o.rounds, len(r.variants))
 	for i, v := range r.variants {
 		cfg := harness.Config{
-			Providers: []harness.Provider{{Name: "echo", Command: bins.Echo}},
+			Providers: []harness.Provider{o.echo(bins)},
 			LogLevel:  o.logLevel,
 			NoAuth:    v.noAuth,
 			NoAudit:   v.noAudit,

@@ -45,6 +45,10 @@ type options struct {
 	baseline        string
 	keep            bool
 	logLevel        string
+	// childProtocol is the era the gateway speaks to the echo child in
+	// (providers' protocol setting); the direct side always initializes a
+	// session, so the default compares like with like.
+	childProtocol string
 
 	dur      time.Duration
 	warm     time.Duration
@@ -88,6 +92,7 @@ func main() {
 	flag.StringVar(&o.baseline, "baseline", "", "with -features-tracing: also run this gateway binary (built before tracing) with tracing off")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, gateway logs, audit logs)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "gateway log.level (info is the shipped default)")
+	flag.StringVar(&o.childProtocol, "child-protocol", "2025-11-25", "the era the gateway speaks to the echo child in (a provider's protocol setting: 2025-11-25, 2026-07-28, or auto); the direct side speaks 2025-11-25")
 	flag.DurationVar(&o.dur, "dur", 2*time.Second, "measuring time of each load phase")
 	flag.DurationVar(&o.warm, "warm", 300*time.Millisecond, "warm-up before each load phase")
 	flag.DurationVar(&o.settle, "settle", time.Second, "wait before reading an idle RSS")
@@ -218,4 +223,14 @@ func run(ctx context.Context, o *options) error {
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "sbbench: "+format+"\n", args...)
+}
+
+// echo is the echo provider of the call measurements, spoken to in
+// o.childProtocol.
+func (o *options) echo(bins harness.Bins) harness.Provider {
+	p := harness.Provider{Name: "echo", Command: bins.Echo}
+	if o.childProtocol != "auto" {
+		p.Protocol = o.childProtocol
+	}
+	return p
 }

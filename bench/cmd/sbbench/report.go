@@ -130,8 +130,8 @@ func mainReport(o *options, m machine, r *mainResults, took time.Duration) strin
 	}
 	fmt.Fprintf(&b, "Features of the measured gateway: authentication %s; role filter on every list and call; audit log %s; metrics %s; log level %s to a file; rate limit raised to 10⁹/s (one load-generator principal).\n\n",
 		auth, audit, metrics, f.logLevel)
-	fmt.Fprintf(&b, "Each call figure is the best of %d rounds of %s (after %s warm-up), direct and gateway alternating. Ratio is gateway ÷ direct stdio: for latency lower is better, for throughput higher is better. Both sides drive the same `bin/echo` (`echo` tool); the direct side uses `supervisor.Conn`, with the same number of concurrent callers sharing one child as there are gateway sessions sharing the gateway's one child.\n\n",
-		o.rounds, o.dur, o.warm)
+	fmt.Fprintf(&b, "Each call figure is the best of %d rounds of %s (after %s warm-up), direct and gateway alternating. Ratio is gateway ÷ direct stdio: for latency lower is better, for throughput higher is better. Both sides drive the same `bin/echo` (`echo` tool); the direct side uses `supervisor.Conn` in a session (protocol 2025-11-25), with the same number of concurrent callers sharing one child as there are gateway sessions sharing the gateway's one child; the gateway speaks to its child in protocol %s (`-child-protocol`).\n\n",
+		o.rounds, o.dur, o.warm, o.childProtocol)
 
 	var rows []row
 	for _, sc := range r.callOrder {

@@ -141,7 +141,7 @@ func runMain(ctx context.Context, o *options, bins harness.Bins, tmp string) (*m
 // returns it with a client and a first session that already lists the tools.
 func startEcho(ctx context.Context, o *options, bins harness.Bins, dir, binary string, idle int) (*harness.Env, *harness.Gateway, *mcpclient.Client, *mcpclient.Session, error) {
 	env, err := harness.NewEnv(bins, dir, harness.Config{
-		Providers: []harness.Provider{{Name: "echo", Command: bins.Echo}},
+		Providers: []harness.Provider{o.echo(bins)},
 		LogLevel:  o.logLevel,
 	})
 	if err != nil {
@@ -495,7 +495,7 @@ func coldPhase(ctx context.Context, o *options, bins harness.Bins, dir string, r
 	}
 	logf("cold start: %d runs each, gateway (exec → first tools/list listing echo's tools) and direct", o.coldRuns)
 	env, err := harness.NewEnv(bins, dir, harness.Config{
-		Providers: []harness.Provider{{Name: "echo", Command: bins.Echo}},
+		Providers: []harness.Provider{o.echo(bins)},
 		LogLevel:  o.logLevel,
 	})
 	if err != nil {

@@ -124,6 +124,9 @@ type Provider struct {
 	Args     []string
 	ReadOnly bool
 	Allow    []string
+	// Protocol is the provider's protocol setting (the era the gateway
+	// speaks to it in); empty leaves the default (auto).
+	Protocol string
 }
 
 // Role is one role in a generated gateway.yaml.
@@ -253,6 +256,9 @@ func (c Config) yaml() string {
 		}
 		if p.ReadOnly {
 			b.WriteString("    read_only: true\n")
+		}
+		if p.Protocol != "" {
+			fmt.Fprintf(&b, "    protocol: %s\n", q(p.Protocol))
 		}
 		if len(p.Allow) > 0 {
 			fmt.Fprintf(&b, "    tools:\n      allow: %s\n", list(p.Allow))
