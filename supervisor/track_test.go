@@ -417,6 +417,9 @@ func TestSubreaperStopClosesStdin(t *testing.T) {
 	}
 	killLaterPID(t, g.provider)
 	g.do(t, "stop", "stopped")
+	// The gateway's stderr reaches g.log through a copying goroutine, which
+	// can lag behind the "stopped" answer on stdout.
+	waitUntil(t, 10*time.Second, func() bool { return strings.Contains(g.log.String(), "provider stopped") }, "the stop to be logged")
 	log := g.log.String()
 	if strings.Contains(log, "sending SIGTERM") || !strings.Contains(log, `"exit_code":0,"signal":""`) {
 		t.Errorf("the provider did not exit by itself at EOF; log:\n%s", log)
