@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,38 +13,6 @@ import (
 	"github.com/switchboard-mcp/switchboard/store/postgres/pgtest"
 	"github.com/switchboard-mcp/switchboard/vault"
 )
-
-// mustOpenOAuthReplica serves cfg (REPLICA and PORT replaced) as replica
-// name on the database dsn with the vault key keyB64.
-func mustOpenOAuthReplica(t *testing.T, cfg, name, port, dsn, keyB64 string) *gateway {
-	t.Helper()
-	dir := t.TempDir()
-	cfg = strings.NewReplacer("BIN", binDir, "REPLICA", name, "PORT", port).Replace(cfg)
-	if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "dsn"), []byte(dsn), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g := &gateway{Main: NewMain(filepath.Join(dir, "gateway.yaml")), dir: dir, log: &syncBuffer{}}
-	g.Stderr = g.log
-	g.Getenv = func(k string) string {
-		if k == vault.EnvKey {
-			return keyB64
-		}
-		return ""
-	}
-	if err := g.Open(context.Background()); err != nil {
-		t.Fatalf("Open %s: %v\n%s", name, err, g.log.String())
-	}
-	t.Cleanup(func() {
-		_ = g.Close()
-		if t.Failed() {
-			t.Logf("%s log:\n%s", name, g.log.String())
-		}
-	})
-	return g
-}
 
 // TestOAuthAcrossReplicas: two replicas on one PostgreSQL store, one
 // public address (auth.resource_url, served by r1). Ann connects through
@@ -93,8 +58,9 @@ providers:
     scope: user
     oauth: {}
 `
-	g1 := mustOpenOAuthReplica(t, strings.Replace(cfg, "LISTEN", port, 1), "r1", port, dsn, key)
-	g2 := mustOpenOAuthReplica(t, strings.Replace(cfg, "LISTEN", "0", 1), "r2", port, dsn, key)
+	cfg = strings.ReplaceAll(cfg, "PORT", port)
+	g1 := mustOpenReplicaConfig(t, strings.Replace(cfg, "LISTEN", port, 1), "r1", dsn, key)
+	g2 := mustOpenReplicaConfig(t, strings.Replace(cfg, "LISTEN", "0", 1), "r2", dsn, key)
 	ann := replicaOps{t, g1}.addUser("ann")
 	waitFor(t, 5*time.Second, func() bool { code, _ := g2.get(t, "/api/connections", ann); return code == 200 }, "r2 to accept ann's key")
 

@@ -41,8 +41,15 @@ providers:
 // with the vault key keyB64 (every replica has the same).
 func mustOpenReplica(t *testing.T, name, dsn, keyB64 string) *gateway {
 	t.Helper()
+	return mustOpenReplicaConfig(t, replicaConfig, name, dsn, keyB64)
+}
+
+// mustOpenReplicaConfig serves cfg (BIN and REPLICA replaced; a "dsn" file
+// beside it holds dsn) as replica name with the vault key keyB64.
+func mustOpenReplicaConfig(t *testing.T, cfg, name, dsn, keyB64 string) *gateway {
+	t.Helper()
 	dir := t.TempDir()
-	cfg := strings.NewReplacer("BIN", binDir, "REPLICA", name).Replace(replicaConfig)
+	cfg = strings.NewReplacer("BIN", binDir, "REPLICA", name).Replace(cfg)
 	if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
