@@ -9,6 +9,7 @@ package switchboard
 import (
 	"context"
 	"encoding/json"
+	"iter"
 	"time"
 )
 
@@ -128,6 +129,34 @@ type Caller interface {
 	// client's result, or an error the child receives as its JSON-RPC error
 	// (*RPCError for a specific code).
 	Request(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error)
+}
+
+// SoleCaller applies the relay rule for a message of a provider that no
+// request ties to a call (a shared child's sampling request outside any
+// call's stream, say): it may reach a client only when that client is the
+// only one with calls in flight on the provider. It returns that client, or
+// nil and why there is none. callers yields the callers of the calls in
+// flight; nil entries (calls no client can be asked about) are skipped.
+func SoleCaller(callers iter.Seq[Caller]) (Caller, string) {
+	var sole Caller
+	keys := 0
+	for c := range callers {
+		if c == nil {
+			continue
+		}
+		if sole == nil {
+			sole, keys = c, 1
+		} else if c.Key() != sole.Key() {
+			keys++
+		}
+	}
+	switch {
+	case sole == nil:
+		return nil, "no client call is in flight on this provider"
+	case keys > 1:
+		return nil, "calls of several clients are in flight on this provider, so the request cannot be tied to one of them"
+	}
+	return sole, ""
 }
 
 // CatalogFunc is called by the supervisor whenever an instance's availability or

@@ -821,25 +821,13 @@ func (c *client) progressTarget(token []byte) *call {
 func (c *client) soleCaller() (switchboard.Caller, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var sole switchboard.Caller
-	keys := 0
-	for _, p := range c.calls {
-		if p.caller == nil {
-			continue
+	return switchboard.SoleCaller(func(yield func(switchboard.Caller) bool) {
+		for _, p := range c.calls {
+			if !yield(p.caller) {
+				return
+			}
 		}
-		if sole == nil {
-			sole, keys = p.caller, 1
-		} else if p.caller.Key() != sole.Key() {
-			keys++
-		}
-	}
-	switch {
-	case sole == nil:
-		return nil, "no client call is in flight on this provider"
-	case keys > 1:
-		return nil, "calls of several clients are in flight on this provider, so the request cannot be tied to one of them"
-	}
-	return sole, ""
+	})
 }
 
 // serverRequest answers a request of the server: ping at once, sampling,
