@@ -41,3 +41,38 @@ func TestSoleCaller(t *testing.T) {
 		})
 	}
 }
+
+// askingCaller answers each request with the method it was asked.
+type askingCaller struct{ asked []string }
+
+func (*askingCaller) Key() string                    { return "k" }
+func (*askingCaller) Notify(string, json.RawMessage) {}
+func (c *askingCaller) Request(_ context.Context, method string, _ json.RawMessage) (json.RawMessage, error) {
+	c.asked = append(c.asked, method)
+	return json.RawMessage(`"` + method + `"`), nil
+}
+
+func TestGatherInput(t *testing.T) {
+	asks := map[string]json.RawMessage{
+		"b": json.RawMessage(`{"method":"sampling/createMessage","params":{}}`),
+		"a": json.RawMessage(`{"method":"elicitation/create","params":{}}`),
+	}
+	if _, err := GatherInput(context.Background(), &Request{Method: "tools/call"}, asks); ErrorCode(err) != EUNAVAILABLE {
+		t.Fatalf("no caller: %v, want EUNAVAILABLE", err)
+	}
+	c := &askingCaller{}
+	got, err := GatherInput(context.Background(), &Request{Method: "tools/call", Caller: c}, asks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got["a"]) != `"elicitation/create"` || string(got["b"]) != `"sampling/createMessage"` || len(got) != 2 {
+		t.Errorf("answers = %s", got)
+	}
+	if !slices.Equal(c.asked, []string{"elicitation/create", "sampling/createMessage"}) {
+		t.Errorf("asked in order %v, want by key", c.asked)
+	}
+	bad := map[string]json.RawMessage{"a": json.RawMessage(`{"params":{}}`)}
+	if _, err := GatherInput(context.Background(), &Request{Method: "tools/call", Caller: c}, bad); err == nil {
+		t.Fatal("a request without a method was asked")
+	}
+}

@@ -526,11 +526,11 @@ func (c *client) callStateless(ctx context.Context, req *switchboard.Request) (j
 		if err := json.Unmarshal(raw, &ir); err != nil {
 			return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "calling %s: decoding the provider's input_required result", req.Method)
 		}
-		answers, err := gatherInput(ctx, req, ir.InputRequests)
+		answers, err := switchboard.GatherInput(ctx, req, ir.InputRequests)
 		if err != nil {
 			return nil, err
 		}
-		params, err := withInput(req.Params, answers, ir.RequestState)
+		params, err := jsonrpc.WithInput(req.Params, answers, ir.RequestState)
 		if err != nil {
 			return nil, switchboard.WrapError(switchboard.EINVALID, err, "calling %s: adding the input", req.Method)
 		}
@@ -1086,54 +1086,6 @@ func isInputRequired(raw []byte) bool {
 	}
 	v, ok := jsonrpc.Member(raw, "resultType")
 	return ok && string(v) == `"input_required"`
-}
-
-// gatherInput asks req's caller for each input the server requested.
-func gatherInput(ctx context.Context, req *switchboard.Request, asks map[string]json.RawMessage) (map[string]json.RawMessage, error) {
-	if req.Caller == nil {
-		return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "calling %s: the provider asked for input, and no client is there to give it", req.Method)
-	}
-	ids := make([]string, 0, len(asks))
-	for id := range asks {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	out := make(map[string]json.RawMessage, len(asks))
-	for _, id := range ids {
-		var r struct {
-			Method string          `json:"method"`
-			Params json.RawMessage `json:"params"`
-		}
-		if err := json.Unmarshal(asks[id], &r); err != nil || r.Method == "" {
-			return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "calling %s: the provider's input request %q is malformed", req.Method, id)
-		}
-		res, err := req.Caller.Request(ctx, r.Method, r.Params)
-		if err != nil {
-			return nil, fmt.Errorf("calling %s: asking the client for %s: %w", req.Method, r.Method, err)
-		}
-		out[id] = res
-	}
-	return out, nil
-}
-
-// withInput returns params with inputResponses and requestState set.
-func withInput(params json.RawMessage, answers map[string]json.RawMessage, state *string) (json.RawMessage, error) {
-	p := []byte(`{}`)
-	if len(bytes.TrimSpace(params)) > 0 {
-		p = params
-	}
-	b, err := json.Marshal(answers)
-	if err != nil {
-		return nil, err
-	}
-	out := jsonrpc.SetMember(nil, jsonrpc.DeleteMembers(nil, p, "_meta", "requestState"), "inputResponses", b)
-	if state != nil {
-		out = jsonrpc.SetMember(nil, out, "requestState", jsonrpc.AppendString(nil, *state))
-	}
-	if !json.Valid(out) {
-		return nil, errors.New("params are not a JSON object")
-	}
-	return out, nil
 }
 
 // resourceSubscription reads the uri of a resources/subscribe or

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"slices"
 	"sort"
 	"sync"
@@ -118,68 +117,16 @@ func (c *Conn) callModern(ctx context.Context, req *switchboard.Request) (json.R
 		if err := json.Unmarshal(raw, &ir); err != nil {
 			return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "calling %s: decoding the provider's input_required result", req.Method)
 		}
-		responses, err := c.gatherInput(ctx, req, ir.InputRequests)
+		responses, err := switchboard.GatherInput(ctx, req, ir.InputRequests)
 		if err != nil {
 			return nil, err
 		}
-		params, err := withInput(req.Params, responses, ir.RequestState)
+		params, err := jsonrpc.WithInput(req.Params, responses, ir.RequestState)
 		if err != nil {
 			return nil, switchboard.WrapError(switchboard.EINVALID, err, "calling %s: adding the input", req.Method)
 		}
 		r.Params = params
 	}
-}
-
-// gatherInput asks req's caller for each input the child requested.
-func (c *Conn) gatherInput(ctx context.Context, req *switchboard.Request, asks map[string]json.RawMessage) (map[string]json.RawMessage, error) {
-	if req.Caller == nil {
-		return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "calling %s: the provider asked for input, and no client is there to give it", req.Method)
-	}
-	ids := make([]string, 0, len(asks))
-	for id := range asks {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	out := make(map[string]json.RawMessage, len(asks))
-	for _, id := range ids {
-		var r struct {
-			Method string          `json:"method"`
-			Params json.RawMessage `json:"params"`
-		}
-		if err := json.Unmarshal(asks[id], &r); err != nil || r.Method == "" {
-			return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "calling %s: the provider's input request %q is malformed", req.Method, id)
-		}
-		res, err := req.Caller.Request(ctx, r.Method, r.Params)
-		if err != nil {
-			return nil, fmt.Errorf("calling %s: asking the client for %s: %w", req.Method, r.Method, err)
-		}
-		out[id] = res
-	}
-	return out, nil
-}
-
-// withInput returns params with inputResponses and requestState set.
-func withInput(params json.RawMessage, responses map[string]json.RawMessage, state *string) (json.RawMessage, error) {
-	var p map[string]json.RawMessage
-	if len(bytes.TrimSpace(params)) > 0 {
-		if err := json.Unmarshal(params, &p); err != nil {
-			return nil, err
-		}
-	}
-	if p == nil {
-		p = map[string]json.RawMessage{}
-	}
-	delete(p, "_meta")
-	b, err := json.Marshal(responses)
-	if err != nil {
-		return nil, err
-	}
-	p["inputResponses"] = b
-	delete(p, "requestState")
-	if state != nil {
-		p["requestState"] = jsonrpc.AppendString(nil, *state)
-	}
-	return json.Marshal(p)
 }
 
 // listener keeps a modern child's subscriptions/listen stream open: list

@@ -1,7 +1,9 @@
 package jsonrpc
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"unicode/utf8"
 )
@@ -227,4 +229,27 @@ func DeleteMembers(dst, obj []byte, keys ...string) []byte {
 			return append(dst, '}')
 		}
 	}
+}
+
+// WithInput returns a retried request's params: params (an object, or empty)
+// without _meta and any earlier requestState, with inputResponses set to
+// answers and requestState to *state when state is not nil (2026-07-28
+// multi-round-trip requests).
+func WithInput(params []byte, answers map[string]json.RawMessage, state *string) ([]byte, error) {
+	p := []byte(`{}`)
+	if len(bytes.TrimSpace(params)) > 0 {
+		p = params
+	}
+	b, err := json.Marshal(answers)
+	if err != nil {
+		return nil, err
+	}
+	out := SetMember(nil, DeleteMembers(nil, p, "_meta", "requestState"), "inputResponses", b)
+	if state != nil {
+		out = SetMember(nil, out, "requestState", AppendString(nil, *state))
+	}
+	if !json.Valid(out) {
+		return nil, errors.New("params are not a JSON object")
+	}
+	return out, nil
 }
