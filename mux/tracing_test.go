@@ -91,6 +91,8 @@ func TestTracedCall(t *testing.T) {
 	if ts := call[0].SpanContext().TraceState().String(); ts != "v=1" {
 		t.Errorf("tracestate %q, want the client's", ts)
 	}
+	// The call is recorded after its answer has left.
+	waitFor(t, 5*time.Second, "the call's record", func() bool { return len(g.obs.all()) == 1 })
 	calls := g.obs.all()
 	if calls[0].TraceID != clientTrace {
 		t.Errorf("CallInfo.TraceID = %q, want %s", calls[0].TraceID, clientTrace)
@@ -140,6 +142,7 @@ func TestUntracedCallPassesTheClientsContext(t *testing.T) {
 	if m := string(up.requests()[0].Meta); m != `"traceparent":"`+clientParent+`","tracestate":"v=1"` {
 		t.Errorf("the provider got _meta members %s", m)
 	}
+	waitFor(t, 5*time.Second, "the call's record", func() bool { return len(g.obs.all()) == 1 })
 	if id := g.obs.all()[0].TraceID; id != "" {
 		t.Errorf("an untraced call has trace ID %q", id)
 	}

@@ -237,8 +237,11 @@ func DeleteMembers(dst, obj []byte, keys ...string) []byte {
 // multi-round-trip requests).
 func WithInput(params []byte, answers map[string]json.RawMessage, state *string) ([]byte, error) {
 	p := []byte(`{}`)
-	if len(bytes.TrimSpace(params)) > 0 {
-		p = params
+	if t := bytes.TrimSpace(params); len(t) > 0 {
+		if t[0] != '{' {
+			return nil, errors.New("params are not a JSON object")
+		}
+		p = t
 	}
 	b, err := json.Marshal(answers)
 	if err != nil {
