@@ -271,7 +271,9 @@ type Log struct {
 	curDone    chan struct{}   // the newest of dones, shared by Writes until the next take
 	spare      []byte          // a written batch's buffer, reused by pend
 	inflight   int             // bytes the writer is committing
+	writing    bool            // a batch is being committed (by the writer goroutine or a Write)
 	changed    chan struct{}   // closed when a commit ends or the writer stops; made on demand
+	trouble    chan struct{}   // closed when the sink fails or the writer stops; made on demand
 	closed     bool            // Close has begun: no new records
 	writerDone bool            // the writer has stopped: records can no longer be queued
 	closeLost  uint64          // records still queued when the writer stopped
@@ -297,7 +299,8 @@ type Log struct {
 	headIn      []byte    // the checkpoint MAC's input
 	headSum     []byte    // the checkpoint MAC
 	headOK      bool      // the checkpoint file holds durableSeq's checkpoint
-	headAt      time.Time // when pinHead last wrote it (the writer's)
+	headAt      time.Time // when pinHead last wrote it
+	headTimer   *time.Timer // pins the checkpoint headEvery after a commit pinHead let pass
 	headFailing bool      // the last checkpoint write failed (warned once)
 	anomalies   []string  // what Open found wrong
 }
@@ -522,7 +525,22 @@ func (l *Log) Write(rec Record) error {
 	if err != nil || done == nil {
 		return err
 	}
+	// Commit the queue here if no one is committing: a lone Write then costs
+	// no hand-off to the writer goroutine and back. If more was queued while
+	// this commit ran, the writer goroutine takes it.
+	if l.commitNext() {
+		l.kickWriter()
+	}
 	return l.wait(&rec, done)
+}
+
+// kickWriter wakes the writer goroutine; it takes everything queued each
+// time, so one pending kick is enough.
+func (l *Log) kickWriter() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
 }
 
 // enqueue encodes and chains rec. With wait, it returns a channel closed once
@@ -571,12 +589,10 @@ func (l *Log) enqueue(rec *Record, wait bool) (chan struct{}, error) {
 	}
 	l.mu.Unlock()
 
-	if first {
-		// The writer takes everything queued each time; one kick per batch.
-		select {
-		case l.kick <- struct{}{}:
-		default:
-		}
+	if first && !wait {
+		// A Write commits itself (or waits for the commit in flight, which
+		// hands the rest on); an Append wakes the writer goroutine.
+		l.kickWriter()
 	}
 	if wait && failErr != nil {
 		return nil, l.notYet(failErr)
@@ -643,7 +659,7 @@ func (l *Log) wait(rec *Record, done chan struct{}) error {
 	defer t.Stop()
 	for {
 		l.mu.Lock()
-		failErr, ch := l.failErr, l.changedChan()
+		failErr, ch := l.failErr, l.troubleChan()
 		l.mu.Unlock()
 		select {
 		case <-done:
@@ -679,6 +695,25 @@ func (l *Log) notify() {
 	}
 }
 
+// troubleChan returns the channel closed when the sink next fails or the
+// writer stops: what a Write waits for besides its own commit. Unlike
+// changedChan it is not closed by every commit, which would wake every
+// waiting Write at each one. l.mu is held.
+func (l *Log) troubleChan() chan struct{} {
+	if l.trouble == nil {
+		l.trouble = make(chan struct{})
+	}
+	return l.trouble
+}
+
+// alarm wakes every Write waiting on troubleChan. l.mu is held.
+func (l *Log) alarm() {
+	if l.trouble != nil {
+		close(l.trouble)
+		l.trouble = nil
+	}
+}
+
 // notYet is Write's result for a record that is queued but not written.
 func (l *Log) notYet(err error) error {
 	if l.cfg.FailOpen {
@@ -695,10 +730,7 @@ func (l *Log) drop(rec *Record, err error) error {
 	l.dropped++
 	l.mu.Unlock()
 	// Let the writer note the drop in the log even if nothing else is queued.
-	select {
-	case l.kick <- struct{}{}:
-	default:
-	}
+	l.kickWriter()
 	if !l.cfg.FailOpen || errors.Is(err, ErrClosed) {
 		return unavailable(err)
 	}
@@ -740,42 +772,48 @@ func (l *Log) run() {
 	}
 }
 
-// flush commits the queue, batch after batch, until it is empty or the sink
-// fails. Only the writer goroutine calls it, so batches reach the file in
-// chain order.
+// flush commits the queue, batch after batch, until it is empty, the sink
+// fails, or a Write is committing (it hands on what is left when it is done).
 func (l *Log) flush() {
-	for {
-		l.mu.Lock()
-		if l.failErr != nil || (len(l.pend) == 0 && l.lost == 0) {
-			l.mu.Unlock()
-			return
-		}
-		if l.lost > 0 {
-			l.internal(Record{Type: TypeAudit, Outcome: OutcomeError,
-				Error:  "audit records were dropped before they could be queued (the gateway log names them)",
-				Detail: map[string]string{"event": "records_dropped", "lost_records": strconv.FormatUint(l.lost, 10)}})
-			l.lost = 0
-		}
-		b := l.take()
-		l.mu.Unlock()
-
-		err := l.commit(b.buf)
-		l.commits.Add(1)
-		if err != nil { // logged before Writes learn of it
-			l.log.Error().Err(err).Str("file", l.cfg.File).Bool("fail_open", l.cfg.FailOpen).
-				Uint64("kept_records", b.n).Msg("audit sink failed; keeping the records and retrying")
-		}
-		l.mu.Lock()
-		l.finish(&b, err)
-		more := len(l.pend) > 0
-		l.mu.Unlock()
-		if err != nil {
-			return
-		}
-		if !more || time.Since(l.headAt) >= headEvery {
-			l.pinHead()
-		}
+	for l.commitNext() {
 	}
+}
+
+// commitNext commits what is queued as one batch, unless a commit is in
+// flight, the sink is failing or nothing is queued. It reports whether more
+// was queued meanwhile: the caller then commits again or hands it on to the
+// writer goroutine. Batches reach the file in chain order because only one
+// is in flight at a time.
+func (l *Log) commitNext() bool {
+	l.mu.Lock()
+	if l.writing || l.writerDone || l.failErr != nil || (len(l.pend) == 0 && l.lost == 0) {
+		l.mu.Unlock()
+		return false
+	}
+	if l.lost > 0 {
+		l.internal(Record{Type: TypeAudit, Outcome: OutcomeError,
+			Error:  "audit records were dropped before they could be queued (the gateway log names them)",
+			Detail: map[string]string{"event": "records_dropped", "lost_records": strconv.FormatUint(l.lost, 10)}})
+		l.lost = 0
+	}
+	b := l.take()
+	l.mu.Unlock()
+
+	err := l.commit(b.buf)
+	l.commits.Add(1)
+	if err != nil { // logged before Writes learn of it
+		l.log.Error().Err(err).Str("file", l.cfg.File).Bool("fail_open", l.cfg.FailOpen).
+			Uint64("kept_records", b.n).Msg("audit sink failed; keeping the records and retrying")
+	}
+	l.mu.Lock()
+	l.finish(&b, err)
+	more := len(l.pend) > 0 || l.lost > 0
+	l.mu.Unlock()
+	if err != nil {
+		return false
+	}
+	l.schedulePin()
+	return more
 }
 
 // take hands the queue to the writer as a batch. l.mu is held.
@@ -783,7 +821,7 @@ func (l *Log) take() batch {
 	b := batch{buf: l.pend, n: l.pendN, dones: l.dones}
 	l.pend, l.spare = l.spare, nil
 	l.pendN, l.dones, l.curDone = 0, nil, nil
-	l.inflight = len(b.buf)
+	l.inflight, l.writing = len(b.buf), true
 	l.commitStart.Store(int64(time.Since(monoStart)) | 1)
 	return b
 }
@@ -792,7 +830,7 @@ func (l *Log) take() batch {
 // its records go back to the head of the queue and the sink counts as failing.
 // l.mu is held.
 func (l *Log) finish(b *batch, err error) {
-	l.inflight = 0
+	l.inflight, l.writing = 0, false
 	l.commitStart.Store(0)
 	if err == nil {
 		for _, d := range b.dones {
@@ -809,6 +847,7 @@ func (l *Log) finish(b *batch, err error) {
 			l.failErr, l.failedAt = err, time.Now()
 			l.failing.Store(true)
 		}
+		l.alarm()
 	}
 	l.notify()
 }
@@ -876,7 +915,7 @@ func (l *Log) retry() bool {
 // recovery that did not happen), and records appended meanwhile, which chain
 // onto that record, are re-chained onto the one before it. l.mu is held.
 func (l *Log) unrecover(b *batch, recLen int, seq uint64, prev [64]byte) {
-	l.inflight = 0
+	l.inflight, l.writing = 0, false
 	l.commitStart.Store(0)
 	tail, tailN := l.pend, l.pendN
 	l.seq, l.prev = seq, prev
@@ -953,6 +992,12 @@ func (l *Log) drain() {
 	for {
 		l.flush()
 		l.mu.Lock()
+		if l.writing { // a Write's commit: wait for it to end
+			ch := l.changedChan()
+			l.mu.Unlock()
+			<-ch
+			continue
+		}
 		if len(l.pend) == 0 || (l.failErr != nil && retried) {
 			lost := l.pendN
 			l.closeLost, l.dropped = lost, l.dropped+lost
@@ -960,6 +1005,7 @@ func (l *Log) drain() {
 			l.writerDone = true
 			failErr := l.failErr
 			l.notify()
+			l.alarm()
 			l.mu.Unlock()
 			if lost > 0 {
 				l.log.Error().Err(failErr).Str("file", l.cfg.File).Uint64("lost_records", lost).
@@ -991,6 +1037,10 @@ func (l *Log) Close() error {
 
 	l.fmu.Lock()
 	defer l.fmu.Unlock()
+	if l.headTimer != nil {
+		l.headTimer.Stop()
+		l.headTimer = nil
+	}
 	var errs []error
 	if l.closeLost > 0 {
 		errs = append(errs, fmt.Errorf("%d records not written: %w", l.closeLost, l.failErr))

@@ -558,19 +558,47 @@ func (l *Log) writeHead() error {
 	return nil
 }
 
-// headEvery bounds how long the checkpoint lags the file while records keep
-// coming.
+// headEvery is how often, at most, the checkpoint is rewritten while records
+// keep coming, and how long at most it lags the last commit.
 const headEvery = 50 * time.Millisecond
 
-// pinHead writes the checkpoint for what is in the file. The writer calls it
-// after releasing a batch's Writes (the checkpoint is evidence, not
-// durability), when no batch follows at once or headEvery has passed. The
-// records are written either way; a checkpoint that lags leaves the records
-// after it keyed but not pinned against being cut, and verify notes them.
+// schedulePin pins the checkpoint after a commit: at once if it was last
+// written headEvery ago or more, else headEvery after that (one timer at a
+// time). A call's record is written before the answer either way; the
+// checkpoint is evidence, not durability, and one write of it per 50 ms
+// instead of one per commit spares a busy gateway a system call per call.
+// Close pins whatever is left.
+func (l *Log) schedulePin() {
+	l.fmu.Lock()
+	defer l.fmu.Unlock()
+	if l.headOK || l.head == nil || l.headTimer != nil {
+		return
+	}
+	if wait := headEvery - time.Since(l.headAt); wait > 0 {
+		l.headTimer = time.AfterFunc(wait, func() {
+			l.fmu.Lock()
+			defer l.fmu.Unlock()
+			l.headTimer = nil
+			l.pinHeadLocked()
+		})
+		return
+	}
+	l.pinHeadLocked()
+}
+
+// pinHead writes the checkpoint for what is in the file, if it does not
+// hold it yet. The records are written either way; a checkpoint that lags
+// leaves the records after it keyed but not pinned against being cut, and
+// verify notes them.
 func (l *Log) pinHead() {
 	l.fmu.Lock()
 	defer l.fmu.Unlock()
-	if l.headOK {
+	l.pinHeadLocked()
+}
+
+// pinHeadLocked is pinHead with l.fmu held.
+func (l *Log) pinHeadLocked() {
+	if l.headOK || l.head == nil {
 		return
 	}
 	l.headAt = time.Now()

@@ -257,7 +257,7 @@ func verify(file string, k *keys) (VerifyResult, error) {
 			if hd.V == 0 {
 				res.Unproven = fmt.Sprintf("every record was written before the chain was keyed; the pre-upgrade checkpoint pins seq %d..%d, but nothing pins seq %d..%d: anyone who can write the files could have rewritten or cut them", res.FirstSeq, hd.Seq, hd.Seq+1, res.LastSeq)
 			} else {
-				res.Notes = append(res.Notes, fmt.Sprintf("%d records after the checkpoint (seq %d) are keyed but not pinned: the gateway stopped between writing them and its checkpoint", res.LastSeq-hd.Seq, hd.Seq))
+				res.Notes = append(res.Notes, fmt.Sprintf("%d records after the checkpoint (seq %d) are keyed but not pinned: a running gateway rewrites its checkpoint within 50 ms of a write; otherwise the gateway stopped between writing them and its checkpoint", res.LastSeq-hd.Seq, hd.Seq))
 			}
 		} else if hd.V == 0 {
 			res.Notes = append(res.Notes, fmt.Sprintf("every record was written before the chain was keyed; the pre-upgrade checkpoint (written %s) pins them all: they are unchanged since then, to anyone without the audit key", hd.Time.Format(time.RFC3339)))
