@@ -296,13 +296,13 @@ type Log struct {
 	head        *os.File  // the checkpoint file, rewritten in place
 	headMAC     hash.Hash // keyed with the checkpoint key
 	headBuf     [headSize]byte
-	headIn      []byte    // the checkpoint MAC's input
-	headSum     []byte    // the checkpoint MAC
-	headOK      bool      // the checkpoint file holds durableSeq's checkpoint
-	headAt      time.Time // when pinHead last wrote it
+	headIn      []byte      // the checkpoint MAC's input
+	headSum     []byte      // the checkpoint MAC
+	headOK      bool        // the checkpoint file holds durableSeq's checkpoint
+	headAt      time.Time   // when pinHead last wrote it
 	headTimer   *time.Timer // pins the checkpoint headEvery after a commit pinHead let pass
-	headFailing bool      // the last checkpoint write failed (warned once)
-	anomalies   []string  // what Open found wrong
+	headFailing bool        // the last checkpoint write failed (warned once)
+	anomalies   []string    // what Open found wrong
 }
 
 // batch is a group of lines committed with one write.
