@@ -113,6 +113,13 @@ func main() {
 		harness.GatewayEnv = append(harness.GatewayEnv, v)
 		return nil
 	})
+	flag.Func("floor-env", "KEY=VALUE added to the bare HTTP floor's environment, e.g. GOMAXPROCS=1 (repeatable)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		harness.FloorEnv = append(harness.FloorEnv, v)
+		return nil
+	})
 	flag.StringVar(&sp, "scale-providers", "1,10,50,100", "scaling: provider counts (echo children)")
 	flag.StringVar(&st, "scale-tools", "10,100,1000,5000", "scaling: tools on one provider")
 	flag.StringVar(&sa, "scale-active", "1,10,100,1000", "scaling: concurrent active sessions")

@@ -85,7 +85,11 @@ func (m machine) header(b *strings.Builder, title string, took time.Duration) {
 	if len(harness.GatewayEnv) > 0 {
 		env = "`" + strings.Join(harness.GatewayEnv, " ") + "`"
 	}
-	fmt.Fprintf(b, "- Gateway environment: %s\n\n", env)
+	fmt.Fprintf(b, "- Gateway environment: %s\n", env)
+	if len(harness.FloorEnv) > 0 {
+		fmt.Fprintf(b, "- Floor environment: `%s`\n", strings.Join(harness.FloorEnv, " "))
+	}
+	b.WriteString("\n")
 }
 
 // row is one line of the main table.

@@ -102,6 +102,9 @@ func StartFloor(ctx context.Context, exe string) (*Floor, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(FloorEnv) > 0 {
+		cmd.Env = append(os.Environ(), FloorEnv...)
+	}
 	f := &Floor{Cmd: cmd, stdin: stdin, done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting the floor server: %w", err)

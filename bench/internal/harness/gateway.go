@@ -158,6 +158,11 @@ type Config struct {
 	Tracing []string
 }
 
+// FloorEnv is added to the environment of the bare HTTP floor's process
+// (sbbench -floor-env), so the floor can be measured at the gateway's
+// runtime settings too.
+var FloorEnv []string
+
 // GatewayEnv is added to the environment of every gateway process the
 // harness starts (KEY=VALUE entries, e.g. GOMAXPROCS=1). Providers do not
 // see it: the supervisor gives children only its base variables.
