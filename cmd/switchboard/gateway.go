@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -208,7 +209,7 @@ func (m *Main) Open(ctx context.Context) error {
 		}} {
 		m.bg.wg.Go(func() { f(bg) })
 	}
-	m.Log.Info().Str("listen", m.Addr()).Int("providers", len(cfg.Providers)).Str("version", version).Msg("switchboard serving")
+	m.Log.Info().Str("listen", m.Addr()).Int("providers", len(cfg.Providers)).Int("procs", runtime.GOMAXPROCS(0)).Str("version", version).Msg("switchboard serving")
 	if m.OnServing != nil {
 		m.OnServing()
 	}

@@ -13,6 +13,7 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the gateway",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			shareCPUs()
 			m := NewMain(configPath(cmd))
 			m.Stderr = cmd.ErrOrStderr()
 			m.DevKey = devKey
