@@ -63,6 +63,7 @@ import (
 	"fmt"
 	"hash"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -526,8 +527,11 @@ func (l *Log) Write(rec Record) error {
 		return err
 	}
 	// Commit the queue here if no one is committing: a lone Write then costs
-	// no hand-off to the writer goroutine and back. If more was queued while
-	// this commit ran, the writer goroutine takes it.
+	// no hand-off to the writer goroutine and back. Yielding first lets the
+	// Writes that are ready to run queue their records, so that concurrent
+	// calls share one write (with nothing else to run it returns at once).
+	// If more was queued while this commit ran, the writer goroutine takes it.
+	runtime.Gosched()
 	if l.commitNext() {
 		l.kickWriter()
 	}
