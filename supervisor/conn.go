@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -88,8 +89,12 @@ type Conn struct {
 	abandoned map[int64]struct{}
 	relaying  map[string]context.CancelFunc // the child's requests being relayed, by raw id
 
-	// wsem serializes writes; a channel so that waiters can give up.
-	wsem        chan struct{}
+	// Small frames to the child are queued in out; whoever holds wsem (the
+	// writer) writes everything queued (see write).
+	wsem        chan struct{} // the writer's token; a channel so that waiters can give up
+	omu         sync.Mutex
+	out         []byte // queued frames, whole, in order
+	spare       []byte // a written batch's buffer, for out to reuse
 	writeClosed atomic.Bool
 
 	done       chan struct{}
@@ -474,24 +479,112 @@ func (c *Conn) Notify(ctx context.Context, method string, params any) error {
 	return nil
 }
 
-// write sends one complete frame. On a write error the Conn dies, since a
-// partial frame corrupts the stream.
+// write sends one complete frame to the child. A small frame is queued; if
+// no one holds the writer's token the caller takes it, yields once so that
+// the callers ready to run queue their frames too, and writes everything
+// queued in one system call; otherwise it returns at once and the holder
+// writes the frame. Under load many calls share one write (and the child one
+// read); a lone call pays one write, as before. A large frame is not copied:
+// its caller waits for the token (or ctx), writes what was queued before it,
+// then the frame itself. Frames from one caller reach the child in the order
+// it wrote them. A write error kills the Conn, since a partial frame
+// corrupts the stream; callers waiting for an answer learn it from c.done.
 func (c *Conn) write(ctx context.Context, frame []byte) error {
+	if err := c.inputOpen(); err != nil {
+		return err
+	}
+	if len(frame) > maxQueuedFrame {
+		select {
+		case c.wsem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.done:
+			return c.err
+		}
+		return c.writeHeld(frame)
+	}
+	c.omu.Lock()
+	if c.out == nil {
+		c.out, c.spare = c.spare, nil
+	}
+	c.out = append(c.out, frame...)
+	c.omu.Unlock()
 	select {
 	case c.wsem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-c.done:
-		return c.err
+	default:
+		return nil // the holder writes it before giving the token back
 	}
-	defer func() { <-c.wsem }()
-	if c.writeClosed.Load() {
-		if err := c.Err(); err != nil {
-			return err
+	runtime.Gosched()
+	return c.writeHeld(nil)
+}
+
+// inputOpen reports why the child's input is closed, if it is.
+func (c *Conn) inputOpen() error {
+	if !c.writeClosed.Load() {
+		return nil
+	}
+	if err := c.Err(); err != nil {
+		return err
+	}
+	return switchboard.Errorf(switchboard.EUNAVAILABLE, "provider input closed")
+}
+
+// writeHeld writes, holding the writer's token, what is queued and then
+// frame (if any), and gives the token back once nothing is queued. Whatever
+// a caller queued before it found the token held is written before the
+// holder lets go.
+func (c *Conn) writeHeld(frame []byte) error {
+	for {
+		for {
+			c.omu.Lock()
+			buf := c.out
+			c.out = nil
+			c.omu.Unlock()
+			if len(buf) == 0 {
+				break
+			}
+			err := c.writeRaw(buf)
+			c.omu.Lock()
+			if cap(buf) <= maxSpareOut {
+				c.spare = buf[:0]
+			}
+			c.omu.Unlock()
+			if err != nil {
+				<-c.wsem
+				return err
+			}
 		}
-		return switchboard.Errorf(switchboard.EUNAVAILABLE, "provider input closed")
+		if frame != nil {
+			if err := c.writeRaw(frame); err != nil {
+				<-c.wsem
+				return err
+			}
+			frame = nil
+			continue // what was queued meanwhile
+		}
+		<-c.wsem
+		// A frame queued after the last look but before the token came
+		// back found it held: write it unless someone else took the token.
+		c.omu.Lock()
+		more := len(c.out) > 0
+		c.omu.Unlock()
+		if !more {
+			return nil
+		}
+		select {
+		case c.wsem <- struct{}{}:
+		default:
+			return nil
+		}
 	}
-	if _, err := c.w.Write(frame); err != nil {
+}
+
+// writeRaw writes b to the child; on an error the Conn dies.
+func (c *Conn) writeRaw(b []byte) error {
+	if err := c.inputOpen(); err != nil {
+		return err
+	}
+	if _, err := c.w.Write(b); err != nil {
 		if c.writeClosed.Load() { // CloseWrite raced with us: not a stream failure
 			return switchboard.Errorf(switchboard.EUNAVAILABLE, "provider input closed")
 		}
@@ -500,6 +593,14 @@ func (c *Conn) write(ctx context.Context, frame []byte) error {
 	}
 	return nil
 }
+
+// maxQueuedFrame is the largest frame write copies into the queue; larger
+// ones are written from the caller's buffer. maxSpareOut caps the queue's
+// buffer a Conn keeps between batches.
+const (
+	maxQueuedFrame = 8 << 10
+	maxSpareOut    = 64 << 10
+)
 
 // readLoop reads newline-delimited frames until the input ends or fails.
 func (c *Conn) readLoop() {

@@ -776,3 +776,84 @@ func TestConnAnswersRefusedRelays(t *testing.T) {
 	}
 	p.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{}}`, call.ID))
 }
+
+// countingWriter counts the Write calls that reach the child's pipe.
+type countingWriter struct {
+	io.WriteCloser
+	writes atomic.Int64
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes.Add(1)
+	return w.WriteCloser.Write(p)
+}
+
+// Concurrent frames to the child share writes, and each arrives whole and
+// in its sender's order, small (queued) and large (written from the
+// caller's buffer) alike.
+func TestConnWritesCombine(t *testing.T) {
+	toPeerR, toPeerW := io.Pipe()
+	toConnR, toConnW := io.Pipe()
+	defer toConnW.Close()
+	w := &countingWriter{WriteCloser: toPeerW}
+	c := NewConn(toConnR, w, ConnOptions{})
+	defer c.Close()
+
+	const senders, per = 16, 200
+	got := make(chan map[int][]int, 1)
+	go func() {
+		seen := map[int][]int{}
+		sc := bufio.NewScanner(toPeerR)
+		sc.Buffer(nil, 1<<20)
+		for range senders * per {
+			if !sc.Scan() {
+				break
+			}
+			var m struct {
+				Method string `json:"method"`
+				Params struct {
+					S, I int
+					Pad  string
+				}
+			}
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil || m.Method != "notifications/x" {
+				t.Errorf("frame %q: %v", sc.Text(), err)
+				break
+			}
+			seen[m.Params.S] = append(seen[m.Params.S], m.Params.I)
+		}
+		got <- seen
+	}()
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Go(func() {
+			for i := range per {
+				params := map[string]any{"S": s, "I": i}
+				if i%10 == 9 {
+					params["Pad"] = strings.Repeat("x", maxQueuedFrame)
+				}
+				if err := c.Notify(context.Background(), "notifications/x", params); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	seen := <-got
+	for s := range senders {
+		if len(seen[s]) != per {
+			t.Fatalf("sender %d: %d frames arrived, want %d", s, len(seen[s]), per)
+		}
+		for i, v := range seen[s] {
+			if v != i {
+				t.Fatalf("sender %d: frame %d arrived as number %d", s, v, i)
+			}
+		}
+	}
+	if n := w.writes.Load(); n >= senders*per {
+		t.Errorf("%d writes for %d concurrent frames: none were combined", n, senders*per)
+	} else {
+		t.Logf("%d writes for %d frames", n, senders*per)
+	}
+}
