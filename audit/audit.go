@@ -659,6 +659,11 @@ func (l *Log) waitRoom(need int) error {
 
 // wait waits for done, which Write got from enqueue.
 func (l *Log) wait(rec *Record, done chan struct{}) error {
+	select {
+	case <-done: // committed by this Write itself, or with another's
+		return nil
+	default:
+	}
 	t := time.NewTimer(l.cfg.WriteTimeout)
 	defer t.Stop()
 	for {
