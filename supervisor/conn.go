@@ -631,6 +631,12 @@ func (c *Conn) readLoop() {
 		if len(line) > 0 {
 			c.handle(line, &msg)
 		}
+		if br.Buffered() == 0 && err == nil {
+			// The next read is a system call that usually finds nothing
+			// yet: let the callers just answered run first, so that it is
+			// not on their answer's path.
+			runtime.Gosched()
+		}
 		if cap(long) > readBufferSize*4 {
 			long = nil // release a big buffer
 		} else {
