@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -382,12 +383,15 @@ func clientKey(addr string) string {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	ip := net.ParseIP(host)
-	if ip == nil {
+	a, err := netip.ParseAddr(host)
+	switch {
+	case err != nil || a.Zone() != "":
 		return host
+	case a.Is4():
+		return host // ParseAddr takes only the canonical dotted form: no copy needed
+	case a.Is4In6():
+		return a.Unmap().String()
 	}
-	if ip4 := ip.To4(); ip4 != nil {
-		return ip4.String()
-	}
-	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	p, _ := a.Prefix(64)
+	return p.String()
 }

@@ -151,27 +151,10 @@ func (s *Server) startCall(x *exchange, method, target, provider string) (contex
 func (s *Server) answerTool(x *exchange, ci *CallInfo, raw json.RawMessage, err error, provider string) {
 	var body []byte // the JSON-RPC error frame, if any
 	var result []byte
-	var rpcErr *switchboard.RPCError
-	var missing missingCapability
 	status := http.StatusOK
 	switch {
-	case err != nil && errors.As(err, &missing):
-		ci.Outcome, ci.Err = "refused", err
-		status = http.StatusBadRequest
-		body = rpcError(x.m.ID, codeMissingClientCapability, "Missing required client capability: "+string(missing), missing.data())
-	case err != nil && errors.As(err, &rpcErr):
-		ci.Outcome, ci.Err = "error", err
-		body = rpcError(x.m.ID, rpcErr.Code, s.opts.Redact(rpcErr.Message), nil)
 	case err != nil:
-		if ci.Outcome == "" {
-			ci.Outcome = outcomeOf(err)
-		}
-		ci.Err = err
-		msg := switchboard.ErrorMessage(err)
-		if ci.Outcome != "refused" {
-			msg = provider + ": " + msg
-		}
-		result = toolError(msg)
+		status, body, result = s.toolFailure(x, ci, err, provider)
 	default:
 		raw = bytes.TrimSpace(raw)
 		if len(raw) == 0 || raw[0] != '{' {
@@ -202,6 +185,32 @@ func (s *Server) answerTool(x *exchange, ci *CallInfo, raw json.RawMessage, err 
 	}
 	s.send(x, status, body, result)
 	s.done(x.ctx, ci)
+}
+
+// toolFailure is answerTool's answer to a call that failed: a JSON-RPC
+// error frame (body) for a missing client capability or the child's own
+// error, else a tool error result. (Apart from answerTool, so that a call
+// that succeeds makes none of the error targets.)
+func (s *Server) toolFailure(x *exchange, ci *CallInfo, err error, provider string) (status int, body, result []byte) {
+	var rpcErr *switchboard.RPCError
+	var missing missingCapability
+	switch {
+	case errors.As(err, &missing):
+		ci.Outcome, ci.Err = "refused", err
+		return http.StatusBadRequest, rpcError(x.m.ID, codeMissingClientCapability, "Missing required client capability: "+string(missing), missing.data()), nil
+	case errors.As(err, &rpcErr):
+		ci.Outcome, ci.Err = "error", err
+		return http.StatusOK, rpcError(x.m.ID, rpcErr.Code, s.opts.Redact(rpcErr.Message), nil), nil
+	}
+	if ci.Outcome == "" {
+		ci.Outcome = outcomeOf(err)
+	}
+	ci.Err = err
+	msg := switchboard.ErrorMessage(err)
+	if ci.Outcome != "refused" {
+		msg = provider + ": " + msg
+	}
+	return http.StatusOK, nil, toolError(msg)
 }
 
 // send answers with an error frame, or else with result, already shaped

@@ -32,9 +32,8 @@ func (t *timeoutStreak) observe(caller context.Context, err error) {
 	if t == nil {
 		return
 	}
-	var rpcErr *switchboard.RPCError
 	switch {
-	case err == nil, errors.As(err, &rpcErr):
+	case err == nil, isRPCError(err):
 		t.n.Store(0)
 	case switchboard.ErrorCode(err) == switchboard.ETIMEOUT && caller.Err() == nil:
 		if t.n.Add(1) == t.max {
@@ -44,6 +43,14 @@ func (t *timeoutStreak) observe(caller context.Context, err error) {
 			}
 		}
 	}
+}
+
+// isRPCError reports whether err is the child's own JSON-RPC error: an
+// answer, so not a timeout. (A function of its own, so that the target
+// errors.As needs is made only when there is an error.)
+func isRPCError(err error) bool {
+	var rpcErr *switchboard.RPCError
+	return errors.As(err, &rpcErr)
 }
 
 // tripped is signalled once the count reaches max.

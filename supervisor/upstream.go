@@ -90,11 +90,10 @@ func (l *limited) tracedCall(ctx context.Context, req *switchboard.Request) (jso
 
 // callOutcome names how a call to the child ended, for its span.
 func callOutcome(err error) string {
-	var rpcErr *switchboard.RPCError
 	switch {
 	case err == nil:
 		return "ok"
-	case errors.As(err, &rpcErr):
+	case isRPCError(err):
 		return "error"
 	}
 	switch switchboard.ErrorCode(err) {
