@@ -273,8 +273,8 @@ type Log struct {
 	spare      []byte          // a written batch's buffer, reused by pend
 	inflight   int             // bytes the writer is committing
 	writing    bool            // a batch is being committed (by the writer goroutine or a Write)
-	changed    chan struct{}   // closed when a commit ends or the writer stops; made on demand
-	trouble    chan struct{}   // closed when the sink fails or the writer stops; made on demand
+	changed    broadcast       // a commit ended or the writer stopped
+	trouble    broadcast       // the sink failed or the writer stopped
 	closed     bool            // Close has begun: no new records
 	writerDone bool            // the writer has stopped: records can no longer be queued
 	closeLost  uint64          // records still queued when the writer stopped
@@ -688,40 +688,39 @@ func (l *Log) wait(rec *Record, done chan struct{}) error {
 	}
 }
 
-// changedChan returns the channel closed at the next change. l.mu is held.
-func (l *Log) changedChan() chan struct{} {
-	if l.changed == nil {
-		l.changed = make(chan struct{})
+// broadcast wakes every waiter at once, made on demand: wait returns the
+// channel the next broadcast closes. The lock that guards it is held for
+// both.
+type broadcast struct{ ch chan struct{} }
+
+func (g *broadcast) wait() chan struct{} {
+	if g.ch == nil {
+		g.ch = make(chan struct{})
 	}
-	return l.changed
+	return g.ch
 }
 
-// notify wakes everyone waiting on changedChan. l.mu is held.
-func (l *Log) notify() {
-	if l.changed != nil {
-		close(l.changed)
-		l.changed = nil
+func (g *broadcast) broadcast() {
+	if g.ch != nil {
+		close(g.ch)
+		g.ch = nil
 	}
 }
+
+// changedChan returns the channel closed at the next change. l.mu is held.
+func (l *Log) changedChan() chan struct{} { return l.changed.wait() }
+
+// notify wakes everyone waiting on changedChan. l.mu is held.
+func (l *Log) notify() { l.changed.broadcast() }
 
 // troubleChan returns the channel closed when the sink next fails or the
 // writer stops: what a Write waits for besides its own commit. Unlike
 // changedChan it is not closed by every commit, which would wake every
 // waiting Write at each one. l.mu is held.
-func (l *Log) troubleChan() chan struct{} {
-	if l.trouble == nil {
-		l.trouble = make(chan struct{})
-	}
-	return l.trouble
-}
+func (l *Log) troubleChan() chan struct{} { return l.trouble.wait() }
 
 // alarm wakes every Write waiting on troubleChan. l.mu is held.
-func (l *Log) alarm() {
-	if l.trouble != nil {
-		close(l.trouble)
-		l.trouble = nil
-	}
-}
+func (l *Log) alarm() { l.trouble.broadcast() }
 
 // notYet is Write's result for a record that is queued but not written.
 func (l *Log) notYet(err error) error {

@@ -817,7 +817,7 @@ func holdDisk(t *testing.T, l *Log) (release func()) {
 func waiting(l *Log) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.changed != nil || l.trouble != nil
+	return l.changed.ch != nil || l.trouble.ch != nil
 }
 
 // Concurrent Writes or Appends end up in the file in order, each once, with a
