@@ -80,6 +80,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) == 3 && os.Args[1] == harness.RelayArg {
+		if err := harness.ServeRelay(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "sbbench relay floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	o := &options{}
 	var idle, sp, st, sa, si string
 	flag.StringVar(&o.out, "out", "", "write the markdown report to this file (it is always printed)")

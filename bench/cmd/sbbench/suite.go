@@ -30,9 +30,29 @@ type pair struct {
 	dChildCPU, dSelfCPU          time.Duration
 	// The floor server and this load generator in the floor phase.
 	fCPU, fSelfCPU time.Duration
-	// Read/write system calls per operation of the gateway process and of the
-	// floor server.
-	gwSys, fSys float64
+	// relay is the same load against the relay floor: the bare HTTP server
+	// passing each call to its own echo child, what any HTTP front end to a
+	// stdio provider costs at least. Measured for tools/call only.
+	relay  stats.Summary
+	rCPU   time.Duration
+	hasRel bool
+	// Read/write system calls per operation of the gateway process, the floor
+	// server and the relay floor server.
+	gwSys, fSys, rSys float64
+}
+
+// loads is one measurement's operations on each side; a side with no ops is
+// skipped.
+type loads struct {
+	gw, direct, floor, relay []op
+}
+
+// pids are the processes whose CPU a measurement attributes: the gateway and
+// its child, the direct child, the floor server and the relay floor server
+// (without its child).
+type pids struct {
+	gw                   []int
+	direct, floor, relay int
 }
 
 // features records what the measured gateway had switched on.
@@ -53,6 +73,7 @@ type mainResults struct {
 	list      *pair
 	init      *pair
 	echoTools int // tools the echo provider lists
+	procs     int // the gateway's GOMAXPROCS (the relay floor runs at it too)
 	rssIdle   int64
 	memIdle   harness.Mem   // the gateway process, idle
 	helperMem []harness.Mem // its helper processes (the supervisor's reaper)
@@ -241,6 +262,23 @@ func callPhase(ctx context.Context, o *options, bins harness.Bins, dir string, r
 	if err != nil {
 		return fmt.Errorf("floor server: %w", err)
 	}
+	// The relay floor runs at the gateway's GOMAXPROCS (which `serve` sets
+	// from the host's CPUs), so the two differ only in what the gateway adds.
+	procs, ok := metricValue(ctx, c, "go_sched_gomaxprocs_threads")
+	if !ok {
+		return fmt.Errorf("the gateway's /metrics has no go_sched_gomaxprocs_threads")
+	}
+	r.procs = int(procs)
+	rl, err := harness.StartRelay(ctx, exe, bins.Echo, []string{"GOMAXPROCS=" + strconv.Itoa(r.procs)})
+	if err != nil {
+		return err
+	}
+	defer rl.Stop()
+	relaySessions, err := openSessions(ctx, &mcpclient.Client{URL: rl.URL, HTTP: mcpclient.NewHTTPClient(64)}, 16, 4)
+	if err != nil {
+		return fmt.Errorf("relay floor server: %w", err)
+	}
+	ps := pids{gw: []int{g.Pid(), child}, direct: d.Pid(), floor: fl.Pid(), relay: rl.Pid()}
 
 	auditBefore := harness.FileSize(env.AuditFile)
 	sampler := harness.SampleRSS(g.Pid(), 50*time.Millisecond)
@@ -262,13 +300,14 @@ func callPhase(ctx context.Context, o *options, bins harness.Bins, dir string, r
 					return fmt.Errorf("direct echo of %s: %v %.200s", sizeLabel(sc.size), err, res)
 				}
 			}
-			var gops, dops, fops []op
+			var l loads
 			for i := range sc.clients {
-				gops = append(gops, callOp(sessions[i], gp))
-				dops = append(dops, directOp(d, dp))
-				fops = append(fops, callOp(floorSessions[i], gp))
+				l.gw = append(l.gw, callOp(sessions[i], gp))
+				l.direct = append(l.direct, directOp(d, dp))
+				l.floor = append(l.floor, callOp(floorSessions[i], gp))
+				l.relay = append(l.relay, callOp(relaySessions[i], dp))
 			}
-			p, err := measurePair(ctx, o, gops, dops, fops, []int{g.Pid(), child}, d.Pid(), fl.Pid())
+			p, err := measurePair(ctx, o, l, ps)
 			if err != nil {
 				return fmt.Errorf("%s: %w", sc.label(), err)
 			}
@@ -278,7 +317,7 @@ func callPhase(ctx context.Context, o *options, bins harness.Bins, dir string, r
 				stats.Dur(p.gw.P50), stats.Dur(p.gw.P99), p.gw.Throughput, stats.Dur(p.direct.P50), stats.Dur(p.direct.P99), p.direct.Throughput)
 		}
 		// tools/list and initialize, one client.
-		p, err := measurePair(ctx, o, []op{listOp(sessCall(s0))}, []op{listOp(directCall(d))}, []op{listOp(sessCall(floorSessions[0]))}, []int{g.Pid(), child}, d.Pid(), fl.Pid())
+		p, err := measurePair(ctx, o, loads{gw: []op{listOp(sessCall(s0))}, direct: []op{listOp(directCall(d))}, floor: []op{listOp(sessCall(floorSessions[0]))}}, ps)
 		if err != nil {
 			return fmt.Errorf("tools/list: %w", err)
 		}
@@ -302,7 +341,7 @@ func callPhase(ctx context.Context, o *options, bins harness.Bins, dir string, r
 			_, _, err := fc.Initialize(ctx)
 			return err
 		}
-		p, err = measurePair(ctx, o, []op{initGW}, []op{initD}, []op{initF}, []int{g.Pid(), child}, d.Pid(), fl.Pid())
+		p, err = measurePair(ctx, o, loads{gw: []op{initGW}, direct: []op{initD}, floor: []op{initF}}, ps)
 		if err != nil {
 			return fmt.Errorf("initialize: %w", err)
 		}
@@ -331,73 +370,72 @@ func callPhase(ctx context.Context, o *options, bins harness.Bins, dir string, r
 	return nil
 }
 
-// measurePair warms up and measures the direct ops, then the floor ops (if
-// any), then the gateway ops, and attributes CPU time. gwPids are the gateway
-// and its child, dPid the direct child, fPid the floor server.
-func measurePair(ctx context.Context, o *options, gops, dops, fops []op, gwPids []int, dPid, fPid int) (pair, error) {
+// measurePair warms up and measures the direct ops, then the floor's and the
+// relay floor's (if any), then the gateway's, and attributes CPU time.
+func measurePair(ctx context.Context, o *options, l loads, ps pids) (pair, error) {
 	var p pair
-	if _, err := runLoad(ctx, dops, o.warm, o.maxCalls); err != nil {
-		return p, fmt.Errorf("direct warm-up: %w", err)
-	}
-	m := startCPU(dPid)
-	ds, err := runLoad(ctx, dops, o.dur, o.maxCalls)
-	if err != nil {
-		return p, fmt.Errorf("direct: %w", err)
-	}
-	cpu, self := m.stop()
-	p.direct = ds.Summarize()
-	if n := len(ds.Lat); n > 0 {
-		p.dChildCPU, p.dSelfCPU = cpu[0]/time.Duration(n), self/time.Duration(n)
-	}
-	if len(fops) > 0 {
-		if _, err := runLoad(ctx, fops, o.warm, o.maxCalls); err != nil {
-			return p, fmt.Errorf("floor warm-up: %w", err)
+	side := func(name string, ops []op, pids ...int) (stats.Summary, []time.Duration, time.Duration, []float64, error) {
+		if _, err := runLoad(ctx, ops, o.warm, o.maxCalls); err != nil {
+			return stats.Summary{}, nil, 0, nil, fmt.Errorf("%s warm-up: %w", name, err)
 		}
-		m := startCPU(fPid)
-		fs, err := runLoad(ctx, fops, o.dur, o.maxCalls)
+		m := startCPU(pids...)
+		res, err := runLoad(ctx, ops, o.dur, o.maxCalls)
 		if err != nil {
-			return p, fmt.Errorf("floor: %w", err)
+			return stats.Summary{}, nil, 0, nil, fmt.Errorf("%s: %w", name, err)
 		}
 		cpu, self := m.stop()
-		p.floor = fs.Summarize()
-		if n := len(fs.Lat); n > 0 {
-			p.fCPU, p.fSelfCPU = cpu[0]/time.Duration(n), self/time.Duration(n)
-			p.fSys = perCallSys(m.sys[0], n)
+		n := max(1, len(res.Lat))
+		sys := make([]float64, len(pids))
+		for i := range cpu {
+			cpu[i] /= time.Duration(n)
+			sys[i] = perCallSys(m.sys[i], n)
 		}
+		return res.Summarize(), cpu, self / time.Duration(n), sys, nil
 	}
-	if _, err := runLoad(ctx, gops, o.warm, o.maxCalls); err != nil {
-		return p, fmt.Errorf("gateway warm-up: %w", err)
+	var err error
+	var cpu []time.Duration
+	var sys []float64
+	if p.direct, cpu, p.dSelfCPU, _, err = side("direct", l.direct, ps.direct); err != nil {
+		return p, err
 	}
-	m = startCPU(gwPids...)
-	gs, err := runLoad(ctx, gops, o.dur, o.maxCalls)
-	if err != nil {
-		return p, fmt.Errorf("gateway: %w", err)
+	p.dChildCPU = cpu[0]
+	if len(l.floor) > 0 {
+		if p.floor, cpu, p.fSelfCPU, sys, err = side("floor", l.floor, ps.floor); err != nil {
+			return p, err
+		}
+		p.fCPU, p.fSys = cpu[0], sys[0]
 	}
-	cpu, self = m.stop()
-	p.gw = gs.Summarize()
-	if n := len(gs.Lat); n > 0 {
-		p.gwCPU, p.gwChildCPU, p.gwSelfCPU = cpu[0]/time.Duration(n), cpu[1]/time.Duration(n), self/time.Duration(n)
-		p.gwSys = perCallSys(m.sys[0], n)
+	if len(l.relay) > 0 {
+		if p.relay, cpu, _, sys, err = side("relay floor", l.relay, ps.relay); err != nil {
+			return p, err
+		}
+		p.rCPU, p.rSys, p.hasRel = cpu[0], sys[0], true
 	}
+	if p.gw, cpu, p.gwSelfCPU, sys, err = side("gateway", l.gw, ps.gw...); err != nil {
+		return p, err
+	}
+	p.gwCPU, p.gwChildCPU, p.gwSys = cpu[0], cpu[1], sys[0]
 	return p, nil
 }
 
 // bestPair keeps, for each side, the least disturbed of the rounds.
 func bestPair(ps []pair) pair {
-	var gws, ds, fs []stats.Summary
+	var gws, ds, fs, rs []stats.Summary
 	for _, p := range ps {
 		gws = append(gws, p.gw)
 		ds = append(ds, p.direct)
 		fs = append(fs, p.floor)
+		rs = append(rs, p.relay)
 	}
 	b := ps[0]
 	for _, p := range ps[1:] { // CPU per call: the lowest seen
 		b.gwCPU, b.gwChildCPU, b.gwSelfCPU = min(b.gwCPU, p.gwCPU), min(b.gwChildCPU, p.gwChildCPU), min(b.gwSelfCPU, p.gwSelfCPU)
 		b.dChildCPU, b.dSelfCPU = min(b.dChildCPU, p.dChildCPU), min(b.dSelfCPU, p.dSelfCPU)
 		b.fCPU, b.fSelfCPU = min(b.fCPU, p.fCPU), min(b.fSelfCPU, p.fSelfCPU)
-		b.gwSys, b.fSys = min(b.gwSys, p.gwSys), min(b.fSys, p.fSys)
+		b.rCPU = min(b.rCPU, p.rCPU)
+		b.gwSys, b.fSys, b.rSys = min(b.gwSys, p.gwSys), min(b.fSys, p.fSys), min(b.rSys, p.rSys)
 	}
-	b.gw, b.direct, b.floor = stats.Best(gws...), stats.Best(ds...), stats.Best(fs...)
+	b.gw, b.direct, b.floor, b.relay = stats.Best(gws...), stats.Best(ds...), stats.Best(fs...), stats.Best(rs...)
 	return b
 }
 
