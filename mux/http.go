@@ -463,15 +463,15 @@ func (s *Server) logRequest(ctx context.Context, ep switchboard.Endpoint, r *htt
 	if r.Method == http.MethodGet || acc.method == "notifications/initialized" || acc.method == "ping" {
 		lvl = zerolog.DebugLevel
 	}
-	if !s.log.WithLevel(lvl).Enabled() {
+	e := s.log.WithLevel(lvl) // nil when lvl is off
+	if e == nil {
 		return
 	}
 	status := acc.status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	e := s.log.WithLevel(lvl).
-		Str("request_id", switchboard.RequestIDFromContext(ctx)).
+	e = e.Str("request_id", switchboard.RequestIDFromContext(ctx)).
 		Str("endpoint", string(ep)).
 		Str("http_method", r.Method).
 		Int("status", status).
