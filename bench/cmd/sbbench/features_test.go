@@ -12,7 +12,6 @@ import (
 // CPU per call over all rounds, and "saved" as the all-on figure minus the
 // variant's, with its sign.
 func TestFeaturesReport(t *testing.T) {
-	us := func(n int) time.Duration { return time.Duration(n) * time.Microsecond }
 	rounds := func(p50s ...int) []stats.Summary {
 		var out []stats.Summary
 		for _, p := range p50s {

@@ -12,7 +12,6 @@ import (
 // and by the relay floor's, and its one-client p50 by the sum of the bare
 // floor's and direct stdio's and by the relay floor's.
 func TestFloorTargets(t *testing.T) {
-	us := func(n int) time.Duration { return time.Duration(n) * time.Microsecond }
 	r := &mainResults{calls: map[string]*pair{
 		"c1-100": {gw: stats.Summary{P50: us(300)}, direct: stats.Summary{P50: us(110)}, floor: stats.Summary{P50: us(120)},
 			relay: stats.Summary{P50: us(240)}, hasRel: true},
@@ -35,3 +34,6 @@ func TestFloorTargets(t *testing.T) {
 		t.Errorf("table without the relay floor:\n%s", b.String())
 	}
 }
+
+// us is n microseconds.
+func us(n int) time.Duration { return time.Duration(n) * time.Microsecond }
