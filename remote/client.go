@@ -802,12 +802,8 @@ func (c *client) notification(msg *jsonrpc.Message, tied *call) {
 // progressTarget returns the call in flight that token, one the client
 // minted ("sb-<id>"), belongs to.
 func (c *client) progressTarget(token []byte) *call {
-	rest, ok := bytes.CutPrefix(token, []byte(`"sb-`))
-	if !ok || len(rest) < 2 || rest[len(rest)-1] != '"' {
-		return nil
-	}
-	id, err := strconv.ParseInt(string(rest[:len(rest)-1]), 10, 64)
-	if err != nil {
+	id, ok := jsonrpc.ProgressTokenID(token)
+	if !ok {
 		return nil
 	}
 	c.mu.Lock()

@@ -23,9 +23,7 @@ func appendRequest(dst []byte, id int64, req *switchboard.Request, meta []byte) 
 	}
 	var members []byte
 	if req.Progress != nil {
-		members = append(members, `"progressToken":"sb-`...)
-		members = strconv.AppendInt(members, id, 10)
-		members = append(members, '"')
+		members = jsonrpc.AppendProgressToken(members, id)
 	}
 	for _, m := range [][]byte{meta, req.Meta} {
 		if len(m) == 0 {

@@ -371,9 +371,7 @@ func appendCall(dst []byte, id int64, req *switchboard.Request) ([]byte, error) 
 			}
 			dst = append(dst, `"_meta":{`...)
 			if req.Progress != nil {
-				dst = append(dst, `"progressToken":"sb-`...)
-				dst = strconv.AppendInt(dst, id, 10)
-				dst = append(dst, '"')
+				dst = jsonrpc.AppendProgressToken(dst, id)
 				if len(req.Meta) > 0 {
 					dst = append(dst, ',')
 				}
@@ -777,12 +775,8 @@ func (c *Conn) notification(msg *jsonrpc.Message) {
 // progressTarget returns the call that token, one the Conn minted
 // ("sb-<id>"), belongs to, if it is in flight and asked for progress.
 func (c *Conn) progressTarget(token []byte) *pending {
-	rest, ok := bytes.CutPrefix(token, []byte(`"sb-`))
-	if !ok || len(rest) < 2 || rest[len(rest)-1] != '"' {
-		return nil
-	}
-	id, err := strconv.ParseInt(string(rest[:len(rest)-1]), 10, 64)
-	if err != nil {
+	id, ok := jsonrpc.ProgressTokenID(token)
+	if !ok {
 		return nil
 	}
 	c.mu.Lock()

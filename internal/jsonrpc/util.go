@@ -1,6 +1,10 @@
 package jsonrpc
 
-import "encoding/json"
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+)
 
 // ParseID returns a response id as an integer id; a quoted integer is accepted
 // too.
@@ -41,4 +45,25 @@ func Clone(b []byte) json.RawMessage {
 	c := make(json.RawMessage, len(b))
 	copy(c, b)
 	return c
+}
+
+// A provider connection (supervisor.Conn, the remote client) gives a call that
+// asks for progress the token "sb-<id>", id being the call's request id, and
+// finds the call again by it when the provider reports progress.
+
+// AppendProgressToken appends the _meta member `"progressToken":"sb-<id>"`.
+func AppendProgressToken(dst []byte, id int64) []byte {
+	dst = append(dst, `"progressToken":"sb-`...)
+	dst = strconv.AppendInt(dst, id, 10)
+	return append(dst, '"')
+}
+
+// ProgressTokenID returns the request id in a token AppendProgressToken made
+// (the raw JSON string "sb-<id>"), and false for any other token.
+func ProgressTokenID(token []byte) (int64, bool) {
+	rest, ok := bytes.CutPrefix(token, []byte(`"sb-`))
+	if !ok || len(rest) < 2 || rest[len(rest)-1] != '"' {
+		return 0, false
+	}
+	return parseInt(rest[:len(rest)-1])
 }

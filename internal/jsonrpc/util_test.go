@@ -90,3 +90,22 @@ func TestObjectEditing(t *testing.T) {
 		}
 	}
 }
+
+// A token AppendProgressToken made gives its id back; any other does not.
+func TestProgressToken(t *testing.T) {
+	for _, id := range []int64{0, 7, 1 << 40} {
+		member := AppendProgressToken(nil, id)
+		token, ok := Member(append(append([]byte("{"), member...), '}'), "progressToken")
+		if !ok {
+			t.Fatalf("%s is not a member", member)
+		}
+		if got, ok := ProgressTokenID(token); !ok || got != id {
+			t.Errorf("ProgressTokenID(%s) = %d, %v; want %d", token, got, ok, id)
+		}
+	}
+	for _, token := range []string{`"sb-"`, `"sb-x1"`, `"sb-12`, `sb-12`, `"tok-12"`, `12`, `"sb-1234567890123456789"`, ``} {
+		if id, ok := ProgressTokenID([]byte(token)); ok {
+			t.Errorf("ProgressTokenID(%s) = %d, true; want false", token, id)
+		}
+	}
+}
