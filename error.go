@@ -1,6 +1,7 @@
 package switchboard
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -74,4 +75,49 @@ func ErrorMessage(err error) string {
 		return e.Message
 	}
 	return "internal error"
+}
+
+// IsRPCError reports whether err is a provider's own JSON-RPC error (an
+// *RPCError in its chain): an answer, not a failure to get one.
+func IsRPCError(err error) bool {
+	var rpcErr *RPCError // made only when there is an error to look at
+	return err != nil && errors.As(err, &rpcErr)
+}
+
+// CallContextError is the error of a call whose context ended before the
+// answer came: ETIMEOUT for a deadline, otherwise the context's error (a
+// cancellation), both naming method.
+func CallContextError(method string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return WrapError(ETIMEOUT, err, "calling %s: provider did not answer in time", method)
+	}
+	return fmt.Errorf("calling %s: %w", method, err)
+}
+
+// Outcome names how a call to a provider ended, in the words the audit log,
+// the metrics and the traces share: "ok" for no error, "error" for the
+// provider's JSON-RPC error (and any error not named below), "timeout",
+// "unavailable", "overloaded" or "cancelled".
+func Outcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case IsRPCError(err):
+		return "error"
+	}
+	switch ErrorCode(err) {
+	case ETIMEOUT:
+		return "timeout"
+	case EUNAVAILABLE:
+		return "unavailable"
+	case EOVERLOADED:
+		return "overloaded"
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	}
+	return "error"
 }

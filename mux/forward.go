@@ -203,7 +203,7 @@ func (s *Server) toolFailure(x *exchange, ci *CallInfo, err error, provider stri
 		return http.StatusOK, rpcError(x.m.ID, rpcErr.Code, s.opts.Redact(rpcErr.Message), nil), nil
 	}
 	if ci.Outcome == "" {
-		ci.Outcome = outcomeOf(err)
+		ci.Outcome = switchboard.Outcome(err)
 	}
 	ci.Err = err
 	msg := switchboard.ErrorMessage(err)
@@ -243,24 +243,6 @@ func (s *Server) done(ctx context.Context, ci *CallInfo) {
 		}
 		e.Msg("slow tool call")
 	}
-}
-
-func outcomeOf(err error) string {
-	switch switchboard.ErrorCode(err) {
-	case switchboard.ETIMEOUT:
-		return "timeout"
-	case switchboard.EUNAVAILABLE:
-		return "unavailable"
-	case switchboard.EOVERLOADED:
-		return "overloaded"
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return "timeout"
-	}
-	if errors.Is(err, context.Canceled) {
-		return "cancelled"
-	}
-	return "error"
 }
 
 // rawCallParams builds {"name":…,"arguments":…} around the caller's argument
@@ -493,15 +475,7 @@ func (fw *forwarded) end(err error) {
 	if fw.span == nil {
 		return
 	}
-	outcome := "ok"
-	var rpcErr *switchboard.RPCError
-	switch {
-	case err != nil && errors.As(err, &rpcErr):
-		outcome = "error"
-	case err != nil:
-		outcome = outcomeOf(err)
-	}
-	tracing.End(fw.span, outcome)
+	tracing.End(fw.span, switchboard.Outcome(err))
 	fw.span = nil
 }
 

@@ -431,13 +431,6 @@ func (c *client) unavailable(method string) error {
 	return switchboard.WrapError(switchboard.EUNAVAILABLE, c.err, "calling %s: remote provider connection lost", method)
 }
 
-func ctxError(method string, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return switchboard.WrapError(switchboard.ETIMEOUT, err, "calling %s: provider did not answer in time", method)
-	}
-	return fmt.Errorf("calling %s: %w", method, err)
-}
-
 // Call sends one request and returns the raw result, a
 // *switchboard.RPCError from the server, an EUNAVAILABLE error when the
 // connection is dead or dies, ETIMEOUT when ctx's deadline passes, or ctx's
@@ -446,7 +439,7 @@ func ctxError(method string, err error) error {
 // tied to it without doubt.
 func (c *client) Call(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, ctxError(req.Method, err)
+		return nil, switchboard.CallContextError(req.Method, err)
 	}
 	if c.Err() != nil {
 		return nil, c.unavailable(req.Method)
@@ -654,7 +647,7 @@ func (c *client) exchange(ctx context.Context, p post) (outcome, error) {
 	resp, err := c.send(ctx, http.MethodPost, c.cfg.url, h, frame)
 	if err != nil {
 		if ctx.Err() != nil {
-			return outcome{}, ctxError(req.Method, ctx.Err())
+			return outcome{}, switchboard.CallContextError(req.Method, ctx.Err())
 		}
 		return outcome{}, fmt.Errorf("calling %s: %w", req.Method, err)
 	}
@@ -667,7 +660,7 @@ func (c *client) exchange(ctx context.Context, p post) (outcome, error) {
 		if err != nil {
 			if ctx.Err() != nil {
 				c.cancelled(id, p.session, ctx.Err())
-				return outcome{}, ctxError(req.Method, ctx.Err())
+				return outcome{}, switchboard.CallContextError(req.Method, ctx.Err())
 			}
 			return outcome{}, fmt.Errorf("calling %s: %w", req.Method, err)
 		}
@@ -678,7 +671,7 @@ func (c *client) exchange(ctx context.Context, p post) (outcome, error) {
 		if err != nil {
 			if ctx.Err() != nil {
 				c.cancelled(id, p.session, ctx.Err())
-				return outcome{}, ctxError(req.Method, ctx.Err())
+				return outcome{}, switchboard.CallContextError(req.Method, ctx.Err())
 			}
 			return outcome{}, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "calling %s: reading the answer", req.Method)
 		}

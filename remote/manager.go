@@ -887,7 +887,7 @@ func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawM
 			l.waiting.Add(-1)
 		case <-ctx.Done():
 			l.waiting.Add(-1)
-			return nil, ctxError(req.Method, ctx.Err())
+			return nil, switchboard.CallContextError(req.Method, ctx.Err())
 		case <-l.cl.Done():
 			l.waiting.Add(-1)
 			return nil, l.cl.unavailable(req.Method)

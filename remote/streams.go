@@ -234,7 +234,7 @@ func (c *client) connectLegacy(ctx context.Context, u *url.URL) (*hello, error) 
 	if err != nil {
 		cancelStream()
 		if ctx.Err() != nil {
-			return nil, ctxError("connecting over HTTP+SSE", ctx.Err())
+			return nil, switchboard.CallContextError("connecting over HTTP+SSE", ctx.Err())
 		}
 		return nil, fmt.Errorf("connecting over HTTP+SSE: %w", err)
 	}
@@ -279,7 +279,7 @@ func (c *client) connectLegacy(ctx context.Context, u *url.URL) (*hello, error) 
 		_ = resp.Body.Close()
 		cancelStream()
 		<-first // the reader ends with the body
-		return nil, ctxError("connecting over HTTP+SSE", ctx.Err())
+		return nil, switchboard.CallContextError("connecting over HTTP+SSE", ctx.Err())
 	}
 	if ep.Scheme != u.Scheme || ep.Host != u.Host {
 		// Never send the credentials of one origin to another.
@@ -392,7 +392,7 @@ func (l *legacyStream) call(ctx context.Context, c *client, req *switchboard.Req
 	}()
 	if err := l.post(ctx, c, frame); err != nil {
 		if ctx.Err() != nil {
-			return nil, ctxError(req.Method, ctx.Err())
+			return nil, switchboard.CallContextError(req.Method, ctx.Err())
 		}
 		return nil, fmt.Errorf("calling %s: %w", req.Method, err)
 	}
@@ -408,7 +408,7 @@ func (l *legacyStream) call(ctx context.Context, c *client, req *switchboard.Req
 		return nil, c.unavailable(req.Method)
 	case <-ctx.Done():
 		c.cancelled(id, "", ctx.Err())
-		return nil, ctxError(req.Method, ctx.Err())
+		return nil, switchboard.CallContextError(req.Method, ctx.Err())
 	}
 }
 

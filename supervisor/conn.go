@@ -273,7 +273,7 @@ func (c *Conn) Call(ctx context.Context, req *switchboard.Request) (json.RawMess
 func (c *Conn) call(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
 	method := req.Method
 	if err := ctx.Err(); err != nil {
-		return nil, c.ctxError(method, err)
+		return nil, switchboard.CallContextError(method, err)
 	}
 	id := c.nextID.Add(1)
 	bp := getBuf()
@@ -298,7 +298,7 @@ func (c *Conn) call(ctx context.Context, req *switchboard.Request) (json.RawMess
 		delete(c.pending, id)
 		c.mu.Unlock()
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, c.ctxError(method, ctxErr)
+			return nil, switchboard.CallContextError(method, ctxErr)
 		}
 		return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "calling %s: provider connection lost", method)
 	}
@@ -328,7 +328,7 @@ func (c *Conn) call(ctx context.Context, req *switchboard.Request) (json.RawMess
 			return (<-p.ch).unpack()
 		}
 		c.sendCancelled(id, ctx.Err())
-		return nil, c.ctxError(method, ctx.Err())
+		return nil, switchboard.CallContextError(method, ctx.Err())
 	}
 }
 
@@ -415,13 +415,6 @@ func (r response) unpack() (json.RawMessage, error) {
 		return nil, r.err
 	}
 	return r.result, nil
-}
-
-func (c *Conn) ctxError(method string, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return switchboard.WrapError(switchboard.ETIMEOUT, err, "calling %s: provider did not answer in time", method)
-	}
-	return fmt.Errorf("calling %s: %w", method, err)
 }
 
 // sendCancelled tells the child that request id is abandoned, without blocking

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
 
 	"github.com/switchboard-mcp/switchboard"
@@ -33,7 +32,7 @@ func (t *timeoutStreak) observe(caller context.Context, err error) {
 		return
 	}
 	switch {
-	case err == nil, isRPCError(err):
+	case err == nil, switchboard.IsRPCError(err):
 		t.n.Store(0)
 	case switchboard.ErrorCode(err) == switchboard.ETIMEOUT && caller.Err() == nil:
 		if t.n.Add(1) == t.max {
@@ -43,14 +42,6 @@ func (t *timeoutStreak) observe(caller context.Context, err error) {
 			}
 		}
 	}
-}
-
-// isRPCError reports whether err is the child's own JSON-RPC error: an
-// answer, so not a timeout. (A function of its own, so that the target
-// errors.As needs is made only when there is an error.)
-func isRPCError(err error) bool {
-	var rpcErr *switchboard.RPCError
-	return errors.As(err, &rpcErr)
 }
 
 // tripped is signalled once the count reaches max.

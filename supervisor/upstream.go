@@ -3,7 +3,6 @@ package supervisor
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,30 +83,8 @@ func (l *limited) tracedCall(ctx context.Context, req *switchboard.Request) (jso
 	}
 	r.Meta = meta
 	res, err := l.call(ctx, &r, sp)
-	tracing.End(sp, callOutcome(err))
+	tracing.End(sp, switchboard.Outcome(err))
 	return res, err
-}
-
-// callOutcome names how a call to the child ended, for its span.
-func callOutcome(err error) string {
-	switch {
-	case err == nil:
-		return "ok"
-	case isRPCError(err):
-		return "error"
-	}
-	switch switchboard.ErrorCode(err) {
-	case switchboard.ETIMEOUT:
-		return "timeout"
-	case switchboard.EUNAVAILABLE:
-		return "unavailable"
-	case switchboard.EOVERLOADED:
-		return "overloaded"
-	}
-	if errors.Is(err, context.Canceled) {
-		return "cancelled"
-	}
-	return "error"
 }
 
 // call waits for a slot, then calls the child; sp, when traced, learns
@@ -128,7 +105,7 @@ func (l *limited) call(ctx context.Context, req *switchboard.Request, sp trace.S
 			l.waiting.Add(-1)
 		case <-ctx.Done():
 			l.waiting.Add(-1)
-			return nil, l.conn.ctxError(req.Method, ctx.Err())
+			return nil, switchboard.CallContextError(req.Method, ctx.Err())
 		case <-l.conn.Done():
 			l.waiting.Add(-1)
 			return nil, l.conn.unavailable(req.Method)
