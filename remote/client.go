@@ -427,7 +427,8 @@ func (c *client) Close() error {
 	return nil
 }
 
-func (c *client) unavailable(method string) error {
+// Unavailable is the error of a call to method on the dead connection.
+func (c *client) Unavailable(method string) error {
 	return switchboard.WrapError(switchboard.EUNAVAILABLE, c.err, "calling %s: remote provider connection lost", method)
 }
 
@@ -442,7 +443,7 @@ func (c *client) Call(ctx context.Context, req *switchboard.Request) (json.RawMe
 		return nil, switchboard.CallContextError(req.Method, err)
 	}
 	if c.Err() != nil {
-		return nil, c.unavailable(req.Method)
+		return nil, c.Unavailable(req.Method)
 	}
 	switch c.era {
 	case eraLegacy:
@@ -634,7 +635,7 @@ func (c *client) exchange(ctx context.Context, p post) (outcome, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return outcome{}, c.unavailable(req.Method)
+		return outcome{}, c.Unavailable(req.Method)
 	}
 	c.calls[id] = cl
 	c.mu.Unlock()

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/gate"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 )
 
@@ -647,7 +648,6 @@ func (in *instance) runOnce() (res runResult) {
 
 	up := newLimited(cl, spec, &in.inFlight)
 	up.lastUsed = &in.lastUsed
-	up.timeouts = newTimeoutStreak(spec.MaxConsecutiveTimeouts)
 	in.mu.Lock()
 	in.up = up
 	in.tools = len(cat.Tools)
@@ -701,8 +701,8 @@ func (in *instance) runOnce() (res runResult) {
 			}
 			return lost(EventDisconnect, err, false)
 
-		case <-up.timeouts.tripped():
-			return lost(EventUnhealthy, switchboard.Errorf(switchboard.EUNAVAILABLE, "remote provider timed out %d calls in a row (call_timeout %s)", up.timeouts.count(), spec.CallTimeout), true)
+		case <-up.gate.Tripped():
+			return lost(EventUnhealthy, switchboard.Errorf(switchboard.EUNAVAILABLE, "remote provider timed out %d calls in a row (call_timeout %s)", up.gate.Timeouts(), spec.CallTimeout), true)
 
 		case <-health:
 			if in.inFlight.Load() > 0 {
@@ -844,16 +844,11 @@ func listAll(ctx context.Context, cl *client, method, field string) ([]json.RawM
 }
 
 // limited is the Upstream handed out for a running instance: the
-// connection behind a concurrency limit, a bounded wait queue and a
-// per-call timeout.
+// connection behind the gate every provider has (a concurrency limit, a
+// bounded wait queue, a per-call timeout, the timeout streak).
 type limited struct {
 	cl       *client
-	slots    chan struct{}
-	waiting  atomic.Int64
-	inFlight *atomic.Int64
-	maxQueue int64
-	timeout  time.Duration
-	timeouts *timeoutStreak
+	gate     *gate.Gate
 	lastUsed *atomic.Int64
 }
 
@@ -861,48 +856,17 @@ var _ switchboard.Upstream = (*limited)(nil)
 
 func newLimited(cl *client, spec Spec, inFlight *atomic.Int64) *limited {
 	return &limited{
-		cl:       cl,
-		slots:    make(chan struct{}, spec.MaxConcurrent),
-		inFlight: inFlight,
-		maxQueue: int64(spec.MaxQueue),
-		timeout:  spec.CallTimeout,
+		cl:   cl,
+		gate: gate.New(spec.MaxConcurrent, spec.MaxQueue, spec.CallTimeout, inFlight, spec.MaxConsecutiveTimeouts),
 	}
 }
 
-// Call waits for a slot (failing at once with EOVERLOADED when the queue is
-// full), then calls the server with the per-call timeout.
+// Call calls the server through the gate.
 func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
 	if l.lastUsed != nil {
 		l.lastUsed.Store(time.Now().UnixNano())
 	}
-	select {
-	case l.slots <- struct{}{}:
-	default:
-		if l.waiting.Add(1) > l.maxQueue {
-			l.waiting.Add(-1)
-			return nil, switchboard.Errorf(switchboard.EOVERLOADED, "calling %s: provider is overloaded", req.Method)
-		}
-		select {
-		case l.slots <- struct{}{}:
-			l.waiting.Add(-1)
-		case <-ctx.Done():
-			l.waiting.Add(-1)
-			return nil, switchboard.CallContextError(req.Method, ctx.Err())
-		case <-l.cl.Done():
-			l.waiting.Add(-1)
-			return nil, l.cl.unavailable(req.Method)
-		}
-	}
-	l.inFlight.Add(1)
-	defer func() {
-		l.inFlight.Add(-1)
-		<-l.slots
-	}()
-	callCtx, cancel := context.WithTimeout(ctx, l.timeout)
-	defer cancel()
-	res, err := l.cl.Call(callCtx, req)
-	l.timeouts.observe(ctx, err)
-	return res, err
+	return l.gate.Call(ctx, l.cl, req, nil)
 }
 
 // Notify sends the server a notification (roots/list_changed, for one). In
@@ -921,44 +885,3 @@ func (l *limited) Notify(ctx context.Context, method string, params any) error {
 	}
 	return l.cl.notify(ctx, method, raw)
 }
-
-// timeoutStreak counts the calls that hit CallTimeout in a row; at max it
-// trips once. A nil *timeoutStreak counts nothing.
-type timeoutStreak struct {
-	max  int64
-	n    atomic.Int64
-	trip chan struct{}
-}
-
-func newTimeoutStreak(max int) *timeoutStreak {
-	return &timeoutStreak{max: int64(max), trip: make(chan struct{}, 1)}
-}
-
-// observe records how a call ended; caller is the caller's own context (a
-// call it cancelled, or whose deadline came first, does not count).
-func (t *timeoutStreak) observe(caller context.Context, err error) {
-	if t == nil {
-		return
-	}
-	var rpcErr *switchboard.RPCError
-	switch {
-	case err == nil, errors.As(err, &rpcErr):
-		t.n.Store(0)
-	case switchboard.ErrorCode(err) == switchboard.ETIMEOUT && caller.Err() == nil:
-		if t.n.Add(1) == t.max {
-			select {
-			case t.trip <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
-
-func (t *timeoutStreak) tripped() <-chan struct{} {
-	if t == nil {
-		return nil
-	}
-	return t.trip
-}
-
-func (t *timeoutStreak) count() int64 { return t.n.Load() }

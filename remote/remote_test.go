@@ -296,7 +296,7 @@ func TestCallLimits(t *testing.T) {
 		_, err := callTool(t, up, nil, nil, "slow", `{"ms":250}`)
 		done <- err
 	}()
-	eventually(t, 5*time.Second, "a call in flight", func() bool { return up.(*limited).inFlight.Load() == 1 })
+	eventually(t, 5*time.Second, "a call in flight", func() bool { return up.(*limited).gate.Active() == 1 })
 	if _, err := callTool(t, up, nil, nil, "echo", `{"text":"x"}`); switchboard.ErrorCode(err) != switchboard.EOVERLOADED {
 		t.Errorf("second call: %v, want EOVERLOADED", err)
 	}

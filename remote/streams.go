@@ -381,7 +381,7 @@ func (l *legacyStream) call(ctx context.Context, c *client, req *switchboard.Req
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return nil, c.unavailable(req.Method)
+		return nil, c.Unavailable(req.Method)
 	}
 	c.calls[id] = cl
 	c.mu.Unlock()
@@ -405,7 +405,7 @@ func (l *legacyStream) call(ctx context.Context, c *client, req *switchboard.Req
 			return r.unpack()
 		default:
 		}
-		return nil, c.unavailable(req.Method)
+		return nil, c.Unavailable(req.Method)
 	case <-ctx.Done():
 		c.cancelled(id, "", ctx.Err())
 		return nil, switchboard.CallContextError(req.Method, ctx.Err())

@@ -148,7 +148,7 @@ func TestPerUserInstances(t *testing.T) {
 		},
 		Usable: func(p *switchboard.Principal) []string { return []string{"gh"} },
 	})
-	s.SetProviders(map[string]Provider{"gh": {UserScoped: true, MaxUsers: 1, IdleTimeout: 400 * time.Millisecond}})
+	s.SetProviders(map[string]Provider{"gh": {UserScoped: true, MaxUsers: 1, IdleTimeout: time.Second}})
 	if !s.UserScoped("gh") || s.UserScoped("other") {
 		t.Fatal("UserScoped wrong")
 	}
@@ -174,8 +174,9 @@ func TestPerUserInstances(t *testing.T) {
 	reapCtx, stopReap := context.WithCancel(ctx)
 	defer stopReap()
 	go s.Reap(reapCtx, 50*time.Millisecond)
-	// Kept busy, it stays.
-	for range 8 {
+	// Kept busy, it stays (used every 100 ms, for longer than its idle
+	// timeout: a margin of 10x for a loaded machine).
+	for range 15 {
 		if _, err := s.Upstream(ctx, alice); err != nil {
 			t.Fatal(err)
 		}

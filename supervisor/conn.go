@@ -240,7 +240,9 @@ func (c *Conn) fail(err error) {
 	})
 }
 
-func (c *Conn) unavailable(method string) error {
+// Unavailable is the error of a call to method on the dead connection: why
+// it died, as EUNAVAILABLE.
+func (c *Conn) Unavailable(method string) error {
 	return switchboard.WrapError(switchboard.EUNAVAILABLE, c.err, "calling %s: provider connection lost", method)
 }
 
@@ -288,7 +290,7 @@ func (c *Conn) call(ctx context.Context, req *switchboard.Request) (json.RawMess
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return nil, c.unavailable(method)
+		return nil, c.Unavailable(method)
 	}
 	c.pending[id] = p
 	c.mu.Unlock()
@@ -312,7 +314,7 @@ func (c *Conn) call(ctx context.Context, req *switchboard.Request) (json.RawMess
 			return resp.unpack()
 		default:
 		}
-		return nil, c.unavailable(method)
+		return nil, c.Unavailable(method)
 	case <-ctx.Done():
 		c.mu.Lock()
 		_, stillPending := c.pending[id]

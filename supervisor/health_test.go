@@ -2,66 +2,12 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchboard-mcp/switchboard"
 )
-
-func TestTimeoutStreakObserve(t *testing.T) {
-	live := context.Background()
-	ended, cancel := context.WithCancel(context.Background())
-	cancel()
-	timeout := switchboard.WrapError(switchboard.ETIMEOUT, context.DeadlineExceeded, "calling tools/call: provider did not answer in time")
-	tests := []struct {
-		name    string
-		calls   []error
-		callers []context.Context // nil entries: live
-		want    int64
-		tripped bool
-	}{
-		{name: "timeouts in a row trip", calls: []error{timeout, timeout, timeout}, want: 3, tripped: true},
-		{name: "below the limit", calls: []error{timeout, timeout}, want: 2},
-		{name: "a result resets", calls: []error{timeout, timeout, nil, timeout}, want: 1},
-		{name: "an error answer resets", calls: []error{timeout, timeout, &switchboard.RPCError{Code: -32602, Message: "bad"}, timeout}, want: 1},
-		{name: "a dead connection changes nothing", calls: []error{timeout, switchboard.Errorf(switchboard.EUNAVAILABLE, "gone"), timeout, timeout}, want: 3, tripped: true},
-		{name: "overload changes nothing", calls: []error{timeout, switchboard.Errorf(switchboard.EOVERLOADED, "full"), timeout}, want: 2},
-		{name: "the caller's own deadline does not count", calls: []error{timeout, timeout, timeout}, callers: []context.Context{ended, ended, nil}, want: 1},
-		{name: "a cancelled call does not count", calls: []error{timeout, errors.New("calling tools/call: context canceled")}, callers: []context.Context{nil, ended}, want: 1},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := newTimeoutStreak(3)
-			for i, err := range tt.calls {
-				caller := live
-				if i < len(tt.callers) && tt.callers[i] != nil {
-					caller = tt.callers[i]
-				}
-				s.observe(caller, err)
-			}
-			if got := s.count(); got != tt.want {
-				t.Errorf("count = %d, want %d", got, tt.want)
-			}
-			select {
-			case <-s.tripped():
-				if !tt.tripped {
-					t.Error("tripped")
-				}
-			default:
-				if tt.tripped {
-					t.Error("not tripped")
-				}
-			}
-		})
-	}
-	var none *timeoutStreak
-	none.observe(live, timeout) // a nil streak counts nothing
-	if s := newTimeoutStreak(-1); func() bool { s.observe(live, timeout); s.observe(live, timeout); return len(s.trip) > 0 }() {
-		t.Error("a disabled streak tripped")
-	}
-}
 
 // TestHangingChildIsRestarted: a child that hangs on every tool call is
 // killed and restarted once MaxConsecutiveTimeouts calls in a row have timed

@@ -808,7 +808,6 @@ func (in *instance) runOnce() (res runResult) {
 	}
 
 	up := newLimited(conn, spec, &in.flights)
-	up.timeouts = newTimeoutStreak(spec.MaxConsecutiveTimeouts)
 	up.tr = in.s.opts.Tracer
 	if conn.Modern() {
 		up.lis = newListener(conn, func(err error) {
@@ -878,10 +877,10 @@ func (in *instance) runOnce() (res runResult) {
 			in.recordExit(p)
 			return res
 
-		case <-up.timeouts.tripped():
+		case <-up.gate.Tripped():
 			in.unpublish()
 			res.forced = true
-			res.err = switchboard.Errorf(switchboard.EUNAVAILABLE, "provider timed out %d calls in a row (call_timeout %s)", up.timeouts.count(), spec.CallTimeout)
+			res.err = switchboard.Errorf(switchboard.EUNAVAILABLE, "provider timed out %d calls in a row (call_timeout %s)", up.gate.Timeouts(), spec.CallTimeout)
 			in.setErr(res.err)
 			in.emit(Event{Kind: EventUnhealthy, PID: p.pid, Err: res.err.Error()})
 			in.killNow(p, "provider timed out too many calls in a row; killing its group")

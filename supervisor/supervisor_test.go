@@ -877,7 +877,7 @@ func TestQueueBound(t *testing.T) {
 	}
 	waitUntil(t, 10*time.Second, func() bool {
 		l := up.(*limited)
-		return l.flights.active.Load() == 1 && l.waiting.Load() == 1
+		return l.flights.active.Load() == 1 && l.gate.Waiting() == 1
 	}, "one in flight and one queued")
 	start := time.Now()
 	_, err := callTool(t.Context(), up, "echo", map[string]any{"text": "x"})

@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/gate"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 	"github.com/switchboard-mcp/switchboard/internal/tracing"
 )
@@ -17,13 +17,9 @@ import (
 // limited is the Upstream handed out for a running instance: a Conn behind a
 // concurrency limit, a bounded wait queue and a per-call timeout.
 type limited struct {
-	conn     *Conn
-	slots    chan struct{}
-	waiting  atomic.Int64
-	flights  *flights // shared with the instance: Status and drains
-	maxQueue int64
-	timeout  time.Duration
-	timeouts *timeoutStreak // calls that hit timeout in a row; nil: not counted
+	conn    *Conn
+	gate    *gate.Gate
+	flights *flights // shared with the instance: Status and drains
 	// lis is the stateless-era child's subscriptions/listen stream, which
 	// carries resource subscriptions; nil for a session-era child.
 	lis *listener
@@ -36,12 +32,10 @@ var _ switchboard.Upstream = (*limited)(nil)
 
 func newLimited(conn *Conn, spec Spec, f *flights) *limited {
 	return &limited{
-		conn:     conn,
-		slots:    make(chan struct{}, spec.MaxConcurrent),
-		flights:  f,
-		maxQueue: int64(spec.MaxQueue),
-		timeout:  spec.CallTimeout,
-		key:      spec.Key,
+		conn:    conn,
+		gate:    gate.New(spec.MaxConcurrent, spec.MaxQueue, spec.CallTimeout, &f.active, spec.MaxConsecutiveTimeouts),
+		flights: f,
+		key:     spec.Key,
 	}
 }
 
@@ -87,40 +81,14 @@ func (l *limited) tracedCall(ctx context.Context, req *switchboard.Request) (jso
 	return res, err
 }
 
-// call waits for a slot, then calls the child; sp, when traced, learns
-// whether the call had to queue.
+// call calls the child through the gate; sp, when traced, learns whether the
+// call had to queue.
 func (l *limited) call(ctx context.Context, req *switchboard.Request, sp trace.Span) (json.RawMessage, error) {
-	select {
-	case l.slots <- struct{}{}:
-	default:
-		if l.waiting.Add(1) > l.maxQueue {
-			l.waiting.Add(-1)
-			return nil, switchboard.Errorf(switchboard.EOVERLOADED, "calling %s: provider is overloaded", req.Method)
-		}
-		if sp != nil {
-			sp.SetAttributes(tracing.KeyQueued.Bool(true))
-		}
-		select {
-		case l.slots <- struct{}{}:
-			l.waiting.Add(-1)
-		case <-ctx.Done():
-			l.waiting.Add(-1)
-			return nil, switchboard.CallContextError(req.Method, ctx.Err())
-		case <-l.conn.Done():
-			l.waiting.Add(-1)
-			return nil, l.conn.unavailable(req.Method)
-		}
+	var queued func()
+	if sp != nil {
+		queued = func() { sp.SetAttributes(tracing.KeyQueued.Bool(true)) }
 	}
-	l.flights.active.Add(1)
-	defer func() {
-		l.flights.active.Add(-1)
-		<-l.slots
-	}()
-	callCtx, cancel := context.WithTimeout(ctx, l.timeout)
-	defer cancel()
-	res, err := l.conn.Call(callCtx, req)
-	l.timeouts.observe(ctx, err)
-	return res, err
+	return l.gate.Call(ctx, l.conn, req, queued)
 }
 
 // Notify sends the child a notification (roots/list_changed, for one).
