@@ -105,11 +105,18 @@ func (st *stream) eventWait(ctx context.Context, frame []byte) error {
 
 // finish sends the final frame, if any, and ends the response: as a JSON
 // body with status, or as the last SSE event. It returns once everything
-// is written (or the client is gone). Idempotent.
+// is written (or the client is gone). Idempotent, and every call waits for
+// the writer: a GET stream is finished both by its handler and by the
+// session's end, and the handler must not return (letting net/http finish
+// the response) while the writer still flushes.
 func (st *stream) finish(status int, frame []byte) {
 	st.mu.Lock()
 	if st.closed {
+		sse, done := st.sse, st.done
 		st.mu.Unlock()
+		if sse {
+			<-done
+		}
 		return
 	}
 	st.closed = true
