@@ -273,7 +273,7 @@ func (v *Vault) UserSecret(ctx context.Context, user, provider, name string) (sw
 	if err != nil {
 		return "", fmt.Errorf("getting %s: %w", ename, err)
 	}
-	pt, _, err := v.open(ctx, ename, stored)
+	pt, _, err := v.openRead(ctx, bucketConn, connValueKey(user, provider, name), ename, stored)
 	if err != nil {
 		return "", fmt.Errorf("getting %s: %w", ename, err)
 	}

@@ -8,3 +8,10 @@ func (v *Vault) SetLegacy(name string, value []byte) error { return v.set(name, 
 
 // Store returns the store the vault keeps its entries in.
 func (v *Vault) Store() switchboard.Store { return v.st }
+
+// CachedKey returns the cached data key id, as a reader takes it.
+func (v *Vault) CachedKey(id string) []byte {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.keys[id]
+}

@@ -111,7 +111,7 @@ func (v *Vault) readInternal(ctx context.Context, name string) ([]byte, bool, er
 		if err != nil {
 			return nil, false, err
 		}
-		pt, _, err := v.open(ctx, secretEntry(name), legacy)
+		pt, _, err := v.openRead(ctx, bucketSecret, name, secretEntry(name), legacy)
 		if err != nil {
 			return nil, false, err
 		}
@@ -122,7 +122,7 @@ func (v *Vault) readInternal(ctx context.Context, name string) ([]byte, bool, er
 	if err != nil {
 		return nil, false, err
 	}
-	return v.internalValue(name, stored, func(s []byte) ([]byte, envelope, error) { return v.open(ctx, ename, s) })
+	return v.internalValue(name, stored, func(s []byte) ([]byte, envelope, error) { return v.openRead(ctx, bucketInternal, name, ename, s) })
 }
 
 // internalValue decrypts a stored internal key with open; a key of the wrong

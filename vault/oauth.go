@@ -111,7 +111,7 @@ func (v *Vault) OAuthClient(ctx context.Context, issuer, redirectURL string) ([]
 	if err != nil {
 		return nil, fmt.Errorf("getting the OAuth client for %s: %w", issuer, err)
 	}
-	pt, _, err := v.open(ctx, oauthClientEntry(key), stored)
+	pt, _, err := v.openRead(ctx, bucketOAuth, key, oauthClientEntry(key), stored)
 	if err != nil {
 		return nil, fmt.Errorf("getting the OAuth client for %s: %w", issuer, err)
 	}

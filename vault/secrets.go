@@ -90,7 +90,7 @@ func (v *Vault) secret(ctx context.Context, name string) (switchboard.Secret, er
 	if err != nil {
 		return "", fmt.Errorf("getting secret %s: %w", name, err)
 	}
-	pt, _, err := v.open(ctx, ename, stored)
+	pt, _, err := v.openRead(ctx, bucketSecret, name, ename, stored)
 	if err != nil {
 		return "", fmt.Errorf("getting secret %s: %w", name, err)
 	}

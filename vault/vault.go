@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -255,7 +256,8 @@ func (v *Vault) loadKeys(ctx context.Context) error {
 		wipeAll(loaded)
 		return ErrClosed
 	}
-	wipeAll(v.keys)
+	// The replaced keys are not wiped: a reader may be decrypting with one
+	// (see Rotate).
 	v.keys = loaded
 	return nil
 }
@@ -431,7 +433,27 @@ func (v *Vault) seal(tx switchboard.StoreTx, name entryName, value []byte, at ti
 	return sealEntry(name, id, dk, value, at)
 }
 
-// open decrypts a stored value of entry name read outside a transaction.
+// openRead decrypts stored, the value of bucket/key read outside a
+// transaction, as entry name. A Rotate that commits between the read and the
+// decryption re-encrypts the value and retires the key it was read under (in
+// this process or another replica): when the value does not open, it is read
+// again and, if it changed meanwhile, opened anew.
+func (v *Vault) openRead(ctx context.Context, bucket, key string, name entryName, stored []byte) ([]byte, envelope, error) {
+	for attempt := 0; ; attempt++ {
+		pt, env, err := v.open(ctx, name, stored)
+		if err == nil || !errors.Is(err, ErrCorrupt) || attempt == 2 {
+			return pt, env, err
+		}
+		again, gerr := v.get(ctx, bucket, key)
+		if gerr != nil || bytes.Equal(again, stored) {
+			return pt, env, err
+		}
+		stored = again
+	}
+}
+
+// open decrypts a stored value of entry name read outside a transaction;
+// openRead retries it when a rotation overtook the read.
 func (v *Vault) open(ctx context.Context, name entryName, stored []byte) ([]byte, envelope, error) {
 	env, err := parseEnvelope(name, stored)
 	if err != nil {
@@ -654,9 +676,12 @@ func (v *Vault) Rotate() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("rotating vault data key: %w", err)
 	}
+	// Retired keys leave the cache but are not wiped in place: a reader that
+	// took one from the cache before the commit may still be decrypting with
+	// it (zeroing it under that reader failed its read as corrupt). The
+	// garbage collector reclaims them.
 	v.mu.Lock()
 	for _, id := range retired {
-		clear(v.keys[id])
 		delete(v.keys, id)
 	}
 	v.keys[newID] = newKey
