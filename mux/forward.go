@@ -492,9 +492,13 @@ func (s *Server) run(x *exchange, fw *forwarded, up switchboard.Upstream, req *s
 		fw.ctx = x.ctx
 	}
 	if !x.modern || !fw.suspendable || !clientCanRelay(x.caps) {
-		ctx, cancel := context.WithCancel(fw.ctx)
-		defer cancel()
-		f.abort = cancel
+		ctx := fw.ctx
+		if x.modern { // only the stateless era aborts a call (Request)
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithCancel(ctx)
+			defer cancel()
+			f.abort = cancel
+		}
 		raw, err := up.Call(ctx, req)
 		if err = f.failure(err); err != nil {
 			raw = nil
