@@ -43,3 +43,23 @@ func BenchmarkRedactCleanLine(b *testing.B) {
 		r.Bytes(line)
 	}
 }
+
+func TestMayMatchPattern(t *testing.T) {
+	for _, n := range needles {
+		upper := strings.ToUpper(n)
+		mixed := strings.ToUpper(n[:1]) + n[1:]
+		for _, line := range []string{n, "x " + upper + " y", `{"k":"` + mixed + `"}`} {
+			if !mayMatchPattern([]byte(line)) {
+				t.Errorf("%q: no match for needle %q", line, n)
+			}
+		}
+		if cut := n[:len(n)-1]; mayMatchPattern([]byte("x " + cut)) {
+			t.Errorf("%q matched, but holds only a needle's prefix", cut)
+		}
+	}
+	for _, line := range []string{"", "s", `{"level":"info","status":200,"message":"mcp request"}`, "sb-", "SB-x"} {
+		if mayMatchPattern([]byte(line)) {
+			t.Errorf("%q matched no needle but was reported", line)
+		}
+	}
+}
