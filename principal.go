@@ -21,19 +21,32 @@ const (
 )
 
 // Principal is an authenticated caller. It is resolved per request and never
-// cached from session creation.
+// cached from session creation. The authenticator may hand the same
+// Principal to every request of one caller (the API-key path keeps one per
+// user, rebuilt when the user changes): treat it as read-only.
 type Principal struct {
 	Kind     PrincipalKind `json:"kind"`
 	ID       string        `json:"id"`
 	Roles    []string      `json:"roles,omitempty"`
 	Method   string        `json:"method,omitempty"` // "api_key", "jwt", "service_token", "none"
 	Endpoint Endpoint      `json:"endpoint"`
+
+	name string // String's answer, when built by NewPrincipal
+}
+
+// NewPrincipal returns a Principal whose String is computed once (a request
+// asks for it several times: rate limit, session check, access log).
+func NewPrincipal(kind PrincipalKind, id string, roles []string, method string, ep Endpoint) *Principal {
+	return &Principal{Kind: kind, ID: id, Roles: roles, Method: method, Endpoint: ep, name: string(kind) + ":" + id}
 }
 
 // String returns "kind:id".
 func (p *Principal) String() string {
-	if p == nil {
+	switch {
+	case p == nil:
 		return "anonymous"
+	case p.name != "":
+		return p.name
 	}
 	return string(p.Kind) + ":" + p.ID
 }

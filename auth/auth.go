@@ -164,13 +164,7 @@ func (a *Authenticator) AuthenticatePublic(r *http.Request) (*switchboard.Princi
 			a.log.Debug().Str("method", MethodAPIKey).Msg("api key refused")
 			return nil, false, nil
 		}
-		return &switchboard.Principal{
-			Kind:     switchboard.PrincipalUser,
-			ID:       rec.Name,
-			Roles:    slices.Clone(rec.Roles),
-			Method:   MethodAPIKey,
-			Endpoint: switchboard.EndpointPublic,
-		}, true, nil
+		return rec.principal, true, nil
 	}
 	iss, ok := unverifiedIssuer(tok)
 	if !ok {
@@ -206,12 +200,7 @@ func (a *Authenticator) AuthenticateInternal(r *http.Request) (*switchboard.Prin
 		a.log.Debug().Str("method", MethodServiceToken).Err(err).Msg("service token refused")
 		return nil, false, nil
 	}
-	return &switchboard.Principal{
-		Kind:     switchboard.PrincipalService,
-		ID:       svc,
-		Method:   MethodServiceToken,
-		Endpoint: switchboard.EndpointInternal,
-	}, true, nil
+	return switchboard.NewPrincipal(switchboard.PrincipalService, svc, nil, MethodServiceToken, switchboard.EndpointInternal), true, nil
 }
 
 // BearerToken returns the credential of the request's single

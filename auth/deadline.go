@@ -27,7 +27,7 @@ import (
 func PreAuthDeadline(d time.Duration) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+			_ = setReadDeadline(w, time.Now().Add(d))
 			next.ServeHTTP(w, r)
 		})
 	}
@@ -43,19 +43,18 @@ func PreAuthDeadline(d time.Duration) func(http.Handler) http.Handler {
 func BodyDeadline(d time.Duration) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			rc := http.NewResponseController(w)
 			if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-				_ = rc.SetReadDeadline(time.Time{})
+				_ = setReadDeadline(w, time.Time{})
 				next.ServeHTTP(w, r)
 				return
 			}
-			if err := rc.SetReadDeadline(time.Now().Add(d)); errors.Is(err, http.ErrNotSupported) {
+			if err := setReadDeadline(w, time.Now().Add(d)); errors.Is(err, http.ErrNotSupported) {
 				next.ServeHTTP(w, r)
 				return
 			}
 			r2 := new(http.Request)
 			*r2 = *r
-			r2.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+			r2.Body = &deadlineBody{ReadCloser: r.Body, w: w}
 			next.ServeHTTP(w, r2)
 		})
 	}
@@ -66,14 +65,26 @@ func BodyDeadline(d time.Duration) func(http.Handler) http.Handler {
 // afterwards fails at once and the connection is closed.
 type deadlineBody struct {
 	io.ReadCloser
-	rc   *http.ResponseController
+	w    http.ResponseWriter
 	once sync.Once
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err == io.EOF {
-		b.once.Do(func() { _ = b.rc.SetReadDeadline(time.Time{}) })
+		b.once.Do(func() { _ = setReadDeadline(b.w, time.Time{}) })
 	}
 	return n, err
+}
+
+// setReadDeadline sets the connection's read deadline through w: directly on
+// net/http's own writer, which has the method (as http.ResponseController
+// documents), or through a ResponseController for a wrapped one. Creating a
+// ResponseController costs an allocation, and every request sets the
+// deadline two or three times.
+func setReadDeadline(w http.ResponseWriter, t time.Time) error {
+	if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok {
+		return d.SetReadDeadline(t)
+	}
+	return http.NewResponseController(w).SetReadDeadline(t)
 }

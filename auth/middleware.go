@@ -56,7 +56,7 @@ const RefusalDrain = time.Second
 func refuse(w http.ResponseWriter, r *http.Request, status int, body []byte) {
 	if r.ContentLength != 0 {
 		w.Header().Set("Connection", "close")
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(RefusalDrain))
+		_ = setReadDeadline(w, time.Now().Add(RefusalDrain))
 	}
 	writeJSON(w, status, body)
 }

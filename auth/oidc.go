@@ -204,13 +204,7 @@ func (is *issuer) verify(ctx context.Context, raw string) (*switchboard.Principa
 	if !ok {
 		return nil, errors.New("no valid user claim")
 	}
-	return &switchboard.Principal{
-		Kind:     switchboard.PrincipalUser,
-		ID:       id,
-		Roles:    is.roles(claims),
-		Method:   MethodJWT,
-		Endpoint: switchboard.EndpointPublic,
-	}, nil
+	return switchboard.NewPrincipal(switchboard.PrincipalUser, id, is.roles(claims), MethodJWT, switchboard.EndpointPublic), nil
 }
 
 func (is *issuer) userID(claims map[string]any) (string, bool) {

@@ -182,9 +182,11 @@ func (l *RateLimiter) Len() int { return l.set.len() }
 // {"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"rate limit exceeded"}}.
 func (l *RateLimiter) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key := "ip:" + SourceIP(r)
+		var key string
 		if p := switchboard.PrincipalFromContext(r.Context()); p != nil {
 			key = p.String()
+		} else {
+			key = "ip:" + SourceIP(r)
 		}
 		if ok, d := l.Allow(key); !ok {
 			if hook := l.cfg.Load().OnLimit; hook != nil {

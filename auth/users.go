@@ -74,6 +74,10 @@ type userRecord struct {
 	KeyID        string    `json:"key_id"`
 	KeyHash      []byte    `json:"key_hash"` // SHA-256 of keyHashDomain + full key
 	KeyCreatedAt time.Time `json:"key_created_at"`
+
+	// principal is what the user's API key authenticates as, built when the
+	// cache is loaded and shared, read-only, by the user's requests.
+	principal *switchboard.Principal
 }
 
 func (r *userRecord) user() User {
@@ -210,6 +214,7 @@ func (u *Users) reload() (old, snap *userSnapshot, err error) {
 		if err := json.Unmarshal(e.Value, rec); err != nil {
 			return nil, nil, fmt.Errorf("loading users: decoding user %q: %w", e.Key, err)
 		}
+		rec.principal = switchboard.NewPrincipal(switchboard.PrincipalUser, rec.Name, slices.Clone(rec.Roles), MethodAPIKey, switchboard.EndpointPublic)
 		snap.byName[rec.Name] = rec
 		if rec.KeyID != "" {
 			snap.byKeyID[rec.KeyID] = rec

@@ -198,3 +198,32 @@ func TestParseAPIKey(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIKeyPrincipalFollowsTheUser: the API-key path hands every request of
+// a user the same read-only Principal, and a new one once the user changes.
+func TestAPIKeyPrincipalFollowsTheUser(t *testing.T) {
+	u := MustUsers(t)
+	key, err := u.Add("alice", []string{"dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := u.authenticate(key)
+	b, _ := u.authenticate(key)
+	if a == nil || a.principal != b.principal {
+		t.Fatal("two requests of one user got different principals")
+	}
+	p := a.principal
+	if p.String() != "user:alice" || !slices.Equal(p.Roles, []string{"dev"}) || p.Method != MethodAPIKey || p.Endpoint != switchboard.EndpointPublic {
+		t.Fatalf("principal = %+v (%s)", *p, p)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = p.String() }); n != 0 {
+		t.Errorf("String allocates %v times", n)
+	}
+	if err := u.SetRoles("alice", []string{"admin"}); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := u.authenticate(key)
+	if c == nil || !slices.Equal(c.principal.Roles, []string{"admin"}) || !slices.Equal(p.Roles, []string{"dev"}) {
+		t.Fatalf("after SetRoles: new roles %v, the old principal's %v", c.principal.Roles, p.Roles)
+	}
+}

@@ -395,33 +395,31 @@ const maxPreallocBody = 1 << 20
 // The spec asks clients to list application/json and text/event-stream; a
 // missing header or a wildcard (curl's default */*) is tolerated, a header
 // that rules both out is not.
-func acceptsMCP(values []string) bool {
-	if len(values) == 0 {
-		return true
-	}
-	for _, v := range values {
-		for _, part := range strings.Split(v, ",") {
-			mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
-			switch strings.ToLower(strings.TrimSpace(mt)) {
-			case "application/json", "text/event-stream", "*/*", "application/*", "text/*":
-				return true
-			}
-		}
-	}
-	return false
-}
+func acceptsMCP(values []string) bool { return accepts(values, mcpMediaRanges) }
 
 // acceptsSSE reports whether a GET's Accept header allows an SSE stream.
-func acceptsSSE(values []string) bool {
+func acceptsSSE(values []string) bool { return accepts(values, sseMediaRanges) }
+
+var (
+	mcpMediaRanges = []string{"application/json", "text/event-stream", "*/*", "application/*", "text/*"}
+	sseMediaRanges = []string{"text/event-stream", "*/*", "text/*"}
+)
+
+// accepts reports whether an Accept header (all its values) lists one of
+// ranges, ignoring parameters and case; no header accepts anything. It
+// allocates nothing: every POST goes through it.
+func accepts(values []string, ranges []string) bool {
 	if len(values) == 0 {
 		return true
 	}
 	for _, v := range values {
-		for _, part := range strings.Split(v, ",") {
-			mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
-			switch strings.ToLower(strings.TrimSpace(mt)) {
-			case "text/event-stream", "*/*", "text/*":
-				return true
+		for part := range strings.SplitSeq(v, ",") {
+			mt, _, _ := strings.Cut(part, ";")
+			mt = strings.TrimSpace(mt)
+			for _, r := range ranges {
+				if strings.EqualFold(mt, r) {
+					return true
+				}
 			}
 		}
 	}

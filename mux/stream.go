@@ -229,6 +229,17 @@ func writeJSONBody(w http.ResponseWriter, status int, body []byte) {
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+	flush(w)
+}
+
+// flush sends what w holds. net/http's own writer is flushed directly;
+// http.NewResponseController, which also finds a wrapped writer's, costs an
+// allocation on every answer.
+func flush(w http.ResponseWriter) {
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+		return
+	}
 	_ = http.NewResponseController(w).Flush()
 }
 
