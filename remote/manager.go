@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/backoff"
 	"github.com/switchboard-mcp/switchboard/internal/gate"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 )
@@ -536,18 +537,13 @@ func (in *instance) run() {
 	defer close(in.done)
 	clock := in.m.opts.Clock
 	policy := in.spec.Backoff
-	failures, attempt := 0, 0
+	var runs backoff.Runs
 	for {
 		res := in.runOnce()
 		if in.stopRequested() {
 			return
 		}
-		if !res.ready || res.forced || res.ran < policy.ResetAfter {
-			failures++
-		} else {
-			failures, attempt = 0, 0
-		}
-		attempt++
+		failures, attempt := runs.Ended(policy, backoff.Run{Ready: res.ready, Forced: res.forced, Ran: res.ran})
 		errText := ""
 		if res.err != nil {
 			errText = res.err.Error()
@@ -565,7 +561,7 @@ func (in *instance) run() {
 				in.emit(Event{Kind: EventFailed, Err: errText})
 			}
 		} else {
-			delay = backoffDelay(policy, attempt, in.m.opts.Jitter())
+			delay = policy.Delay(attempt, in.m.opts.Jitter())
 			in.setState(switchboard.StateBackoff)
 			in.log.Info().Dur("delay", delay).Int("failures", failures).Str("error", in.m.opts.Redact(errText)).Msg("reconnecting to remote provider after delay")
 			in.emit(Event{Kind: EventRestart, Delay: delay, Err: errText})

@@ -2,10 +2,10 @@ package remote
 
 import (
 	"maps"
-	"math"
 	"time"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/backoff"
 )
 
 // Transport choices for Spec.Transport.
@@ -36,10 +36,6 @@ const (
 	DefaultMaxQueue               = 256
 	DefaultMaxMessageBytes        = 16 << 20
 	DefaultHealthInterval         = 30 * time.Second
-	DefaultBackoffBase            = 500 * time.Millisecond
-	DefaultBackoffMax             = 30 * time.Second
-	DefaultResetAfter             = 60 * time.Second
-	DefaultMaxFailures            = 5
 	DefaultMaxConsecutiveTimeouts = 3
 )
 
@@ -79,7 +75,10 @@ type Spec struct {
 	// HealthInterval is how often an idle connection is checked (ping, or
 	// server/discover in the stateless era; default 30s; negative disables).
 	HealthInterval time.Duration
-	// Backoff is the reconnect policy.
+	// Backoff is the reconnect policy. A remote provider is never given up
+	// on: after Backoff.MaxFailures quick failures in a row the instance is
+	// in StateFailed and keeps trying every Backoff.Max, and comes back on its
+	// own when the server does.
 	Backoff BackoffPolicy
 	// MaxConsecutiveTimeouts is how many calls in a row may hit CallTimeout
 	// before the connection is dropped and made again (default 3; negative
@@ -87,21 +86,8 @@ type Spec struct {
 	MaxConsecutiveTimeouts int
 }
 
-// BackoffPolicy is the reconnect policy of a Spec.
-type BackoffPolicy struct {
-	// Base is the first reconnect delay (default 500ms); it doubles with each
-	// consecutive quick failure, with ±25% jitter, never below Base.
-	Base time.Duration
-	// Max caps the delay (default 30s).
-	Max time.Duration
-	// ResetAfter is how long a connection must stay up to not count as a
-	// quick failure (default 60s).
-	ResetAfter time.Duration
-	// MaxFailures consecutive quick failures put the instance in StateFailed
-	// (default 5). A remote provider is never given up on: a failed instance
-	// keeps trying every Max, and comes back on its own when the server does.
-	MaxFailures int
-}
+// BackoffPolicy is the reconnect policy of a Spec (see internal/backoff).
+type BackoffPolicy = backoff.Policy
 
 // withDefaults returns s with zero fields set to their defaults.
 func (s Spec) withDefaults() Spec {
@@ -113,12 +99,7 @@ func (s Spec) withDefaults() Spec {
 	def(&s.InitTimeout, DefaultInitTimeout)
 	def(&s.CallTimeout, DefaultCallTimeout)
 	def(&s.HealthInterval, DefaultHealthInterval)
-	def(&s.Backoff.Base, DefaultBackoffBase)
-	def(&s.Backoff.Max, DefaultBackoffMax)
-	def(&s.Backoff.ResetAfter, DefaultResetAfter)
-	if s.Backoff.Max < s.Backoff.Base {
-		s.Backoff.Max = s.Backoff.Base
-	}
+	s.Backoff = s.Backoff.WithDefaults()
 	if s.MaxConcurrent <= 0 {
 		s.MaxConcurrent = DefaultMaxConcurrent
 	}
@@ -130,9 +111,6 @@ func (s Spec) withDefaults() Spec {
 	}
 	if s.MaxMessageBytes <= 0 {
 		s.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if s.Backoff.MaxFailures <= 0 {
-		s.Backoff.MaxFailures = DefaultMaxFailures
 	}
 	if s.MaxConsecutiveTimeouts == 0 {
 		s.MaxConsecutiveTimeouts = DefaultMaxConsecutiveTimeouts
@@ -160,22 +138,4 @@ func (s Spec) Equal(o Spec) bool {
 		a.HealthInterval == b.HealthInterval &&
 		a.Backoff == b.Backoff &&
 		a.MaxConsecutiveTimeouts == b.MaxConsecutiveTimeouts
-}
-
-// backoffDelay returns the delay before reconnect attempt n (1-based):
-// Base·2ⁿ⁻¹ with ±25% jitter (u in [0,1)), never below Base and never above
-// Max.
-func backoffDelay(p BackoffPolicy, n int, u float64) time.Duration {
-	if n < 1 {
-		n = 1
-	}
-	d := float64(p.Base) * math.Pow(2, float64(min(n-1, 62)))
-	d *= 0.75 + 0.5*u
-	if d > float64(p.Max) {
-		return p.Max
-	}
-	if d < float64(p.Base) {
-		return p.Base
-	}
-	return time.Duration(d)
 }

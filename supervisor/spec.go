@@ -2,11 +2,11 @@ package supervisor
 
 import (
 	"maps"
-	"math"
 	"slices"
 	"time"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/backoff"
 )
 
 // Defaults applied to a zero Spec field.
@@ -17,10 +17,6 @@ const (
 	DefaultMaxQueue      = 256
 	DefaultStopGrace     = 2 * time.Second
 	DefaultKillGrace     = 2 * time.Second
-	DefaultBackoffBase   = 500 * time.Millisecond
-	DefaultBackoffMax    = 30 * time.Second
-	DefaultResetAfter    = 60 * time.Second
-	DefaultMaxFailures   = 5
 	DefaultGarbageLimit  = 100
 	// DefaultMaxConsecutiveTimeouts is how many calls in a row may time out
 	// before the child is restarted.
@@ -67,7 +63,9 @@ type Spec struct {
 	// (default 2s); KillGrace is how long it then waits before SIGKILL
 	// (default 2s).
 	StopGrace, KillGrace time.Duration
-	// Backoff is the restart policy.
+	// Backoff is the restart policy. After Backoff.MaxFailures quick failures
+	// in a row the child is given up: the instance stays in StateFailed until
+	// it is started again.
 	Backoff BackoffPolicy
 	// GarbageLimit is how many invalid stdout lines per minute are tolerated
 	// before the child is killed and restarted (default 100; negative disables).
@@ -90,20 +88,8 @@ type Spec struct {
 	MaxCPU float64
 }
 
-// BackoffPolicy is the restart policy of a Spec.
-type BackoffPolicy struct {
-	// Base is the first restart delay (default 500ms); it doubles with each
-	// consecutive quick failure, with ±25% jitter, never below Base.
-	Base time.Duration
-	// Max caps the delay (default 30s).
-	Max time.Duration
-	// ResetAfter is how long a run must last to not count as a quick failure;
-	// such a run resets the failure count and the delay (default 60s).
-	ResetAfter time.Duration
-	// MaxFailures consecutive quick failures put the instance in StateFailed
-	// (default 5).
-	MaxFailures int
-}
+// BackoffPolicy is the restart policy of a Spec (see internal/backoff).
+type BackoffPolicy = backoff.Policy
 
 // withDefaults returns s with zero fields set to their defaults.
 func (s Spec) withDefaults() Spec {
@@ -116,12 +102,7 @@ func (s Spec) withDefaults() Spec {
 	def(&s.CallTimeout, DefaultCallTimeout)
 	def(&s.StopGrace, DefaultStopGrace)
 	def(&s.KillGrace, DefaultKillGrace)
-	def(&s.Backoff.Base, DefaultBackoffBase)
-	def(&s.Backoff.Max, DefaultBackoffMax)
-	def(&s.Backoff.ResetAfter, DefaultResetAfter)
-	if s.Backoff.Max < s.Backoff.Base {
-		s.Backoff.Max = s.Backoff.Base
-	}
+	s.Backoff = s.Backoff.WithDefaults()
 	if s.MaxConcurrent <= 0 {
 		s.MaxConcurrent = DefaultMaxConcurrent
 	}
@@ -133,9 +114,6 @@ func (s Spec) withDefaults() Spec {
 	}
 	if s.MaxMessageBytes <= 0 {
 		s.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if s.Backoff.MaxFailures <= 0 {
-		s.Backoff.MaxFailures = DefaultMaxFailures
 	}
 	if s.GarbageLimit == 0 {
 		s.GarbageLimit = DefaultGarbageLimit
@@ -175,21 +153,4 @@ func (s Spec) Equal(o Spec) bool {
 // resources returns the resource limits s asks for.
 func (s Spec) resources() resourceLimits {
 	return resourceLimits{memory: s.MaxMemoryBytes, cpu: s.MaxCPU}
-}
-
-// backoffDelay returns the delay before restart attempt n (1-based): Base·2ⁿ⁻¹
-// with ±25% jitter (u in [0,1)), never below Base and never above Max.
-func backoffDelay(p BackoffPolicy, n int, u float64) time.Duration {
-	if n < 1 {
-		n = 1
-	}
-	d := float64(p.Base) * math.Pow(2, float64(n-1))
-	d *= 0.75 + 0.5*u
-	if d > float64(p.Max) {
-		return p.Max
-	}
-	if d < float64(p.Base) {
-		return p.Base
-	}
-	return time.Duration(d)
 }

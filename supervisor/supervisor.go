@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/backoff"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 	"github.com/switchboard-mcp/switchboard/internal/tracing"
 )
@@ -608,19 +609,13 @@ func (in *instance) run() {
 	defer close(in.done)
 	clock := in.s.opts.Clock
 	policy := in.spec.Backoff
-	failures := 0 // consecutive quick failures
-	attempt := 0  // restarts since the last stable run
+	var runs backoff.Runs
 	for {
 		res := in.runOnce()
 		if in.stopRequested() {
 			return
 		}
-		if !res.ready || res.forced || res.ran < policy.ResetAfter {
-			failures++
-		} else {
-			failures, attempt = 0, 0
-		}
-		attempt++
+		failures, attempt := runs.Ended(policy, backoff.Run{Ready: res.ready, Forced: res.forced, Ran: res.ran})
 		errText := ""
 		if res.err != nil {
 			errText = res.err.Error()
@@ -634,7 +629,7 @@ func (in *instance) run() {
 			in.mu.Unlock()
 			return
 		}
-		delay := backoffDelay(policy, attempt, in.s.opts.Jitter())
+		delay := policy.Delay(attempt, in.s.opts.Jitter())
 		in.setState(switchboard.StateBackoff)
 		in.log.Info().Dur("delay", delay).Int("failures", failures).Msg("restarting provider after delay")
 		in.emit(Event{Kind: EventRestart, Delay: delay, Err: errText})

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/backoff"
 )
 
 // tpBin is the testprovider binary, built once in TestMain.
@@ -467,30 +468,6 @@ func TestCrashLoopBacksOffThenFails(t *testing.T) {
 	// Start again revives a failed instance.
 	spec.Env["TP_MODE"] = ""
 	MustReady(t, s, spec)
-}
-
-func TestBackoffJitterBounds(t *testing.T) {
-	p := BackoffPolicy{Base: 100 * time.Millisecond, Max: 5 * time.Second}
-	tests := []struct {
-		name     string
-		n        int
-		u        float64
-		min, max time.Duration
-	}{
-		{"first, low jitter clamps to base", 1, 0, 100 * time.Millisecond, 100 * time.Millisecond},
-		{"first, high jitter", 1, 0.999, 100 * time.Millisecond, 125 * time.Millisecond},
-		{"third, low", 3, 0, 300 * time.Millisecond, 300 * time.Millisecond},
-		{"third, high", 3, 0.999, 499 * time.Millisecond, 500 * time.Millisecond},
-		{"huge n caps", 200, 0.5, 5 * time.Second, 5 * time.Second},
-		{"zero n is first", 0, 0.5, 100 * time.Millisecond, 100 * time.Millisecond},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if d := backoffDelay(p, tt.n, tt.u); d < tt.min || d > tt.max {
-				t.Errorf("backoffDelay(%d, %v) = %s, want [%s, %s]", tt.n, tt.u, d, tt.min, tt.max)
-			}
-		})
-	}
 }
 
 func TestBackoffResetsAfterStableRun(t *testing.T) {
@@ -1066,7 +1043,7 @@ func TestSpecEqual(t *testing.T) {
 		equal  bool
 	}{
 		{"same", func(*Spec) {}, true},
-		{"explicit defaults", func(s *Spec) { s.CallTimeout = DefaultCallTimeout; s.Backoff.MaxFailures = DefaultMaxFailures }, true},
+		{"explicit defaults", func(s *Spec) { s.CallTimeout = DefaultCallTimeout; s.Backoff.MaxFailures = backoff.DefaultMaxFailures }, true},
 		{"args", func(s *Spec) { s.Args = []string{"2"} }, false},
 		{"env value", func(s *Spec) { s.Env = map[string]string{"K": "w"} }, false},
 		{"env added", func(s *Spec) { s.Env = map[string]string{"K": "v", "L": "v"} }, false},
