@@ -40,6 +40,7 @@ func BenchmarkToolsCall(b *testing.B) {
 	})
 	b.Run("mux", func(b *testing.B) {
 		g := newTestGateway(b, Options{})
+		g.obs.discard = true
 		up := g.provider("echo", `[{"name":"echo","inputSchema":{"type":"object"}}]`, "", "", "", `{"tools":{}}`)
 		up.call = func(context.Context, *switchboard.Request) (json.RawMessage, error) { return result, nil }
 		c := g.client(b, "ann:echo").open(`{}`)
