@@ -57,11 +57,11 @@ func TestGatherInput(t *testing.T) {
 		"b": json.RawMessage(`{"method":"sampling/createMessage","params":{}}`),
 		"a": json.RawMessage(`{"method":"elicitation/create","params":{}}`),
 	}
-	if _, err := GatherInput(context.Background(), &Request{Method: "tools/call"}, asks); ErrorCode(err) != EUNAVAILABLE {
+	if _, err := gatherInput(context.Background(), &Request{Method: "tools/call"}, asks); ErrorCode(err) != EUNAVAILABLE {
 		t.Fatalf("no caller: %v, want EUNAVAILABLE", err)
 	}
 	c := &askingCaller{}
-	got, err := GatherInput(context.Background(), &Request{Method: "tools/call", Caller: c}, asks)
+	got, err := gatherInput(context.Background(), &Request{Method: "tools/call", Caller: c}, asks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestGatherInput(t *testing.T) {
 		t.Errorf("asked in order %v, want by key", c.asked)
 	}
 	bad := map[string]json.RawMessage{"a": json.RawMessage(`{"params":{}}`)}
-	if _, err := GatherInput(context.Background(), &Request{Method: "tools/call", Caller: c}, bad); err == nil {
+	if _, err := gatherInput(context.Background(), &Request{Method: "tools/call", Caller: c}, bad); err == nil {
 		t.Fatal("a request without a method was asked")
 	}
 }

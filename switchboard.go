@@ -9,10 +9,7 @@ package switchboard
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"iter"
-	"maps"
-	"slices"
 	"time"
 )
 
@@ -132,31 +129,6 @@ type Caller interface {
 	// client's result, or an error the child receives as its JSON-RPC error
 	// (*RPCError for a specific code).
 	Request(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error)
-}
-
-// GatherInput asks req's caller for each input a provider requested in an
-// input_required result (the 2026-07-28 multi-round-trip request), in the
-// order of their keys, and returns the answers under the same keys.
-func GatherInput(ctx context.Context, req *Request, asks map[string]json.RawMessage) (map[string]json.RawMessage, error) {
-	if req.Caller == nil {
-		return nil, Errorf(EUNAVAILABLE, "calling %s: the provider asked for input, and no client is there to give it", req.Method)
-	}
-	out := make(map[string]json.RawMessage, len(asks))
-	for _, id := range slices.Sorted(maps.Keys(asks)) {
-		var r struct {
-			Method string          `json:"method"`
-			Params json.RawMessage `json:"params"`
-		}
-		if err := json.Unmarshal(asks[id], &r); err != nil || r.Method == "" {
-			return nil, Errorf(EUNAVAILABLE, "calling %s: the provider's input request %q is malformed", req.Method, id)
-		}
-		res, err := req.Caller.Request(ctx, r.Method, r.Params)
-		if err != nil {
-			return nil, fmt.Errorf("calling %s: asking the client for %s: %w", req.Method, r.Method, err)
-		}
-		out[id] = res
-	}
-	return out, nil
 }
 
 // SoleCaller applies the relay rule for a message of a provider that no

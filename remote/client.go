@@ -46,10 +46,6 @@ const (
 // being relayed to clients at once on one connection; more are refused.
 const maxRelays = 64
 
-// maxInputRounds bounds how many times one stateless-era call may ask for
-// input.
-const maxInputRounds = 10
-
 // era is the protocol generation a connection speaks.
 type era int
 
@@ -500,36 +496,13 @@ func (c *client) callStateless(ctx context.Context, req *switchboard.Request) (j
 		meta = append(meta, `,"`+jsonrpc.MetaLogLevel+`":`...)
 		meta = jsonrpc.AppendString(meta, req.LogLevel)
 	}
-	r := *req
-	for round := 0; ; round++ {
-		out, err := c.exchange(ctx, post{req: &r, meta: meta, version: ProtocolStateless, modern: true})
+	return switchboard.CallWithInput(ctx, req, func(r *switchboard.Request) (json.RawMessage, error) {
+		out, err := c.exchange(ctx, post{req: r, meta: meta, version: ProtocolStateless, modern: true})
 		if err != nil {
 			return nil, err
 		}
-		raw, err := out.unpack(req.Method)
-		if err != nil || !isInputRequired(raw) {
-			return raw, err
-		}
-		if round >= maxInputRounds {
-			return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "calling %s: the provider asked for input more than %d times", req.Method, maxInputRounds)
-		}
-		var ir struct {
-			InputRequests map[string]json.RawMessage `json:"inputRequests"`
-			RequestState  *string                    `json:"requestState"`
-		}
-		if err := json.Unmarshal(raw, &ir); err != nil {
-			return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "calling %s: decoding the provider's input_required result", req.Method)
-		}
-		answers, err := switchboard.GatherInput(ctx, req, ir.InputRequests)
-		if err != nil {
-			return nil, err
-		}
-		params, err := jsonrpc.WithInput(req.Params, answers, ir.RequestState)
-		if err != nil {
-			return nil, switchboard.WrapError(switchboard.EINVALID, err, "calling %s: adding the input", req.Method)
-		}
-		r.Params = params
-	}
+		return out.unpack(req.Method)
+	})
 }
 
 // notify sends a notification (session era, or legacy through its
@@ -1067,15 +1040,6 @@ func readLimited(r io.Reader, max int) ([]byte, error) {
 		return nil, fmt.Errorf("answer exceeds %d bytes", max)
 	}
 	return b, nil
-}
-
-// isInputRequired reports whether raw is an input_required result.
-func isInputRequired(raw []byte) bool {
-	if !bytes.Contains(raw, []byte(`"input_required"`)) {
-		return false
-	}
-	v, ok := jsonrpc.Member(raw, "resultType")
-	return ok && string(v) == `"input_required"`
 }
 
 // resourceSubscription reads the uri of a resources/subscribe or

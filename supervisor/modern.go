@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"slices"
@@ -39,9 +38,6 @@ const (
 // start.
 const probeTimeout = 5 * time.Second
 
-// maxInputRounds bounds how many times one call may ask for input.
-const maxInputRounds = 10
-
 // modernMeta is the _meta members every request to a modern child carries.
 func modernMeta(roots bool) []byte {
 	caps, _ := json.Marshal(clientCapabilities(roots))
@@ -75,22 +71,6 @@ func discover(ctx context.Context, conn *Conn, meta []byte) (res json.RawMessage
 	return nil, false, nil
 }
 
-// inputRequired is a modern child's interim result.
-type inputRequired struct {
-	ResultType    string                     `json:"resultType"`
-	InputRequests map[string]json.RawMessage `json:"inputRequests"`
-	RequestState  *string                    `json:"requestState"`
-}
-
-// isInputRequired reports whether raw is an input_required result.
-func isInputRequired(raw []byte) bool {
-	if !bytes.Contains(raw, []byte(`"input_required"`)) {
-		return false
-	}
-	v, ok := jsonrpc.Member(raw, "resultType")
-	return ok && string(v) == `"input_required"`
-}
-
 // callModern is Call for a modern child: the protocol's _meta on every
 // request, and input_required turned into requests to req.Caller, after
 // which the call is retried with the answers.
@@ -105,28 +85,7 @@ func (c *Conn) callModern(ctx context.Context, req *switchboard.Request) (json.R
 		meta = append(append(meta, ','), req.Meta...)
 	}
 	r.Meta = meta
-	for round := 0; ; round++ {
-		raw, err := c.call(ctx, &r)
-		if err != nil || !isInputRequired(raw) {
-			return raw, err
-		}
-		if round >= maxInputRounds {
-			return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "calling %s: the provider asked for input more than %d times", req.Method, maxInputRounds)
-		}
-		var ir inputRequired
-		if err := json.Unmarshal(raw, &ir); err != nil {
-			return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "calling %s: decoding the provider's input_required result", req.Method)
-		}
-		responses, err := switchboard.GatherInput(ctx, req, ir.InputRequests)
-		if err != nil {
-			return nil, err
-		}
-		params, err := jsonrpc.WithInput(req.Params, responses, ir.RequestState)
-		if err != nil {
-			return nil, switchboard.WrapError(switchboard.EINVALID, err, "calling %s: adding the input", req.Method)
-		}
-		r.Params = params
-	}
+	return switchboard.CallWithInput(ctx, &r, func(r *switchboard.Request) (json.RawMessage, error) { return c.call(ctx, r) })
 }
 
 // listener keeps a modern child's subscriptions/listen stream open: list
