@@ -20,6 +20,7 @@ import (
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+	"github.com/switchboard-mcp/switchboard/internal/listen"
 )
 
 // SessionVersion is the protocol version the gateway asks a session-era
@@ -153,7 +154,7 @@ type client struct {
 	garbage atomic.Int64
 
 	// lis is the stateless era's subscriptions/listen stream.
-	lis *listener
+	lis *listen.Stream
 }
 
 var _ switchboard.Upstream = (*client)(nil)
@@ -481,15 +482,10 @@ func (c *client) negotiated() string {
 // protocol's _meta, and an input_required result is worked through with
 // req.Caller, after which the call is retried with the answers.
 func (c *client) callStateless(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
-	if req.Method == "resources/subscribe" || req.Method == "resources/unsubscribe" {
+	if listen.Serves(req.Method) {
 		// The stateless era has no such methods: the listen stream carries
 		// the subscribed resources.
-		uri, ok := resourceSubscription(req)
-		if !ok {
-			return nil, &switchboard.RPCError{Code: jsonrpc.CodeInvalidParams, Message: req.Method + " needs params.uri"}
-		}
-		c.lis.subscribe(uri, req.Method == "resources/subscribe")
-		return json.RawMessage(`{}`), nil
+		return c.lis.Serve(req)
 	}
 	meta := append([]byte(nil), c.meta...)
 	if req.LogLevel != "" {
@@ -1040,18 +1036,6 @@ func readLimited(r io.Reader, max int) ([]byte, error) {
 		return nil, fmt.Errorf("answer exceeds %d bytes", max)
 	}
 	return b, nil
-}
-
-// resourceSubscription reads the uri of a resources/subscribe or
-// unsubscribe request.
-func resourceSubscription(req *switchboard.Request) (string, bool) {
-	var p struct {
-		URI string `json:"uri"`
-	}
-	if json.Unmarshal(req.Params, &p) != nil || p.URI == "" {
-		return "", false
-	}
-	return p.URI, true
 }
 
 // setTools records the Mcp-Param headers of the stateless era's tools and

@@ -9,12 +9,12 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+	"github.com/switchboard-mcp/switchboard/internal/listen"
 )
 
 // Delays before a background stream that ended is opened again.
@@ -38,14 +38,15 @@ func (c *client) startStreams() {
 			c.getStream()
 		}()
 	case eraStateless:
-		c.lis = &listener{c: c, uris: map[string]int{}}
-		c.lis.restart()
+		c.lis = listen.New(c.bg, c.listen)
+		c.lis.Start()
 	}
 }
 
 // retryDelay waits d (doubled for the next time, up to streamRetryMax) or
-// until the connection ends; it reports whether to carry on.
-func (c *client) retryDelay(d *time.Duration, ran time.Duration) bool {
+// until ctx ends; it reports whether to carry on. A stream that ran for
+// streamStable or longer starts again from streamRetryMin.
+func retryDelay(ctx context.Context, d *time.Duration, ran time.Duration) bool {
 	if ran >= streamStable {
 		*d = streamRetryMin
 	}
@@ -55,7 +56,7 @@ func (c *client) retryDelay(d *time.Duration, ran time.Duration) bool {
 	select {
 	case <-t.C:
 		return true
-	case <-c.bg.Done():
+	case <-ctx.Done():
 		return false
 	}
 }
@@ -71,7 +72,7 @@ func (c *client) getStream() {
 		h := c.sessionHeaders()
 		resp, err := c.send(c.bg, http.MethodGet, c.cfg.url, h, nil)
 		if err != nil {
-			if !c.retryDelay(&delay, 0) {
+			if !retryDelay(c.bg, &delay, 0) {
 				return
 			}
 			continue
@@ -85,7 +86,7 @@ func (c *client) getStream() {
 		case resp.StatusCode != http.StatusOK || mt != "text/event-stream":
 			drain(resp)
 			// A 404: the session ended; the next call makes a new one.
-			if !c.retryDelay(&delay, 0) {
+			if !retryDelay(c.bg, &delay, 0) {
 				return
 			}
 			continue
@@ -95,7 +96,7 @@ func (c *client) getStream() {
 		if err != nil && c.bg.Err() == nil {
 			c.cfg.log.Debug().Str("error", c.cfg.redact(err.Error())).Msg("the remote provider's GET stream ended")
 		}
-		if !c.retryDelay(&delay, time.Since(start)) {
+		if !retryDelay(c.bg, &delay, time.Since(start)) {
 			return
 		}
 	}
@@ -122,46 +123,18 @@ func (c *client) readEvents(body io.Reader, session string) error {
 	}
 }
 
-// listener keeps a stateless-era server's subscriptions/listen stream open:
-// list changes, and updates of the resources clients subscribed to. A
-// change to the set of resources opens it again with the new set.
-type listener struct {
-	c *client
-
-	mu     sync.Mutex
-	uris   map[string]int // subscribed resources, with how many subscribers
-	cancel context.CancelFunc
-	gen    int
-}
-
-// restart (re-)opens the stream with the current resources.
-func (l *listener) restart() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.cancel != nil {
-		l.cancel()
-	}
-	uris := make([]string, 0, len(l.uris))
-	for u := range l.uris {
-		uris = append(uris, u)
-	}
-	slices.Sort(uris)
-	filter := map[string]any{"toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true}
-	if len(uris) > 0 {
-		filter["resourceSubscriptions"] = uris
-	}
-	params, _ := json.Marshal(map[string]any{"notifications": filter})
-	ctx, cancel := context.WithCancel(l.c.bg)
-	l.cancel = cancel
-	l.gen++
-	c := l.c
+// listen carries a stateless-era server's subscriptions/listen stream (list
+// changes, and updates of the resources clients subscribed to) until ctx
+// ends, opening it again with backoff when it ends; listen.Stream opens it
+// anew whenever the subscribed resources change.
+func (c *client) listen(ctx context.Context, params json.RawMessage) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		delay := streamRetryMin
 		for ctx.Err() == nil {
 			start := time.Now()
-			out, err := c.exchange(ctx, post{req: &switchboard.Request{Method: "subscriptions/listen", Params: params}, meta: c.meta, version: ProtocolStateless, modern: true})
+			out, err := c.exchange(ctx, post{req: &switchboard.Request{Method: listen.Method, Params: params}, meta: c.meta, version: ProtocolStateless, modern: true})
 			if ctx.Err() != nil {
 				return
 			}
@@ -172,38 +145,11 @@ func (l *listener) restart() {
 			if err != nil {
 				c.cfg.log.Debug().Str("error", c.cfg.redact(err.Error())).Msg("the remote provider's subscriptions/listen stream ended")
 			}
-			ran := time.Since(start)
-			if ran >= streamStable {
-				delay = streamRetryMin
-			}
-			t := time.NewTimer(delay)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
+			if !retryDelay(ctx, &delay, time.Since(start)) {
 				return
 			}
-			delay = min(2*delay, streamRetryMax)
 		}
 	}()
-}
-
-// subscribe adds (or, with add false, drops) a resource the stream carries.
-func (l *listener) subscribe(uri string, add bool) {
-	l.mu.Lock()
-	before := l.uris[uri]
-	if add {
-		l.uris[uri]++
-	} else if before > 0 {
-		if l.uris[uri]--; l.uris[uri] == 0 {
-			delete(l.uris, uri)
-		}
-	}
-	changed := (before == 0) != (l.uris[uri] == 0)
-	l.mu.Unlock()
-	if changed {
-		l.restart()
-	}
 }
 
 // legacyStream is the HTTP+SSE transport of 2024-11-05: one event stream

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
-	"sort"
-	"sync"
 	"time"
 
 	"github.com/switchboard-mcp/switchboard"
@@ -86,91 +84,4 @@ func (c *Conn) callModern(ctx context.Context, req *switchboard.Request) (json.R
 	}
 	r.Meta = meta
 	return switchboard.CallWithInput(ctx, &r, func(r *switchboard.Request) (json.RawMessage, error) { return c.call(ctx, r) })
-}
-
-// listener keeps a modern child's subscriptions/listen stream open: list
-// changes, and updates of the resources clients subscribed to. A change to
-// the set of resources re-opens it.
-type listener struct {
-	conn *Conn
-	log  func(error)
-
-	mu     sync.Mutex
-	uris   map[string]int // subscribed resources, with how many subscribers
-	cancel context.CancelFunc
-	closed bool
-}
-
-func newListener(conn *Conn, log func(error)) *listener {
-	return &listener{conn: conn, log: log, uris: map[string]int{}}
-}
-
-// restart (re-)opens the stream with the current resources.
-func (l *listener) restart() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return
-	}
-	if l.cancel != nil {
-		l.cancel()
-	}
-	uris := make([]string, 0, len(l.uris))
-	for u := range l.uris {
-		uris = append(uris, u)
-	}
-	sort.Strings(uris)
-	filter := map[string]any{"toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true}
-	if len(uris) > 0 {
-		filter["resourceSubscriptions"] = uris
-	}
-	params, _ := json.Marshal(map[string]any{"notifications": filter})
-	ctx, cancel := context.WithCancel(context.Background())
-	l.cancel = cancel
-	go func() {
-		_, err := l.conn.Call(ctx, &switchboard.Request{Method: "subscriptions/listen", Params: params})
-		if err != nil && ctx.Err() == nil && l.conn.Err() == nil {
-			l.log(err)
-		}
-	}()
-}
-
-// subscribe adds (or, with add false, drops) a resource the stream carries.
-func (l *listener) subscribe(uri string, add bool) {
-	l.mu.Lock()
-	before := l.uris[uri]
-	if add {
-		l.uris[uri]++
-	} else if before > 0 {
-		if l.uris[uri]--; l.uris[uri] == 0 {
-			delete(l.uris, uri)
-		}
-	}
-	changed := (before == 0) != (l.uris[uri] == 0)
-	l.mu.Unlock()
-	if changed {
-		l.restart()
-	}
-}
-
-// close ends the stream.
-func (l *listener) close() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.closed = true
-	if l.cancel != nil {
-		l.cancel()
-	}
-}
-
-// resourceSubscription reads the uri of a resources/subscribe or
-// unsubscribe request.
-func resourceSubscription(req *switchboard.Request) (string, bool) {
-	var p struct {
-		URI string `json:"uri"`
-	}
-	if json.Unmarshal(req.Params, &p) != nil || p.URI == "" {
-		return "", false
-	}
-	return p.URI, true
 }

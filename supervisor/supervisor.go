@@ -23,6 +23,7 @@ import (
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/backoff"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+	"github.com/switchboard-mcp/switchboard/internal/listen"
 	"github.com/switchboard-mcp/switchboard/internal/tracing"
 )
 
@@ -805,11 +806,16 @@ func (in *instance) runOnce() (res runResult) {
 	up := newLimited(conn, spec, &in.flights)
 	up.tr = in.s.opts.Tracer
 	if conn.Modern() {
-		up.lis = newListener(conn, func(err error) {
-			in.log.Warn().Str("error", redact(err.Error())).Msg("the provider's subscriptions/listen stream ended")
+		up.lis = listen.New(context.Background(), func(ctx context.Context, params json.RawMessage) {
+			go func() {
+				_, err := conn.Call(ctx, &switchboard.Request{Method: listen.Method, Params: params})
+				if err != nil && ctx.Err() == nil && conn.Err() == nil {
+					in.log.Warn().Str("error", redact(err.Error())).Msg("the provider's subscriptions/listen stream ended")
+				}
+			}()
 		})
-		up.lis.restart()
-		defer up.lis.close()
+		up.lis.Start()
+		defer up.lis.Close()
 	}
 	in.mu.Lock()
 	in.up = up

@@ -10,7 +10,7 @@ import (
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/gate"
-	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+	"github.com/switchboard-mcp/switchboard/internal/listen"
 	"github.com/switchboard-mcp/switchboard/internal/tracing"
 )
 
@@ -22,7 +22,7 @@ type limited struct {
 	flights *flights // shared with the instance: Status and drains
 	// lis is the stateless-era child's subscriptions/listen stream, which
 	// carries resource subscriptions; nil for a session-era child.
-	lis *listener
+	lis *listen.Stream
 	// key names the instance in traces; tr traces calls (nil: off).
 	key switchboard.InstanceKey
 	tr  *tracing.Tracer
@@ -44,15 +44,10 @@ func newLimited(conn *Conn, spec Spec, f *flights) *limited {
 func (l *limited) Call(ctx context.Context, req *switchboard.Request) (json.RawMessage, error) {
 	l.flights.begin()
 	defer l.flights.end()
-	if l.lis != nil && (req.Method == "resources/subscribe" || req.Method == "resources/unsubscribe") {
+	if l.lis != nil && listen.Serves(req.Method) {
 		// The stateless era has no such methods: its listen stream
 		// carries the subscribed resources.
-		uri, ok := resourceSubscription(req)
-		if !ok {
-			return nil, &switchboard.RPCError{Code: jsonrpc.CodeInvalidParams, Message: req.Method + " needs params.uri"}
-		}
-		l.lis.subscribe(uri, req.Method == "resources/subscribe")
-		return json.RawMessage(`{}`), nil
+		return l.lis.Serve(req)
 	}
 	if l.tr != nil {
 		return l.tracedCall(ctx, req)
