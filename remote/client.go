@@ -25,7 +25,7 @@ import (
 
 // SessionVersion is the protocol version the gateway asks a session-era
 // server for in initialize.
-const SessionVersion = "2025-11-25"
+const SessionVersion = switchboard.SessionProtocol
 
 // supportedSession are the versions a server may answer initialize with.
 var supportedSession = map[string]bool{
@@ -225,40 +225,11 @@ func (c *client) connect(ctx context.Context) (*hello, error) {
 	return nil, err
 }
 
-// clientInfo is what the gateway says it is.
-func clientInfo() json.RawMessage {
-	b, _ := json.Marshal(map[string]string{"name": "switchboard", "version": switchboard.Version})
-	return b
-}
-
-// clientCapabilities is what the gateway tells a server the client side
-// can do: exactly what it relays to the client whose call is in flight.
-// Roots only for an instance that serves one user.
-func clientCapabilities(roots bool) json.RawMessage {
-	caps := map[string]any{
-		"sampling":    map[string]any{},
-		"elicitation": map[string]any{"form": map[string]any{}, "url": map[string]any{}},
-	}
-	if roots {
-		caps["roots"] = map[string]any{"listChanged": true}
-	}
-	b, _ := json.Marshal(caps)
-	return b
-}
-
-// statelessMeta is the _meta members every 2026-07-28 request carries.
-func statelessMeta(roots bool) []byte {
-	b := []byte(`"` + jsonrpc.MetaProtocolVersion + `":"` + ProtocolStateless + `","` + jsonrpc.MetaClientCapabilities + `":`)
-	b = append(b, clientCapabilities(roots)...)
-	b = append(b, `,"`+jsonrpc.MetaClientInfo+`":`...)
-	return append(b, clientInfo()...)
-}
-
 // discover probes with server/discover. It returns the server's hello when
 // it speaks 2026-07-28, nil and why not when it does not, or an error when
 // the probe could not be made (network, authorization).
 func (c *client) discover(ctx context.Context) (*hello, string, error) {
-	meta := statelessMeta(c.cfg.roots)
+	meta := switchboard.StatelessMeta(c.cfg.roots)
 	out, err := c.exchange(ctx, post{req: &switchboard.Request{Method: "server/discover"}, meta: meta, version: ProtocolStateless, modern: true})
 	if err != nil {
 		return nil, "", fmt.Errorf("connecting: probing with server/discover: %w", err)
@@ -284,11 +255,7 @@ func (c *client) discover(ctx context.Context) (*hello, string, error) {
 // initialize opens a session: initialize, then notifications/initialized.
 // status is the HTTP status of a refused initialize.
 func (c *client) initialize(ctx context.Context) (*hello, int, error) {
-	params, _ := json.Marshal(map[string]any{
-		"protocolVersion": SessionVersion,
-		"capabilities":    clientCapabilities(c.cfg.roots),
-		"clientInfo":      clientInfo(),
-	})
+	params := switchboard.InitializeParams(c.cfg.roots)
 	out, err := c.exchange(ctx, post{req: &switchboard.Request{Method: "initialize", Params: params}})
 	if err != nil {
 		return nil, 0, fmt.Errorf("connecting: initialize: %w", err)

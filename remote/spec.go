@@ -23,9 +23,9 @@ const (
 
 // Protocol choices for Spec.Protocol.
 const (
-	ProtocolAuto      = ""           // probe with server/discover, fall back to initialize
-	ProtocolSession   = "2025-11-25" // initialize only
-	ProtocolStateless = "2026-07-28" // server/discover only
+	ProtocolAuto      = ""                            // probe with server/discover, fall back to initialize
+	ProtocolSession   = switchboard.SessionProtocol   // initialize only
+	ProtocolStateless = switchboard.StatelessProtocol // server/discover only
 )
 
 // Defaults applied to a zero Spec field.

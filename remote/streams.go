@@ -241,11 +241,7 @@ func (c *client) connectLegacy(ctx context.Context, u *url.URL) (*hello, error) 
 		c.legacyRead(sr)
 	}()
 
-	params, _ := json.Marshal(map[string]any{
-		"protocolVersion": SessionVersion,
-		"capabilities":    clientCapabilities(c.cfg.roots),
-		"clientInfo":      clientInfo(),
-	})
+	params := switchboard.InitializeParams(c.cfg.roots)
 	raw, err := c.legacy.call(ctx, c, &switchboard.Request{Method: "initialize", Params: params})
 	if err != nil {
 		return nil, fmt.Errorf("connecting over HTTP+SSE: initialize: %w", err)

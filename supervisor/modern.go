@@ -22,12 +22,12 @@ import (
 // speaks, the mux sees one Upstream.
 
 // StatelessVersion is the protocol version a modern child is spoken to in.
-const StatelessVersion = "2026-07-28"
+const StatelessVersion = switchboard.StatelessProtocol
 
 // Protocol choices for Spec.Protocol.
 const (
-	ProtocolAuto      = ""           // probe with server/discover, fall back to initialize
-	ProtocolSession   = "2025-11-25" // initialize only
+	ProtocolAuto      = ""                          // probe with server/discover, fall back to initialize
+	ProtocolSession   = switchboard.SessionProtocol // initialize only
 	ProtocolStateless = StatelessVersion
 )
 
@@ -35,16 +35,6 @@ const (
 // ignores unknown requests instead of answering them costs this much at
 // start.
 const probeTimeout = 5 * time.Second
-
-// modernMeta is the _meta members every request to a modern child carries.
-func modernMeta(roots bool) []byte {
-	caps, _ := json.Marshal(clientCapabilities(roots))
-	info, _ := json.Marshal(map[string]string{"name": "switchboard", "version": switchboard.Version})
-	b := []byte(`"` + jsonrpc.MetaProtocolVersion + `":"` + StatelessVersion + `","` + jsonrpc.MetaClientCapabilities + `":`)
-	b = append(b, caps...)
-	b = append(b, `,"`+jsonrpc.MetaClientInfo+`":`...)
-	return append(b, info...)
-}
 
 // discover probes the child with server/discover. It returns the result if
 // the child speaks the stateless era, and ok false if it does not (any

@@ -28,7 +28,7 @@ import (
 )
 
 // ProtocolVersion is the MCP protocol version the supervisor asks children for.
-const ProtocolVersion = "2025-11-25"
+const ProtocolVersion = switchboard.SessionProtocol
 
 // supportedProtocols are the versions a child may answer initialize with.
 var supportedProtocols = map[string]bool{
@@ -1022,28 +1022,13 @@ type capabilities struct {
 	raw       json.RawMessage
 }
 
-// clientCapabilities is what the supervisor tells a child the client side can
-// do: exactly what the gateway relays to the client whose call is in flight
-// (see Conn). Roots only when the spec says so: a shared child that asked a
-// client for its roots would apply one user's roots to every user.
-func clientCapabilities(roots bool) map[string]any {
-	caps := map[string]any{
-		"sampling":    map[string]any{},
-		"elicitation": map[string]any{"form": map[string]any{}, "url": map[string]any{}},
-	}
-	if roots {
-		caps["roots"] = map[string]any{"listChanged": true}
-	}
-	return caps
-}
-
 // initialize runs the MCP handshake and fetches the first catalog. A child
 // that answers server/discover as a stateless-era server is spoken to in
 // that era; any other answer, or none within probeTimeout, means the
 // session era's initialize.
 func (in *instance) initialize(ctx context.Context, conn *Conn) (*switchboard.Catalog, error) {
 	if in.spec.Protocol != ProtocolSession && !in.sessionOnly {
-		meta := modernMeta(in.spec.Roots)
+		meta := switchboard.StatelessMeta(in.spec.Roots)
 		raw, ok, err := discover(ctx, conn, meta)
 		switch {
 		case err != nil:
@@ -1071,15 +1056,7 @@ func (in *instance) initialize(ctx context.Context, conn *Conn) (*switchboard.Ca
 			return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "initializing: the provider does not answer server/discover for %s", StatelessVersion)
 		}
 	}
-	params, err := json.Marshal(map[string]any{
-		"protocolVersion": ProtocolVersion,
-		"capabilities":    clientCapabilities(in.spec.Roots),
-		"clientInfo":      map[string]string{"name": "switchboard", "version": switchboard.Version},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("initializing: %w", err)
-	}
-	raw, err := conn.CallParams(ctx, "initialize", json.RawMessage(params))
+	raw, err := conn.CallParams(ctx, "initialize", switchboard.InitializeParams(in.spec.Roots))
 	if err != nil {
 		return nil, fmt.Errorf("initializing: %w", err)
 	}
