@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 	"github.com/switchboard-mcp/switchboard/internal/listen"
+	"github.com/switchboard-mcp/switchboard/internal/relay"
 )
 
 // SessionVersion is the protocol version the gateway asks a session-era
@@ -42,10 +43,6 @@ const (
 	hdrMethod          = "Mcp-Method"
 	hdrName            = "Mcp-Name"
 )
-
-// maxRelays bounds the server's requests (sampling, elicitation, roots)
-// being relayed to clients at once on one connection; more are refused.
-const maxRelays = 64
 
 // era is the protocol generation a connection speaks.
 type era int
@@ -134,7 +131,6 @@ type client struct {
 	version   string // negotiated (session and legacy eras)
 	gen       int    // bumped on every re-initialization
 	calls     map[int64]*call
-	relaying  map[string]context.CancelFunc
 	params    map[string][]paramHeader // stateless era: tool → Mcp-Param headers
 	closed    bool
 
@@ -145,7 +141,7 @@ type client struct {
 	bg       context.Context
 	bgCancel context.CancelFunc
 	wg       sync.WaitGroup
-	relays   chan struct{}
+	relays   *relay.Relays // the server's requests being relayed to clients
 
 	done     chan struct{}
 	err      error
@@ -170,10 +166,9 @@ func newClient(cfg clientConfig) *client {
 	return &client{
 		cfg:      cfg,
 		calls:    map[int64]*call{},
-		relaying: map[string]context.CancelFunc{},
 		bg:       bg,
 		bgCancel: cancel,
-		relays:   make(chan struct{}, maxRelays),
+		relays:   relay.New(),
 		done:     make(chan struct{}),
 	}
 }
@@ -361,10 +356,8 @@ func (c *client) fail(err error) {
 		c.mu.Lock()
 		c.closed = true
 		c.err = err
-		for _, cancel := range c.relaying {
-			cancel()
-		}
 		c.mu.Unlock()
+		c.relays.Close()
 		close(c.done)
 		c.bgCancel()
 		if c.legacy != nil {
@@ -388,6 +381,7 @@ func (c *client) Close() error {
 	}
 	c.fail(switchboard.Errorf(switchboard.EUNAVAILABLE, "remote provider connection closed"))
 	c.wg.Wait()
+	c.relays.Wait()
 	return nil
 }
 
@@ -721,7 +715,7 @@ func (c *client) notification(msg *jsonrpc.Message, tied *call) {
 			return
 		}
 	case "notifications/cancelled":
-		c.cancelRelay(msg.P.RequestID)
+		c.relays.Cancel(msg.P.RequestID)
 		return
 	}
 	if f := c.cfg.onNotification; f != nil {
@@ -779,75 +773,12 @@ func (c *client) serverRequest(id json.RawMessage, method string, params json.Ra
 	} else {
 		caller, why = c.soleCaller()
 	}
+	answer := func(frame []byte) { c.answer(id, frame, session) }
 	if caller == nil {
-		c.answer(id, jsonrpc.AppendError(nil, id, jsonrpc.CodeInternalError, "switchboard cannot relay "+method+": "+why, nil), session)
+		answer(relay.Refusal(id, method, why))
 		return
 	}
-	select {
-	case c.relays <- struct{}{}:
-	default:
-		c.answer(id, jsonrpc.AppendError(nil, id, jsonrpc.CodeInternalError, "switchboard cannot relay "+method+": too many requests in flight", nil), session)
-		return
-	}
-	ctx, cancel := context.WithCancel(c.bg)
-	key := string(bytes.TrimSpace(id))
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		cancel()
-		<-c.relays
-		return
-	}
-	if old := c.relaying[key]; old != nil {
-		old()
-	}
-	c.relaying[key] = cancel
-	c.wg.Add(1)
-	c.mu.Unlock()
-	go func() {
-		defer c.wg.Done()
-		defer func() { <-c.relays }()
-		res, err := caller.Request(ctx, method, params)
-		c.mu.Lock()
-		if ctx.Err() == nil {
-			delete(c.relaying, key)
-		}
-		c.mu.Unlock()
-		cancelled := ctx.Err() != nil
-		cancel()
-		if cancelled && err != nil {
-			return // the server cancelled it, or the connection died: no answer
-		}
-		var rpcErr *switchboard.RPCError
-		var frame []byte
-		switch {
-		case err == nil:
-			if len(res) == 0 {
-				res = []byte(`{}`)
-			}
-			frame = jsonrpc.AppendResult(nil, id, res)
-		case errors.As(err, &rpcErr):
-			frame = jsonrpc.AppendError(nil, id, rpcErr.Code, rpcErr.Message, rpcErr.Data)
-		default:
-			frame = jsonrpc.AppendError(nil, id, jsonrpc.CodeInternalError, switchboard.ErrorMessage(err), nil)
-		}
-		c.answer(id, frame, session)
-	}()
-}
-
-// cancelRelay stops relaying the server's request with raw id.
-func (c *client) cancelRelay(id []byte) {
-	key := string(bytes.TrimSpace(id))
-	if key == "" {
-		return
-	}
-	c.mu.Lock()
-	cancel := c.relaying[key]
-	delete(c.relaying, key)
-	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
+	c.relays.Start(id, method, params, caller, answer)
 }
 
 // answer sends the client side's response to a server request: POSTed to

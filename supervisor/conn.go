@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+	"github.com/switchboard-mcp/switchboard/internal/relay"
 )
 
 // DefaultMaxMessageBytes is the default bound on one incoming JSON-RPC line.
@@ -31,10 +32,6 @@ const readBufferSize = 64 << 10
 // maxAbandoned bounds the set of ids whose caller gave up, kept so that a late
 // answer is not mistaken for garbage.
 const maxAbandoned = 4096
-
-// maxRelays bounds the child's requests (sampling, elicitation, roots) being
-// relayed to clients at once; more are refused.
-const maxRelays = 64
 
 var _ switchboard.Upstream = (*Conn)(nil)
 
@@ -87,7 +84,6 @@ type Conn struct {
 	closed    bool
 	pending   map[int64]*pending
 	abandoned map[int64]struct{}
-	relaying  map[string]context.CancelFunc // the child's requests being relayed, by raw id
 
 	// Small frames to the child are queued in out; whoever holds wsem (the
 	// writer) writes everything queued (see write).
@@ -102,8 +98,8 @@ type Conn struct {
 	failOnce   sync.Once
 	readerDone chan struct{}
 	inbox      chan inbound
-	relays     chan struct{}  // semaphore: maxRelays
-	wg         sync.WaitGroup // dispatcher, cancellation senders and relays
+	relays     *relay.Relays  // the child's requests being relayed to clients
+	wg         sync.WaitGroup // dispatcher and cancellation senders
 
 	garbage atomic.Int64
 	dropped atomic.Int64
@@ -162,12 +158,11 @@ func NewConn(r io.Reader, w io.WriteCloser, opts ConnOptions) *Conn {
 		max:        opts.MaxMessageBytes,
 		pending:    make(map[int64]*pending),
 		abandoned:  make(map[int64]struct{}),
-		relaying:   make(map[string]context.CancelFunc),
 		wsem:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		inbox:      make(chan inbound, opts.NotificationQueue),
-		relays:     make(chan struct{}, maxRelays),
+		relays:     relay.New(),
 	}
 	c.wg.Add(1)
 	go c.dispatch()
@@ -205,6 +200,7 @@ func (c *Conn) LateResponses() int64 { return c.late.Load() }
 func (c *Conn) Close() error {
 	c.fail(switchboard.Errorf(switchboard.EUNAVAILABLE, "provider connection closed"))
 	c.wg.Wait()
+	c.relays.Wait()
 	if _, ok := c.r.(io.Closer); ok {
 		<-c.readerDone
 	}
@@ -227,10 +223,8 @@ func (c *Conn) fail(err error) {
 		c.mu.Lock()
 		c.closed = true
 		c.err = err
-		for _, cancel := range c.relaying {
-			cancel()
-		}
 		c.mu.Unlock()
+		c.relays.Close()
 		close(c.done)
 		c.writeClosed.Store(true)
 		_ = c.w.Close()
@@ -761,7 +755,7 @@ func (c *Conn) notification(msg *jsonrpc.Message) {
 			return
 		}
 	case "notifications/cancelled":
-		c.cancelRelay(msg.P.RequestID)
+		c.relays.Cancel(msg.P.RequestID)
 		return
 	}
 	c.enqueue(inbound{method: msg.Method, params: jsonrpc.Clone(msg.Params)})
@@ -828,77 +822,16 @@ func (c *Conn) request(m inbound) {
 	switch {
 	case m.method == "ping":
 		c.answer(m.id, []byte(`{}`))
-		return
 	case m.caller == nil:
-		c.answerError(m.id, jsonrpc.CodeInternalError, "switchboard cannot relay "+m.method+": "+m.why)
-		return
-	}
-	select {
-	case c.relays <- struct{}{}:
+		c.send(relay.Refusal(m.id, m.method, m.why))
 	default:
-		c.answerError(m.id, jsonrpc.CodeInternalError, "switchboard cannot relay "+m.method+": too many requests in flight")
-		return
+		c.relays.Start(m.id, m.method, m.params, m.caller, c.send)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	key := string(m.id)
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		cancel()
-		<-c.relays
-		return
-	}
-	if old := c.relaying[key]; old != nil { // the child reused an id: the first is void
-		old()
-	}
-	c.relaying[key] = cancel
-	c.wg.Add(1)
-	c.mu.Unlock()
-	go func() {
-		defer c.wg.Done()
-		defer func() { <-c.relays }()
-		res, err := m.caller.Request(ctx, m.method, m.params)
-		abandoned := ctx.Err() != nil // the child cancelled it, or the Conn died
-		c.mu.Lock()
-		if !abandoned {
-			delete(c.relaying, key)
-		}
-		c.mu.Unlock()
-		cancel()
-		if abandoned && err != nil {
-			return // nobody is waiting for an answer
-		}
-		var rpcErr *switchboard.RPCError
-		switch {
-		case err == nil:
-			if len(res) == 0 {
-				res = []byte(`{}`)
-			}
-			c.answer(m.id, res)
-		case errors.As(err, &rpcErr):
-			bp := getBuf()
-			b := jsonrpc.AppendError(*bp, m.id, rpcErr.Code, rpcErr.Message, rpcErr.Data)
-			*bp = append(b, '\n')
-			_ = c.write(context.Background(), *bp)
-			putBuf(bp)
-		default:
-			c.answerError(m.id, jsonrpc.CodeInternalError, switchboard.ErrorMessage(err))
-		}
-	}()
 }
 
-// cancelRelay stops relaying the child's request with raw id.
-func (c *Conn) cancelRelay(id []byte) {
-	if len(id) == 0 {
-		return
-	}
-	c.mu.Lock()
-	cancel := c.relaying[string(bytes.TrimSpace(id))]
-	delete(c.relaying, string(bytes.TrimSpace(id)))
-	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
-	}
+// send writes a response frame (without its newline) to the child.
+func (c *Conn) send(frame []byte) {
+	_ = c.write(context.Background(), append(frame, '\n'))
 }
 
 func (c *Conn) answer(id, result []byte) {
