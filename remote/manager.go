@@ -57,15 +57,7 @@ type Event struct {
 }
 
 // Clock is the time source for reconnect backoff; tests inject their own.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+type Clock = backoff.Clock
 
 // Options configures a Manager. All fields are optional.
 type Options struct {
@@ -112,7 +104,7 @@ func New(logger zerolog.Logger, opts Options) *Manager {
 		opts.Redact = func(s string) string { return s }
 	}
 	if opts.Clock == nil {
-		opts.Clock = realClock{}
+		opts.Clock = backoff.RealClock{}
 	}
 	if opts.Jitter == nil {
 		opts.Jitter = rand.Float64

@@ -99,3 +99,15 @@ func (r *Runs) Ended(p Policy, run Run) (failures, attempt int) {
 	r.attempt++
 	return r.failures, r.attempt
 }
+
+// Clock is the time source of restart delays; tests inject their own.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+// RealClock is the system's clock.
+type RealClock struct{}
+
+func (RealClock) Now() time.Time                         { return time.Now() }
+func (RealClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
