@@ -109,5 +109,8 @@ type Clock interface {
 // RealClock is the system's clock.
 type RealClock struct{}
 
-func (RealClock) Now() time.Time                         { return time.Now() }
+// Now is time.Now.
+func (RealClock) Now() time.Time { return time.Now() }
+
+// After is time.After.
 func (RealClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

@@ -53,12 +53,12 @@ func (s *Stream) Start() {
 	}
 	ctx, cancel := context.WithCancel(s.parent)
 	s.cancel = cancel
-	s.open(ctx, Params(slices.Sorted(maps.Keys(s.uris))))
+	s.open(ctx, listenParams(slices.Sorted(maps.Keys(s.uris))))
 }
 
-// Params returns the params of a Method request for every list change and
+// listenParams returns the params of a Method request for every list change and
 // the updates of uris.
-func Params(uris []string) json.RawMessage {
+func listenParams(uris []string) json.RawMessage {
 	filter := map[string]any{"toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true}
 	if len(uris) > 0 {
 		filter["resourceSubscriptions"] = uris
