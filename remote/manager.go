@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard-mcp/switchboard/internal/backoff"
 	"github.com/switchboard-mcp/switchboard/internal/gate"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+	"github.com/switchboard-mcp/switchboard/internal/lifecycle"
 )
 
 // Timings that are not per-Spec.
@@ -183,7 +184,7 @@ func (m *Manager) Start(spec Spec) error {
 	defer m.mu.Unlock()
 	if old := m.insts[spec.Key]; old != nil {
 		switch {
-		case old.stopRequested():
+		case old.StopRequested():
 			return switchboard.Errorf(switchboard.ECONFLICT, "starting remote provider %s: it is stopping", spec.Key)
 		case old.spec.Equal(spec):
 			return nil
@@ -192,17 +193,13 @@ func (m *Manager) Start(spec Spec) error {
 		}
 	}
 	in := &instance{
-		m:         m,
-		spec:      spec,
-		url:       u,
-		log:       m.log.With().Str("provider", spec.Key.String()).Logger(),
-		stopCh:    make(chan struct{}),
-		done:      make(chan struct{}),
-		finalized: make(chan struct{}),
-		changed:   make(chan struct{}),
-		kick:      make(chan struct{}, 1),
-		state:     switchboard.StateStarting,
+		m:    m,
+		spec: spec,
+		url:  u,
+		log:  m.log.With().Str("provider", spec.Key.String()).Logger(),
+		kick: make(chan struct{}, 1),
 	}
+	in.Init(in.finalize)
 	in.lastUsed.Store(time.Now().UnixNano())
 	m.insts[spec.Key] = in
 	go in.run()
@@ -220,13 +217,10 @@ func (m *Manager) Stop(ctx context.Context, key switchboard.InstanceKey) error {
 	if in == nil {
 		return nil
 	}
-	in.requestStop()
-	select {
-	case <-in.finalized:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("stopping remote provider %s: %w", key, ctx.Err())
+	if err := in.Stop(ctx); err != nil {
+		return fmt.Errorf("stopping remote provider %s: %w", key, err)
 	}
+	return nil
 }
 
 // Restart stops key and starts it again with the same spec.
@@ -303,9 +297,9 @@ func (m *Manager) Upstream(key switchboard.InstanceKey) (switchboard.Upstream, b
 	if in == nil {
 		return nil, false
 	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.state != switchboard.StateRunning || in.up == nil {
+	in.Mu.Lock()
+	defer in.Mu.Unlock()
+	if in.State != switchboard.StateRunning || in.up == nil {
 		return nil, false
 	}
 	return in.up, true
@@ -321,27 +315,7 @@ func (m *Manager) WaitReady(ctx context.Context, key switchboard.InstanceKey) er
 	if in == nil {
 		return switchboard.Errorf(switchboard.ENOTFOUND, "waiting for remote provider %s: not kept", key)
 	}
-	for {
-		in.mu.Lock()
-		st, lastErr, changed := in.state, in.lastErr, in.changed
-		in.mu.Unlock()
-		switch st {
-		case switchboard.StateRunning:
-			return nil
-		case switchboard.StateFailed:
-			return switchboard.Errorf(switchboard.EUNAVAILABLE, "waiting for remote provider %s: failed: %s", key, m.opts.Redact(lastErr))
-		case switchboard.StateStopping, switchboard.StateStopped:
-			return switchboard.Errorf(switchboard.EUNAVAILABLE, "waiting for remote provider %s: stopped", key)
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return switchboard.WrapError(switchboard.ETIMEOUT, ctx.Err(), "waiting for remote provider %s: not ready in time", key)
-			}
-			return fmt.Errorf("waiting for remote provider %s: %w", key, ctx.Err())
-		}
-	}
+	return in.AwaitReady(ctx, "remote provider "+key.String(), false, m.opts.Redact)
 }
 
 // Reap stops the users' own instances (key.User set) that no call has
@@ -392,56 +366,32 @@ type instance struct {
 	url  *url.URL
 	log  zerolog.Logger
 
-	stopOnce  sync.Once
-	stopCh    chan struct{}
-	done      chan struct{}
-	finalized chan struct{}
-	kick      chan struct{}
+	// Life is the state, the stop signal and the wait for readiness; the
+	// fields below its Mu are guarded by it too.
+	lifecycle.Life
+	kick chan struct{}
 
 	inFlight atomic.Int64
 	garbage  atomic.Int64
 	lastUsed atomic.Int64 // UnixNano of the last call's start (or of Start)
 
-	mu        sync.Mutex
-	state     switchboard.ProviderState
-	changed   chan struct{}
-	restarts  int
-	startedAt time.Time
-	lastErr   string
-	lastExit  string
-	tools     int
 	up        *limited
 	published bool // run goroutine only
 }
 
-func (in *instance) requestStop() {
-	in.stopOnce.Do(func() {
-		close(in.stopCh)
-		go in.finalize()
-	})
-}
-
+// finalize runs once the instance's goroutine has ended after a stop was
+// requested: it removes the instance from the manager unless it was
+// replaced meanwhile.
 func (in *instance) finalize() {
-	defer close(in.finalized)
-	<-in.done
 	m := in.m
 	m.mu.Lock()
 	if m.insts[in.spec.Key] == in {
 		delete(m.insts, in.spec.Key)
 	}
 	m.mu.Unlock()
-	in.setState(switchboard.StateStopped)
+	in.SetState(switchboard.StateStopped)
 	in.emit(Event{Kind: EventStop})
 	in.log.Info().Msg("remote provider stopped")
-}
-
-func (in *instance) stopRequested() bool {
-	select {
-	case <-in.stopCh:
-		return true
-	default:
-		return false
-	}
 }
 
 func (in *instance) emit(e Event) {
@@ -454,41 +404,23 @@ func (in *instance) emit(e Event) {
 	in.m.opts.OnEvent(e)
 }
 
-func (in *instance) setState(st switchboard.ProviderState) {
-	in.mu.Lock()
-	in.setStateLocked(st)
-	in.mu.Unlock()
-}
-
-func (in *instance) setStateLocked(st switchboard.ProviderState) {
-	in.state = st
-	close(in.changed)
-	in.changed = make(chan struct{})
-}
-
-func (in *instance) setErr(err error) {
-	in.mu.Lock()
-	in.lastErr = err.Error()
-	in.mu.Unlock()
-}
-
 func (in *instance) status() switchboard.ProviderStatus {
 	redact := in.m.opts.Redact
-	in.mu.Lock()
-	defer in.mu.Unlock()
+	in.Mu.Lock()
+	defer in.Mu.Unlock()
 	st := switchboard.ProviderStatus{
 		Provider:  in.spec.Key.Provider,
 		User:      in.spec.Key.User,
-		State:     in.state,
-		Restarts:  in.restarts,
-		LastError: redact(in.lastErr),
-		LastExit:  redact(in.lastExit),
-		Tools:     in.tools,
+		State:     in.State,
+		Restarts:  in.Restarts,
+		LastError: redact(in.LastErr),
+		LastExit:  redact(in.LastExit),
+		Tools:     in.Tools,
 		Garbage:   in.garbage.Load(),
 		InFlight:  in.inFlight.Load(),
 	}
-	if in.state == switchboard.StateRunning || in.state == switchboard.StateStopping {
-		st.StartedAt = in.startedAt
+	if in.State == switchboard.StateRunning || in.State == switchboard.StateStopping {
+		st.StartedAt = in.StartedAt
 	}
 	return st
 }
@@ -501,10 +433,10 @@ func (in *instance) publish(up *limited, cat *switchboard.Catalog) {
 }
 
 func (in *instance) unpublish() {
-	in.mu.Lock()
+	in.Mu.Lock()
 	in.up = nil
-	in.tools = 0
-	in.mu.Unlock()
+	in.Tools = 0
+	in.Mu.Unlock()
 	if !in.published {
 		return
 	}
@@ -526,13 +458,13 @@ type runResult struct {
 // remote server is never given up on: after MaxFailures quick failures the
 // instance shows failed and keeps trying every Backoff.Max.
 func (in *instance) run() {
-	defer close(in.done)
+	defer in.End()
 	clock := in.m.opts.Clock
 	policy := in.spec.Backoff
 	var runs backoff.Runs
 	for {
 		res := in.runOnce()
-		if in.stopRequested() {
+		if in.StopRequested() {
 			return
 		}
 		failures, attempt := runs.Ended(policy, backoff.Run{Ready: res.ready, Forced: res.forced, Ran: res.ran})
@@ -543,30 +475,28 @@ func (in *instance) run() {
 		var delay time.Duration
 		if failures >= policy.MaxFailures {
 			delay = policy.Max
-			in.mu.Lock()
-			wasFailed := in.state == switchboard.StateFailed
-			in.lastErr = fmt.Sprintf("%d failures in a row, retrying every %s: %s", failures, policy.Max, errText)
-			in.setStateLocked(switchboard.StateFailed)
-			in.mu.Unlock()
+			in.Mu.Lock()
+			wasFailed := in.State == switchboard.StateFailed
+			in.LastErr = fmt.Sprintf("%d failures in a row, retrying every %s: %s", failures, policy.Max, errText)
+			in.SetStateLocked(switchboard.StateFailed)
+			in.Mu.Unlock()
 			if !wasFailed {
 				in.log.Error().Int("failures", failures).Str("error", in.m.opts.Redact(errText)).Dur("retry_every", delay).Msg("remote provider failed; retrying at the slowest pace")
 				in.emit(Event{Kind: EventFailed, Err: errText})
 			}
 		} else {
 			delay = policy.Delay(attempt, in.m.opts.Jitter())
-			in.setState(switchboard.StateBackoff)
+			in.SetState(switchboard.StateBackoff)
 			in.log.Info().Dur("delay", delay).Int("failures", failures).Str("error", in.m.opts.Redact(errText)).Msg("reconnecting to remote provider after delay")
 			in.emit(Event{Kind: EventRestart, Delay: delay, Err: errText})
 		}
 		select {
-		case <-in.stopCh:
+		case <-in.Stopping():
 			return
 		case <-in.kick:
 		case <-clock.After(delay):
 		}
-		in.mu.Lock()
-		in.restarts++
-		in.mu.Unlock()
+		in.Restarted()
 	}
 }
 
@@ -575,18 +505,18 @@ func (in *instance) run() {
 func (in *instance) runOnce() (res runResult) {
 	spec := in.spec
 	redact := in.m.opts.Redact
-	in.mu.Lock()
-	if in.state != switchboard.StateFailed {
-		in.setStateLocked(switchboard.StateStarting)
+	in.Mu.Lock()
+	if in.State != switchboard.StateFailed {
+		in.SetStateLocked(switchboard.StateStarting)
 	}
-	in.mu.Unlock()
+	in.Mu.Unlock()
 	in.emit(Event{Kind: EventConnect})
 
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
 	go func() {
 		select {
-		case <-in.stopCh:
+		case <-in.Stopping():
 			cancelRun()
 		case <-runCtx.Done():
 		}
@@ -611,10 +541,10 @@ func (in *instance) runOnce() (res runResult) {
 	})
 	if err != nil {
 		cancelInit()
-		if in.stopRequested() {
+		if in.StopRequested() {
 			return res
 		}
-		in.setErr(err)
+		in.SetErr(err)
 		in.log.Error().Str("error", redact(err.Error())).Msg("connecting to remote provider failed")
 		res.err = err
 		return res
@@ -623,10 +553,10 @@ func (in *instance) runOnce() (res runResult) {
 	cancelInit()
 	if err != nil {
 		_ = cl.Close()
-		if in.stopRequested() {
+		if in.StopRequested() {
 			return res
 		}
-		in.setErr(err)
+		in.SetErr(err)
 		in.log.Error().Str("error", redact(err.Error())).Msg("fetching the remote provider's catalog failed")
 		res.err = err
 		return res
@@ -636,17 +566,17 @@ func (in *instance) runOnce() (res runResult) {
 
 	up := newLimited(cl, spec, &in.inFlight)
 	up.lastUsed = &in.lastUsed
-	in.mu.Lock()
+	in.Mu.Lock()
 	in.up = up
-	in.tools = len(cat.Tools)
-	in.lastErr = ""
-	in.startedAt = time.Now()
-	in.mu.Unlock()
+	in.Tools = len(cat.Tools)
+	in.LastErr = ""
+	in.StartedAt = time.Now()
+	in.Mu.Unlock()
 	res.ready = true
 	in.publish(up, cat)
-	in.mu.Lock()
-	in.setStateLocked(switchboard.StateRunning)
-	in.mu.Unlock()
+	in.Mu.Lock()
+	in.SetStateLocked(switchboard.StateRunning)
+	in.Mu.Unlock()
 	in.log.Info().Str("protocol", cl.era.String()).Int("tools", len(cat.Tools)).Int("prompts", len(cat.Prompts)).Int("resources", len(cat.Resources)).Msg("remote provider ready")
 	in.emit(Event{Kind: EventReady})
 
@@ -662,10 +592,10 @@ func (in *instance) runOnce() (res runResult) {
 		in.unpublish()
 		res.forced = forced
 		res.err = err
-		in.setErr(err)
-		in.mu.Lock()
-		in.lastExit = err.Error()
-		in.mu.Unlock()
+		in.SetErr(err)
+		in.Mu.Lock()
+		in.LastExit = err.Error()
+		in.Mu.Unlock()
 		in.log.Warn().Str("error", redact(err.Error())).Msg("remote provider connection lost")
 		in.emit(Event{Kind: kind, Err: err.Error()})
 		_ = cl.Close()
@@ -675,7 +605,7 @@ func (in *instance) runOnce() (res runResult) {
 	for {
 		select {
 		case <-runCtx.Done():
-			in.setState(switchboard.StateStopping)
+			in.SetState(switchboard.StateStopping)
 			in.unpublish()
 			in.drain()
 			_ = cl.Close()
@@ -716,9 +646,9 @@ func (in *instance) runOnce() (res runResult) {
 				continue
 			}
 			cat = next
-			in.mu.Lock()
-			in.tools = len(cat.Tools)
-			in.mu.Unlock()
+			in.Mu.Lock()
+			in.Tools = len(cat.Tools)
+			in.Mu.Unlock()
 			in.publish(up, cat)
 			in.log.Info().Int("tools", len(cat.Tools)).Msg("remote provider catalog refreshed")
 		}

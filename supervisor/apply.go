@@ -210,7 +210,7 @@ func (s *Supervisor) standby(ctx context.Context, spec Spec) (*instance, error) 
 	s.mu.Lock()
 	old := s.insts[spec.Key]
 	s.mu.Unlock()
-	if old == nil || !old.running() {
+	if old == nil || !old.Is(switchboard.StateRunning) {
 		if old != nil {
 			if err := s.Stop(ctx, spec.Key); err != nil {
 				return nil, err
@@ -228,19 +228,12 @@ func (s *Supervisor) standby(ctx context.Context, spec Spec) (*instance, error) 
 	go in.run()
 	if err := in.awaitReady(readyCtx(ctx, spec), true); err != nil {
 		_ = in.stop(context.WithoutCancel(ctx))
-		old.mu.Lock()
+		old.Mu.Lock()
 		old.note = fmt.Sprintf("a reload's new process for this provider failed to start; this one keeps serving: %s", switchboard.ErrorMessage(err))
-		old.mu.Unlock()
+		old.Mu.Unlock()
 		return nil, err
 	}
 	return in, nil
-}
-
-// running reports whether the instance is running.
-func (in *instance) running() bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.state == switchboard.StateRunning
 }
 
 // promote makes the standby in the current instance of its key and returns
@@ -321,11 +314,8 @@ func (in *instance) drain(ctx context.Context) error {
 
 // stop stops this instance, whether or not it is its key's current one.
 func (in *instance) stop(ctx context.Context) error {
-	in.requestStop()
-	select {
-	case <-in.finalized:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("stopping provider %s: %w", in.spec.Key, ctx.Err())
+	if err := in.Stop(ctx); err != nil {
+		return fmt.Errorf("stopping provider %s: %w", in.spec.Key, err)
 	}
+	return nil
 }

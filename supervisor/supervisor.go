@@ -23,6 +23,7 @@ import (
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/backoff"
 	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
+	"github.com/switchboard-mcp/switchboard/internal/lifecycle"
 	"github.com/switchboard-mcp/switchboard/internal/listen"
 	"github.com/switchboard-mcp/switchboard/internal/tracing"
 )
@@ -184,13 +185,13 @@ func (s *Supervisor) Start(spec Spec) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.insts[spec.Key]; old != nil {
-		old.mu.Lock()
-		st := old.state
-		old.mu.Unlock()
+		old.Mu.Lock()
+		st := old.State
+		old.Mu.Unlock()
 		switch {
-		case st == switchboard.StateFailed && !old.stopRequested():
-			old.requestStop() // its goroutine has already ended
-		case st == switchboard.StateStopping || st == switchboard.StateStopped || old.stopRequested():
+		case st == switchboard.StateFailed && !old.StopRequested():
+			old.RequestStop() // its goroutine has already ended
+		case st == switchboard.StateStopping || st == switchboard.StateStopped || old.StopRequested():
 			return switchboard.Errorf(switchboard.ECONFLICT, "starting provider %s: it is stopping", spec.Key)
 		case old.spec.Equal(spec):
 			return nil
@@ -223,17 +224,13 @@ func (s *Supervisor) prepare(spec Spec) (Spec, string, error) {
 // instance holds back its upstream and catalog until it is promoted.
 func (s *Supervisor) newInstance(spec Spec, limits string, standby bool) *instance {
 	in := &instance{
-		s:         s,
-		spec:      spec,
-		log:       s.log.With().Str("provider", spec.Key.String()).Logger(),
-		stopCh:    make(chan struct{}),
-		done:      make(chan struct{}),
-		finalized: make(chan struct{}),
-		changed:   make(chan struct{}),
-		state:     switchboard.StateStarting,
-		limits:    limits,
-		standby:   standby,
+		s:       s,
+		spec:    spec,
+		log:     s.log.With().Str("provider", spec.Key.String()).Logger(),
+		limits:  limits,
+		standby: standby,
 	}
+	in.Init(in.finalize)
 	in.lastUsed.Store(time.Now().UnixNano())
 	return in
 }
@@ -250,13 +247,7 @@ func (s *Supervisor) Stop(ctx context.Context, key switchboard.InstanceKey) erro
 	if in == nil {
 		return nil
 	}
-	in.requestStop()
-	select {
-	case <-in.finalized:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("stopping provider %s: %w", key, ctx.Err())
-	}
+	return in.stop(ctx)
 }
 
 // Restart stops key (as Stop) and starts it again with the same spec, resetting
@@ -353,28 +344,7 @@ func (s *Supervisor) WaitReady(ctx context.Context, key switchboard.InstanceKey)
 // ctx ends. With firstTry, a failed attempt (the instance backs off before
 // trying again) is an error too.
 func (in *instance) awaitReady(ctx context.Context, firstTry bool) error {
-	key := in.spec.Key
-	for {
-		in.mu.Lock()
-		st, lastErr, changed := in.state, in.lastErr, in.changed
-		in.mu.Unlock()
-		switch {
-		case st == switchboard.StateRunning:
-			return nil
-		case st == switchboard.StateFailed, firstTry && st == switchboard.StateBackoff:
-			return switchboard.Errorf(switchboard.EUNAVAILABLE, "waiting for provider %s: failed: %s", key, in.s.opts.Redact(lastErr))
-		case st == switchboard.StateStopping, st == switchboard.StateStopped:
-			return switchboard.Errorf(switchboard.EUNAVAILABLE, "waiting for provider %s: stopped", key)
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return switchboard.WrapError(switchboard.ETIMEOUT, ctx.Err(), "waiting for provider %s: not ready in time", key)
-			}
-			return fmt.Errorf("waiting for provider %s: %w", key, ctx.Err())
-		}
-	}
+	return in.AwaitReady(ctx, "provider "+in.spec.Key.String(), firstTry, in.s.opts.Redact)
 }
 
 // Status returns a snapshot of every supervised instance, sorted by key.
@@ -403,10 +373,9 @@ type instance struct {
 	log    zerolog.Logger
 	limits string // ProviderStatus.Limits
 
-	stopOnce  sync.Once
-	stopCh    chan struct{} // closed by requestStop
-	done      chan struct{} // closed when run returns
-	finalized chan struct{} // closed by finalize, after done
+	// Life is the state, the stop signal and the wait for readiness; the
+	// fields below its Mu are guarded by it too.
+	lifecycle.Life
 
 	flights  flights
 	garbage  atomic.Int64
@@ -423,37 +392,19 @@ type instance struct {
 	pendingCat *switchboard.Catalog
 	note       string // shown as LastError while set: a replacement that failed to start
 
-	mu        sync.Mutex
-	state     switchboard.ProviderState
-	changed   chan struct{} // closed and replaced on every state change
-	pid       int
-	restarts  int
-	startedAt time.Time
-	lastErr   string
-	lastExit  string
-	tools     int
-	up        *limited
-	caps      capabilities
+	pid  int
+	up   *limited
+	caps capabilities
 	// sessionOnly: the child died on the server/discover probe once, so
 	// later starts skip it (run goroutine only).
 	sessionOnly bool
 }
 
-// requestStop makes the instance's goroutine stop the child and return, and
-// starts finalize. Idempotent.
-func (in *instance) requestStop() {
-	in.stopOnce.Do(func() {
-		close(in.stopCh)
-		go in.finalize()
-	})
-}
-
-// finalize waits for the instance's goroutine to end, then removes the
-// instance from the supervisor unless it was replaced meanwhile (Start on a
-// failed instance), even if the Stop that asked for it gave up waiting.
+// finalize runs once the instance's goroutine has ended after a stop was
+// requested: it removes the instance from the supervisor unless it was
+// replaced meanwhile (Start on a failed instance), even if the Stop that
+// asked for it gave up waiting.
 func (in *instance) finalize() {
-	defer close(in.finalized)
-	<-in.done
 	s := in.s
 	s.mu.Lock()
 	current := s.insts[in.spec.Key] == in
@@ -462,19 +413,10 @@ func (in *instance) finalize() {
 	}
 	delete(s.retiring, in)
 	s.mu.Unlock()
-	in.setState(switchboard.StateStopped)
+	in.SetState(switchboard.StateStopped)
 	if current {
 		in.emit(Event{Kind: EventStop})
 		in.log.Info().Msg("provider stopped")
-	}
-}
-
-func (in *instance) stopRequested() bool {
-	select {
-	case <-in.stopCh:
-		return true
-	default:
-		return false
 	}
 }
 
@@ -488,36 +430,18 @@ func (in *instance) emit(e Event) {
 	in.s.opts.OnEvent(e)
 }
 
-func (in *instance) setState(st switchboard.ProviderState) {
-	in.mu.Lock()
-	in.setStateLocked(st)
-	in.mu.Unlock()
-}
-
-func (in *instance) setStateLocked(st switchboard.ProviderState) {
-	in.state = st
-	close(in.changed)
-	in.changed = make(chan struct{})
-}
-
-func (in *instance) setErr(err error) {
-	in.mu.Lock()
-	in.lastErr = err.Error()
-	in.mu.Unlock()
-}
-
 func (in *instance) status() switchboard.ProviderStatus {
 	redact := in.s.opts.Redact
-	in.mu.Lock()
-	defer in.mu.Unlock()
+	in.Mu.Lock()
+	defer in.Mu.Unlock()
 	st := switchboard.ProviderStatus{
 		Provider:   in.spec.Key.Provider,
 		User:       in.spec.Key.User,
-		State:      in.state,
-		Restarts:   in.restarts,
-		LastError:  redact(in.lastErr),
-		LastExit:   in.lastExit,
-		Tools:      in.tools,
+		State:      in.State,
+		Restarts:   in.Restarts,
+		LastError:  redact(in.LastErr),
+		LastExit:   in.LastExit,
+		Tools:      in.Tools,
 		Limits:     in.limits,
 		StderrTail: in.stderr.snapshot(redact),
 		Garbage:    in.garbage.Load(),
@@ -526,10 +450,10 @@ func (in *instance) status() switchboard.ProviderStatus {
 	if in.note != "" && st.LastError == "" {
 		st.LastError = redact(in.note)
 	}
-	switch in.state {
+	switch in.State {
 	case switchboard.StateStarting, switchboard.StateRunning, switchboard.StateStopping:
 		st.PID = in.pid
-		st.StartedAt = in.startedAt
+		st.StartedAt = in.StartedAt
 	}
 	return st
 }
@@ -561,11 +485,11 @@ func (in *instance) publishLocked(up *limited, cat *switchboard.Catalog) {
 // down, once per publication. A retired instance's key belongs to its
 // replacement: nothing is touched.
 func (in *instance) unpublish() {
-	in.mu.Lock()
+	in.Mu.Lock()
 	up := in.up
 	in.up = nil
-	in.tools = 0
-	in.mu.Unlock()
+	in.Tools = 0
+	in.Mu.Unlock()
 	in.pubMu.Lock()
 	defer in.pubMu.Unlock()
 	in.pendingUp, in.pendingCat = nil, nil
@@ -599,13 +523,13 @@ type runResult struct {
 
 // run is the instance's goroutine: start, watch, back off, repeat.
 func (in *instance) run() {
-	defer close(in.done)
+	defer in.End()
 	clock := in.s.opts.Clock
 	policy := in.spec.Backoff
 	var runs backoff.Runs
 	for {
 		res := in.runOnce()
-		if in.stopRequested() {
+		if in.StopRequested() {
 			return
 		}
 		failures, attempt := runs.Ended(policy, backoff.Run{Ready: res.ready, Forced: res.forced, Ran: res.ran})
@@ -616,24 +540,22 @@ func (in *instance) run() {
 		if failures >= policy.MaxFailures {
 			in.log.Error().Int("failures", failures).Str("error", in.s.opts.Redact(errText)).Msg("provider failed; not restarting")
 			in.emit(Event{Kind: EventFailed, Err: errText})
-			in.mu.Lock()
-			in.lastErr = fmt.Sprintf("gave up after %d quick failures: %s", failures, errText)
-			in.setStateLocked(switchboard.StateFailed)
-			in.mu.Unlock()
+			in.Mu.Lock()
+			in.LastErr = fmt.Sprintf("gave up after %d quick failures: %s", failures, errText)
+			in.SetStateLocked(switchboard.StateFailed)
+			in.Mu.Unlock()
 			return
 		}
 		delay := policy.Delay(attempt, in.s.opts.Jitter())
-		in.setState(switchboard.StateBackoff)
+		in.SetState(switchboard.StateBackoff)
 		in.log.Info().Dur("delay", delay).Int("failures", failures).Msg("restarting provider after delay")
 		in.emit(Event{Kind: EventRestart, Delay: delay, Err: errText})
 		select {
-		case <-in.stopCh:
+		case <-in.Stopping():
 			return
 		case <-clock.After(delay):
 		}
-		in.mu.Lock()
-		in.restarts++
-		in.mu.Unlock()
+		in.Restarted()
 	}
 }
 
@@ -644,19 +566,19 @@ func (in *instance) runOnce() (res runResult) {
 	spec := in.spec
 	redact := in.s.opts.Redact
 	clock := in.s.opts.Clock
-	in.setState(switchboard.StateStarting)
+	in.SetState(switchboard.StateStarting)
 
 	env := childEnv(in.s.opts.BaseEnv, spec.Env)
 	path, err := resolveCommand(spec.Command, spec.Dir, env)
 	if err != nil {
-		in.setErr(err)
+		in.SetErr(err)
 		in.log.Error().Str("error", redact(err.Error())).Msg("provider command not runnable")
 		return runResult{err: err}
 	}
 	argv := append([]string{spec.Command}, spec.Args...)
 	lim, err := in.s.limits.prepare(spec.Key, spec.resources())
 	if err != nil {
-		in.setErr(err)
+		in.SetErr(err)
 		in.log.Error().Err(err).Msg("provider resource limits could not be set up")
 		return runResult{err: err}
 	}
@@ -672,7 +594,7 @@ func (in *instance) runOnce() (res runResult) {
 	in.s.limits.started(lim, pl)
 	if err != nil {
 		lim.release(in.log)
-		in.setErr(err)
+		in.SetErr(err)
 		in.log.Error().Str("error", redact(err.Error())).Msg("provider spawn failed")
 		return runResult{err: err}
 	}
@@ -689,10 +611,10 @@ func (in *instance) runOnce() (res runResult) {
 			in.log.Warn().Err(err).Msg("process tracking: a killed gateway may leave this provider's descendants behind")
 		}
 	}
-	in.mu.Lock()
+	in.Mu.Lock()
 	in.pid = p.pid
-	in.startedAt = time.Now()
-	in.mu.Unlock()
+	in.StartedAt = time.Now()
+	in.Mu.Unlock()
 	in.log.Info().Int("pid", p.pid).Str("command", path).Int("args", len(spec.Args)).Strs("env", envNames(env)).Msg("provider spawned")
 	in.emit(Event{Kind: EventSpawn, PID: p.pid})
 
@@ -732,7 +654,7 @@ func (in *instance) runOnce() (res runResult) {
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	go func() {
 		select {
-		case <-in.stopCh:
+		case <-in.Stopping():
 			cancelRun()
 		case <-runCtx.Done():
 		}
@@ -770,7 +692,7 @@ func (in *instance) runOnce() (res runResult) {
 	cat, err := in.initialize(initCtx, conn)
 	cancelInit()
 	if err != nil {
-		if in.stopRequested() {
+		if in.StopRequested() {
 			in.shutdown(p, conn)
 			return res
 		}
@@ -786,7 +708,7 @@ func (in *instance) runOnce() (res runResult) {
 			err = fmt.Errorf("%w (%s)", err, p.state)
 		default:
 		}
-		in.setErr(err)
+		in.SetErr(err)
 		in.log.Error().Str("error", redact(err.Error())).Msg("provider start failed")
 		res.err = err
 		if xerr := in.recordExit(p); errors.Is(xerr, errOverMemory) {
@@ -809,18 +731,18 @@ func (in *instance) runOnce() (res runResult) {
 		up.lis.Start()
 		defer up.lis.Close()
 	}
-	in.mu.Lock()
+	in.Mu.Lock()
 	in.up = up
-	in.tools = len(cat.Tools)
-	in.lastErr = ""
+	in.Tools = len(cat.Tools)
+	in.LastErr = ""
 	in.note = ""
-	in.mu.Unlock()
+	in.Mu.Unlock()
 	res.ready = true
 	// Publish before the state turns Running, so that whoever waits for it
 	// (WaitReady: a user's first tools/list starting their own instance) finds
 	// the tools in the mux.
 	in.publish(up, cat)
-	in.setState(switchboard.StateRunning)
+	in.SetState(switchboard.StateRunning)
 	in.log.Info().Int("tools", len(cat.Tools)).Int("prompts", len(cat.Prompts)).Int("resources", len(cat.Resources)).Msg("provider ready")
 	in.emit(Event{Kind: EventReady, PID: p.pid})
 
@@ -847,7 +769,7 @@ func (in *instance) runOnce() (res runResult) {
 				}
 			} else {
 				res.forced = true
-				in.setErr(cerr)
+				in.SetErr(cerr)
 				in.killNow(p, "provider connection failed; killing its group")
 			}
 			if errors.Is(cerr, ErrMessageTooLong) {
@@ -865,7 +787,7 @@ func (in *instance) runOnce() (res runResult) {
 			in.unpublish()
 			res.forced = true
 			res.err = switchboard.Errorf(switchboard.EUNAVAILABLE, "provider wrote more than %d invalid lines in a minute", spec.GarbageLimit)
-			in.setErr(res.err)
+			in.SetErr(res.err)
 			in.killNow(p, "provider exceeded the invalid-output limit; killing its group")
 			in.recordExit(p)
 			return res
@@ -874,7 +796,7 @@ func (in *instance) runOnce() (res runResult) {
 			in.unpublish()
 			res.forced = true
 			res.err = switchboard.Errorf(switchboard.EUNAVAILABLE, "provider timed out %d calls in a row (call_timeout %s)", up.gate.Timeouts(), spec.CallTimeout)
-			in.setErr(res.err)
+			in.SetErr(res.err)
 			in.emit(Event{Kind: EventUnhealthy, PID: p.pid, Err: res.err.Error()})
 			in.killNow(p, "provider timed out too many calls in a row; killing its group")
 			in.recordExit(p)
@@ -892,9 +814,9 @@ func (in *instance) runOnce() (res runResult) {
 				in.log.Warn().Str("error", redact(err.Error())).Msg("refreshing provider catalog failed; keeping the old one")
 				continue
 			}
-			in.mu.Lock()
-			in.tools = len(cat.Tools)
-			in.mu.Unlock()
+			in.Mu.Lock()
+			in.Tools = len(cat.Tools)
+			in.Mu.Unlock()
 			in.publish(up, cat)
 			in.log.Info().Int("tools", len(cat.Tools)).Msg("provider catalog refreshed")
 		}
@@ -915,12 +837,12 @@ func (in *instance) recordExit(p *proc) error {
 	if ws, ok := p.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() && p.lim.overMemory(ws.Signal()) {
 		oom = p.lim.overMemoryError()
 	}
-	in.mu.Lock()
-	in.lastExit = p.state.String()
+	in.Mu.Lock()
+	in.LastExit = p.state.String()
 	if oom != nil {
-		in.lastErr = oom.Error()
+		in.LastErr = oom.Error()
 	}
-	in.mu.Unlock()
+	in.Mu.Unlock()
 	ev := Event{Kind: EventExit, PID: p.pid, ExitCode: code, Signal: sig}
 	if oom != nil {
 		ev.Err = oom.Error()
@@ -950,7 +872,7 @@ func (in *instance) killNow(p *proc, msg string) {
 // group, wait KillGrace, SIGKILL the group, wait a bounded time.
 func (in *instance) shutdown(p *proc, conn *Conn) {
 	spec := in.spec
-	in.setState(switchboard.StateStopping)
+	in.SetState(switchboard.StateStopping)
 	in.unpublish()
 	in.s.reaper.release(p.pid) // else the reaper's copy keeps its stdin open
 	_ = conn.CloseWrite()
@@ -1039,9 +961,9 @@ func (in *instance) initialize(ctx context.Context, conn *Conn) (*switchboard.Ca
 			_ = json.Unmarshal(d.Capabilities, &caps)
 			caps.raw = d.Capabilities
 			conn.SetModern(meta)
-			in.mu.Lock()
+			in.Mu.Lock()
 			in.caps = caps
-			in.mu.Unlock()
+			in.Mu.Unlock()
 			in.log.Info().Str("protocol", StatelessVersion).Msg("provider speaks the stateless protocol")
 			return in.fetchCatalog(ctx, conn, d.Instructions)
 		case in.spec.Protocol == ProtocolStateless:
@@ -1065,18 +987,18 @@ func (in *instance) initialize(ctx context.Context, conn *Conn) (*switchboard.Ca
 	if err := conn.Notify(ctx, "notifications/initialized", nil); err != nil {
 		return nil, fmt.Errorf("initializing: %w", err)
 	}
-	in.mu.Lock()
+	in.Mu.Lock()
 	in.caps = ir.Capabilities
-	in.mu.Unlock()
+	in.Mu.Unlock()
 	return in.fetchCatalog(ctx, conn, ir.Instructions)
 }
 
 // fetchCatalog lists everything the child's capabilities advertise. A failing
 // tools/list fails the fetch; the other lists are optional and logged.
 func (in *instance) fetchCatalog(ctx context.Context, conn *Conn, instructions string) (*switchboard.Catalog, error) {
-	in.mu.Lock()
+	in.Mu.Lock()
 	caps := in.caps
-	in.mu.Unlock()
+	in.Mu.Unlock()
 	cat := &switchboard.Catalog{Instructions: instructions, Capabilities: caps.raw}
 	var err error
 	if jsonrpc.Has(caps.Tools) {

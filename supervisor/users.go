@@ -112,7 +112,7 @@ func (s *Supervisor) startUser(ctx context.Context, key switchboard.InstanceKey)
 			}
 		}
 		cur := s.insts[key]
-		if cur != nil && !cur.failed() {
+		if cur != nil && !cur.Is(switchboard.StateFailed) {
 			s.mu.Unlock()
 			break
 		}
@@ -146,13 +146,6 @@ func (s *Supervisor) startUser(ctx context.Context, key switchboard.InstanceKey)
 		return up, nil
 	}
 	return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "provider %s for %s is not running", key.Provider, key.User)
-}
-
-// failed reports whether the instance gave up.
-func (in *instance) failed() bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.state == switchboard.StateFailed
 }
 
 // StopUser drains and stops every instance of user (they were removed). It
