@@ -20,14 +20,12 @@ import (
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/backoff"
 	"github.com/switchboard-mcp/switchboard/internal/gate"
-	"github.com/switchboard-mcp/switchboard/internal/jsonrpc"
 	"github.com/switchboard-mcp/switchboard/internal/lifecycle"
 )
 
 // Timings that are not per-Spec.
 const (
 	listChangedDebounce = 100 * time.Millisecond
-	maxCatalogPages     = 1000
 	// drainWait bounds how long Stop lets calls in flight finish before it
 	// closes the connection under them.
 	drainWait = 5 * time.Second
@@ -682,83 +680,19 @@ func (in *instance) onNotification(method string, params json.RawMessage, listCh
 	}
 }
 
-// fetchCatalog lists everything the server's capabilities advertise, as raw
-// items. A failing tools/list fails the fetch; the other lists are optional.
+// fetchCatalog lists everything the server's capabilities advertise
+// (switchboard.FetchCatalog); a refused optional list is logged.
 func (in *instance) fetchCatalog(ctx context.Context, cl *client, h *hello) (*switchboard.Catalog, error) {
-	cat := &switchboard.Catalog{Instructions: h.instructions, Capabilities: h.caps}
-	var err error
-	if h.has("tools") {
-		if cat.Tools, err = listAll(ctx, cl, "tools/list", "tools"); err != nil {
-			return nil, err
-		}
+	cat, err := switchboard.FetchCatalog(ctx, cl.Call, h.caps, h.instructions, func(method string, err *switchboard.RPCError) {
+		in.log.Warn().Str("method", method).Str("error", in.m.opts.Redact(err.Message)).Msg("remote provider list failed; treating as empty")
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cat.Tools != nil {
 		cat.Tools = cl.setTools(cat.Tools)
 	}
-	optional := func(dst *[]json.RawMessage, method, field string) error {
-		items, err := listAll(ctx, cl, method, field)
-		var rpcErr *switchboard.RPCError
-		if errors.As(err, &rpcErr) {
-			in.log.Warn().Str("method", method).Str("error", in.m.opts.Redact(rpcErr.Message)).Msg("remote provider list failed; treating as empty")
-			return nil
-		}
-		*dst = items
-		return err
-	}
-	if h.has("prompts") {
-		if err := optional(&cat.Prompts, "prompts/list", "prompts"); err != nil {
-			return nil, err
-		}
-	}
-	if h.has("resources") {
-		if err := optional(&cat.Resources, "resources/list", "resources"); err != nil {
-			return nil, err
-		}
-		if err := optional(&cat.ResourceTemplates, "resources/templates/list", "resourceTemplates"); err != nil {
-			return nil, err
-		}
-	}
 	return cat, nil
-}
-
-// listAll calls a paginated list method and returns the raw items.
-func listAll(ctx context.Context, cl *client, method, field string) ([]json.RawMessage, error) {
-	var items []json.RawMessage
-	cursor := ""
-	seen := map[string]bool{}
-	for range maxCatalogPages {
-		params := json.RawMessage(`{}`)
-		if cursor != "" {
-			params = append(append([]byte(`{"cursor":`), jsonrpc.AppendString(nil, cursor)...), '}')
-		}
-		raw, err := cl.Call(ctx, &switchboard.Request{Method: method, Params: params})
-		if err != nil {
-			return nil, fmt.Errorf("listing %s: %w", method, err)
-		}
-		var page map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &page); err != nil {
-			return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding result", method)
-		}
-		if f := page[field]; jsonrpc.Has(f) {
-			var got []json.RawMessage
-			if err := json.Unmarshal(f, &got); err != nil {
-				return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding %s", method, field)
-			}
-			items = append(items, got...)
-		}
-		cursor = ""
-		if nc := page["nextCursor"]; jsonrpc.Has(nc) {
-			if err := json.Unmarshal(nc, &cursor); err != nil {
-				return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding nextCursor", method)
-			}
-		}
-		if cursor == "" {
-			return items, nil
-		}
-		if seen[cursor] {
-			return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "listing %s: pagination loops", method)
-		}
-		seen[cursor] = true
-	}
-	return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "listing %s: more than %d pages", method, maxCatalogPages)
 }
 
 // limited is the Upstream handed out for a running instance: the

@@ -47,7 +47,6 @@ var DefaultBaseEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", 
 const (
 	listChangedDebounce = 100 * time.Millisecond
 	killWait            = 5 * time.Second // how long to wait for a SIGKILLed group
-	maxCatalogPages     = 1000
 	garbageSampleBytes  = 256
 )
 
@@ -930,10 +929,7 @@ type initializeResult struct {
 }
 
 type capabilities struct {
-	Tools     json.RawMessage `json:"tools"`
-	Prompts   json.RawMessage `json:"prompts"`
-	Resources json.RawMessage `json:"resources"`
-	raw       json.RawMessage
+	raw json.RawMessage // the object; FetchCatalog reads what it lists from it
 }
 
 // initialize runs the MCP handshake and fetches the first catalog. A child
@@ -957,9 +953,7 @@ func (in *instance) initialize(ctx context.Context, conn *Conn) (*switchboard.Ca
 			if err := json.Unmarshal(raw, &d); err != nil {
 				return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "initializing: decoding the server/discover result")
 			}
-			var caps capabilities
-			_ = json.Unmarshal(d.Capabilities, &caps)
-			caps.raw = d.Capabilities
+			caps := capabilities{raw: d.Capabilities}
 			conn.SetModern(meta)
 			in.Mu.Lock()
 			in.caps = caps
@@ -993,89 +987,15 @@ func (in *instance) initialize(ctx context.Context, conn *Conn) (*switchboard.Ca
 	return in.fetchCatalog(ctx, conn, ir.Instructions)
 }
 
-// fetchCatalog lists everything the child's capabilities advertise. A failing
-// tools/list fails the fetch; the other lists are optional and logged.
+// fetchCatalog lists everything the child's capabilities advertise
+// (switchboard.FetchCatalog); a refused optional list is logged.
 func (in *instance) fetchCatalog(ctx context.Context, conn *Conn, instructions string) (*switchboard.Catalog, error) {
 	in.Mu.Lock()
 	caps := in.caps
 	in.Mu.Unlock()
-	cat := &switchboard.Catalog{Instructions: instructions, Capabilities: caps.raw}
-	var err error
-	if jsonrpc.Has(caps.Tools) {
-		if cat.Tools, err = listAll(ctx, conn, "tools/list", "tools"); err != nil {
-			return nil, err
-		}
-	}
-	optional := func(dst *[]json.RawMessage, method, field string) error {
-		items, err := listAll(ctx, conn, method, field)
-		var rpcErr *switchboard.RPCError
-		if errors.As(err, &rpcErr) {
-			in.log.Warn().Str("method", method).Str("error", in.s.opts.Redact(rpcErr.Message)).Msg("provider list failed; treating as empty")
-			return nil
-		}
-		*dst = items
-		return err
-	}
-	if jsonrpc.Has(caps.Prompts) {
-		if err := optional(&cat.Prompts, "prompts/list", "prompts"); err != nil {
-			return nil, err
-		}
-	}
-	if jsonrpc.Has(caps.Resources) {
-		if err := optional(&cat.Resources, "resources/list", "resources"); err != nil {
-			return nil, err
-		}
-		if err := optional(&cat.ResourceTemplates, "resources/templates/list", "resourceTemplates"); err != nil {
-			return nil, err
-		}
-	}
-	return cat, nil
-}
-
-// listAll calls a paginated list method and returns the raw items.
-func listAll(ctx context.Context, conn *Conn, method, field string) ([]json.RawMessage, error) {
-	var items []json.RawMessage
-	cursor := ""
-	seen := map[string]bool{}
-	for range maxCatalogPages {
-		params := json.RawMessage(`{}`)
-		if cursor != "" {
-			b, err := json.Marshal(map[string]string{"cursor": cursor})
-			if err != nil {
-				return nil, fmt.Errorf("listing %s: %w", method, err)
-			}
-			params = b
-		}
-		raw, err := conn.CallParams(ctx, method, params)
-		if err != nil {
-			return nil, fmt.Errorf("listing %s: %w", method, err)
-		}
-		var page map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &page); err != nil {
-			return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding result", method)
-		}
-		if f := page[field]; jsonrpc.Has(f) {
-			var got []json.RawMessage
-			if err := json.Unmarshal(f, &got); err != nil {
-				return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding %s", method, field)
-			}
-			items = append(items, got...)
-		}
-		cursor = ""
-		if nc := page["nextCursor"]; jsonrpc.Has(nc) {
-			if err := json.Unmarshal(nc, &cursor); err != nil {
-				return nil, switchboard.WrapError(switchboard.EUNAVAILABLE, err, "listing %s: decoding nextCursor", method)
-			}
-		}
-		if cursor == "" {
-			return items, nil
-		}
-		if seen[cursor] {
-			return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "listing %s: pagination loops", method)
-		}
-		seen[cursor] = true
-	}
-	return nil, switchboard.Errorf(switchboard.EUNAVAILABLE, "listing %s: more than %d pages", method, maxCatalogPages)
+	return switchboard.FetchCatalog(ctx, conn.Call, caps.raw, instructions, func(method string, err *switchboard.RPCError) {
+		in.log.Warn().Str("method", method).Str("error", in.s.opts.Redact(err.Message)).Msg("provider list failed; treating as empty")
+	})
 }
 
 // envNames returns the variable names of env, for logging without values.
