@@ -23,6 +23,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/gate"
 )
 
 // Config is a parsed, defaulted and validated gateway.yaml.
@@ -608,8 +609,9 @@ const (
 	DefaultSessionIdle  = 30 * time.Minute
 	DefaultSlowCall     = 5 * time.Second
 	DefaultMaxMessageMB = 16
-	// DefaultMaxConsecutiveTimeouts is limits.max_consecutive_timeouts when unset.
-	DefaultMaxConsecutiveTimeouts = 3
+	// DefaultMaxConsecutiveTimeouts is limits.max_consecutive_timeouts when
+	// unset: the gate's own default.
+	DefaultMaxConsecutiveTimeouts = gate.DefaultMaxConsecutiveTimeouts
 	DefaultUserIdle               = 15 * time.Minute
 	DefaultMaxUserProcs           = 50
 	DefaultRateLimitRPS           = 50

@@ -709,7 +709,7 @@ var _ switchboard.Upstream = (*limited)(nil)
 func newLimited(cl *client, spec Spec, inFlight *atomic.Int64) *limited {
 	return &limited{
 		cl:   cl,
-		gate: gate.New(spec.MaxConcurrent, spec.MaxQueue, spec.CallTimeout, inFlight, spec.MaxConsecutiveTimeouts),
+		gate: gate.New(spec.Limits, inFlight),
 	}
 }
 

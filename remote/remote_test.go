@@ -285,7 +285,7 @@ func TestCallLimits(t *testing.T) {
 	srv := MustServe(t, server.NewStreamableHTTPServer(newFixtureServer()))
 	m := MustManager(t, Options{})
 	key := switchboard.InstanceKey{Provider: "fx"}
-	up := MustStart(t, m, Spec{Key: key, URL: srv.URL + "/mcp", CallTimeout: 300 * time.Millisecond, MaxConcurrent: 1, MaxQueue: -1, MaxConsecutiveTimeouts: -1})
+	up := MustStart(t, m, Spec{Key: key, URL: srv.URL + "/mcp", Limits: Limits{CallTimeout: 300 * time.Millisecond, MaxConcurrent: 1, MaxQueue: -1, MaxConsecutiveTimeouts: -1}})
 
 	_, err := callTool(t, up, nil, nil, "slow", `{"ms":5000}`)
 	if switchboard.ErrorCode(err) != switchboard.ETIMEOUT {
@@ -311,7 +311,7 @@ func TestTimeoutsReconnect(t *testing.T) {
 	srv := MustServe(t, server.NewStreamableHTTPServer(newFixtureServer()))
 	m := MustManager(t, Options{})
 	key := switchboard.InstanceKey{Provider: "fx"}
-	up := MustStart(t, m, Spec{Key: key, URL: srv.URL + "/mcp", CallTimeout: 100 * time.Millisecond, MaxConsecutiveTimeouts: 2, Backoff: fastBackoff})
+	up := MustStart(t, m, Spec{Key: key, URL: srv.URL + "/mcp", Limits: Limits{CallTimeout: 100 * time.Millisecond, MaxConsecutiveTimeouts: 2}, Backoff: fastBackoff})
 	for range 2 {
 		if _, err := callTool(t, up, nil, nil, "slow", `{"ms":2000}`); switchboard.ErrorCode(err) != switchboard.ETIMEOUT {
 			t.Fatalf("slow: %v", err)

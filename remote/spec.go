@@ -6,6 +6,7 @@ import (
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/backoff"
+	"github.com/switchboard-mcp/switchboard/internal/gate"
 )
 
 // Transport choices for Spec.Transport.
@@ -30,13 +31,9 @@ const (
 
 // Defaults applied to a zero Spec field.
 const (
-	DefaultInitTimeout            = 30 * time.Second
-	DefaultCallTimeout            = 60 * time.Second
-	DefaultMaxConcurrent          = 32
-	DefaultMaxQueue               = 256
-	DefaultMaxMessageBytes        = 16 << 20
-	DefaultHealthInterval         = 30 * time.Second
-	DefaultMaxConsecutiveTimeouts = 3
+	DefaultInitTimeout     = 30 * time.Second
+	DefaultMaxMessageBytes = 16 << 20
+	DefaultHealthInterval  = 30 * time.Second
 )
 
 // Spec describes one remote provider instance: where it is, how to
@@ -63,13 +60,11 @@ type Spec struct {
 	// InitTimeout bounds connecting, the handshake and the first catalog
 	// fetch (default 30s).
 	InitTimeout time.Duration
-	// CallTimeout bounds each call made through the Upstream (default 60s).
-	CallTimeout time.Duration
-	// MaxConcurrent bounds calls in flight to the server (default 32).
-	MaxConcurrent int
-	// MaxQueue bounds calls waiting for a slot; more fail at once with
-	// EOVERLOADED (default 256; negative means no waiting at all).
-	MaxQueue int
+	// Limits bound the calls through the Upstream: the timeout, the calls
+	// in flight and waiting, and the timeouts in a row after which the
+	// connection is dropped and made again (see gate.Limits for the
+	// defaults).
+	Limits
 	// MaxMessageBytes bounds one message from the server (default 16 MiB).
 	MaxMessageBytes int
 	// HealthInterval is how often an idle connection is checked (ping, or
@@ -80,14 +75,13 @@ type Spec struct {
 	// in StateFailed and keeps trying every Backoff.Max, and comes back on its
 	// own when the server does.
 	Backoff BackoffPolicy
-	// MaxConsecutiveTimeouts is how many calls in a row may hit CallTimeout
-	// before the connection is dropped and made again (default 3; negative
-	// disables).
-	MaxConsecutiveTimeouts int
 }
 
 // BackoffPolicy is the reconnect policy of a Spec (see internal/backoff).
 type BackoffPolicy = backoff.Policy
+
+// Limits are a Spec's limits on calls (see internal/gate).
+type Limits = gate.Limits
 
 // withDefaults returns s with zero fields set to their defaults.
 func (s Spec) withDefaults() Spec {
@@ -97,23 +91,11 @@ func (s Spec) withDefaults() Spec {
 		}
 	}
 	def(&s.InitTimeout, DefaultInitTimeout)
-	def(&s.CallTimeout, DefaultCallTimeout)
 	def(&s.HealthInterval, DefaultHealthInterval)
 	s.Backoff = s.Backoff.WithDefaults()
-	if s.MaxConcurrent <= 0 {
-		s.MaxConcurrent = DefaultMaxConcurrent
-	}
-	switch {
-	case s.MaxQueue == 0:
-		s.MaxQueue = DefaultMaxQueue
-	case s.MaxQueue < 0:
-		s.MaxQueue = 0
-	}
+	s.Limits = s.Limits.WithDefaults()
 	if s.MaxMessageBytes <= 0 {
 		s.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if s.MaxConsecutiveTimeouts == 0 {
-		s.MaxConsecutiveTimeouts = DefaultMaxConsecutiveTimeouts
 	}
 	return s
 }
@@ -131,11 +113,8 @@ func (s Spec) Equal(o Spec) bool {
 		a.Auth == b.Auth &&
 		a.Roots == b.Roots &&
 		a.InitTimeout == b.InitTimeout &&
-		a.CallTimeout == b.CallTimeout &&
-		a.MaxConcurrent == b.MaxConcurrent &&
-		a.MaxQueue == b.MaxQueue &&
+		a.Limits == b.Limits &&
 		a.MaxMessageBytes == b.MaxMessageBytes &&
 		a.HealthInterval == b.HealthInterval &&
-		a.Backoff == b.Backoff &&
-		a.MaxConsecutiveTimeouts == b.MaxConsecutiveTimeouts
+		a.Backoff == b.Backoff
 }

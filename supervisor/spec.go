@@ -7,20 +7,15 @@ import (
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/backoff"
+	"github.com/switchboard-mcp/switchboard/internal/gate"
 )
 
 // Defaults applied to a zero Spec field.
 const (
-	DefaultInitTimeout   = 30 * time.Second
-	DefaultCallTimeout   = 60 * time.Second
-	DefaultMaxConcurrent = 32
-	DefaultMaxQueue      = 256
-	DefaultStopGrace     = 2 * time.Second
-	DefaultKillGrace     = 2 * time.Second
-	DefaultGarbageLimit  = 100
-	// DefaultMaxConsecutiveTimeouts is how many calls in a row may time out
-	// before the child is restarted.
-	DefaultMaxConsecutiveTimeouts = 3
+	DefaultInitTimeout  = 30 * time.Second
+	DefaultStopGrace    = 2 * time.Second
+	DefaultKillGrace    = 2 * time.Second
+	DefaultGarbageLimit = 100
 )
 
 // Spec describes one provider instance: what to run and its limits. Zero fields
@@ -42,13 +37,10 @@ type Spec struct {
 
 	// InitTimeout bounds initialize plus the first catalog fetch (default 30s).
 	InitTimeout time.Duration
-	// CallTimeout bounds each call made through the Upstream (default 60s).
-	CallTimeout time.Duration
-	// MaxConcurrent bounds calls in flight to the child (default 32).
-	MaxConcurrent int
-	// MaxQueue bounds calls waiting for a slot; more fail at once with
-	// EOVERLOADED (default 256; negative means no waiting at all).
-	MaxQueue int
+	// Limits bound the calls through the Upstream: the timeout, the calls
+	// in flight and waiting, and the timeouts in a row after which the
+	// child is killed and restarted (see gate.Limits for the defaults).
+	Limits
 	// MaxMessageBytes bounds one line from the child (default 16 MiB).
 	MaxMessageBytes int
 	// Roots tells the child that the client side answers roots/list (the
@@ -70,12 +62,6 @@ type Spec struct {
 	// GarbageLimit is how many invalid stdout lines per minute are tolerated
 	// before the child is killed and restarted (default 100; negative disables).
 	GarbageLimit int
-	// MaxConsecutiveTimeouts is how many calls through the Upstream may hit
-	// CallTimeout in a row before the child is killed and restarted, which
-	// counts as a failure (default 3; negative disables). Any answer from the
-	// child, a result or an error, resets the count; a call the caller
-	// cancelled, or whose own deadline came first, does not count.
-	MaxConsecutiveTimeouts int
 
 	// MaxMemoryBytes caps the child's memory (0 = unlimited). With cgroups it
 	// bounds the memory of the child and all its descendants together, and a
@@ -91,6 +77,9 @@ type Spec struct {
 // BackoffPolicy is the restart policy of a Spec (see internal/backoff).
 type BackoffPolicy = backoff.Policy
 
+// Limits are a Spec's limits on calls (see internal/gate).
+type Limits = gate.Limits
+
 // withDefaults returns s with zero fields set to their defaults.
 func (s Spec) withDefaults() Spec {
 	def := func(d *time.Duration, v time.Duration) {
@@ -99,27 +88,15 @@ func (s Spec) withDefaults() Spec {
 		}
 	}
 	def(&s.InitTimeout, DefaultInitTimeout)
-	def(&s.CallTimeout, DefaultCallTimeout)
 	def(&s.StopGrace, DefaultStopGrace)
 	def(&s.KillGrace, DefaultKillGrace)
 	s.Backoff = s.Backoff.WithDefaults()
-	if s.MaxConcurrent <= 0 {
-		s.MaxConcurrent = DefaultMaxConcurrent
-	}
-	switch {
-	case s.MaxQueue == 0:
-		s.MaxQueue = DefaultMaxQueue
-	case s.MaxQueue < 0:
-		s.MaxQueue = 0
-	}
+	s.Limits = s.Limits.WithDefaults()
 	if s.MaxMessageBytes <= 0 {
 		s.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if s.GarbageLimit == 0 {
 		s.GarbageLimit = DefaultGarbageLimit
-	}
-	if s.MaxConsecutiveTimeouts == 0 {
-		s.MaxConsecutiveTimeouts = DefaultMaxConsecutiveTimeouts
 	}
 	return s
 }
@@ -135,9 +112,7 @@ func (s Spec) Equal(o Spec) bool {
 		maps.Equal(a.Env, b.Env) &&
 		a.Dir == b.Dir &&
 		a.InitTimeout == b.InitTimeout &&
-		a.CallTimeout == b.CallTimeout &&
-		a.MaxConcurrent == b.MaxConcurrent &&
-		a.MaxQueue == b.MaxQueue &&
+		a.Limits == b.Limits &&
 		a.MaxMessageBytes == b.MaxMessageBytes &&
 		a.Roots == b.Roots &&
 		a.Protocol == b.Protocol &&
@@ -145,7 +120,6 @@ func (s Spec) Equal(o Spec) bool {
 		a.KillGrace == b.KillGrace &&
 		a.Backoff == b.Backoff &&
 		a.GarbageLimit == b.GarbageLimit &&
-		a.MaxConsecutiveTimeouts == b.MaxConsecutiveTimeouts &&
 		a.MaxMemoryBytes == b.MaxMemoryBytes &&
 		a.MaxCPU == b.MaxCPU
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/internal/backoff"
+	"github.com/switchboard-mcp/switchboard/internal/gate"
 )
 
 // tpBin is the testprovider binary, built once in TestMain.
@@ -209,7 +210,7 @@ func testSpec(tb testing.TB, name, mode string) Spec {
 		Command:     tpBin,
 		Env:         map[string]string{"TP_MODE": mode, "TP_PIDFILE": filepath.Join(tb.TempDir(), "pid")},
 		InitTimeout: 30 * time.Second,
-		CallTimeout: 30 * time.Second,
+		Limits:      Limits{CallTimeout: 30 * time.Second},
 		StopGrace:   500 * time.Millisecond,
 		KillGrace:   500 * time.Millisecond,
 		Backoff:     BackoffPolicy{Base: 20 * time.Millisecond, Max: 200 * time.Millisecond, ResetAfter: time.Minute, MaxFailures: 5},
@@ -1043,7 +1044,10 @@ func TestSpecEqual(t *testing.T) {
 		equal  bool
 	}{
 		{"same", func(*Spec) {}, true},
-		{"explicit defaults", func(s *Spec) { s.CallTimeout = DefaultCallTimeout; s.Backoff.MaxFailures = backoff.DefaultMaxFailures }, true},
+		{"explicit defaults", func(s *Spec) {
+			s.CallTimeout = gate.DefaultCallTimeout
+			s.Backoff.MaxFailures = backoff.DefaultMaxFailures
+		}, true},
 		{"args", func(s *Spec) { s.Args = []string{"2"} }, false},
 		{"env value", func(s *Spec) { s.Env = map[string]string{"K": "w"} }, false},
 		{"env added", func(s *Spec) { s.Env = map[string]string{"K": "v", "L": "v"} }, false},

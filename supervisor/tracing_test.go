@@ -27,7 +27,7 @@ func TestTracedRoundTrip(t *testing.T) {
 	tr := tracing.New(tp)
 
 	conn, p := MustConn(t, ConnOptions{})
-	l := newLimited(conn, Spec{Key: switchboard.InstanceKey{Provider: "notes", User: "alice"}, MaxConcurrent: 1, MaxQueue: 1, CallTimeout: 5 * time.Second}, &flights{})
+	l := newLimited(conn, Spec{Key: switchboard.InstanceKey{Provider: "notes", User: "alice"}, Limits: Limits{MaxConcurrent: 1, MaxQueue: 1, CallTimeout: 5 * time.Second}}, &flights{})
 	l.tr = tr
 	metas := make(chan map[string]any, 2)
 	go func() {

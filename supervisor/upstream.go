@@ -33,7 +33,7 @@ var _ switchboard.Upstream = (*limited)(nil)
 func newLimited(conn *Conn, spec Spec, f *flights) *limited {
 	return &limited{
 		conn:    conn,
-		gate:    gate.New(spec.MaxConcurrent, spec.MaxQueue, spec.CallTimeout, &f.active, spec.MaxConsecutiveTimeouts),
+		gate:    gate.New(spec.Limits, &f.active),
 		flights: f,
 		key:     spec.Key,
 	}

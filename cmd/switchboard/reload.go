@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/switchboard-mcp/switchboard"
+	"github.com/switchboard-mcp/switchboard/internal/gate"
 	"github.com/switchboard-mcp/switchboard/providers"
 	"github.com/switchboard-mcp/switchboard/supervisor"
 )
@@ -79,10 +80,6 @@ func (e executor) Execute(ctx context.Context, p *providers.Plan, background boo
 // one) with the resolved environment env.
 func specOf(p *providers.Provider, env map[string]string, user string) supervisor.Spec {
 	l := p.Limits
-	maxTimeouts := l.MaxConsecutiveTimeouts.Value // unset: 0, the Spec's default
-	if l.MaxConsecutiveTimeouts.Set && maxTimeouts == 0 {
-		maxTimeouts = -1 // 0 turns the restart off; in a Spec, 0 means the default
-	}
 	return supervisor.Spec{
 		Key:             switchboard.InstanceKey{Provider: p.Name, User: user},
 		Command:         p.Command,
@@ -90,16 +87,28 @@ func specOf(p *providers.Provider, env map[string]string, user string) superviso
 		Env:             env,
 		Dir:             p.Dir,
 		InitTimeout:     l.InitTimeout.D(),
-		CallTimeout:     l.CallTimeout.D(),
-		MaxConcurrent:   l.MaxConcurrent,
-		MaxQueue:        l.MaxQueue,
+		Limits:          callLimits(l),
 		MaxMessageBytes: l.MaxMessageMB << 20,
 		MaxMemoryBytes:  int64(l.MaxMemoryMB) << 20,
 		MaxCPU:          l.MaxCPU,
 		// Only a user's own instance may ask its client for roots: a shared
 		// child would apply one user's roots to every user.
-		Roots:                  user != "",
-		Protocol:               strings.TrimPrefix(p.Protocol, "auto"),
+		Roots:    user != "",
+		Protocol: strings.TrimPrefix(p.Protocol, "auto"),
+	}
+}
+
+// callLimits are a provider's limits on calls, for a child's spec and a
+// remote server's alike.
+func callLimits(l providers.Limits) gate.Limits {
+	maxTimeouts := l.MaxConsecutiveTimeouts.Value // unset: 0, the default
+	if l.MaxConsecutiveTimeouts.Set && maxTimeouts == 0 {
+		maxTimeouts = -1 // 0 turns the restart off; in gate.Limits, 0 means the default
+	}
+	return gate.Limits{
+		CallTimeout:            l.CallTimeout.D(),
+		MaxConcurrent:          l.MaxConcurrent,
+		MaxQueue:               l.MaxQueue,
 		MaxConsecutiveTimeouts: maxTimeouts,
 	}
 }

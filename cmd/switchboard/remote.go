@@ -147,27 +147,20 @@ func (m *Main) remoteUsers(provider string) int {
 func remoteSpec(in providers.Instance, user string) remote.Spec {
 	p := in.Provider
 	l := p.Limits
-	maxTimeouts := l.MaxConsecutiveTimeouts.Value
-	if l.MaxConsecutiveTimeouts.Set && maxTimeouts == 0 {
-		maxTimeouts = -1
-	}
 	transport := p.Transport
 	if transport == "auto" {
 		transport = remote.TransportAuto
 	}
 	return remote.Spec{
-		Key:                    switchboard.InstanceKey{Provider: p.Name, User: user},
-		URL:                    p.URL,
-		Transport:              transport,
-		Protocol:               strings.TrimPrefix(p.Protocol, "auto"),
-		Headers:                in.Headers,
-		Roots:                  user != "",
-		InitTimeout:            l.InitTimeout.D(),
-		CallTimeout:            l.CallTimeout.D(),
-		MaxConcurrent:          l.MaxConcurrent,
-		MaxQueue:               l.MaxQueue,
-		MaxMessageBytes:        l.MaxMessageMB << 20,
-		MaxConsecutiveTimeouts: maxTimeouts,
+		Key:             switchboard.InstanceKey{Provider: p.Name, User: user},
+		URL:             p.URL,
+		Transport:       transport,
+		Protocol:        strings.TrimPrefix(p.Protocol, "auto"),
+		Headers:         in.Headers,
+		Roots:           user != "",
+		InitTimeout:     l.InitTimeout.D(),
+		Limits:          callLimits(l),
+		MaxMessageBytes: l.MaxMessageMB << 20,
 	}
 }
 

@@ -23,6 +23,54 @@ type Conn interface {
 	Unavailable(method string) error
 }
 
+// Defaults applied to a zero Limits field.
+const (
+	DefaultCallTimeout            = 60 * time.Second
+	DefaultMaxConcurrent          = 32
+	DefaultMaxQueue               = 256
+	DefaultMaxConsecutiveTimeouts = 3
+)
+
+// Limits are a provider's limits on the calls made to it, as its spec gives
+// them: the supervisor's and the remote manager's specs embed them. Zero
+// fields take the defaults (WithDefaults).
+type Limits struct {
+	// CallTimeout bounds each call made through the Upstream (default 60s).
+	CallTimeout time.Duration
+	// MaxConcurrent bounds calls in flight to the provider (default 32).
+	MaxConcurrent int
+	// MaxQueue bounds calls waiting for a slot; more fail at once with
+	// EOVERLOADED (default 256; negative means no waiting at all).
+	MaxQueue int
+	// MaxConsecutiveTimeouts is how many calls in a row may hit CallTimeout
+	// before the provider is restarted (a child) or reconnected (a remote
+	// server), which counts as a failure (default 3; negative disables).
+	// Any answer from the provider, a result or an error, resets the count;
+	// a call the caller cancelled, or whose own deadline came first, does
+	// not count.
+	MaxConsecutiveTimeouts int
+}
+
+// WithDefaults returns l with zero (and, for the timeout and the
+// concurrency, negative) fields set to their defaults. A negative MaxQueue
+// or MaxConsecutiveTimeouts stays negative (none), so applying the defaults
+// twice changes nothing.
+func (l Limits) WithDefaults() Limits {
+	if l.CallTimeout <= 0 {
+		l.CallTimeout = DefaultCallTimeout
+	}
+	if l.MaxConcurrent <= 0 {
+		l.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if l.MaxQueue == 0 {
+		l.MaxQueue = DefaultMaxQueue
+	}
+	if l.MaxConsecutiveTimeouts == 0 {
+		l.MaxConsecutiveTimeouts = DefaultMaxConsecutiveTimeouts
+	}
+	return l
+}
+
 // Gate admits the calls to one provider connection.
 type Gate struct {
 	slots    chan struct{}
@@ -33,18 +81,18 @@ type Gate struct {
 	streak   *Streak
 }
 
-// New returns a gate for at most maxConcurrent calls at the provider at once
-// and maxQueue more waiting for a slot (negative: none), each given timeout.
-// active counts the calls at the provider (a status page may read it); after
-// maxTimeouts calls in a row hit the timeout (≤ 0: never), Tripped is
-// signalled.
-func New(maxConcurrent, maxQueue int, timeout time.Duration, active *atomic.Int64, maxTimeouts int) *Gate {
+// New returns a gate that enforces l (with its defaults applied). active
+// counts the calls at the provider (a status page may read it); after
+// l.MaxConsecutiveTimeouts calls in a row hit the timeout (negative: never),
+// Tripped is signalled.
+func New(l Limits, active *atomic.Int64) *Gate {
+	l = l.WithDefaults()
 	return &Gate{
-		slots:    make(chan struct{}, maxConcurrent),
-		maxQueue: int64(maxQueue),
-		timeout:  timeout,
+		slots:    make(chan struct{}, l.MaxConcurrent),
+		maxQueue: int64(max(l.MaxQueue, 0)),
+		timeout:  l.CallTimeout,
 		active:   active,
-		streak:   NewStreak(maxTimeouts),
+		streak:   NewStreak(l.MaxConsecutiveTimeouts),
 	}
 }
 

@@ -97,7 +97,7 @@ func (c *conn) Unavailable(method string) error {
 // caller's context or the connection says when either ends first.
 func TestGate(t *testing.T) {
 	var active atomic.Int64
-	g := New(1, 1, time.Minute, &active, 0)
+	g := New(Limits{MaxConcurrent: 1, MaxQueue: 1, CallTimeout: time.Minute, MaxConsecutiveTimeouts: -1}, &active)
 	c := newConn()
 	req := &switchboard.Request{Method: "tools/call"}
 	first := make(chan error, 1)
@@ -153,7 +153,7 @@ func TestGate(t *testing.T) {
 // of them in a row trip the gate.
 func TestGateTimeout(t *testing.T) {
 	var active atomic.Int64
-	g := New(4, 4, 10*time.Millisecond, &active, 2)
+	g := New(Limits{MaxConcurrent: 4, MaxQueue: 4, CallTimeout: 10 * time.Millisecond, MaxConsecutiveTimeouts: 2}, &active)
 	c := newConn()
 	req := &switchboard.Request{Method: "tools/call"}
 	for i := range 2 {
@@ -166,5 +166,28 @@ func TestGateTimeout(t *testing.T) {
 	case <-g.Tripped():
 	default:
 		t.Fatalf("not tripped after %d timeouts", g.Timeouts())
+	}
+}
+
+// Defaults applied twice (a spec's, then the gate's) change nothing: a
+// negative queue stays "no waiting", not the default queue.
+func TestLimitsDefaultsAreIdempotent(t *testing.T) {
+	for _, l := range []Limits{
+		{},
+		{MaxQueue: -1, MaxConsecutiveTimeouts: -1},
+		{CallTimeout: -time.Second, MaxConcurrent: -2, MaxQueue: 7, MaxConsecutiveTimeouts: 9},
+	} {
+		once := l.WithDefaults()
+		if twice := once.WithDefaults(); twice != once {
+			t.Errorf("%+v: once %+v, twice %+v", l, once, twice)
+		}
+	}
+	d := Limits{}.WithDefaults()
+	if d != (Limits{CallTimeout: DefaultCallTimeout, MaxConcurrent: DefaultMaxConcurrent, MaxQueue: DefaultMaxQueue, MaxConsecutiveTimeouts: DefaultMaxConsecutiveTimeouts}) {
+		t.Errorf("defaults %+v", d)
+	}
+	var active atomic.Int64
+	if g := New(Limits{MaxQueue: -1}.WithDefaults(), &active); g.maxQueue != 0 {
+		t.Errorf("a negative queue admits %d waiting calls, want none", g.maxQueue)
 	}
 }
