@@ -364,8 +364,8 @@ type instance struct {
 	url  *url.URL
 	log  zerolog.Logger
 
-	// Life is the state, the stop signal and the wait for readiness; the
-	// fields below its Mu are guarded by it too.
+	// Life is the state, the stop signal and the wait for readiness. Its
+	// Mu also guards up.
 	lifecycle.Life
 	kick chan struct{}
 
@@ -373,8 +373,8 @@ type instance struct {
 	garbage  atomic.Int64
 	lastUsed atomic.Int64 // UnixNano of the last call's start (or of Start)
 
-	up        *limited
-	published bool // run goroutine only
+	up        *limited // Mu
+	published bool     // run goroutine only
 }
 
 // finalize runs once the instance's goroutine has ended after a stop was

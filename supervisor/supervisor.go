@@ -372,8 +372,8 @@ type instance struct {
 	log    zerolog.Logger
 	limits string // ProviderStatus.Limits
 
-	// Life is the state, the stop signal and the wait for readiness; the
-	// fields below its Mu are guarded by it too.
+	// Life is the state, the stop signal and the wait for readiness. Its
+	// Mu also guards note, pid, up and caps.
 	lifecycle.Life
 
 	flights  flights
@@ -389,11 +389,11 @@ type instance struct {
 	published  bool // OnCatalog last got a non-nil upstream from this instance
 	pendingUp  *limited
 	pendingCat *switchboard.Catalog
-	note       string // shown as LastError while set: a replacement that failed to start
+	note       string // shown as LastError while set: a replacement that failed to start (Mu)
 
-	pid  int
-	up   *limited
-	caps capabilities
+	pid  int          // Mu
+	up   *limited     // Mu
+	caps capabilities // Mu
 	// sessionOnly: the child died on the server/discover probe once, so
 	// later starts skip it (run goroutine only).
 	sessionOnly bool
