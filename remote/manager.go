@@ -572,9 +572,7 @@ func (in *instance) runOnce() (res runResult) {
 	in.Mu.Unlock()
 	res.ready = true
 	in.publish(up, cat)
-	in.Mu.Lock()
-	in.SetStateLocked(switchboard.StateRunning)
-	in.Mu.Unlock()
+	in.SetState(switchboard.StateRunning)
 	in.log.Info().Str("protocol", cl.era.String()).Int("tools", len(cat.Tools)).Int("prompts", len(cat.Prompts)).Int("resources", len(cat.Resources)).Msg("remote provider ready")
 	in.emit(Event{Kind: EventReady})
 
