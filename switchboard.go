@@ -24,6 +24,7 @@ type ProviderState string
 
 // Provider states. A provider exposes tools only while StateRunning.
 const (
+	StateQueued   ProviderState = "queued"   // waiting for its turn: too many instances are starting at once
 	StateStarting ProviderState = "starting" // spawned, initialize not yet answered
 	StateRunning  ProviderState = "running"  // initialized; catalog published
 	StateBackoff  ProviderState = "backoff"  // exited; waiting before the next start

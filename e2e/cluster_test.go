@@ -411,7 +411,11 @@ func TestCluster(t *testing.T) {
 
 	var vk [32]byte
 	_, _ = rand.Read(vk[:])
-	c := &cluster{t: t, pg: pg, dsn: pg.CreateDB(t), hc: &http.Client{Timeout: 60 * time.Second}}
+	// A user's first list waits for their own node process to start. A
+	// hundred of those at once on CI's two cores cost about a minute of CPU
+	// in all, and the last user in the replicas' start queues waits for most
+	// of it: the client is as patient as the users of such a machine must be.
+	c := &cluster{t: t, pg: pg, dsn: pg.CreateDB(t), hc: &http.Client{Timeout: 3 * time.Minute}}
 	c.env = []string{
 		"PATH=" + os.Getenv("PATH"),
 		"LANG=C.UTF-8",

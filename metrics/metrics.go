@@ -40,7 +40,7 @@ const (
 
 // states are the ProviderState values exported by the provider_state gauge.
 var states = []switchboard.ProviderState{
-	switchboard.StateStarting, switchboard.StateRunning, switchboard.StateBackoff,
+	switchboard.StateQueued, switchboard.StateStarting, switchboard.StateRunning, switchboard.StateBackoff,
 	switchboard.StateFailed, switchboard.StateStopping, switchboard.StateStopped,
 }
 

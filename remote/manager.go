@@ -313,7 +313,7 @@ func (m *Manager) WaitReady(ctx context.Context, key switchboard.InstanceKey) er
 	if in == nil {
 		return switchboard.Errorf(switchboard.ENOTFOUND, "waiting for remote provider %s: not kept", key)
 	}
-	return in.AwaitReady(ctx, "remote provider "+key.String(), false, m.opts.Redact)
+	return in.AwaitReady(ctx, "remote provider "+key.String(), false, 0, m.opts.Redact)
 }
 
 // Reap stops the users' own instances (key.User set) that no call has

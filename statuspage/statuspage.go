@@ -125,6 +125,7 @@ var (
 	page    = template.Must(template.New("status.html").Funcs(funcs).ParseFS(files, "status.html"))
 	stateOK = map[switchboard.ProviderState]string{
 		switchboard.StateRunning:  "running",
+		switchboard.StateQueued:   "starting",
 		switchboard.StateStarting: "starting",
 		switchboard.StateBackoff:  "backoff",
 		switchboard.StateFailed:   "failed",

@@ -17,7 +17,8 @@ import (
 // flight or queued) may run on before it is stopped.
 const DrainGrace = 10 * time.Second
 
-// readyMargin is added to a spec's InitTimeout when waiting for it to start.
+// readyMargin is added to a spec's InitTimeout when waiting for it to start
+// (awaitReady).
 const readyMargin = 5 * time.Second
 
 // Changes are the process side of one reload, as computed by the reload's
@@ -62,7 +63,8 @@ type Result struct {
 //
 //  1. It starts every new instance, and every replacement next to the
 //     instance it replaces (which keeps serving), and waits until each is
-//     ready or has failed its first attempt (bounded by its InitTimeout).
+//     ready or has failed its first attempt (bounded by its InitTimeout,
+//     from its turn to start: see Options.MaxStarting).
 //     A replacement that fails is stopped; the old instance keeps serving.
 //  2. It installs ch.Providers and calls commit with the failures so far, in
 //     which the caller swaps its configuration (policy, settings).
@@ -94,7 +96,7 @@ func (s *Supervisor) Apply(ctx context.Context, ch Changes, commit func(failed [
 			continue
 		}
 		wg.Go(func() {
-			if err := s.WaitReady(readyCtx(ctx, spec), spec.Key); err != nil {
+			if err := s.WaitReady(ctx, spec.Key); err != nil {
 				fail(spec.Key, err)
 				return
 			}
@@ -184,17 +186,6 @@ func sortKeys(keys []switchboard.InstanceKey) {
 	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
 }
 
-// readyCtx bounds a wait for spec to start.
-func readyCtx(ctx context.Context, spec Spec) context.Context {
-	d := spec.InitTimeout
-	if d <= 0 {
-		d = DefaultInitTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, d+readyMargin)
-	context.AfterFunc(ctx, cancel)
-	return ctx
-}
-
 // standby starts a replacement for spec.Key next to the instance serving it
 // and waits until it is ready; it returns the standby, to be promoted. If no
 // instance of the key is running (none, or one that is starting, backing off
@@ -219,14 +210,14 @@ func (s *Supervisor) standby(ctx context.Context, spec Spec) (*instance, error) 
 		if err := s.Start(spec); err != nil {
 			return nil, err
 		}
-		return nil, s.WaitReady(readyCtx(ctx, spec), spec.Key)
+		return nil, s.WaitReady(ctx, spec.Key)
 	}
 	in := s.newInstance(spec, limits, true)
 	s.mu.Lock()
 	s.retiring[in] = struct{}{} // stopped by StopAll until promoted
 	s.mu.Unlock()
 	go in.run()
-	if err := in.awaitReady(readyCtx(ctx, spec), true); err != nil {
+	if err := in.awaitReady(ctx, true); err != nil {
 		_ = in.stop(context.WithoutCancel(ctx))
 		old.Mu.Lock()
 		old.note = fmt.Sprintf("a reload's new process for this provider failed to start; this one keeps serving: %s", switchboard.ErrorMessage(err))

@@ -67,6 +67,14 @@
 //
 // # Lifecycle
 //
+// At most Options.MaxStarting instances start at once (default
+// DefaultMaxStarting); the rest wait their turn in StateQueued, in order. A
+// start is spawn, initialize and the first catalog fetch: a node or Python
+// server spends a second or more of CPU on it, and a hundred of them started
+// together on two cores would each take as long as all of them, past their
+// init timeout. InitTimeout, and WaitReady's bound (InitTimeout plus a
+// margin), run from an instance's turn, not from its Start.
+//
 // After spawning, the supervisor runs initialize (under InitTimeout), sends
 // notifications/initialized and fetches the catalog (tools, prompts, resources
 // and resource templates, as advertised, following pagination). The instance

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -114,7 +115,20 @@ type Options struct {
 	// whose context carries a span) and gives the child that span's trace
 	// context in _meta. Nil is off.
 	Tracer *tracing.Tracer
+	// MaxStarting caps the instances starting at once (spawned, initialize
+	// and the first catalog fetch not yet done); the rest wait their turn in
+	// StateQueued, in order. Node and Python servers spend a second or more
+	// of CPU starting: a hundred users' first calls at once, or a restart
+	// with many providers, would otherwise start them all together, each as
+	// slow as all of them, and past their init timeout. 0: DefaultMaxStarting;
+	// negative: no cap.
+	MaxStarting int
 }
+
+// DefaultMaxStarting is the default Options.MaxStarting: four per CPU the Go
+// runtime uses, and at least 8, so that providers whose start waits on the
+// network (npx fetching a package) do not hold up the rest for long.
+func DefaultMaxStarting() int { return max(8, 4*runtime.GOMAXPROCS(0)) }
 
 // Supervisor runs provider instances as child processes. Its methods are safe
 // for concurrent use.
@@ -135,6 +149,10 @@ type Supervisor struct {
 	insts    map[switchboard.InstanceKey]*instance // the current instance of each key
 	retiring map[*instance]struct{}                // replaced instances still draining or stopping
 	starting map[switchboard.InstanceKey]chan struct{}
+
+	// startSlots holds a token for each instance starting (Options.MaxStarting);
+	// nil: no cap.
+	startSlots chan struct{}
 }
 
 // route is where calls to one key go.
@@ -165,6 +183,12 @@ func New(logger zerolog.Logger, opts Options) *Supervisor {
 		insts:    make(map[switchboard.InstanceKey]*instance),
 		retiring: make(map[*instance]struct{}),
 		starting: make(map[switchboard.InstanceKey]chan struct{}),
+	}
+	if opts.MaxStarting == 0 {
+		opts.MaxStarting = DefaultMaxStarting()
+	}
+	if opts.MaxStarting > 0 {
+		s.startSlots = make(chan struct{}, opts.MaxStarting)
 	}
 	s.provs.Store(&map[string]Provider{})
 	return s
@@ -328,7 +352,7 @@ func (s *Supervisor) Running(key switchboard.InstanceKey) (switchboard.Upstream,
 
 // WaitReady blocks until key is running (nil; its catalog has been handed to
 // OnCatalog by then), has failed or is stopped (an EUNAVAILABLE error), is not
-// supervised (ENOTFOUND), or ctx ends.
+// supervised (ENOTFOUND), or ctx ends; see awaitReady for its own bound.
 func (s *Supervisor) WaitReady(ctx context.Context, key switchboard.InstanceKey) error {
 	s.mu.Lock()
 	in := s.insts[key]
@@ -341,9 +365,38 @@ func (s *Supervisor) WaitReady(ctx context.Context, key switchboard.InstanceKey)
 
 // awaitReady blocks until the instance runs (nil), has failed or stopped, or
 // ctx ends. With firstTry, a failed attempt (the instance backs off before
-// trying again) is an error too.
+// trying again) is an error too. Beyond ctx, the wait is bounded by the
+// spec's InitTimeout plus readyMargin, counted from when the instance's start
+// left the queue (Options.MaxStarting): a wait for an instance to start must
+// not fail because others were starting first.
 func (in *instance) awaitReady(ctx context.Context, firstTry bool) error {
-	return in.AwaitReady(ctx, "provider "+in.spec.Key.String(), firstTry, in.s.opts.Redact)
+	return in.AwaitReady(ctx, "provider "+in.spec.Key.String(), firstTry, in.spec.InitTimeout+readyMargin, in.s.opts.Redact)
+}
+
+// startSlot waits for the instance's turn to start under Options.MaxStarting,
+// in StateQueued if it has to wait, then sets StateStarting. It returns the
+// function that gives the turn back (idempotent), or false if a stop was
+// requested first.
+func (in *instance) startSlot() (release func(), ok bool) {
+	slots := in.s.startSlots
+	if slots == nil {
+		in.SetState(switchboard.StateStarting)
+		return func() {}, true
+	}
+	select {
+	case slots <- struct{}{}:
+	default:
+		in.SetState(switchboard.StateQueued)
+		queued := time.Now()
+		select {
+		case slots <- struct{}{}:
+			in.log.Debug().Dur("queued", time.Since(queued)).Msg("provider start waited for its turn")
+		case <-in.Stopping():
+			return nil, false
+		}
+	}
+	in.SetState(switchboard.StateStarting)
+	return sync.OnceFunc(func() { <-slots }), true
 }
 
 // Status returns a snapshot of every supervised instance, sorted by key.
@@ -565,15 +618,20 @@ func (in *instance) runOnce() (res runResult) {
 	spec := in.spec
 	redact := in.s.opts.Redact
 	clock := in.s.opts.Clock
-	in.SetState(switchboard.StateStarting)
 
 	env := childEnv(in.s.opts.BaseEnv, spec.Env)
 	path, err := resolveCommand(spec.Command, spec.Dir, env)
 	if err != nil {
+		in.SetState(switchboard.StateStarting)
 		in.SetErr(err)
 		in.log.Error().Str("error", redact(err.Error())).Msg("provider command not runnable")
 		return runResult{err: err}
 	}
+	release, ok := in.startSlot()
+	if !ok {
+		return runResult{}
+	}
+	defer release()
 	argv := append([]string{spec.Command}, spec.Args...)
 	lim, err := in.s.limits.prepare(spec.Key, spec.resources())
 	if err != nil {
@@ -744,6 +802,7 @@ func (in *instance) runOnce() (res runResult) {
 	in.SetState(switchboard.StateRunning)
 	in.log.Info().Int("tools", len(cat.Tools)).Int("prompts", len(cat.Prompts)).Int("resources", len(cat.Resources)).Msg("provider ready")
 	in.emit(Event{Kind: EventReady, PID: p.pid})
+	release() // started: the next queued instance's turn
 
 	var debounce <-chan time.Time
 	for {

@@ -1159,3 +1159,58 @@ func (c *countingCaller) Notify(method string, params json.RawMessage) {
 func (c *countingCaller) Request(context.Context, string, json.RawMessage) (json.RawMessage, error) {
 	return nil, errors.New("not supported")
 }
+
+// Options.MaxStarting: no more instances start at once than it allows, the
+// rest show as queued and start in their turn, and each one's wait and init
+// timeout run from its turn, not from its Start.
+func TestStartsTakeTurns(t *testing.T) {
+	const maxStarting, n = 2, 6
+	s, rec := MustSupervisor(t, Options{MaxStarting: maxStarting})
+	var keys []switchboard.InstanceKey
+	for i := range n {
+		spec := testSpec(t, fmt.Sprintf("turn%d", i), "slow=100ms")
+		spec.InitTimeout = 5 * time.Second
+		if err := s.Start(spec); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, spec.Key)
+	}
+	sawQueued := false
+	waitUntil(t, 30*time.Second, func() bool {
+		running := 0
+		for _, st := range s.Status() {
+			switch st.State {
+			case switchboard.StateQueued:
+				sawQueued = true
+			case switchboard.StateRunning:
+				running++
+			}
+		}
+		return running == n
+	}, "every instance running")
+	if !sawQueued {
+		t.Error("no instance was ever shown queued")
+	}
+	for _, key := range keys {
+		if err := s.WaitReady(t.Context(), key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Spawn takes a turn and ready gives it back: the events, in order, never
+	// show more than maxStarting instances between the two.
+	rec.mu.Lock()
+	starting, most := 0, 0
+	for _, e := range rec.events {
+		switch e.Kind {
+		case EventSpawn:
+			starting++
+			most = max(most, starting)
+		case EventReady:
+			starting--
+		}
+	}
+	rec.mu.Unlock()
+	if most != maxStarting {
+		t.Errorf("at most %d instances started at once, want %d", most, maxStarting)
+	}
+}

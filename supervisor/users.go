@@ -91,11 +91,11 @@ func (s *Supervisor) startUser(ctx context.Context, key switchboard.InstanceKey)
 	if init <= 0 {
 		init = DefaultInitTimeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, init+readyMargin)
-	defer cancel()
 	// The spec first: it says why a user cannot have an instance at all
 	// (not connected) before the cap says there is no room.
-	spec, err := s.opts.UserSpec(ctx, key)
+	specCtx, cancel := context.WithTimeout(ctx, init)
+	spec, err := s.opts.UserSpec(specCtx, key)
+	cancel()
 	if err != nil {
 		return nil, err
 	}

@@ -126,11 +126,20 @@ func (l *Life) Restarted() {
 }
 
 // AwaitReady blocks until the instance runs (nil), has failed or stopped
-// (an EUNAVAILABLE error), or ctx ends (ETIMEOUT for a deadline). With
-// firstTry, a failed attempt the instance backs off from is an error too.
-// name is what the errors call the instance ("provider fs"); redact scrubs
-// the last error before it is shown.
-func (l *Life) AwaitReady(ctx context.Context, name string, firstTry bool, redact func(string) string) error {
+// (an EUNAVAILABLE error), or ctx ends. With firstTry, a failed attempt the
+// instance backs off from is an error too. A bound above zero limits the
+// wait to that long from when the instance last left StateQueued (ETIMEOUT
+// past it): the time an instance waits for its turn to start is not its own,
+// and only ctx bounds that. name is what the errors call the instance
+// ("provider fs"); redact scrubs the last error before it is shown.
+func (l *Life) AwaitReady(ctx context.Context, name string, firstTry bool, bound time.Duration, redact func(string) string) error {
+	var timer *time.Timer
+	var expired <-chan time.Time // nil while queued, or without a bound
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		l.Mu.Lock()
 		st, lastErr, changed := l.State, l.LastErr, l.changed
@@ -142,9 +151,19 @@ func (l *Life) AwaitReady(ctx context.Context, name string, firstTry bool, redac
 			return switchboard.Errorf(switchboard.EUNAVAILABLE, "waiting for %s: failed: %s", name, redact(lastErr))
 		case st == switchboard.StateStopping, st == switchboard.StateStopped:
 			return switchboard.Errorf(switchboard.EUNAVAILABLE, "waiting for %s: stopped", name)
+		case st == switchboard.StateQueued:
+			if timer != nil {
+				timer.Stop()
+				timer, expired = nil, nil
+			}
+		case bound > 0 && timer == nil:
+			timer = time.NewTimer(bound)
+			expired = timer.C
 		}
 		select {
 		case <-changed:
+		case <-expired:
+			return switchboard.Errorf(switchboard.ETIMEOUT, "waiting for %s: not ready within %s", name, bound)
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return switchboard.WrapError(switchboard.ETIMEOUT, ctx.Err(), "waiting for %s: not ready in time", name)

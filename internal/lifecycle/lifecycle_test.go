@@ -93,7 +93,7 @@ func TestAwaitReady(t *testing.T) {
 			l, _ := start(t)
 			defer l.Stop(context.Background())
 			got := make(chan error, 1)
-			go func() { got <- l.AwaitReady(context.Background(), "provider fs", tc.firstTry, redact) }()
+			go func() { got <- l.AwaitReady(context.Background(), "provider fs", tc.firstTry, 0, redact) }()
 			select {
 			case err := <-got:
 				t.Fatalf("returned %v while the instance was starting", err)
@@ -122,14 +122,42 @@ func TestAwaitReadyWaitsThroughBackoff(t *testing.T) {
 	l.SetState(switchboard.StateBackoff)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	err := l.AwaitReady(ctx, "provider fs", false, redact)
+	err := l.AwaitReady(ctx, "provider fs", false, 0, redact)
 	if switchboard.ErrorCode(err) != switchboard.ETIMEOUT || !strings.Contains(err.Error(), "not ready in time") {
 		t.Fatalf("err = %v, want a timeout", err)
 	}
 	cctx, ccancel := context.WithCancel(context.Background())
 	ccancel()
-	if err := l.AwaitReady(cctx, "provider fs", false, redact); !errors.Is(err, context.Canceled) {
+	if err := l.AwaitReady(cctx, "provider fs", false, 0, redact); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+}
+
+// The bound runs while the instance starts, not while it is queued: a wait
+// that began before the queue, and outlasted the bound there, still ends in
+// readiness; once out of the queue the bound applies.
+func TestAwaitReadyBoundSkipsTheQueue(t *testing.T) {
+	const bound = 50 * time.Millisecond
+	l, _ := start(t)
+	defer l.Stop(context.Background())
+	got := make(chan error, 1)
+	go func() { got <- l.AwaitReady(context.Background(), "provider fs", false, bound, redact) }()
+	l.SetState(switchboard.StateQueued)
+	select {
+	case err := <-got:
+		t.Fatalf("returned %v while the instance was queued", err)
+	case <-time.After(4 * bound):
+	}
+	l.SetState(switchboard.StateStarting)
+	l.SetState(switchboard.StateRunning)
+	if err := <-got; err != nil {
+		t.Fatalf("err = %v, want nil: the queue's time counted against the bound", err)
+	}
+
+	l.SetState(switchboard.StateStarting)
+	err := l.AwaitReady(context.Background(), "provider fs", false, bound, redact)
+	if switchboard.ErrorCode(err) != switchboard.ETIMEOUT || !strings.Contains(err.Error(), "not ready within 50ms") {
+		t.Fatalf("err = %v, want a timeout after the bound", err)
 	}
 }
 
