@@ -125,10 +125,12 @@ type Options struct {
 	MaxStarting int
 }
 
-// DefaultMaxStarting is the default Options.MaxStarting: four per CPU the Go
-// runtime uses, and at least 8, so that providers whose start waits on the
-// network (npx fetching a package) do not hold up the rest for long.
-func DefaultMaxStarting() int { return max(8, 4*runtime.GOMAXPROCS(0)) }
+// DefaultMaxStarting is the default Options.MaxStarting: four per CPU this
+// process may run on (the children start on the machine's CPUs, not on the
+// gateway's share of them), and at least 8, so that providers whose start
+// waits on the network (npx fetching a package) do not hold up the rest for
+// long.
+func DefaultMaxStarting() int { return max(8, 4*runtime.NumCPU()) }
 
 // Supervisor runs provider instances as child processes. Its methods are safe
 // for concurrent use.
