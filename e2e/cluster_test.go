@@ -688,7 +688,11 @@ func TestCluster(t *testing.T) {
 		if err := victim.g.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(90 * time.Second)
+		// Recovery is a node process start per victim on replicas that the
+		// other users' loops keep busy: on two cores about 10 s, but a
+		// slower CI machine has taken over a minute. The test asserts that
+		// they recover, and reports how fast.
+		deadline := time.Now().Add(3 * time.Minute)
 		for time.Now().Before(deadline) {
 			n := 0
 			recovered.Range(func(any, any) bool { n++; return true })
