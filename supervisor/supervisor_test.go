@@ -1214,3 +1214,37 @@ func TestStartsTakeTurns(t *testing.T) {
 		t.Errorf("at most %d instances started at once, want %d", most, maxStarting)
 	}
 }
+
+// An instance stopped while it waits for its turn ends there: it never
+// spawns, and its stop does not wait for the instance holding the turn.
+func TestStopWhileQueued(t *testing.T) {
+	s, rec := MustSupervisor(t, Options{MaxStarting: 1})
+	hold := testSpec(t, "hold", "no-init") // keeps the only turn until its init timeout
+	if err := s.Start(hold); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, func() bool { return rec.count(EventSpawn) == 1 }, "hold spawned")
+	queued := testSpec(t, "queued", "")
+	if err := s.Start(queued); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, func() bool {
+		for _, st := range s.Status() {
+			if st.Provider == "queued" && st.State == switchboard.StateQueued {
+				return true
+			}
+		}
+		return false
+	}, "queued shown as queued")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second) // hold's init timeout is 30 s
+	defer cancel()
+	if err := s.Stop(ctx, queued.Key); err != nil {
+		t.Fatalf("Stop of a queued instance: %v", err)
+	}
+	if s.Has(queued.Key) {
+		t.Error("the stopped instance is still supervised")
+	}
+	if n := rec.count(EventSpawn); n != 1 {
+		t.Errorf("%d spawns, want 1: the queued instance spawned", n)
+	}
+}
