@@ -53,6 +53,7 @@ const (
 
 // Event kinds, for the audit log.
 const (
+	EventQueued  = "queued"  // it waits for its turn to start (Options.MaxStarting)
 	EventSpawn   = "spawn"   // a child process was started
 	EventReady   = "ready"   // it answered initialize and its catalog is published
 	EventExit    = "exit"    // it exited (ExitCode, Signal)
@@ -391,6 +392,7 @@ func (in *instance) startSlot() (release func(), ok bool) {
 	case slots <- struct{}{}:
 	default:
 		in.SetState(switchboard.StateQueued)
+		in.emit(Event{Kind: EventQueued})
 		queued := time.Now()
 		select {
 		case slots <- struct{}{}:

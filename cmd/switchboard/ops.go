@@ -198,6 +198,12 @@ func (c callObserver) SessionClosed(ep switchboard.Endpoint) { c.o.metrics.Sessi
 // and status-page events.
 func (o *ops) providerEvent(ev supervisor.Event) {
 	name := ev.Key.String()
+	if ev.Kind == supervisor.EventQueued {
+		// Waiting for a turn to start is a metric, not an audit fact: the
+		// spawn that follows is recorded.
+		o.metrics.ProviderState(name, switchboard.StateQueued)
+		return
+	}
 	detail := map[string]string{"event": ev.Kind}
 	if ev.PID != 0 {
 		detail["pid"] = strconv.Itoa(ev.PID)
@@ -218,6 +224,8 @@ func (o *ops) providerEvent(ev supervisor.Event) {
 	}
 	o.event(rec)
 	switch ev.Kind {
+	case supervisor.EventSpawn:
+		o.metrics.ProviderState(name, switchboard.StateStarting)
 	case supervisor.EventReady:
 		o.metrics.ProviderState(name, switchboard.StateRunning)
 	case supervisor.EventExit:

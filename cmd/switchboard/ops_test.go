@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/signal"
 	"strings"
@@ -15,8 +16,12 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/switchboard-mcp/switchboard"
 	"github.com/switchboard-mcp/switchboard/audit"
 	"github.com/switchboard-mcp/switchboard/internal/redact"
+	"github.com/switchboard-mcp/switchboard/metrics"
+	"github.com/switchboard-mcp/switchboard/statuspage"
+	"github.com/switchboard-mcp/switchboard/supervisor"
 )
 
 const opsConfig = `
@@ -327,5 +332,39 @@ func TestLogLines(t *testing.T) {
 	f.close()
 	if !strings.Contains(out.String(), "after") {
 		t.Fatal("close left a line held")
+	}
+}
+
+// The provider_state gauge follows an instance through its start: queued
+// while it waits for its turn, starting once spawned, running once ready.
+// Waiting is not written to the audit log; the spawn is.
+func TestProviderStateThroughTheStartQueue(t *testing.T) {
+	o := &ops{metrics: metrics.New(), events: statuspage.NewRing(10), redact: func(s string) string { return s }}
+	key := switchboard.InstanceKey{Provider: "notes", User: "alice"}
+	state := func() string {
+		rec := httptest.NewRecorder()
+		o.metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		var on []string
+		for line := range strings.Lines(rec.Body.String()) {
+			if strings.HasPrefix(line, `switchboard_provider_state{provider="notes@alice"`) && strings.HasSuffix(line, " 1\n") {
+				on = append(on, line)
+			}
+		}
+		if len(on) != 1 {
+			t.Fatalf("provider_state lines at 1: %q, want one", on)
+		}
+		_, st, _ := strings.Cut(on[0], `state="`)
+		st, _, _ = strings.Cut(st, `"`)
+		return st
+	}
+	for _, step := range []struct{ kind, want string }{
+		{supervisor.EventQueued, "queued"},
+		{supervisor.EventSpawn, "starting"},
+		{supervisor.EventReady, "running"},
+	} {
+		o.providerEvent(supervisor.Event{Key: key, Kind: step.kind, PID: 42})
+		if got := state(); got != step.want {
+			t.Errorf("after %s: state %q, want %q", step.kind, got, step.want)
+		}
 	}
 }
