@@ -134,15 +134,15 @@ func TestAwaitReadyWaitsThroughBackoff(t *testing.T) {
 }
 
 // The bound runs while the instance starts, not while it is queued: a wait
-// that began before the queue, and outlasted the bound there, still ends in
-// readiness; once out of the queue the bound applies.
+// that outlasted the bound in the queue still ends in readiness; once out of
+// the queue the bound applies.
 func TestAwaitReadyBoundSkipsTheQueue(t *testing.T) {
 	const bound = 50 * time.Millisecond
 	l, _ := start(t)
 	defer l.Stop(context.Background())
+	l.SetState(switchboard.StateQueued)
 	got := make(chan error, 1)
 	go func() { got <- l.AwaitReady(context.Background(), "provider fs", false, bound, redact) }()
-	l.SetState(switchboard.StateQueued)
 	select {
 	case err := <-got:
 		t.Fatalf("returned %v while the instance was queued", err)
